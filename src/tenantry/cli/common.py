@@ -1,0 +1,54 @@
+"""What every command shares: the --data-dir/--config options, opening the runtime, output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tenantry.core.errors import UsageError
+from tenantry.core.settings import Settings, load_settings
+from tenantry.runtime import Runtime
+
+__all__ = ["DataDirOption", "ConfigOption", "settings_from", "open_runtime", "print_json", "split_tools"]
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Data directory (default ./tenantry-data, env TENANTRY_DATA_DIR).", show_default=False
+    ),
+]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML configuration file.", show_default=False)]
+
+
+def settings_from(data_dir: Path | None, config: Path | None, **overrides: Any) -> Settings:
+    return load_settings(config, data_dir=data_dir, **overrides)
+
+
+@contextmanager
+def open_runtime(
+    data_dir: Path | None, config: Path | None, *, serving: bool = False, **overrides: Any
+) -> Iterator[Runtime]:
+    runtime = Runtime(settings_from(data_dir, config, **overrides), serving=serving)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def split_tools(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    tools = [t.strip() for t in value.split(",") if t.strip()]
+    if not tools:
+        raise UsageError("--tools needs at least one tool name (comma-separated)")
+    return tools

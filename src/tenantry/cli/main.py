@@ -1,0 +1,97 @@
+"""The ``tenantry`` command. Exit 0 on success, 1 when an operation or check fails, 2 on a
+usage error; errors are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from tenantry import __version__
+from tenantry.cli.common import ConfigOption, DataDirOption
+from tenantry.cli.tenant import tenant_app
+from tenantry.cli.token import token_app
+from tenantry.core.errors import AlreadyExists, NotFound, TenantryError, UsageError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tenantry",
+    help="Tenantry: a multi-tenant MCP server that keeps tenants strictly apart.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+
+
+@app.command("serve")
+def serve(
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default 8750).")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Seed and serve the demo tenants and tools.")] = False,
+    app_spec: Annotated[
+        str | None, typer.Option("--app", help="Your tools, as module:object (a tenantry.App).")
+    ] = None,
+) -> None:
+    """Start the MCP server (streamable HTTP at /mcp)."""
+    from tenantry.cli.serve import run_http
+
+    run_http(data_dir, config, host=host, port=port, demo=demo, app_spec=app_spec)
+
+
+@app.command("stdio")
+def stdio(
+    token: Annotated[str, typer.Option("--token", help="The tenant's token; it is the session's credential.")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Serve the demo tools.")] = False,
+    app_spec: Annotated[str | None, typer.Option("--app", help="Your tools, as module:object.")] = None,
+) -> None:
+    """Serve one tenant over stdio (for local agents that launch the server)."""
+    from tenantry.cli.serve import run_stdio
+
+    run_stdio(data_dir, config, token=token, demo=demo, app_spec=app_spec)
+
+
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(token_app, name="token")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def _exit_code(error: TenantryError) -> int:
+    if isinstance(error, NotFound | AlreadyExists):
+        return 1
+    return 2 if isinstance(error, UsageError) else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        # Standalone mode: Typer reports its own usage errors (exit 2) and raises SystemExit.
+        app(args=argv)
+    except TenantryError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        sys.exit(_exit_code(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        logging.getLogger("tenantry.cli").debug("unexpected failure", exc_info=True)
+        sys.stderr.write(
+            f"error: unexpected failure ({type(exc).__name__}); rerun with TENANTRY_LOGGING__LEVEL=DEBUG\n"
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

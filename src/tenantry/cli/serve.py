@@ -1,0 +1,109 @@
+"""``tenantry serve`` and ``tenantry stdio``."""
+
+from __future__ import annotations
+
+import importlib
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+
+from tenantry.cli.common import open_runtime
+from tenantry.core.errors import UsageError
+from tenantry.framework.app import App
+from tenantry.logs import configure_logging
+from tenantry.runtime import MCP_PATH, Runtime
+
+__all__ = ["run_http", "run_stdio", "load_app"]
+
+
+def load_app(spec: str | None, *, demo: bool) -> App:
+    """The tools to serve: ``--app module:object``, the demo tools, or both."""
+    served = App("tenantry")
+    if demo:
+        from tenantry.demo.tools import demo_app
+
+        served.include(demo_app)
+    if spec:
+        module_name, _, attribute = spec.partition(":")
+        if not module_name or not attribute:
+            raise UsageError("--app must look like module:object, e.g. my_tools:app")
+        if str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UsageError(f"cannot import {module_name!r}: {exc}") from None
+        user_app = getattr(module, attribute, None)
+        if not isinstance(user_app, App):
+            raise UsageError(f"{spec} is not a tenantry.App")
+        served.include(user_app)
+        served.name = user_app.name
+    return served
+
+
+async def _seed(runtime: Runtime) -> list[str]:
+    from tenantry.demo.seed import seed_demo
+
+    return await seed_demo(runtime.store, runtime.scopes)
+
+
+class _AnnouncingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, announce: str) -> None:
+        super().__init__(config)
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            sys.stdout.write(self._announce)
+            sys.stdout.flush()
+
+
+def run_http(
+    data_dir: Path | None, config: Path | None, *, host: str | None, port: int | None, demo: bool, app_spec: str | None
+) -> None:
+    server_overrides: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    with open_runtime(
+        data_dir, config, serving=True, **({"server": server_overrides} if server_overrides else {})
+    ) as runtime:
+        settings = runtime.settings
+        configure_logging(settings.logging.level, settings.logging.format)
+        served = load_app(app_spec, demo=demo)
+        runtime.prepare_keys()
+        if demo:
+            anyio.run(_seed, runtime)
+        from tenantry.server.app import create_http_app
+
+        http = create_http_app(runtime, served)
+        url = runtime.endpoints.public_url + MCP_PATH
+        lines = [f"Tenantry serving MCP at {url}", f"  data dir: {runtime.data_dir}", f"  tools: {len(served.tools)}"]
+        if demo:
+            lines.append("  demo tenants: acme, globex  (try: tenantry token issue --tenant acme --sub alice)")
+        config_ = uvicorn.Config(
+            http.asgi,
+            host=settings.server.host,
+            port=settings.server.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+        server = _AnnouncingServer(config_, "\n".join(lines) + "\n")
+        server.run()
+        if not server.started:
+            raise UsageError(f"could not start on {settings.server.host}:{settings.server.port} (is the port in use?)")
+
+
+def run_stdio(data_dir: Path | None, config: Path | None, *, token: str, demo: bool, app_spec: str | None) -> None:
+    from tenantry.server.stdio import serve_stdio, verify_startup_token
+
+    with open_runtime(data_dir, config) as runtime:
+        configure_logging(runtime.settings.logging.level, runtime.settings.logging.format)
+        served = load_app(app_spec, demo=demo)
+        principal = verify_startup_token(runtime, token)
+        anyio.run(serve_stdio, runtime, served, principal)

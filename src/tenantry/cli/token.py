@@ -1,0 +1,52 @@
+"""``tenantry token ...``: issue short-lived tenant tokens from the built-in issuer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tenantry.cli.common import ConfigOption, DataDirOption, open_runtime, split_tools
+from tenantry.core.durations import parse_duration
+from tenantry.core.errors import NotFound, UsageError
+
+__all__ = ["token_app"]
+
+token_app = typer.Typer(help="Issue tokens.", no_args_is_help=True, rich_markup_mode=None)
+
+
+@token_app.command("issue")
+def issue(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant id.")],
+    sub: Annotated[str, typer.Option("--sub", help="Subject (the agent or user).")],
+    tools: Annotated[
+        str | None, typer.Option(help="Comma-separated tools (default: the tenant's current grants).")
+    ] = None,
+    prefix: Annotated[str | None, typer.Option(help="Resource prefix the token is narrowed to.")] = None,
+    ttl: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 15m (default 15m, at most the configured maximum).")
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print a signed JWT for a tenant's agent (and nothing else)."""
+    with open_runtime(data_dir, config) as runtime:
+        record = runtime.store.get_tenant(tenant)
+        if record is None:
+            raise NotFound(f"no tenant {tenant!r}")
+        requested = split_tools(tools)
+        if requested is None:
+            allowed = sorted(record.grants)
+        else:
+            outside = sorted(set(requested) - record.grants)
+            if outside:
+                raise UsageError(f"not granted to tenant {tenant!r}: {', '.join(outside)}")
+            allowed = requested
+        issued = runtime.token_issuer().issue(
+            tenant_id=tenant,
+            subject=sub,
+            allowed_tools=allowed,
+            resource_prefix=prefix,
+            ttl=None if ttl is None else parse_duration(ttl),
+        )
+    typer.echo(issued.token)

@@ -1,0 +1,199 @@
+"""SQLite control plane (the embedded default): ``<data_dir>/control.sqlite3``."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tenantry.controlplane.base import Tenant, TenantStatus, Tier
+from tenantry.core.errors import AlreadyExists, NotFound, StorageError
+from tenantry.core.ids import validate_tenant_id, validate_tool_name
+
+__all__ = ["SqliteTenantStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tier TEXT NOT NULL CHECK (tier IN ('logical', 'dedicated')),
+    status TEXT NOT NULL CHECK (status IN ('active', 'halted')),
+    halted_reason TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    tool TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, tool)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', '0');
+"""
+
+
+class SqliteTenantStore:
+    """Thread-safe; one connection guarded by a lock (writes are rare and tiny)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            with self._lock:
+                self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open control store {path}: {exc}") from None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                yield cur
+            except sqlite3.Error as exc:
+                raise StorageError(f"control store read failed: {exc}") from None
+            finally:
+                cur.close()
+
+    @staticmethod
+    def _bump(cur: sqlite3.Cursor) -> None:
+        cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
+
+    def create_tenant(
+        self, tenant_id: str, *, name: str | None = None, tools: Iterable[str] = (), tier: Tier = "logical"
+    ) -> Tenant:
+        validate_tenant_id(tenant_id)
+        tool_list = sorted({validate_tool_name(t) for t in tools})
+        try:
+            with self._tx() as cur:
+                cur.execute(
+                    "INSERT INTO tenants (id, name, tier, status, created_at) VALUES (?, ?, ?, 'active', ?)",
+                    (tenant_id, name or tenant_id, tier, int(time.time())),
+                )
+                cur.executemany(
+                    "INSERT INTO grants (tenant_id, tool) VALUES (?, ?)", [(tenant_id, t) for t in tool_list]
+                )
+                self._bump(cur)
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"tenant {tenant_id!r} already exists") from None
+        except sqlite3.Error as exc:
+            raise StorageError(f"control store write failed: {exc}") from None
+        return self._require(tenant_id)
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT id, name, tier, status, created_at, halted_reason FROM tenants WHERE id = ?", (tenant_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            grants = frozenset(r[0] for r in cur.execute("SELECT tool FROM grants WHERE tenant_id = ?", (tenant_id,)))
+        return _tenant(row, grants)
+
+    def list_tenants(self) -> list[Tenant]:
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT id, name, tier, status, created_at, halted_reason FROM tenants ORDER BY id"
+            ).fetchall()
+            grants: dict[str, set[str]] = {}
+            for tenant_id, tool in cur.execute("SELECT tenant_id, tool FROM grants"):
+                grants.setdefault(tenant_id, set()).add(tool)
+        return [_tenant(row, frozenset(grants.get(row[0], ()))) for row in rows]
+
+    def grant(self, tenant_id: str, tools: Iterable[str]) -> Tenant:
+        tool_list = sorted({validate_tool_name(t) for t in tools})
+        with self._write_existing(tenant_id) as cur:
+            cur.executemany(
+                "INSERT OR IGNORE INTO grants (tenant_id, tool) VALUES (?, ?)", [(tenant_id, t) for t in tool_list]
+            )
+        return self._require(tenant_id)
+
+    def ungrant(self, tenant_id: str, tools: Iterable[str]) -> Tenant:
+        tool_list = sorted(set(tools))
+        with self._write_existing(tenant_id) as cur:
+            cur.executemany("DELETE FROM grants WHERE tenant_id = ? AND tool = ?", [(tenant_id, t) for t in tool_list])
+        return self._require(tenant_id)
+
+    def set_status(self, tenant_id: str, status: TenantStatus, reason: str | None = None) -> Tenant:
+        with self._write_existing(tenant_id) as cur:
+            cur.execute("UPDATE tenants SET status = ?, halted_reason = ? WHERE id = ?", (status, reason, tenant_id))
+        return self._require(tenant_id)
+
+    @contextmanager
+    def _write_existing(self, tenant_id: str) -> Iterator[sqlite3.Cursor]:
+        try:
+            with self._tx() as cur:
+                if cur.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)).fetchone() is None:
+                    raise NotFound(f"no tenant {tenant_id!r}")
+                yield cur
+                self._bump(cur)
+        except sqlite3.Error as exc:
+            raise StorageError(f"control store write failed: {exc}") from None
+
+    def _require(self, tenant_id: str) -> Tenant:
+        tenant = self.get_tenant(tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        return tenant
+
+    def revision(self) -> int:
+        with self._read() as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        return int(row[0])
+
+    def get_meta(self, key: str) -> str | None:
+        with self._read() as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key = ?", (f"x:{key}",)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        try:
+            with self._tx() as cur:
+                cur.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (f"x:{key}", value),
+                )
+        except sqlite3.Error as exc:
+            raise StorageError(f"control store write failed: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _tenant(row: tuple[object, ...], grants: frozenset[str]) -> Tenant:
+    tenant_id, name, tier, status, created_at, halted_reason = row
+    return Tenant(
+        id=str(tenant_id),
+        name=str(name),
+        tier=tier,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
+        created_at=int(created_at),  # type: ignore[call-overload]
+        grants=grants,
+        halted_reason=None if halted_reason is None else str(halted_reason),
+    )

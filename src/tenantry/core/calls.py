@@ -1,0 +1,29 @@
+"""The facts about one inbound request that every layer below the transport needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tenantry.core.identity import Principal
+
+__all__ = ["Caller"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A verified principal plus where and how its request arrived."""
+
+    principal: Principal
+    request_id: str
+    session_id: str | None = None
+    """The MCP session (handshake era); ``None`` for sessionless requests and stdio."""
+    client_address: str | None = None
+
+    @property
+    def audit_session(self) -> str:
+        """Session id for audit records: the MCP session, else the token's ``jti`` (sessionless era)."""
+        return self.session_id if self.session_id is not None else f"jti:{self.principal.token_id}"
+
+    @property
+    def tenant_id(self) -> str:
+        return self.principal.tenant_id

@@ -1,0 +1,221 @@
+"""The errors Tenantry raises on purpose.
+
+Hierarchy::
+
+    TenantryError                 root; code, http_status, jsonrpc_code, safe message
+    +-- InvalidCredential         401: missing, malformed, expired, forged or revoked credential
+    +-- OriginNotAllowed          403: browser Origin not on the allow-list
+    +-- TenantHalted              403: the tenant's kill switch is on
+    +-- SessionNotFound           404: unknown session, or a session owned by another principal
+    +-- ToolUnavailable           same error for a tool that does not exist and one not granted
+    +-- InvalidArguments          tool arguments do not match the tool's schema
+    +-- ScopeViolation            a resource outside the tenant's partition or prefix
+    +-- RequestRejected           malformed JSON-RPC, wrong content type, too deep, too large
+    +-- RateLimited               429
+    +-- AuditUnavailable          503: the audit store cannot record; fail closed
+    +-- StorageError              503: a data store failed (wraps driver errors)
+    +-- ToolFailed                the tool raised; the message is generic, the traceback is logged
+    |   +-- QueryFailed           an invalid SQL statement in the tenant's own database
+    +-- UsageError                a bad value given to the CLI or the API (not found, invalid id, ...)
+    +-- NotFound, AlreadyExists   control-plane lookups
+
+Every message is safe to show to the caller who caused it: it never names another
+tenant, another tenant's tool or any stored data. Codes are stable and never renamed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "TenantryError",
+    "InvalidCredential",
+    "OriginNotAllowed",
+    "TenantHalted",
+    "SessionNotFound",
+    "ToolUnavailable",
+    "InvalidArguments",
+    "ScopeViolation",
+    "RequestRejected",
+    "PayloadTooLarge",
+    "UnsupportedMediaType",
+    "RateLimited",
+    "AuditUnavailable",
+    "StorageError",
+    "ToolFailed",
+    "QueryFailed",
+    "UsageError",
+    "NotFound",
+    "AlreadyExists",
+    "ALL_ERRORS",
+]
+
+# JSON-RPC 2.0 reserves -32768..-32000; -32099..-32000 is for implementation-defined server errors.
+_INVALID_REQUEST = -32600
+_INVALID_PARAMS = -32602
+_INTERNAL_ERROR = -32603
+
+
+class TenantryError(Exception):
+    """Root of every error Tenantry raises on purpose.
+
+    :param message: text safe to show to the caller; defaults to the class's message.
+    :param data: extra, caller-safe structured detail for the JSON-RPC ``data`` member.
+    """
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    jsonrpc_code: ClassVar[int] = _INTERNAL_ERROR
+    default_message: ClassVar[str] = "Internal error"
+
+    def __init__(self, message: str | None = None, *, data: dict[str, Any] | None = None) -> None:
+        self.message = message or self.default_message
+        self.data = data or {}
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The body a client sees: stable code plus safe message."""
+        return {"code": self.code, "message": self.message, **self.data}
+
+
+class InvalidCredential(TenantryError):
+    code = "invalid_credential"
+    http_status = 401
+    jsonrpc_code = -32001
+    default_message = "A valid bearer credential is required"
+
+
+class OriginNotAllowed(TenantryError):
+    code = "origin_not_allowed"
+    http_status = 403
+    jsonrpc_code = -32002
+    default_message = "Origin not allowed"
+
+
+class TenantHalted(TenantryError):
+    code = "tenant_halted"
+    http_status = 403
+    jsonrpc_code = -32004
+    default_message = "The tenant is halted by an administrator"
+
+
+class SessionNotFound(TenantryError):
+    code = "session_not_found"
+    http_status = 404
+    jsonrpc_code = _INVALID_REQUEST
+    default_message = "Session not found"
+
+
+class ToolUnavailable(TenantryError):
+    code = "tool_unavailable"
+    http_status = 404
+    jsonrpc_code = _INVALID_PARAMS
+    default_message = "Tool not available"
+
+
+class InvalidArguments(TenantryError):
+    code = "invalid_arguments"
+    http_status = 400
+    jsonrpc_code = _INVALID_PARAMS
+    default_message = "Invalid tool arguments"
+
+
+class ScopeViolation(TenantryError):
+    code = "scope_violation"
+    http_status = 403
+    jsonrpc_code = -32003
+    default_message = "Resource is outside this tenant's scope"
+
+
+class RequestRejected(TenantryError):
+    code = "invalid_request"
+    http_status = 400
+    jsonrpc_code = _INVALID_REQUEST
+    default_message = "Invalid request"
+
+
+class PayloadTooLarge(RequestRejected):
+    code = "payload_too_large"
+    http_status = 413
+    default_message = "Request body too large"
+
+
+class UnsupportedMediaType(RequestRejected):
+    code = "unsupported_media_type"
+    http_status = 415
+    default_message = "Content-Type must be application/json"
+
+
+class RateLimited(TenantryError):
+    code = "rate_limited"
+    http_status = 429
+    jsonrpc_code = -32005
+    default_message = "Rate limit exceeded"
+
+
+class AuditUnavailable(TenantryError):
+    code = "audit_unavailable"
+    http_status = 503
+    jsonrpc_code = -32006
+    default_message = "The audit store is unavailable; the call was not run"
+
+
+class StorageError(TenantryError):
+    code = "storage_unavailable"
+    http_status = 503
+    jsonrpc_code = -32007
+    default_message = "A data store is unavailable"
+
+
+class ToolFailed(TenantryError):
+    code = "tool_failed"
+    http_status = 500
+    jsonrpc_code = _INTERNAL_ERROR
+    default_message = "The tool failed"
+
+
+class QueryFailed(ToolFailed):
+    code = "query_failed"
+    default_message = "The query failed"
+
+
+class UsageError(TenantryError):
+    code = "usage_error"
+    http_status = 400
+    jsonrpc_code = _INVALID_PARAMS
+    default_message = "Invalid value"
+
+
+class NotFound(UsageError):
+    code = "not_found"
+    http_status = 404
+    default_message = "Not found"
+
+
+class AlreadyExists(UsageError):
+    code = "already_exists"
+    http_status = 409
+    default_message = "Already exists"
+
+
+ALL_ERRORS: tuple[type[TenantryError], ...] = (
+    TenantryError,
+    InvalidCredential,
+    OriginNotAllowed,
+    TenantHalted,
+    SessionNotFound,
+    ToolUnavailable,
+    InvalidArguments,
+    ScopeViolation,
+    RequestRejected,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    AuditUnavailable,
+    StorageError,
+    ToolFailed,
+    QueryFailed,
+    UsageError,
+    NotFound,
+    AlreadyExists,
+)

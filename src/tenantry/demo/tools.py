@@ -1,0 +1,70 @@
+"""The demo tools (names fixed by the specification so docs and tests can rely on them)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from tenantry.framework.app import App
+from tenantry.framework.context import ToolContext
+from tenantry.framework.markers import ResourcePath, ResourcePrefix
+
+__all__ = ["demo_app", "SHARED_TOOLS", "GLOBEX_TOOLS", "ACME_GRANTS", "GLOBEX_GRANTS"]
+
+demo_app = App("tenantry-demo")
+
+SHARED_TOOLS = ("whoami", "query_crm", "list_files", "read_file", "write_file")
+GLOBEX_TOOLS = ("globex_forecast",)
+ACME_GRANTS = SHARED_TOOLS
+GLOBEX_GRANTS = ("whoami", "query_crm", "list_files", "read_file", "globex_forecast")
+
+
+@demo_app.tool()
+async def whoami(ctx: ToolContext) -> dict[str, Any]:
+    """Who Tenantry says you are: tenant, subject, session and the tools you may use."""
+    return {
+        "tenant_id": ctx.tenant_id,
+        "subject": ctx.subject,
+        "session_id": ctx.session_id,
+        "effective_tools": sorted(ctx.allowed_tools),
+        "resource_prefix": ctx.resource_prefix,
+    }
+
+
+@demo_app.tool()
+async def query_crm(
+    ctx: ToolContext,
+    filter: str = "",
+    limit: Annotated[int, Field(ge=1, le=100)] = 20,
+) -> list[dict[str, Any]]:
+    """Customers of your organisation whose name contains `filter`."""
+    return await ctx.sql.fetch(
+        "SELECT name, email FROM customers WHERE name LIKE ? ORDER BY name LIMIT ?", f"%{filter}%", limit
+    )
+
+
+@demo_app.tool()
+async def list_files(ctx: ToolContext, prefix: ResourcePrefix = "") -> list[dict[str, Any]]:
+    """Files in your organisation's storage under `prefix`."""
+    return [{"path": f.path, "size": f.size} for f in await ctx.files.list(prefix)]
+
+
+@demo_app.tool()
+async def read_file(ctx: ToolContext, path: ResourcePath) -> str:
+    """The text of one file in your organisation's storage."""
+    return await ctx.files.read_text(path)
+
+
+@demo_app.tool()
+async def write_file(ctx: ToolContext, path: ResourcePath, content: str) -> dict[str, Any]:
+    """Write a text file in your organisation's storage."""
+    entry = await ctx.files.write_text(path, content)
+    return {"path": entry.path, "size": entry.size}
+
+
+@demo_app.tool(tenants=["globex"])
+async def globex_forecast(ctx: ToolContext, quarter: Annotated[str, Field(pattern=r"^Q[1-4]$")]) -> dict[str, Any]:
+    """Globex's revenue forecast for a quarter (Q1-Q4)."""
+    row = await ctx.sql.fetchone("SELECT quarter, revenue, note FROM forecasts WHERE quarter = ?", quarter)
+    return row or {"quarter": quarter, "revenue": None, "note": "no forecast"}

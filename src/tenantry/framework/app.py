@@ -1,0 +1,287 @@
+"""``tenantry.App``: where a tool author registers tools, resources and prompts.
+
+Tools, resources and prompts share one namespace of *capability names*. A tenant sees a
+capability when it is registered for that tenant (all tenants, or the ``tenants=`` list),
+granted to the tenant, and present in the credential's ``allowed_tools``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, get_type_hints
+
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+from mcp_types import ToolAnnotations
+
+from tenantry.core.errors import UsageError
+from tenantry.core.ids import validate_tenant_id, validate_tool_name
+from tenantry.framework.context import ToolContext
+from tenantry.framework.markers import ResourceArgument, find_resource_arguments
+
+__all__ = ["App", "ToolDefinition", "ResourceDefinition", "PromptDefinition"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _context_parameter(fn: Callable[..., Any]) -> str | None:
+    """The name of the parameter annotated ``ToolContext``, if any."""
+    try:
+        hints = get_type_hints(fn)
+    except (NameError, TypeError) as exc:
+        raise UsageError(f"cannot resolve the type hints of {fn.__qualname__}: {exc}") from None
+    for name, hint in hints.items():
+        if hint is ToolContext:
+            return name
+    return None
+
+
+def _tenant_set(tenants: Iterable[str] | None) -> frozenset[str] | None:
+    if tenants is None:
+        return None
+    if isinstance(tenants, str):
+        raise UsageError("tenants= takes a list of tenant ids, not a single string")
+    return frozenset(validate_tenant_id(t) for t in tenants)
+
+
+def _signature_for_schema(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, or a stand-in whose bare ``dict``/``list`` return is read as ``dict[str, Any]``/``list[Any]``,
+    so that ``-> dict`` tools publish structured output like ``-> dict[str, Any]`` ones do."""
+    signature = inspect.signature(fn, eval_str=True)
+    returned = signature.return_annotation
+    if returned is not dict and returned is not list:
+        return fn
+    widened: Any = dict[str, Any] if returned is dict else list[Any]
+
+    def stand_in(*args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError  # only read, never called
+
+    stand_in.__signature__ = signature.replace(return_annotation=widened)  # type: ignore[attr-defined]
+    stand_in.__name__ = fn.__name__
+    return stand_in
+
+
+def _require_async(fn: Callable[..., Any]) -> None:
+    if not inspect.iscoroutinefunction(fn):
+        raise UsageError(f"{fn.__qualname__} must be an async function (tools run on the event loop)")
+
+
+@dataclass(frozen=True)
+class ToolDefinition:
+    name: str
+    fn: Callable[..., Any]
+    description: str
+    metadata: FuncMetadata
+    input_schema: dict[str, Any]
+    context_param: str | None
+    tenants: frozenset[str] | None
+    resource_arguments: Mapping[str, ResourceArgument]
+    title: str | None = None
+    annotations: ToolAnnotations | None = None
+    argument_names: frozenset[str] = field(default_factory=frozenset)
+
+    def available_to(self, tenant_id: str) -> bool:
+        return self.tenants is None or tenant_id in self.tenants
+
+
+@dataclass(frozen=True)
+class ResourceDefinition:
+    name: str
+    uri: str
+    fn: Callable[..., Any]
+    description: str
+    mime_type: str
+    context_param: str | None
+    tenants: frozenset[str] | None
+    title: str | None = None
+
+    def available_to(self, tenant_id: str) -> bool:
+        return self.tenants is None or tenant_id in self.tenants
+
+
+@dataclass(frozen=True)
+class PromptDefinition:
+    name: str
+    fn: Callable[..., Any]
+    description: str
+    metadata: FuncMetadata
+    context_param: str | None
+    tenants: frozenset[str] | None
+    arguments: tuple[tuple[str, bool, str | None], ...]
+    """``(name, required, description)`` per argument."""
+    title: str | None = None
+
+    def available_to(self, tenant_id: str) -> bool:
+        return self.tenants is None or tenant_id in self.tenants
+
+
+class App:
+    """A set of tools (and resources and prompts) served to tenants.
+
+    Example::
+
+        app = tenantry.App()
+
+        @app.tool()
+        async def whoami(ctx: tenantry.ToolContext) -> dict:
+            return {"tenant": ctx.tenant_id}
+    """
+
+    def __init__(self, name: str = "tenantry") -> None:
+        self.name = name
+        self._tools: dict[str, ToolDefinition] = {}
+        self._resources: dict[str, ResourceDefinition] = {}
+        self._prompts: dict[str, PromptDefinition] = {}
+
+    # -- registration ---------------------------------------------------------------------
+
+    def tool(
+        self,
+        name: str | None = None,
+        *,
+        description: str | None = None,
+        tenants: Iterable[str] | None = None,
+        title: str | None = None,
+        annotations: ToolAnnotations | None = None,
+    ) -> Callable[[_F], _F]:
+        """Register an async function as a tool. Its JSON schema comes from its signature.
+
+        :param tenants: restrict the tool to these tenants; it does not exist for anyone else.
+        :raises UsageError: for a duplicate or invalid name or a non-async function.
+        """
+
+        def register(fn: _F) -> _F:
+            _require_async(fn)
+            tool_name = validate_tool_name(fn.__name__ if name is None else name)
+            self._claim(tool_name)
+            context_param = _context_parameter(fn)
+            metadata = func_metadata(_signature_for_schema(fn), skip_names=[context_param] if context_param else [])
+            schema = metadata.arg_model.model_json_schema(by_alias=True)
+            schema["additionalProperties"] = False
+            fields = metadata.arg_model.model_fields
+            names = frozenset(info.alias or key for key, info in fields.items())
+            self._tools[tool_name] = ToolDefinition(
+                name=tool_name,
+                fn=fn,
+                description=description or inspect.getdoc(fn) or "",
+                metadata=metadata,
+                input_schema=schema,
+                context_param=context_param,
+                tenants=_tenant_set(tenants),
+                resource_arguments=find_resource_arguments(fn),
+                title=title,
+                annotations=annotations,
+                argument_names=names,
+            )
+            return fn
+
+        return register
+
+    def resource(
+        self,
+        uri: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        mime_type: str = "text/plain",
+        tenants: Iterable[str] | None = None,
+        title: str | None = None,
+    ) -> Callable[[_F], _F]:
+        """Register a static resource at ``uri`` whose content the function returns (str or bytes)."""
+
+        def register(fn: _F) -> _F:
+            _require_async(fn)
+            resource_name = validate_tool_name(fn.__name__ if name is None else name)
+            self._claim(resource_name)
+            if any(r.uri == uri for r in self._resources.values()):
+                raise UsageError(f"resource URI {uri!r} is registered twice")
+            self._resources[resource_name] = ResourceDefinition(
+                name=resource_name,
+                uri=uri,
+                fn=fn,
+                description=description or inspect.getdoc(fn) or "",
+                mime_type=mime_type,
+                context_param=_context_parameter(fn),
+                tenants=_tenant_set(tenants),
+                title=title,
+            )
+            return fn
+
+        return register
+
+    def prompt(
+        self,
+        name: str | None = None,
+        *,
+        description: str | None = None,
+        tenants: Iterable[str] | None = None,
+        title: str | None = None,
+    ) -> Callable[[_F], _F]:
+        """Register a prompt; the function returns a string or a list of ``PromptMessage``."""
+
+        def register(fn: _F) -> _F:
+            _require_async(fn)
+            prompt_name = validate_tool_name(fn.__name__ if name is None else name)
+            self._claim(prompt_name)
+            context_param = _context_parameter(fn)
+            metadata = func_metadata(fn, skip_names=[context_param] if context_param else [], structured_output=False)
+            arguments = tuple(
+                (info.alias or key, info.is_required(), info.description)
+                for key, info in metadata.arg_model.model_fields.items()
+            )
+            self._prompts[prompt_name] = PromptDefinition(
+                name=prompt_name,
+                fn=fn,
+                description=description or inspect.getdoc(fn) or "",
+                metadata=metadata,
+                context_param=context_param,
+                tenants=_tenant_set(tenants),
+                arguments=arguments,
+                title=title,
+            )
+            return fn
+
+        return register
+
+    def include(self, other: App) -> None:
+        """Add every tool, resource and prompt of ``other`` (names must not collide)."""
+        for tool in other._tools.values():
+            self._claim(tool.name)
+            self._tools[tool.name] = tool
+        for resource in other._resources.values():
+            self._claim(resource.name)
+            self._resources[resource.name] = resource
+        for prompt in other._prompts.values():
+            self._claim(prompt.name)
+            self._prompts[prompt.name] = prompt
+
+    def _claim(self, name: str) -> None:
+        if name in self._tools or name in self._resources or name in self._prompts:
+            raise UsageError(f"{name!r} is registered twice (tools, resources and prompts share one namespace)")
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    @property
+    def tools(self) -> Mapping[str, ToolDefinition]:
+        return self._tools
+
+    @property
+    def resources(self) -> Mapping[str, ResourceDefinition]:
+        return self._resources
+
+    @property
+    def prompts(self) -> Mapping[str, PromptDefinition]:
+        return self._prompts
+
+    def capability_names(self) -> frozenset[str]:
+        return frozenset(self._tools) | frozenset(self._resources) | frozenset(self._prompts)
+
+    def registered_for(self, tenant_id: str) -> frozenset[str]:
+        """Every capability name that exists for ``tenant_id`` (before grants)."""
+        return frozenset(
+            name
+            for registry in (self._tools, self._resources, self._prompts)
+            for name, item in registry.items()
+            if item.available_to(tenant_id)
+        )

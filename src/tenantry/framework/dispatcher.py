@@ -1,0 +1,358 @@
+"""The enforcement path every tool call, resource read and prompt takes, whatever the transport.
+
+For a ``tools/call``, in order: the tenant exists and is not halted; the tool is registered
+for the tenant, granted to it and in the token (one error for every refusal, so nothing of
+another tenant's catalogue can be probed); the arguments match the schema exactly;
+arguments that name resources stay inside the tenant's partition and prefix; the start is
+audited (fail closed); the handler runs with scoped handles and a timeout; the outcome is
+audited before the result is returned.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from mcp_types import (
+    BlobResourceContents,
+    CallToolResult,
+    GetPromptResult,
+    Prompt,
+    PromptArgument,
+    PromptMessage,
+    ReadResourceResult,
+    Resource,
+    TextContent,
+    TextResourceContents,
+    Tool,
+)
+from pydantic import ValidationError
+
+from tenantry.audit.events import AuditEvent, EventType, ResultStatus, args_hash
+from tenantry.audit.sink import AuditSink
+from tenantry.controlplane.base import Tenant
+from tenantry.controlplane.directory import TenantDirectory
+from tenantry.core.calls import Caller
+from tenantry.core.errors import (
+    InvalidArguments,
+    NotFound,
+    ScopeViolation,
+    TenantHalted,
+    TenantryError,
+    ToolUnavailable,
+)
+from tenantry.core.paths import within_prefix
+from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, ToolDefinition
+from tenantry.framework.context import ScopedHandles, ToolContext
+from tenantry.policy.acl import decide_tool_call, effective_tools
+from tenantry.scoping.files.local import resolve_scoped_path
+from tenantry.scoping.handles import DataScopes
+
+__all__ = ["Dispatcher", "ToolTimedOut"]
+
+logger = logging.getLogger(__name__)
+
+
+class ToolTimedOut(TenantryError):
+    code = "tool_timeout"
+    http_status = 504
+    jsonrpc_code = -32008
+    default_message = "The tool did not finish in time"
+
+
+def _argument_error(exc: ValidationError) -> InvalidArguments:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False)[:5]:
+        where = ".".join(str(part) for part in error["loc"]) or "arguments"
+        problems.append(f"{where}: {error['msg']}")
+    return InvalidArguments("invalid arguments: " + "; ".join(problems))
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        app: App,
+        directory: TenantDirectory,
+        scopes: DataScopes,
+        audit: AuditSink,
+        *,
+        tool_timeout: float = 30.0,
+    ) -> None:
+        self._app = app
+        self._directory = directory
+        self._scopes = scopes
+        self._audit = audit
+        self._tool_timeout = tool_timeout
+        self._registered: dict[str, frozenset[str]] = {}
+        self._tool_models: dict[str, Tool] = {}
+
+    @property
+    def app(self) -> App:
+        return self._app
+
+    # -- visibility -------------------------------------------------------------------------
+
+    def _registered_for(self, tenant_id: str) -> frozenset[str]:
+        names = self._registered.get(tenant_id)
+        if names is None:
+            names = self._app.registered_for(tenant_id)
+            if len(self._registered) > 100_000:
+                self._registered.clear()
+            self._registered[tenant_id] = names
+        return names
+
+    def _live_tenant(self, caller: Caller) -> Tenant:
+        tenant = self._directory.get(caller.tenant_id)
+        if tenant is None:
+            raise ToolUnavailable("Tool not available")
+        if tenant.halted:
+            raise TenantHalted()
+        return tenant
+
+    def visible(self, caller: Caller) -> frozenset[str]:
+        """Capability names this caller may use now."""
+        tenant = self._live_tenant(caller)
+        return effective_tools(caller.principal, tenant.grants, self._registered_for(tenant.id))
+
+    def list_tools(self, caller: Caller) -> list[Tool]:
+        visible = self.visible(caller)
+        return [self._tool_model(tool) for name, tool in sorted(self._app.tools.items()) if name in visible]
+
+    def tool_input_schema(self, caller: Caller, name: str) -> dict[str, Any] | None:
+        """The schema of ``name`` if this caller may see it; ``None`` otherwise (reveals nothing)."""
+        try:
+            visible = self.visible(caller)
+        except TenantryError:
+            return None
+        tool = self._app.tools.get(name)
+        return tool.input_schema if tool is not None and name in visible else None
+
+    def _tool_model(self, tool: ToolDefinition) -> Tool:
+        model = self._tool_models.get(tool.name)
+        if model is None:
+            model = Tool(
+                name=tool.name,
+                title=tool.title,
+                description=tool.description,
+                input_schema=tool.input_schema,
+                output_schema=tool.metadata.output_schema,
+                annotations=tool.annotations,
+            )
+            self._tool_models[tool.name] = model
+        return model
+
+    # -- tools/call -------------------------------------------------------------------------
+
+    async def call_tool(self, caller: Caller, name: str, arguments: Mapping[str, Any] | None) -> CallToolResult:
+        """Run one tool call through the full enforcement path.
+
+        :raises ToolUnavailable: unknown or not granted (indistinguishable), handler not run.
+        :raises TenantHalted: the tenant's kill switch is on.
+        :raises InvalidArguments: arguments do not match the schema, handler not run.
+        :raises ScopeViolation: a resource argument leaves the tenant's partition or prefix.
+        :raises AuditUnavailable: the start could not be audited; handler not run.
+        """
+        started = time.perf_counter()
+        hashed = args_hash(arguments)
+        tenant = self._directory.get(caller.tenant_id)
+        if tenant is None or tenant.halted:
+            denial = "tenant_unknown" if tenant is None else "tenant_halted"
+            await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=denial)
+            if tenant is None:
+                raise ToolUnavailable(f"Tool not available: {name}")
+            raise TenantHalted()
+        tool = self._app.tools.get(name)
+        decision = decide_tool_call(name, caller.principal, tenant.grants, self._registered_for(tenant.id))
+        if tool is None or not decision.allowed:
+            await self._record(
+                caller, "tool_denied", "denied", name, hashed, started, reason=decision.reason or "not_registered"
+            )
+            raise ToolUnavailable(f"Tool not available: {name}")
+        try:
+            kwargs = self._validated_arguments(tool, arguments, caller)
+        except TenantryError as exc:
+            await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=exc.code)
+            raise
+        await self._record(caller, "tool_call_started", "ok", name, hashed, started)
+        status: ResultStatus = "ok"
+        reason: str | None = None
+        try:
+            result = await self._run(tool, kwargs, caller, tenant)
+        except TenantryError as exc:
+            status, reason = ("denied" if isinstance(exc, ScopeViolation) else "error"), exc.code
+            if isinstance(exc, ToolTimedOut):
+                status = "timeout"
+            result = _error_result(exc.message, exc.code)
+        except Exception:
+            logger.exception(
+                "tool raised",
+                extra={"tenant_id": caller.tenant_id, "tool": name, "request_id": caller.request_id},
+            )
+            status, reason = "error", "tool_failed"
+            result = _error_result(f"The tool failed (reference {caller.request_id})", "tool_failed")
+        await self._record(caller, "tool_call", status, name, hashed, started, reason=reason)
+        return result
+
+    def _validated_arguments(
+        self, tool: ToolDefinition, arguments: Mapping[str, Any] | None, caller: Caller
+    ) -> dict[str, Any]:
+        raw = dict(arguments or {})
+        unexpected = sorted(set(raw) - tool.argument_names)
+        if unexpected:
+            raise InvalidArguments(f"unexpected argument(s): {', '.join(repr(u) for u in unexpected[:5])}")
+        try:
+            kwargs = tool.metadata.validate_arguments(raw)
+        except ValidationError as exc:
+            raise _argument_error(exc) from None
+        prefix = caller.principal.resource_prefix
+        for param, marker in tool.resource_arguments.items():
+            value = kwargs.get(param)
+            if not isinstance(value, str):
+                continue
+            if marker.kind == "prefix":
+                parts = resolve_scoped_path(value, None)
+                if prefix and not (within_prefix(parts, prefix) or tuple(prefix.split("/"))[: len(parts)] == parts):
+                    raise ScopeViolation("path is outside the prefix this credential may access")
+            else:
+                resolve_scoped_path(value, prefix)
+        return kwargs
+
+    def _handles(self, caller: Caller) -> ScopedHandles:
+        tenant_id, prefix = caller.tenant_id, caller.principal.resource_prefix
+        return ScopedHandles(
+            sql=lambda: self._scopes.sql.for_tenant(tenant_id),
+            files=lambda: self._scopes.files.for_tenant(tenant_id, prefix=prefix),
+        )
+
+    def _context(self, caller: Caller, tenant: Tenant, name: str) -> ToolContext:
+        return ToolContext(
+            tenant_id=caller.tenant_id,
+            subject=caller.principal.subject,
+            session_id=caller.session_id,
+            request_id=caller.request_id,
+            tool_name=name,
+            allowed_tools=effective_tools(caller.principal, tenant.grants, self._registered_for(tenant.id)),
+            resource_prefix=caller.principal.resource_prefix,
+            handles=self._handles(caller),
+        )
+
+    async def _run(
+        self, tool: ToolDefinition, kwargs: dict[str, Any], caller: Caller, tenant: Tenant
+    ) -> CallToolResult:
+        direct = {tool.context_param: self._context(caller, tenant, tool.name)} if tool.context_param else None
+        with anyio.move_on_after(self._tool_timeout) as scope:
+            value = await tool.metadata.call_fn(tool.fn, True, kwargs, direct)
+        if scope.cancelled_caught:
+            raise ToolTimedOut(f"The tool did not finish within {self._tool_timeout:g}s")
+        converted = tool.metadata.convert_result(value)
+        if not isinstance(converted, CallToolResult):
+            raise TenantryError("tools may not ask for more input here")
+        return converted
+
+    # -- resources and prompts --------------------------------------------------------------
+
+    def list_resources(self, caller: Caller) -> list[Resource]:
+        visible = self.visible(caller)
+        return [
+            Resource(uri=r.uri, name=r.name, title=r.title, description=r.description, mime_type=r.mime_type)
+            for name, r in sorted(self._app.resources.items())
+            if name in visible
+        ]
+
+    async def read_resource(self, caller: Caller, uri: str) -> ReadResourceResult:
+        started = time.perf_counter()
+        visible = self.visible(caller)
+        resource = next((r for r in self._app.resources.values() if r.uri == uri and r.name in visible), None)
+        if resource is None:
+            await self._record(caller, "access_denied", "denied", None, None, started, reason="resource_unavailable")
+            raise NotFound("Resource not found")
+        tenant = self._live_tenant(caller)
+        await self._record(caller, "resource_read", "ok", resource.name, None, started)
+        content = await self._call_plain(resource, caller, tenant, {})
+        if isinstance(content, bytes):
+            blob = base64.b64encode(content).decode()
+            return ReadResourceResult(contents=[BlobResourceContents(uri=uri, mime_type=resource.mime_type, blob=blob)])
+        text = content if isinstance(content, str) else str(content)
+        return ReadResourceResult(contents=[TextResourceContents(uri=uri, mime_type=resource.mime_type, text=text)])
+
+    def list_prompts(self, caller: Caller) -> list[Prompt]:
+        visible = self.visible(caller)
+        return [
+            Prompt(
+                name=p.name,
+                title=p.title,
+                description=p.description,
+                arguments=[PromptArgument(name=a, required=req, description=d) for a, req, d in p.arguments],
+            )
+            for name, p in sorted(self._app.prompts.items())
+            if name in visible
+        ]
+
+    async def get_prompt(self, caller: Caller, name: str, arguments: Mapping[str, str] | None) -> GetPromptResult:
+        started = time.perf_counter()
+        visible = self.visible(caller)
+        prompt = self._app.prompts.get(name)
+        if prompt is None or name not in visible:
+            await self._record(caller, "access_denied", "denied", name, None, started, reason="prompt_unavailable")
+            raise NotFound(f"Prompt not found: {name}")
+        try:
+            kwargs = prompt.metadata.validate_arguments(dict(arguments or {}))
+        except ValidationError as exc:
+            raise _argument_error(exc) from None
+        tenant = self._live_tenant(caller)
+        await self._record(caller, "prompt_get", "ok", name, args_hash(arguments), started)
+        value = await self._call_plain(prompt, caller, tenant, kwargs)
+        if isinstance(value, str):
+            messages = [PromptMessage(role="user", content=TextContent(type="text", text=value))]
+        else:
+            messages = list(value)
+        return GetPromptResult(description=prompt.description, messages=messages)
+
+    async def _call_plain(
+        self, item: ResourceDefinition | PromptDefinition, caller: Caller, tenant: Tenant, kwargs: dict[str, Any]
+    ) -> Any:
+        if item.context_param:
+            kwargs = {**kwargs, item.context_param: self._context(caller, tenant, item.name)}
+        with anyio.fail_after(self._tool_timeout):
+            return await item.fn(**kwargs)
+
+    # -- audit ------------------------------------------------------------------------------
+
+    async def _record(
+        self,
+        caller: Caller,
+        event_type: EventType,
+        status: ResultStatus,
+        name: str | None,
+        hashed: str | None,
+        started: float,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        await self._audit.record(
+            AuditEvent(
+                event_type=event_type,
+                tenant_id=caller.tenant_id,
+                result_status=status,
+                session_id=caller.audit_session,
+                subject=caller.principal.subject,
+                tool_name=name,
+                args_hash=hashed,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                ip_address=caller.client_address,
+                request_id=caller.request_id,
+                reason=reason,
+            )
+        )
+
+
+def _error_result(message: str, code: str) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=message)],
+        structured_content={"error": {"code": code, "message": message}},
+        is_error=True,
+    )

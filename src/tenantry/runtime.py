@@ -1,0 +1,126 @@
+"""The composition root: one deployment's stores, keys and services, built from settings.
+
+Both the server and every CLI command open a :class:`Runtime` on the same data dir, which
+is how a CLI change (a grant, a key rotation) reaches a running server.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from tenantry.audit.sink import AuditSink, LogAuditSink
+from tenantry.auth.keys import KeyRing
+from tenantry.auth.tokens import JwtVerifier, TokenIssuer
+from tenantry.controlplane.directory import TenantDirectory
+from tenantry.controlplane.sqlite import SqliteTenantStore
+from tenantry.core.errors import StorageError
+from tenantry.core.settings import DEFAULT_PORT, Settings
+from tenantry.scoping.files.local import LocalFileScopes
+from tenantry.scoping.handles import DataScopes
+from tenantry.scoping.sql.sqlite import SqliteSqlScopes
+
+__all__ = ["Runtime", "Endpoints", "MCP_PATH"]
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}  # noqa: S104 - recognising, not binding
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where this deployment is reached, which fixes token ``iss`` and ``aud``."""
+
+    public_url: str
+
+    @property
+    def issuer(self) -> str:
+        return self.public_url
+
+    @property
+    def resource(self) -> str:
+        """The protected resource identifier (RFC 8707/9728): tokens must name it in ``aud``."""
+        return self.public_url + MCP_PATH
+
+    @property
+    def resource_metadata(self) -> str:
+        return f"{self.public_url}/.well-known/oauth-protected-resource{MCP_PATH}"
+
+    @property
+    def jwks_uri(self) -> str:
+        return f"{self.public_url}/.well-known/jwks.json"
+
+
+def bound_url(host: str, port: int) -> str:
+    if host in _WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class Runtime:
+    """Everything one deployment needs; cheap to open, close it when done."""
+
+    def __init__(self, settings: Settings, *, serving: bool = False) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.data_dir.stat().st_mode & 0o077:
+                logger.warning("data dir %s is readable by group or others; chmod 700 it", self.data_dir)
+        except OSError as exc:
+            raise StorageError(f"cannot use data dir {self.data_dir}: {exc.strerror}") from None
+        self.store = SqliteTenantStore(self.data_dir / "control.sqlite3")
+        self.keys = KeyRing(self.data_dir / "keys", alg=settings.auth.signing_alg)
+        self.endpoints = self._resolve_endpoints(serving)
+        self.directory = TenantDirectory(self.store)
+        self.audit: AuditSink = LogAuditSink()
+        self.scopes = DataScopes(
+            sql=SqliteSqlScopes(self.data_dir, row_limit=settings.tools.sql_row_limit),
+            files=LocalFileScopes(self.data_dir, max_file_bytes=settings.tools.max_file_bytes),
+        )
+
+    def _resolve_endpoints(self, serving: bool) -> Endpoints:
+        if self.settings.public_url:
+            url = self.settings.public_url
+        elif serving:
+            url = bound_url(self.settings.server.host, self.settings.server.port)
+        else:
+            url = self.store.get_meta("public_url") or bound_url("127.0.0.1", DEFAULT_PORT)
+        if serving:
+            self.store.set_meta("public_url", url)
+        return Endpoints(public_url=url)
+
+    def prepare_keys(self) -> None:
+        self.keys.ensure()
+
+    def token_issuer(self) -> TokenIssuer:
+        self.keys.ensure()
+        return TokenIssuer(
+            self.keys,
+            issuer=self.endpoints.issuer,
+            audience=self.endpoints.resource,
+            default_ttl=self.settings.auth.default_token_ttl,
+            max_lifetime=self.settings.auth.max_token_lifetime,
+        )
+
+    def token_verifier(self) -> JwtVerifier:
+        self.keys.ensure()
+        return JwtVerifier(
+            self.keys,
+            issuer=self.endpoints.issuer,
+            audience=self.endpoints.resource,
+            max_lifetime=self.settings.auth.max_token_lifetime,
+            leeway=self.settings.auth.clock_leeway,
+            max_token_bytes=self.settings.auth.max_token_bytes,
+        )
+
+    def tenant_root(self, tenant_id: str) -> Path:
+        return self.data_dir / "tenants" / tenant_id
+
+    def close(self) -> None:
+        self.scopes.sql.close()
+        self.store.close()

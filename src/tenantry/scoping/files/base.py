@@ -1,0 +1,48 @@
+"""The tenant-scoped file handle tools receive as ``ctx.files``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["FileEntry", "FileHandle", "FileScopes"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    path: str
+    """Relative to the tenant's root, ``/``-separated."""
+    size: int
+    modified: float
+
+
+class FileHandle(Protocol):
+    """Files inside one tenant's partition, narrowed further by the credential's ``resource_prefix``.
+
+    Paths are relative to the tenant's root. ``..``, absolute paths, backslashes,
+    percent-encoded separators, NUL bytes and symlinks never escape it.
+
+    :raises ScopeViolation: for a path that breaks a rule or lies outside the prefix.
+    :raises NotFound: for a missing file.
+    :raises StorageError: when the storage itself fails.
+    """
+
+    async def list(self, prefix: str = "") -> list[FileEntry]:
+        """Regular files under ``prefix`` (recursively), sorted by path."""
+        ...
+
+    async def read_bytes(self, path: str) -> bytes: ...
+
+    async def read_text(self, path: str) -> str: ...
+
+    async def write_bytes(self, path: str, data: bytes) -> FileEntry: ...
+
+    async def write_text(self, path: str, text: str) -> FileEntry: ...
+
+    async def delete(self, path: str) -> bool:
+        """Remove a file; ``False`` if it did not exist."""
+        ...
+
+
+class FileScopes(Protocol):
+    def for_tenant(self, tenant_id: str, *, prefix: str | None = None) -> FileHandle: ...

@@ -1,0 +1,174 @@
+"""Embedded SQL: one SQLite database file per tenant, behind an authorizer.
+
+Isolation is physical (each tenant's rows live in its own file) and the authorizer keeps
+a statement inside that file: ``ATTACH``/``DETACH``, ``VACUUM INTO``, extension loading
+and engine-altering pragmas are refused, whatever SQL a tool (or an injected argument)
+manages to run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from tenantry.core.errors import QueryFailed, ScopeViolation, StorageError, UsageError
+from tenantry.core.ids import validate_tenant_id
+from tenantry.scoping.sql.base import SqlValue
+
+__all__ = ["SqliteSqlScopes", "SqliteSqlHandle", "tenant_database_path"]
+
+_T = TypeVar("_T")
+
+# Introspection only; everything else (journal_mode, writable_schema, trusted_schema, ...) is refused.
+_READ_ONLY_PRAGMAS = frozenset(
+    {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
+)
+_FORBIDDEN_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit", "zipfile"})
+_FORBIDDEN_TABLES = frozenset({"sqlite_dbpage", "zipfile", "fsdir"})
+_MAX_OPEN = 256
+
+
+def tenant_database_path(data_dir: Path, tenant_id: str) -> Path:
+    return data_dir / "tenants" / validate_tenant_id(tenant_id) / "data.sqlite3"
+
+
+def _authorizer(action: int, arg1: str | None, arg2: str | None, db_name: str | None, _source: str | None) -> int:
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA:
+        if arg1 is not None and arg1.lower() in _READ_ONLY_PRAGMAS:
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and arg2 is not None and arg2.lower() in _FORBIDDEN_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    if action in (sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_READ and arg1 is not None and arg1.lower() in _FORBIDDEN_TABLES:
+        return sqlite3.SQLITE_DENY
+    if db_name not in (None, "main", "temp"):
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+class _TenantConnection:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10, uri=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA trusted_schema=OFF")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        conn.row_factory = sqlite3.Row
+        conn.set_authorizer(_authorizer)
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+class SqliteSqlScopes:
+    """Per-tenant SQLite databases under ``<data_dir>/tenants/<id>/``, connections kept in an LRU."""
+
+    def __init__(self, data_dir: Path, *, row_limit: int = 10_000) -> None:
+        self._data_dir = data_dir
+        self._row_limit = row_limit
+        self._lock = threading.Lock()
+        self._open: OrderedDict[str, _TenantConnection] = OrderedDict()
+
+    def for_tenant(self, tenant_id: str) -> SqliteSqlHandle:
+        validate_tenant_id(tenant_id)
+        return SqliteSqlHandle(self, tenant_id)
+
+    def connection(self, tenant_id: str) -> _TenantConnection:
+        with self._lock:
+            existing = self._open.get(tenant_id)
+            if existing is not None:
+                self._open.move_to_end(tenant_id)
+                return existing
+            try:
+                opened = _TenantConnection(tenant_database_path(self._data_dir, tenant_id))
+            except (sqlite3.Error, OSError) as exc:
+                raise StorageError(f"cannot open the tenant database: {exc}") from None
+            self._open[tenant_id] = opened
+            while len(self._open) > _MAX_OPEN:
+                _, evicted = self._open.popitem(last=False)
+                evicted.close()
+            return opened
+
+    @property
+    def row_limit(self) -> int:
+        return self._row_limit
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._open.values():
+                conn.close()
+            self._open.clear()
+
+
+class SqliteSqlHandle:
+    """``ctx.sql`` on the embedded default. See :class:`~tenantry.scoping.sql.base.SqlHandle`."""
+
+    def __init__(self, scopes: SqliteSqlScopes, tenant_id: str) -> None:
+        self._scopes = scopes
+        self._tenant_id = tenant_id
+
+    async def fetch(self, sql: str, *params: SqlValue) -> list[dict[str, Any]]:
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cursor = conn.execute(sql, params)
+            rows = cursor.fetchmany(self._scopes.row_limit + 1)
+            if len(rows) > self._scopes.row_limit:
+                raise UsageError(f"query returned more than {self._scopes.row_limit} rows; add a LIMIT")
+            return [dict(row) for row in rows]
+
+        return await self._run(run)
+
+    async def fetchone(self, sql: str, *params: SqlValue) -> dict[str, Any] | None:
+        def run(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute(sql, params).fetchone()
+            return None if row is None else dict(row)
+
+        return await self._run(run)
+
+    async def execute(self, sql: str, *params: SqlValue) -> int:
+        return await self._run(lambda conn: conn.execute(sql, params).rowcount)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[SqlValue]]) -> int:
+        materialised = [tuple(row) for row in rows]
+
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN")
+            try:
+                count = conn.executemany(sql, materialised).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return count
+
+        return await self._run(run)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await anyio.to_thread.run_sync(self._run_sync, work)
+
+    def _run_sync(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        tenant_conn = self._scopes.connection(self._tenant_id)
+        with tenant_conn.lock:
+            try:
+                return work(tenant_conn.conn)
+            except sqlite3.DatabaseError as exc:
+                if any(marker in str(exc) for marker in ("not authorized", "authorization denied", "prohibited")):
+                    raise ScopeViolation("this SQL statement is not allowed in a tenant database") from None
+                if isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc):
+                    raise StorageError("the tenant database is busy; try again") from None
+                raise QueryFailed(f"SQL error: {exc}") from None
+            except sqlite3.Error as exc:
+                raise QueryFailed(f"SQL error: {exc}") from None

@@ -1,0 +1,128 @@
+"""Assembling the HTTP application.
+
+``/mcp`` is a chain of pure ASGI layers, outermost first::
+
+    OriginGuard -> BearerAuthentication -> SessionBinding -> RequestGuard -> SDK session manager
+
+so a request is refused as early (and as cheaply) as possible: a foreign origin before
+any token work, a bad token before the body is read, a hijacked session before the body
+is parsed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tenantry import __version__
+from tenantry.framework.app import App
+from tenantry.framework.dispatcher import Dispatcher
+from tenantry.runtime import MCP_PATH, Runtime
+from tenantry.server.authn import BearerAuthentication
+from tenantry.server.guards import OriginGuard, RequestGuard
+from tenantry.server.mcp import build_mcp_server, http_caller
+from tenantry.server.sessions import SessionBinding
+from tenantry.server.wellknown import discovery_routes, health_routes
+
+__all__ = ["create_http_app", "HttpApp", "allowed_hosts_and_origins"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class HttpApp:
+    """The ASGI app plus the parts tests and operators may want to look at."""
+
+    asgi: Starlette
+    dispatcher: Dispatcher
+    mcp_server: Server[Any]
+    sessions: SessionBinding
+    session_manager: StreamableHTTPSessionManager
+
+
+def allowed_hosts_and_origins(runtime: Runtime) -> tuple[list[str], list[str]]:
+    server = runtime.settings.server
+    port = server.port
+    public = urlsplit(runtime.endpoints.public_url)
+    hosts = [f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")]
+    hosts += [public.netloc, *server.allowed_hosts]
+    if server.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"):  # noqa: S104
+        hosts.append(f"{server.host}:{port}")
+    origins = [f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")]
+    origins += [f"{public.scheme}://{public.netloc}", *server.allowed_origins]
+    return sorted(set(hosts)), sorted(set(origins))
+
+
+def create_http_app(runtime: Runtime, app: App) -> HttpApp:
+    """Build the whole HTTP surface of one deployment serving ``app``."""
+    settings = runtime.settings
+    runtime.prepare_keys()
+    verifier = runtime.token_verifier()
+    dispatcher = Dispatcher(app, runtime.directory, runtime.scopes, runtime.audit, tool_timeout=settings.tools.timeout)
+    mcp_server = build_mcp_server(dispatcher, http_caller, name=app.name, version=__version__)
+    hosts, origins = allowed_hosts_and_origins(runtime)
+    manager = StreamableHTTPSessionManager(
+        app=mcp_server,
+        json_response=settings.server.response_mode == "json",
+        security_settings=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+        ),
+        max_request_body_size=settings.server.max_body_bytes,
+        session_idle_timeout=settings.server.session_idle_timeout,
+        max_sessions=settings.server.max_sessions,
+    )
+    guarded = RequestGuard(
+        manager.handle_request,
+        max_body_bytes=settings.server.max_body_bytes,
+        max_depth=settings.server.max_json_depth,
+    )
+    sessions = SessionBinding(guarded, audit=runtime.audit, idle_timeout=settings.server.session_idle_timeout)
+    authenticated = BearerAuthentication(
+        sessions,
+        verifier=verifier,
+        directory=runtime.directory,
+        audit=runtime.audit,
+        resource_metadata_url=runtime.endpoints.resource_metadata,
+    )
+    mcp_endpoint = OriginGuard(authenticated, allowed_hosts=hosts, allowed_origins=origins)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(lambda: runtime.directory.refresh(force=True))
+        async with manager.run(), anyio.create_task_group() as tasks:
+            tasks.start_soon(runtime.directory.run)
+            tasks.start_soon(sessions.reap_idle)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+        await runtime.audit.aclose()
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        return JSONResponse(
+            {"error": "not_found" if status == 404 else "http_error", "error_description": "No such endpoint"},
+            status_code=status,
+        )
+
+    routes: list[Route] = [
+        Route(MCP_PATH, mcp_endpoint),
+        *discovery_routes(runtime.endpoints, runtime.keys, signing_alg=settings.auth.signing_alg),
+        *health_routes(runtime.directory, runtime.keys, lambda: {}),
+    ]
+    asgi = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    return HttpApp(asgi=asgi, dispatcher=dispatcher, mcp_server=mcp_server, sessions=sessions, session_manager=manager)

@@ -1,0 +1,135 @@
+"""The MCP protocol surface: a low-level ``mcp`` Server whose handlers delegate to the dispatcher.
+
+The permission checks live in the dispatcher's call path, not in SDK middleware (whose API
+is provisional): every handler first resolves the :class:`Caller` the transport
+established, and nothing in the request body, ``_meta`` or arguments can change it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import mcp_types as types
+from mcp.server.caching import CacheHint
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.shared.exceptions import MCPError
+
+from tenantry.core.calls import Caller
+from tenantry.core.errors import InvalidCredential, TenantryError
+from tenantry.framework.dispatcher import Dispatcher
+from tenantry.server.errors import to_mcp_error, unexpected_to_mcp_error
+
+__all__ = ["build_mcp_server", "CallerResolver", "CURRENT_CALLER", "http_caller", "CALLER_SCOPE_KEY"]
+
+_T = TypeVar("_T")
+
+CallerResolver = Callable[[ServerRequestContext[Any, Any]], Caller]
+
+CALLER_SCOPE_KEY = "tenantry.caller"
+
+CURRENT_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("tenantry_caller", default=None)
+"""Set by the HTTP authentication middleware for the duration of one HTTP request.
+
+Only used by the SDK's ``get_tool_input_schema`` hook, which runs before handlers and has
+no request context of its own."""
+
+_PRIVATE = CacheHint(ttl_ms=0, scope="private")
+
+
+def http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
+    """The caller the authentication middleware attached to this message's HTTP request."""
+    request = ctx.request
+    scope = getattr(request, "scope", None)
+    caller = scope.get(CALLER_SCOPE_KEY) if isinstance(scope, dict) else None
+    if not isinstance(caller, Caller):
+        raise InvalidCredential()
+    return caller
+
+
+def build_mcp_server(
+    dispatcher: Dispatcher,
+    caller_for: CallerResolver,
+    *,
+    name: str = "tenantry",
+    version: str = "",
+    instructions: str | None = None,
+) -> Server[Any]:
+    async def guarded(ctx: ServerRequestContext[Any, Any], work: Callable[[Caller], Awaitable[_T]]) -> _T:
+        caller: Caller | None = None
+        try:
+            caller = caller_for(ctx)
+            return await work(caller)
+        except TenantryError as exc:
+            raise to_mcp_error(exc) from None
+        except MCPError:
+            raise
+        except Exception as exc:
+            reference = caller.request_id if caller is not None else uuid.uuid4().hex[:16]
+            tenant = caller.tenant_id if caller is not None else None
+            raise unexpected_to_mcp_error(
+                exc, request_id=reference, context={"tenant_id": tenant, "method": ctx.method}
+            ) from None
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        async def work(caller: Caller) -> types.ListToolsResult:
+            return types.ListToolsResult(tools=dispatcher.list_tools(caller), ttl_ms=0, cache_scope="private")
+
+        return await guarded(ctx, work)
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        return await guarded(ctx, lambda caller: dispatcher.call_tool(caller, params.name, params.arguments))
+
+    async def list_resources(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        async def work(caller: Caller) -> types.ListResourcesResult:
+            return types.ListResourcesResult(
+                resources=dispatcher.list_resources(caller), ttl_ms=0, cache_scope="private"
+            )
+
+        return await guarded(ctx, work)
+
+    async def read_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        return await guarded(ctx, lambda caller: dispatcher.read_resource(caller, str(params.uri)))
+
+    async def list_prompts(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        async def work(caller: Caller) -> types.ListPromptsResult:
+            return types.ListPromptsResult(prompts=dispatcher.list_prompts(caller), ttl_ms=0, cache_scope="private")
+
+        return await guarded(ctx, work)
+
+    async def get_prompt(
+        ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        return await guarded(ctx, lambda caller: dispatcher.get_prompt(caller, params.name, params.arguments))
+
+    def tool_input_schema(tool_name: str) -> dict[str, Any] | None:
+        caller = CURRENT_CALLER.get()
+        return None if caller is None else dispatcher.tool_input_schema(caller, tool_name)
+
+    app = dispatcher.app
+    return Server(
+        name,
+        version=version,
+        instructions=instructions,
+        cache_hints={"tools/list": _PRIVATE, "resources/list": _PRIVATE, "prompts/list": _PRIVATE},
+        get_tool_input_schema=tool_input_schema,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources if app.resources else None,
+        on_read_resource=read_resource if app.resources else None,
+        on_list_prompts=list_prompts if app.prompts else None,
+        on_get_prompt=get_prompt if app.prompts else None,
+    )

@@ -1,0 +1,53 @@
+"""Suite-wide rules.
+
+* Async tests run on anyio's asyncio backend.
+* Tests marked ``postgres`` or ``redis`` talk to the real servers at 127.0.0.1. Without
+  them they skip with a clear message, except in CI (``CI=true``), where such a skip is
+  turned into a failure: a green run must have exercised the real backends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+SERVICE_MARKERS = ("postgres", "redis")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    if not _reachable(5432):
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (required when CI=true)")
+
+
+@pytest.fixture(scope="session")
+def redis_available() -> None:
+    if not _reachable(6379):
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379 (required when CI=true)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and any(item.get_closest_marker(m) for m in SERVICE_MARKERS):
+        report.outcome = "failed"
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"CI=true forbids skipping a PostgreSQL/Redis test: {reason}"

@@ -1,0 +1,52 @@
+"""``tenantry stdio``: one tenant per process, identity fixed by the start-up token."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
+from tests.support.server import TENANTRY, run_cli
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("stdio") / "data"
+    run_cli("tenant", "create", "acme", "--tools", "whoami,query_crm,read_file,list_files", data_dir=data)
+    run_cli("tenant", "create", "globex", "--tools", "whoami,globex_forecast", data_dir=data)
+    return data
+
+
+def params(data_dir: Path, token: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=TENANTRY,
+        args=["stdio", "--demo", "--token", token, "--data-dir", str(data_dir)],
+        env={**os.environ, "TENANTRY_LOGGING__LEVEL": "WARNING"},
+    )
+
+
+async def test_stdio_serves_the_tokens_tenant_only(data_dir: Path) -> None:
+    token = run_cli("token", "issue", "--tenant", "acme", "--sub", "cli-agent", data_dir=data_dir).stdout.strip()
+    async with Client(params(data_dir, token), mode="legacy") as client:
+        tools = sorted(t.name for t in (await client.list_tools()).tools)
+        assert tools == ["list_files", "query_crm", "read_file", "whoami"]
+        who = await client.call_tool("whoami", {})
+        assert who.structured_content["tenant_id"] == "acme"
+        assert who.structured_content["session_id"].startswith("stdio-")
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("globex_forecast", {"quarter": "Q1"})
+        assert refused.value.data["code"] == "tool_unavailable"
+        with pytest.raises(MCPError):
+            await client.call_tool("whoami", {"tenant_id": "globex"})
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c"])
+def test_stdio_refuses_to_start_with_a_bad_token(data_dir: Path, token: str) -> None:
+    result = run_cli("stdio", "--demo", "--token", token, data_dir=data_dir, check=False, input="")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr

@@ -1,0 +1,128 @@
+"""Starting a real Tenantry server in a subprocess, through its CLI only.
+
+Imports nothing from ``tenantry`` so the black-box attack suite can use it too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+
+TENANTRY = str(Path(sys.executable).parent / "tenantry")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_cli(
+    *args: str,
+    data_dir: Path | None = None,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    cmd = [TENANTRY, *args]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, input=input, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mcp_url(self) -> str:
+        return self.base_url + "/mcp"
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, data_dir=self.data_dir, check=check, input=input, env=self.env)
+
+    def token(
+        self,
+        tenant: str,
+        sub: str = "agent",
+        *,
+        tools: str | None = None,
+        prefix: str | None = None,
+        ttl: str | None = None,
+    ) -> str:
+        args = ["token", "issue", "--tenant", tenant, "--sub", sub]
+        if tools is not None:
+            args += ["--tools", tools]
+        if prefix is not None:
+            args += ["--prefix", prefix]
+        if ttl is not None:
+            args += ["--ttl", ttl]
+        return self.cli(*args).stdout.strip()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(
+    data_dir: Path,
+    *,
+    demo: bool = True,
+    app: str | None = None,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 30,
+) -> RunningServer:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [TENANTRY, "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    if demo:
+        args.append("--demo")
+    if app:
+        args += ["--app", app]
+    if config:
+        args += ["--config", str(config)]
+    log_path = data_dir.parent / f"server-{port}.log"
+    log = log_path.open("wb")
+    full_env = {**os.environ, **(env or {})}
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
+    server = RunningServer(f"http://127.0.0.1:{port}", data_dir, process, log_path, env or {})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early ({process.returncode}):\n{server.logs()}")
+        try:
+            if httpx2.get(server.base_url + "/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx2.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise AssertionError(f"server not ready within {timeout}s:\n{server.logs()}")
