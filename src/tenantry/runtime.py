@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tenantry.audit.sink import AuditSink, LogAuditSink
-from tenantry.auth.keys import KeyRing
+from tenantry.auth.keys import KeyRing, load_or_create_secret
 from tenantry.auth.tokens import JwtVerifier, TokenIssuer
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.controlplane.sqlite import SqliteTenantStore
@@ -117,6 +117,10 @@ class Runtime:
             leeway=self.settings.auth.clock_leeway,
             max_token_bytes=self.settings.auth.max_token_bytes,
         )
+
+    def request_state_key(self) -> bytes:
+        """The key sealing 2026-07-28 ``requestState`` tokens, shared by all replicas on this data dir."""
+        return load_or_create_secret(self.data_dir / "keys" / "request-state.key")
 
     def tenant_root(self, tenant_id: str) -> Path:
         return self.data_dir / "tenants" / tenant_id

@@ -35,7 +35,7 @@ EventType = Literal[
     "tenant_resumed",
     "admin_action",
 ]
-ResultStatus = Literal["ok", "error", "denied", "rejected", "timeout"]
+ResultStatus = Literal["ok", "error", "denied", "rejected", "timeout", "input_required"]
 
 
 def utc_now_iso() -> str:

@@ -23,7 +23,7 @@ from joserfc.jwk import ECKey, OKPKey
 
 from tenantry.core.errors import StorageError
 
-__all__ = ["SigningKey", "KeyRing", "KeyStatus", "SigningAlg", "generate_signing_key"]
+__all__ = ["SigningKey", "KeyRing", "KeyStatus", "SigningAlg", "generate_signing_key", "load_or_create_secret"]
 
 KeyStatus = Literal["current", "previous", "retired"]
 SigningAlg = Literal["EdDSA", "ES256"]
@@ -195,3 +195,31 @@ class KeyRing:
             self._keys = keys
             self._stamp = stamp
             self.version += 1
+
+
+def load_or_create_secret(path: Path, *, size: int = 32) -> bytes:
+    """A random secret kept in ``path`` (mode 0600), created on first use; shared by every
+    process on the data dir (e.g. the key sealing multi-round-trip ``requestState``).
+
+    :raises StorageError: when the file cannot be created or read, or is group/world readable.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(fd, os.urandom(size))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if path.stat().st_mode & 0o077:
+            raise StorageError(f"secret file {path} must not be readable by group or others (chmod 600)")
+        secret = path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read or create {path}: {exc.strerror}") from None
+    if len(secret) != size:
+        raise StorageError(f"secret file {path} is corrupt (expected {size} bytes)")
+    return secret

@@ -57,7 +57,7 @@ class ServerSettings(_Section):
     session_idle_timeout: int = Field(default=1800, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
     allowed_origins: tuple[str, ...] = ()
-    """Browser origins allowed besides this server's own (exact match, ``scheme://host[:port]``)."""
+    """Browser origins allowed besides this server's own (``scheme://host[:port]``; ``:*`` for any port)."""
     allowed_hosts: tuple[str, ...] = ()
     """Host header values allowed besides the bound address, localhost and the public URL's host."""
 

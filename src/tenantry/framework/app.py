@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
 
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 from mcp_types import ToolAnnotations
 
 from tenantry.core.errors import UsageError
@@ -95,9 +96,17 @@ class ResourceDefinition:
     context_param: str | None
     tenants: frozenset[str] | None
     title: str | None = None
+    template: UriTemplate | None = None
+    """Set for a resource template (``test://items/{id}``); its variables become the function's arguments."""
 
     def available_to(self, tenant_id: str) -> bool:
         return self.tenants is None or tenant_id in self.tenants
+
+    def match(self, uri: str) -> dict[str, Any] | None:
+        """The function's arguments when ``uri`` names this resource, else ``None``."""
+        if self.template is None:
+            return {} if uri == self.uri else None
+        return self.template.match(uri)
 
 
 @dataclass(frozen=True)
@@ -188,7 +197,11 @@ class App:
         tenants: Iterable[str] | None = None,
         title: str | None = None,
     ) -> Callable[[_F], _F]:
-        """Register a static resource at ``uri`` whose content the function returns (str or bytes)."""
+        """Register a resource at ``uri`` whose content the function returns (str or bytes).
+
+        A URI with ``{variables}`` (RFC 6570) registers a resource template; the variables
+        are passed to the function by name.
+        """
 
         def register(fn: _F) -> _F:
             _require_async(fn)
@@ -196,6 +209,12 @@ class App:
             self._claim(resource_name)
             if any(r.uri == uri for r in self._resources.values()):
                 raise UsageError(f"resource URI {uri!r} is registered twice")
+            template: UriTemplate | None = None
+            if UriTemplate.is_template(uri):
+                try:
+                    template = UriTemplate.parse(uri)
+                except InvalidUriTemplate as exc:
+                    raise UsageError(f"invalid resource template {uri!r}: {exc}") from None
             self._resources[resource_name] = ResourceDefinition(
                 name=resource_name,
                 uri=uri,
@@ -205,6 +224,7 @@ class App:
                 context_param=_context_parameter(fn),
                 tenants=_tenant_set(tenants),
                 title=title,
+                template=template,
             )
             return fn
 

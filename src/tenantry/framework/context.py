@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tenantry.framework.channel import ClientChannel
     from tenantry.scoping.files.base import FileHandle
     from tenantry.scoping.sql.base import SqlHandle
 
@@ -27,6 +28,9 @@ class ToolContext:
     Handles are created on first use and can only reach the calling tenant's data:
     ``sql`` (``fetch``/``fetchone``/``execute``/``executemany``, ``?`` placeholders) and
     ``files`` (``list``/``read_text``/``read_bytes``/``write_text``/``write_bytes``/``delete``).
+    ``client`` talks back to the calling MCP client (progress, log notifications,
+    elicitation, sampling, multi-round-trip answers); see
+    :class:`~tenantry.framework.channel.ClientChannel`.
     """
 
     __slots__ = (
@@ -34,6 +38,7 @@ class ToolContext:
         "_handles",
         "_sql",
         "allowed_tools",
+        "client",
         "log",
         "request_id",
         "resource_prefix",
@@ -54,6 +59,7 @@ class ToolContext:
         allowed_tools: frozenset[str],
         resource_prefix: str | None,
         handles: ScopedHandles,
+        client: ClientChannel,
     ) -> None:
         self.tenant_id = tenant_id
         self.subject = subject
@@ -61,8 +67,9 @@ class ToolContext:
         self.request_id = request_id
         self.tool_name = tool_name
         self.allowed_tools = allowed_tools
-        """The tools this caller may use right now (token ∩ tenant grant ∩ registered)."""
+        """The capabilities this caller may use right now (token ∩ tenant grant ∩ registered)."""
         self.resource_prefix = resource_prefix
+        self.client = client
         self.log = logging.LoggerAdapter(
             logging.getLogger("tenantry.tool"),
             {"tenant_id": tenant_id, "session_id": session_id, "request_id": request_id, "tool": tool_name},

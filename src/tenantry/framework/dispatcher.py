@@ -17,15 +17,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
     BlobResourceContents,
     CallToolResult,
     GetPromptResult,
+    InputRequiredResult,
     Prompt,
     PromptArgument,
     PromptMessage,
     ReadResourceResult,
     Resource,
+    ResourceTemplate,
     TextContent,
     TextResourceContents,
     Tool,
@@ -47,14 +50,17 @@ from tenantry.core.errors import (
 )
 from tenantry.core.paths import within_prefix
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, ToolDefinition
+from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
 from tenantry.policy.acl import decide_tool_call, effective_tools
 from tenantry.scoping.files.local import resolve_scoped_path
 from tenantry.scoping.handles import DataScopes
 
-__all__ = ["Dispatcher", "ToolTimedOut"]
+__all__ = ["Dispatcher", "ToolTimedOut", "ResourceNotFound"]
 
 logger = logging.getLogger(__name__)
+
+_NO_CHANNEL = NoClientChannel()
 
 
 class ToolTimedOut(TenantryError):
@@ -64,12 +70,22 @@ class ToolTimedOut(TenantryError):
     default_message = "The tool did not finish in time"
 
 
+class ResourceNotFound(NotFound):
+    """Unknown and not-visible resources are indistinguishable; ``data.uri`` echoes the request (SEP-2164)."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__("Resource not found", data={"uri": uri})
+
+
 def _argument_error(exc: ValidationError) -> InvalidArguments:
     problems = []
     for error in exc.errors(include_input=False, include_url=False)[:5]:
         where = ".".join(str(part) for part in error["loc"]) or "arguments"
         problems.append(f"{where}: {error['msg']}")
     return InvalidArguments("invalid arguments: " + "; ".join(problems))
+
+
+ToolOutcome = CallToolResult | InputRequiredResult
 
 
 class Dispatcher:
@@ -147,7 +163,13 @@ class Dispatcher:
 
     # -- tools/call -------------------------------------------------------------------------
 
-    async def call_tool(self, caller: Caller, name: str, arguments: Mapping[str, Any] | None) -> CallToolResult:
+    async def call_tool(
+        self,
+        caller: Caller,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        channel: ClientChannel | None = None,
+    ) -> ToolOutcome:
         """Run one tool call through the full enforcement path.
 
         :raises ToolUnavailable: unknown or not granted (indistinguishable), handler not run.
@@ -155,6 +177,7 @@ class Dispatcher:
         :raises InvalidArguments: arguments do not match the schema, handler not run.
         :raises ScopeViolation: a resource argument leaves the tenant's partition or prefix.
         :raises AuditUnavailable: the start could not be audited; handler not run.
+        :raises MCPError: a protocol error the tool raised on purpose (e.g. a missing client capability).
         """
         started = time.perf_counter()
         hashed = args_hash(arguments)
@@ -180,13 +203,19 @@ class Dispatcher:
         await self._record(caller, "tool_call_started", "ok", name, hashed, started)
         status: ResultStatus = "ok"
         reason: str | None = None
+        result: ToolOutcome
         try:
-            result = await self._run(tool, kwargs, caller, tenant)
+            result = await self._run(tool, kwargs, caller, tenant, channel or _NO_CHANNEL)
+            if isinstance(result, InputRequiredResult):
+                status = "input_required"
         except TenantryError as exc:
             status, reason = ("denied" if isinstance(exc, ScopeViolation) else "error"), exc.code
             if isinstance(exc, ToolTimedOut):
                 status = "timeout"
             result = _error_result(exc.message, exc.code)
+        except MCPError as exc:
+            await self._record(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
+            raise
         except Exception:
             logger.exception(
                 "tool raised",
@@ -228,7 +257,7 @@ class Dispatcher:
             files=lambda: self._scopes.files.for_tenant(tenant_id, prefix=prefix),
         )
 
-    def _context(self, caller: Caller, tenant: Tenant, name: str) -> ToolContext:
+    def _context(self, caller: Caller, tenant: Tenant, name: str, channel: ClientChannel) -> ToolContext:
         return ToolContext(
             tenant_id=caller.tenant_id,
             subject=caller.principal.subject,
@@ -238,46 +267,70 @@ class Dispatcher:
             allowed_tools=effective_tools(caller.principal, tenant.grants, self._registered_for(tenant.id)),
             resource_prefix=caller.principal.resource_prefix,
             handles=self._handles(caller),
+            client=channel,
         )
 
     async def _run(
-        self, tool: ToolDefinition, kwargs: dict[str, Any], caller: Caller, tenant: Tenant
-    ) -> CallToolResult:
-        direct = {tool.context_param: self._context(caller, tenant, tool.name)} if tool.context_param else None
+        self, tool: ToolDefinition, kwargs: dict[str, Any], caller: Caller, tenant: Tenant, channel: ClientChannel
+    ) -> ToolOutcome:
+        direct = {tool.context_param: self._context(caller, tenant, tool.name, channel)} if tool.context_param else None
         with anyio.move_on_after(self._tool_timeout) as scope:
             value = await tool.metadata.call_fn(tool.fn, True, kwargs, direct)
         if scope.cancelled_caught:
             raise ToolTimedOut(f"The tool did not finish within {self._tool_timeout:g}s")
-        converted = tool.metadata.convert_result(value)
-        if not isinstance(converted, CallToolResult):
-            raise TenantryError("tools may not ask for more input here")
-        return converted
+        return tool.metadata.convert_result(value)
 
-    # -- resources and prompts --------------------------------------------------------------
+    # -- resources --------------------------------------------------------------------------
+
+    def _visible_resources(self, caller: Caller) -> list[ResourceDefinition]:
+        visible = self.visible(caller)
+        return [r for name, r in sorted(self._app.resources.items()) if name in visible]
 
     def list_resources(self, caller: Caller) -> list[Resource]:
-        visible = self.visible(caller)
         return [
             Resource(uri=r.uri, name=r.name, title=r.title, description=r.description, mime_type=r.mime_type)
-            for name, r in sorted(self._app.resources.items())
-            if name in visible
+            for r in self._visible_resources(caller)
+            if r.template is None
         ]
 
-    async def read_resource(self, caller: Caller, uri: str) -> ReadResourceResult:
+    def list_resource_templates(self, caller: Caller) -> list[ResourceTemplate]:
+        return [
+            ResourceTemplate(
+                uri_template=r.uri, name=r.name, title=r.title, description=r.description, mime_type=r.mime_type
+            )
+            for r in self._visible_resources(caller)
+            if r.template is not None
+        ]
+
+    def resource_visible(self, caller: Caller, uri: str) -> bool:
+        return any(r.match(uri) is not None for r in self._visible_resources(caller))
+
+    async def read_resource(
+        self, caller: Caller, uri: str, channel: ClientChannel | None = None
+    ) -> ReadResourceResult | InputRequiredResult:
         started = time.perf_counter()
-        visible = self.visible(caller)
-        resource = next((r for r in self._app.resources.values() if r.uri == uri and r.name in visible), None)
-        if resource is None:
+        found: tuple[ResourceDefinition, dict[str, Any]] | None = None
+        for resource in self._visible_resources(caller):
+            variables = resource.match(uri)
+            if variables is not None:
+                found = (resource, variables)
+                break
+        if found is None:
             await self._record(caller, "access_denied", "denied", None, None, started, reason="resource_unavailable")
-            raise NotFound("Resource not found")
+            raise ResourceNotFound(uri)
+        resource, variables = found
         tenant = self._live_tenant(caller)
-        await self._record(caller, "resource_read", "ok", resource.name, None, started)
-        content = await self._call_plain(resource, caller, tenant, {})
+        await self._record(caller, "resource_read", "ok", resource.name, args_hash({"uri": uri}), started)
+        content = await self._call_plain(resource, caller, tenant, variables, channel or _NO_CHANNEL)
+        if isinstance(content, InputRequiredResult | ReadResourceResult):
+            return content
         if isinstance(content, bytes):
             blob = base64.b64encode(content).decode()
             return ReadResourceResult(contents=[BlobResourceContents(uri=uri, mime_type=resource.mime_type, blob=blob)])
         text = content if isinstance(content, str) else str(content)
         return ReadResourceResult(contents=[TextResourceContents(uri=uri, mime_type=resource.mime_type, text=text)])
+
+    # -- prompts ----------------------------------------------------------------------------
 
     def list_prompts(self, caller: Caller) -> list[Prompt]:
         visible = self.visible(caller)
@@ -292,7 +345,16 @@ class Dispatcher:
             if name in visible
         ]
 
-    async def get_prompt(self, caller: Caller, name: str, arguments: Mapping[str, str] | None) -> GetPromptResult:
+    def prompt_visible(self, caller: Caller, name: str) -> bool:
+        return name in self._app.prompts and name in self.visible(caller)
+
+    async def get_prompt(
+        self,
+        caller: Caller,
+        name: str,
+        arguments: Mapping[str, str] | None,
+        channel: ClientChannel | None = None,
+    ) -> GetPromptResult | InputRequiredResult:
         started = time.perf_counter()
         visible = self.visible(caller)
         prompt = self._app.prompts.get(name)
@@ -305,18 +367,25 @@ class Dispatcher:
             raise _argument_error(exc) from None
         tenant = self._live_tenant(caller)
         await self._record(caller, "prompt_get", "ok", name, args_hash(arguments), started)
-        value = await self._call_plain(prompt, caller, tenant, kwargs)
+        value = await self._call_plain(prompt, caller, tenant, kwargs, channel or _NO_CHANNEL)
+        if isinstance(value, InputRequiredResult | GetPromptResult):
+            return value
         if isinstance(value, str):
             messages = [PromptMessage(role="user", content=TextContent(type="text", text=value))]
         else:
-            messages = list(value)
+            messages = [m if isinstance(m, PromptMessage) else PromptMessage.model_validate(m) for m in value]
         return GetPromptResult(description=prompt.description, messages=messages)
 
     async def _call_plain(
-        self, item: ResourceDefinition | PromptDefinition, caller: Caller, tenant: Tenant, kwargs: dict[str, Any]
+        self,
+        item: ResourceDefinition | PromptDefinition,
+        caller: Caller,
+        tenant: Tenant,
+        kwargs: dict[str, Any],
+        channel: ClientChannel,
     ) -> Any:
         if item.context_param:
-            kwargs = {**kwargs, item.context_param: self._context(caller, tenant, item.name)}
+            kwargs = {**kwargs, item.context_param: self._context(caller, tenant, item.name, channel)}
         with anyio.fail_after(self._tool_timeout):
             return await item.fn(**kwargs)
 
@@ -351,8 +420,9 @@ class Dispatcher:
 
 
 def _error_result(message: str, code: str) -> CallToolResult:
+    # The stable code rides in _meta: structuredContent must match the tool's output schema.
     return CallToolResult(
         content=[TextContent(type="text", text=message)],
-        structured_content={"error": {"code": code, "message": message}},
         is_error=True,
+        _meta={"io.tenantry/error": {"code": code}},
     )

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import anyio
 from mcp.server.lowlevel.server import Server
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -73,7 +74,14 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     runtime.prepare_keys()
     verifier = runtime.token_verifier()
     dispatcher = Dispatcher(app, runtime.directory, runtime.scopes, runtime.audit, tool_timeout=settings.tools.timeout)
-    mcp_server = build_mcp_server(dispatcher, http_caller, name=app.name, version=__version__)
+    mcp_server = build_mcp_server(
+        dispatcher,
+        http_caller,
+        name=app.name,
+        version=__version__,
+        request_state_security=RequestStateSecurity(keys=[runtime.request_state_key()]),
+        audience=runtime.endpoints.resource,
+    )
     hosts, origins = allowed_hosts_and_origins(runtime)
     manager = StreamableHTTPSessionManager(
         app=mcp_server,

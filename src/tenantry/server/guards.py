@@ -60,14 +60,14 @@ class OriginGuard:
     """Validates ``Host`` and ``Origin`` on every request it wraps.
 
     :param allowed_hosts: ``host[:port]`` values, ``host:*`` for any port.
-    :param allowed_origins: exact ``scheme://host[:port]`` origins.
+    :param allowed_origins: ``scheme://host[:port]`` origins, ``scheme://host:*`` for any port.
     A request without ``Origin`` (any non-browser client) passes the origin check.
     """
 
     def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]) -> None:
         self.app = app
         self._hosts = tuple(allowed_hosts)
-        self._origins = frozenset(o.rstrip("/") for o in allowed_origins)
+        self._origins = tuple(o.rstrip("/") for o in allowed_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +79,7 @@ class OriginGuard:
             await error_response(_BadHost())(scope, receive, send)
             return
         origin = headers.get("origin")
-        if origin is not None and origin.rstrip("/") not in self._origins:
+        if origin is not None and not any(_host_matches(origin.rstrip("/"), o) for o in self._origins):
             await error_response(OriginNotAllowed())(scope, receive, send)
             return
         await self.app(scope, receive, send)

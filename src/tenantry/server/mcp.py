@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,11 +17,13 @@ import mcp_types as types
 from mcp.server.caching import CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
-from mcp.shared.exceptions import MCPError
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from tenantry.core.calls import Caller
 from tenantry.core.errors import InvalidCredential, TenantryError
-from tenantry.framework.dispatcher import Dispatcher
+from tenantry.framework.dispatcher import Dispatcher, ResourceNotFound
+from tenantry.server.channel import McpClientChannel
 from tenantry.server.errors import to_mcp_error, unexpected_to_mcp_error
 
 __all__ = ["build_mcp_server", "CallerResolver", "CURRENT_CALLER", "http_caller", "CALLER_SCOPE_KEY"]
@@ -38,6 +41,7 @@ Only used by the SDK's ``get_tool_input_schema`` hook, which runs before handler
 no request context of its own."""
 
 _PRIVATE = CacheHint(ttl_ms=0, scope="private")
+_CACHEABLE = ("tools/list", "resources/list", "resources/templates/list", "resources/read", "prompts/list")
 
 
 def http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
@@ -57,7 +61,15 @@ def build_mcp_server(
     name: str = "tenantry",
     version: str = "",
     instructions: str | None = None,
+    request_state_security: RequestStateSecurity | None = None,
+    audience: str | None = None,
 ) -> Server[Any]:
+    """A low-level MCP server serving ``dispatcher``'s app to whoever ``caller_for`` names.
+
+    :param request_state_security: seals the 2026-07-28 multi-round-trip ``requestState``
+        (bound to the caller's principal); an ephemeral key when omitted.
+    """
+
     async def guarded(ctx: ServerRequestContext[Any, Any], work: Callable[[Caller], Awaitable[_T]]) -> _T:
         caller: Caller | None = None
         try:
@@ -84,8 +96,9 @@ def build_mcp_server(
 
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
-        return await guarded(ctx, lambda caller: dispatcher.call_tool(caller, params.name, params.arguments))
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        channel = McpClientChannel(ctx, params)
+        return await guarded(ctx, lambda caller: dispatcher.call_tool(caller, params.name, params.arguments, channel))
 
     async def list_resources(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -97,10 +110,34 @@ def build_mcp_server(
 
         return await guarded(ctx, work)
 
+    async def list_resource_templates(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        async def work(caller: Caller) -> types.ListResourceTemplatesResult:
+            return types.ListResourceTemplatesResult(
+                resource_templates=dispatcher.list_resource_templates(caller), ttl_ms=0, cache_scope="private"
+            )
+
+        return await guarded(ctx, work)
+
     async def read_resource(
         ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
-        return await guarded(ctx, lambda caller: dispatcher.read_resource(caller, str(params.uri)))
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
+        channel = McpClientChannel(ctx, params)
+        return await guarded(ctx, lambda caller: dispatcher.read_resource(caller, str(params.uri), channel))
+
+    async def subscribe(ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
+        async def work(caller: Caller) -> types.EmptyResult:
+            if not dispatcher.resource_visible(caller, str(params.uri)):
+                raise ResourceNotFound(str(params.uri))
+            return types.EmptyResult()
+
+        return await guarded(ctx, work)
+
+    async def unsubscribe(
+        ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        return await guarded(ctx, lambda caller: _empty())
 
     async def list_prompts(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -112,24 +149,57 @@ def build_mcp_server(
 
     async def get_prompt(
         ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
-        return await guarded(ctx, lambda caller: dispatcher.get_prompt(caller, params.name, params.arguments))
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        channel = McpClientChannel(ctx, params)
+        return await guarded(ctx, lambda caller: dispatcher.get_prompt(caller, params.name, params.arguments, channel))
+
+    async def complete(
+        ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        # No completion sources yet: an empty list for every reference, visible or not, so
+        # completion cannot be used to probe for another tenant's prompt names.
+        return await guarded(ctx, lambda caller: _no_completions())
+
+    async def set_logging_level(
+        ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        return await guarded(ctx, lambda caller: _empty())
 
     def tool_input_schema(tool_name: str) -> dict[str, Any] | None:
         caller = CURRENT_CALLER.get()
         return None if caller is None else dispatcher.tool_input_schema(caller, tool_name)
 
     app = dispatcher.app
-    return Server(
-        name,
-        version=version,
-        instructions=instructions,
-        cache_hints={"tools/list": _PRIVATE, "resources/list": _PRIVATE, "prompts/list": _PRIVATE},
-        get_tool_input_schema=tool_input_schema,
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
-        on_list_resources=list_resources if app.resources else None,
-        on_read_resource=read_resource if app.resources else None,
-        on_list_prompts=list_prompts if app.prompts else None,
-        on_get_prompt=get_prompt if app.prompts else None,
-    )
+    has_resources = bool(app.resources)
+    with warnings.catch_warnings():
+        # logging/setLevel is deprecated at 2026-07-28 but still part of the handshake era we serve.
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        server: Server[Any] = Server(  # type: ignore[misc]
+            name,
+            version=version,
+            instructions=instructions,
+            cache_hints=dict.fromkeys(_CACHEABLE, _PRIVATE),  # type: ignore[arg-type]
+            get_tool_input_schema=tool_input_schema,
+            on_list_tools=list_tools,
+            on_call_tool=call_tool,
+            on_list_resources=list_resources if has_resources else None,
+            on_list_resource_templates=list_resource_templates if has_resources else None,
+            on_read_resource=read_resource if has_resources else None,
+            on_subscribe_resource=subscribe if has_resources else None,
+            on_unsubscribe_resource=unsubscribe if has_resources else None,
+            on_list_prompts=list_prompts if app.prompts else None,
+            on_get_prompt=get_prompt if app.prompts else None,
+            on_completion=complete if app.prompts or has_resources else None,
+            on_set_logging_level=set_logging_level,
+        )
+    security = request_state_security or RequestStateSecurity.ephemeral()
+    server.middleware.append(RequestStateBoundary(security, default_audience=audience or name))
+    return server
+
+
+async def _empty() -> types.EmptyResult:
+    return types.EmptyResult()
+
+
+async def _no_completions() -> types.CompleteResult:
+    return types.CompleteResult(completion=types.Completion(values=[], total=0, has_more=False))
