@@ -51,3 +51,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"CI=true forbids skipping a PostgreSQL/Redis test: {reason}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_available: None) -> Iterator[str]:
+    """A throwaway database on the local server (trust auth, user postgres), dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"tenantry_test_{uuid.uuid4().hex[:12]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

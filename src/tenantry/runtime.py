@@ -14,7 +14,7 @@ from tenantry.audit.sink import AuditSink, LogAuditSink
 from tenantry.auth.keys import KeyRing, load_or_create_secret
 from tenantry.auth.tokens import JwtVerifier, TokenIssuer
 from tenantry.controlplane.directory import TenantDirectory
-from tenantry.controlplane.sqlite import SqliteTenantStore
+from tenantry.controlplane.factory import open_tenant_store
 from tenantry.core.errors import StorageError
 from tenantry.core.settings import DEFAULT_PORT, Settings
 from tenantry.scoping.files.local import LocalFileScopes
@@ -73,7 +73,7 @@ class Runtime:
                 logger.warning("data dir %s is readable by group or others; chmod 700 it", self.data_dir)
         except OSError as exc:
             raise StorageError(f"cannot use data dir {self.data_dir}: {exc.strerror}") from None
-        self.store = SqliteTenantStore(self.data_dir / "control.sqlite3")
+        self.store = open_tenant_store(settings.controlplane.url, self.data_dir)
         self.keys = KeyRing(self.data_dir / "keys", alg=settings.auth.signing_alg)
         self.endpoints = self._resolve_endpoints(serving)
         self.directory = TenantDirectory(self.store)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
-from typing import Protocol
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Protocol, TextIO
 
 from tenantry.audit.events import AuditEvent
 
@@ -26,22 +28,36 @@ class AuditSink(Protocol):
 
 
 class LogAuditSink:
-    """Writes each event as one structured log line on the ``tenantry.audit`` logger.
+    """Writes each event as one structured JSON log line (logger ``tenantry.audit``).
 
     Not tamper-evident and not durable beyond the log pipeline: the foundation's stand-in
     until the hash-chained store lands. It already carries every field, hashes only.
+    Lines share the shape of the other structured logs but are written directly: the
+    logging machinery would cost more than the tool call itself.
     """
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._logger = logger or logging.getLogger("tenantry.audit")
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
 
     async def record(self, event: AuditEvent) -> None:
-        fields = {k: v for k, v in event.to_dict().items() if v not in (None, {})}
-        self._logger.info("audit %s", event.event_type, extra={"audit": fields, "tenant_id": event.tenant_id})
+        fields = {k: v for k, v in event.to_dict().items() if v is not None and v != {}}
+        line = json.dumps(
+            {
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "level": "info",
+                "logger": "tenantry.audit",
+                "msg": f"audit {event.event_type}",
+                "tenant_id": event.tenant_id,
+                "audit": fields,
+            },
+            default=str,
+            separators=(",", ":"),
+        )
+        stream = self._stream or sys.stderr
+        with self._lock:
+            stream.write(line + "\n")
+            stream.flush()
 
     async def aclose(self) -> None:
         return None
-
-    @staticmethod
-    def render(event: AuditEvent) -> str:
-        return json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -26,6 +26,7 @@ __all__ = [
     "ServerSettings",
     "AuthSettings",
     "ToolSettings",
+    "ControlPlaneSettings",
     "LoggingSettings",
     "load_settings",
     "DEFAULT_PORT",
@@ -83,6 +84,12 @@ class ToolSettings(_Section):
     _secs = field_validator("timeout", mode="before")(_seconds)
 
 
+class ControlPlaneSettings(_Section):
+    url: str | None = None
+    """Where tenants and grants live: ``sqlite:///PATH`` (default ``<data_dir>/control.sqlite3``)
+    or ``postgresql://user@host/db`` shared by every replica."""
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -105,6 +112,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     tools: ToolSettings = ToolSettings()
+    controlplane: ControlPlaneSettings = ControlPlaneSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @field_validator("public_url")

@@ -8,6 +8,7 @@ SDK's ``(client_id, issuer, subject)`` comparison covers the full principal too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -37,15 +38,18 @@ REQUEST_ID_SCOPE_KEY = "tenantry.request_id"
 _BEARER = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*) *", re.IGNORECASE)
 
 
-def _access_token(principal: Principal, credential: str) -> AccessToken:
-    return AccessToken(
-        token=credential,
+@functools.lru_cache(maxsize=4096)
+def _sdk_identity(principal: Principal) -> tuple[AuthenticatedUser, AuthCredentials]:
+    """The SDK's view of a principal (cached: verified principals are themselves cached)."""
+    token = AccessToken(
+        token="",  # the raw credential is never kept beyond verification
         client_id=f"tenant:{principal.tenant_id}",
         scopes=sorted(principal.allowed_tools),
         expires_at=principal.expires_at,
         subject=principal.subject,
         claims={"iss": principal.issuer, "tenant_id": principal.tenant_id, "jti": principal.token_id},
     )
+    return AuthenticatedUser(token), AuthCredentials(sorted(principal.allowed_tools))
 
 
 class BearerAuthentication:
@@ -100,9 +104,9 @@ class BearerAuthentication:
 
         caller = Caller(principal=principal, request_id=request_id, session_id=session_id, client_address=address)
         scope[CALLER_SCOPE_KEY] = caller
-        user = AuthenticatedUser(_access_token(principal, ""))
+        user, credentials = _sdk_identity(principal)
         scope["user"] = user
-        scope["auth"] = AuthCredentials(sorted(principal.allowed_tools))
+        scope["auth"] = credentials
         caller_token = CURRENT_CALLER.set(caller)
         auth_token = auth_context_var.set(user)
 

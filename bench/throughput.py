@@ -1,0 +1,212 @@
+"""Tool-call throughput: Tenantry's full enforcement path vs the bare MCP SDK, same tool, same run.
+
+(a) the bare SDK (``bench/bare_server.py``, MCPServer, no auth) and (b) Tenantry
+(``tenantry serve --app bench.trivial_app:app``: bearer JWT verified on every request,
+session binding, body guard, ACL, schema validation, audit records before and after the
+call) serve the same ``echo`` tool over streamable HTTP on 127.0.0.1, JSON responses.
+Each configuration opens N handshake-era sessions and calls the tool in a closed loop
+from N concurrent workers. Rounds alternate a, b, a, b so machine noise hits both sides;
+the ratio b/a of calls per second is what counts, never an absolute time.
+
+    .venv/bin/python bench/throughput.py [--seconds 5] [--rounds 3] [--concurrency 1 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+
+REPO = Path(__file__).resolve().parent.parent
+TENANTRY = str(Path(sys.executable).parent / "tenantry")
+ACCEPT = "application/json, text/event-stream"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited: {process.returncode}")
+        try:
+            httpx2.get(url, timeout=1)
+            return
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"server at {url} not ready")
+
+
+@dataclass
+class Target:
+    name: str
+    mcp_url: str
+    token: str | None
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
+class Result:
+    calls: int
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
+
+
+def start_bare(workdir: Path) -> Target:
+    port = free_port()
+    log = (workdir / "bare.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "bare_server.py"), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    wait_ready(f"http://127.0.0.1:{port}/mcp", process)
+    return Target("bare SDK", f"http://127.0.0.1:{port}/mcp", None, process)
+
+
+def start_tenantry(workdir: Path) -> Target:
+    data = workdir / "data"
+    env = {**os.environ, "TENANTRY_DATA_DIR": str(data)}
+    subprocess.run([TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True)
+    port = free_port()
+    log = (workdir / "tenantry.log").open("wb")
+    process = subprocess.Popen(
+        [TENANTRY, "serve", "--port", str(port), "--app", "bench.trivial_app:app"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+    )
+    wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+    token = subprocess.run(
+        [TENANTRY, "token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return Target("Tenantry", f"http://127.0.0.1:{port}/mcp", token, process)
+
+
+async def open_session(client: httpx2.AsyncClient, target: Target) -> dict[str, str]:
+    headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
+    if target.token:
+        headers["Authorization"] = f"Bearer {target.token}"
+    init = await client.post(
+        target.mcp_url,
+        headers=headers,
+        json={
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "0"},
+            },
+        },
+    )
+    init.raise_for_status()
+    headers["Mcp-Session-Id"] = init.headers["mcp-session-id"]
+    headers["MCP-Protocol-Version"] = "2025-11-25"
+    note = await client.post(
+        target.mcp_url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"}
+    )
+    note.raise_for_status()
+    return headers
+
+
+async def load(target: Target, concurrency: int, seconds: float) -> Result:
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx2.AsyncClient(limits=limits, timeout=30) as client:
+        sessions = [await open_session(client, target) for _ in range(concurrency)]
+        latencies: list[float] = []
+        stop_at = time.perf_counter() + seconds
+
+        async def worker(headers: dict[str, str]) -> None:
+            request_id = 1
+            while time.perf_counter() < stop_at:
+                body = {
+                    "jsonrpc": "2.0",
+                    "id": request_id,
+                    "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": "hello"}},
+                }
+                started = time.perf_counter()
+                response = await client.post(target.mcp_url, headers=headers, json=body)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200 or b'"isError":true' in response.content:
+                    raise SystemExit(f"{target.name}: call failed: {response.status_code} {response.text[:200]}")
+                request_id += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(h) for h in sessions))
+        elapsed = time.perf_counter() - began
+        for headers in sessions:
+            await client.delete(target.mcp_url, headers=headers)
+    return Result(len(latencies), elapsed, latencies)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tenantry-bench-") as tmp:
+        workdir = Path(tmp)
+        bare, tenantry = start_bare(workdir), start_tenantry(workdir)
+        try:
+            print(f"{'sessions':>8} {'server':<9} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+            for concurrency in args.concurrency:
+                asyncio.run(load(bare, concurrency, 1.0))  # warm-up both
+                asyncio.run(load(tenantry, concurrency, 1.0))
+                runs: dict[str, list[Result]] = {bare.name: [], tenantry.name: []}
+                for _ in range(args.rounds):
+                    for target in (bare, tenantry):
+                        runs[target.name].append(asyncio.run(load(target, concurrency, args.seconds)))
+                merged = {}
+                for name, results in runs.items():
+                    merged[name] = Result(
+                        sum(r.calls for r in results),
+                        sum(r.seconds for r in results),
+                        [x for r in results for x in r.latencies],
+                    )
+                    m = merged[name]
+                    p50, p99 = m.percentile(0.50), m.percentile(0.99)
+                    print(f"{concurrency:>8} {name:<9} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f}")
+                per_round = [t.rate / b.rate for b, t in zip(runs[bare.name], runs[tenantry.name], strict=True)]
+                ratio = merged[tenantry.name].rate / merged[bare.name].rate
+                spread = f"rounds {min(per_round):.2f}-{max(per_round):.2f}, median {statistics.median(per_round):.3f}"
+                print(f"{concurrency:>8} ratio b/a (Tenantry / bare SDK): {ratio:.3f}  ({spread})")
+        finally:
+            for target in (bare, tenantry):
+                target.process.terminate()
+                target.process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

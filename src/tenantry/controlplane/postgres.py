@@ -1,0 +1,209 @@
+"""PostgreSQL control plane, shared by every replica and CLI of a deployment.
+
+Tables live in the schema ``tenantry`` of the configured database. Every write bumps a
+revision counter in the same transaction, which readers poll to refresh their view.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from tenantry.controlplane.base import Tenant, TenantStatus, Tier
+from tenantry.core.errors import AlreadyExists, NotFound, StorageError
+from tenantry.core.ids import validate_tenant_id, validate_tool_name
+
+__all__ = ["PostgresTenantStore"]
+
+_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS tenantry;
+CREATE TABLE IF NOT EXISTS tenantry.tenants (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tier TEXT NOT NULL CHECK (tier IN ('logical', 'dedicated')),
+    status TEXT NOT NULL CHECK (status IN ('active', 'halted')),
+    halted_reason TEXT,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tenantry.grants (
+    tenant_id TEXT NOT NULL REFERENCES tenantry.tenants(id) ON DELETE CASCADE,
+    tool TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, tool)
+);
+CREATE TABLE IF NOT EXISTS tenantry.meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT INTO tenantry.meta (key, value) VALUES ('revision', '0') ON CONFLICT (key) DO NOTHING;
+"""
+
+
+class PostgresTenantStore:
+    """Thread-safe; one connection guarded by a lock, reconnected after a failure."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('tenantry.controlplane.schema'))")
+            cur.execute(_SCHEMA)
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self._url, connect_timeout=5, application_name="tenantry-controlplane")
+            except psycopg.Error as exc:
+                raise StorageError(f"cannot connect to the control-plane database: {_reason(exc)}") from None
+        return self._conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield cur
+            except psycopg.OperationalError as exc:
+                conn.close()
+                raise StorageError(f"control-plane database unavailable: {_reason(exc)}") from None
+            except pg_errors.UniqueViolation:
+                raise
+            except psycopg.Error as exc:
+                raise StorageError(f"control-plane database error: {_reason(exc)}") from None
+
+    @staticmethod
+    def _bump(cur: psycopg.Cursor[Any]) -> None:
+        cur.execute("UPDATE tenantry.meta SET value = (value::bigint + 1)::text WHERE key = 'revision'")
+
+    def create_tenant(
+        self, tenant_id: str, *, name: str | None = None, tools: Iterable[str] = (), tier: Tier = "logical"
+    ) -> Tenant:
+        validate_tenant_id(tenant_id)
+        tool_list = sorted({validate_tool_name(t) for t in tools})
+        try:
+            with self._tx() as cur:
+                cur.execute(
+                    "INSERT INTO tenantry.tenants (id, name, tier, status, created_at)"
+                    " VALUES (%s, %s, %s, 'active', %s)",
+                    (tenant_id, name or tenant_id, tier, int(time.time())),
+                )
+                cur.executemany(
+                    "INSERT INTO tenantry.grants (tenant_id, tool) VALUES (%s, %s)", [(tenant_id, t) for t in tool_list]
+                )
+                self._bump(cur)
+        except pg_errors.UniqueViolation:
+            raise AlreadyExists(f"tenant {tenant_id!r} already exists") from None
+        return self._require(tenant_id)
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT id, name, tier, status, created_at, halted_reason FROM tenantry.tenants WHERE id = %s",
+                (tenant_id,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            cur.execute("SELECT tool FROM tenantry.grants WHERE tenant_id = %s", (tenant_id,))
+            grants = frozenset(r[0] for r in cur.fetchall())
+        return _tenant(row, grants)
+
+    def list_tenants(self) -> list[Tenant]:
+        with self._tx() as cur:
+            cur.execute("SELECT id, name, tier, status, created_at, halted_reason FROM tenantry.tenants ORDER BY id")
+            rows = cur.fetchall()
+            cur.execute("SELECT tenant_id, tool FROM tenantry.grants")
+            grants: dict[str, set[str]] = {}
+            for tenant_id, tool in cur.fetchall():
+                grants.setdefault(tenant_id, set()).add(tool)
+        return [_tenant(row, frozenset(grants.get(row[0], ()))) for row in rows]
+
+    def grant(self, tenant_id: str, tools: Iterable[str]) -> Tenant:
+        tool_list = sorted({validate_tool_name(t) for t in tools})
+        with self._write_existing(tenant_id) as cur:
+            cur.executemany(
+                "INSERT INTO tenantry.grants (tenant_id, tool) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(tenant_id, t) for t in tool_list],
+            )
+        return self._require(tenant_id)
+
+    def ungrant(self, tenant_id: str, tools: Iterable[str]) -> Tenant:
+        with self._write_existing(tenant_id) as cur:
+            cur.executemany(
+                "DELETE FROM tenantry.grants WHERE tenant_id = %s AND tool = %s",
+                [(tenant_id, t) for t in sorted(set(tools))],
+            )
+        return self._require(tenant_id)
+
+    def set_status(self, tenant_id: str, status: TenantStatus, reason: str | None = None) -> Tenant:
+        with self._write_existing(tenant_id) as cur:
+            cur.execute(
+                "UPDATE tenantry.tenants SET status = %s, halted_reason = %s WHERE id = %s", (status, reason, tenant_id)
+            )
+        return self._require(tenant_id)
+
+    @contextmanager
+    def _write_existing(self, tenant_id: str) -> Iterator[psycopg.Cursor[Any]]:
+        with self._tx() as cur:
+            cur.execute("SELECT 1 FROM tenantry.tenants WHERE id = %s FOR UPDATE", (tenant_id,))
+            if cur.fetchone() is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            yield cur
+            self._bump(cur)
+
+    def _require(self, tenant_id: str) -> Tenant:
+        tenant = self.get_tenant(tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        return tenant
+
+    def revision(self) -> int:
+        with self._tx() as cur:
+            cur.execute("SELECT value FROM tenantry.meta WHERE key = 'revision'")
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+    def get_meta(self, key: str) -> str | None:
+        with self._tx() as cur:
+            cur.execute("SELECT value FROM tenantry.meta WHERE key = %s", (f"x:{key}",))
+            row = cur.fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO tenantry.meta (key, value) VALUES (%s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (f"x:{key}", value),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """The first line of a driver error, without connection strings or passwords."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _tenant(row: tuple[Any, ...], grants: frozenset[str]) -> Tenant:
+    tenant_id, name, tier, status, created_at, halted_reason = row
+    return Tenant(
+        id=str(tenant_id),
+        name=str(name),
+        tier=tier,
+        status=status,
+        created_at=int(created_at),
+        grants=grants,
+        halted_reason=None if halted_reason is None else str(halted_reason),
+    )

@@ -1,0 +1,81 @@
+"""One contract, every control-plane backend: SQLite (embedded) and PostgreSQL (shared)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tenantry.controlplane.base import TenantStore
+from tenantry.controlplane.factory import open_tenant_store
+from tenantry.core.errors import AlreadyExists, NotFound, StorageError, UsageError
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TenantStore]:
+    if request.param == "sqlite":
+        opened = open_tenant_store(None, tmp_path)
+    else:
+        import psycopg
+
+        url = request.getfixturevalue("postgres_url")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS tenantry CASCADE")
+        opened = open_tenant_store(url, tmp_path)
+    yield opened
+    opened.close()
+
+
+def test_create_get_and_list(store: TenantStore) -> None:
+    created = store.create_tenant("acme", name="Acme", tools=["whoami", "query_crm"])
+    assert (created.id, created.name, created.tier, created.status) == ("acme", "Acme", "logical", "active")
+    assert created.grants == {"whoami", "query_crm"}
+    store.create_tenant("globex", tier="dedicated")
+    assert [t.id for t in store.list_tenants()] == ["acme", "globex"]
+    assert store.get_tenant("globex").tier == "dedicated"
+    assert store.get_tenant("ghost") is None
+
+
+def test_grants_and_revision(store: TenantStore) -> None:
+    store.create_tenant("acme", tools=["whoami"])
+    before = store.revision()
+    assert store.grant("acme", ["read_file", "whoami"]).grants == {"whoami", "read_file"}
+    assert store.ungrant("acme", ["whoami", "never_granted"]).grants == {"read_file"}
+    assert store.revision() == before + 2
+
+
+def test_status_changes(store: TenantStore) -> None:
+    store.create_tenant("acme")
+    halted = store.set_status("acme", "halted", "incident 42")
+    assert halted.halted and halted.halted_reason == "incident 42"
+    assert not store.set_status("acme", "active").halted
+
+
+def test_errors(store: TenantStore) -> None:
+    store.create_tenant("acme")
+    with pytest.raises(AlreadyExists):
+        store.create_tenant("acme")
+    with pytest.raises(NotFound):
+        store.grant("ghost", ["whoami"])
+    with pytest.raises(UsageError):
+        store.create_tenant("Not Valid")
+    with pytest.raises(UsageError):
+        store.grant("acme", ["bad tool"])
+
+
+def test_meta_round_trip(store: TenantStore) -> None:
+    assert store.get_meta("public_url") is None
+    store.set_meta("public_url", "http://a")
+    store.set_meta("public_url", "http://b")
+    assert store.get_meta("public_url") == "http://b"
+
+
+def test_unreachable_postgres_is_a_storage_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="cannot connect"):
+        open_tenant_store("postgresql://postgres@127.0.0.1:1/none", tmp_path)
+
+
+def test_unknown_scheme_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        open_tenant_store("mysql://x", tmp_path)
