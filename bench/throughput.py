@@ -64,14 +64,33 @@ class Result:
     calls: int
     seconds: float
     latencies: list[float] = field(default_factory=list)
+    server_cpu: float = 0.0
+    """Seconds of CPU the server process used during the run (Linux /proc)."""
 
     @property
     def rate(self) -> float:
         return self.calls / self.seconds
 
+    @property
+    def cpu_per_call_us(self) -> float:
+        return self.server_cpu / self.calls * 1e6
+
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
+
+
+def process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(target: Target, concurrency: int, seconds: float) -> Result:
+    before = process_cpu_seconds(target.process.pid)
+    result = asyncio.run(load(target, concurrency, seconds))
+    result.server_cpu = process_cpu_seconds(target.process.pid) - before
+    return result
 
 
 def start_bare(workdir: Path) -> Target:
@@ -172,36 +191,40 @@ async def load(target: Target, concurrency: int, seconds: float) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tenantry-bench-") as tmp:
         workdir = Path(tmp)
         bare, tenantry = start_bare(workdir), start_tenantry(workdir)
         try:
-            print(f"{'sessions':>8} {'server':<9} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+            print(f"{'sessions':>8} {'server':<9} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU/call':>16}")
             for concurrency in args.concurrency:
                 asyncio.run(load(bare, concurrency, 1.0))  # warm-up both
                 asyncio.run(load(tenantry, concurrency, 1.0))
                 runs: dict[str, list[Result]] = {bare.name: [], tenantry.name: []}
                 for _ in range(args.rounds):
                     for target in (bare, tenantry):
-                        runs[target.name].append(asyncio.run(load(target, concurrency, args.seconds)))
+                        runs[target.name].append(measured(target, concurrency, args.seconds))
                 merged = {}
                 for name, results in runs.items():
                     merged[name] = Result(
                         sum(r.calls for r in results),
                         sum(r.seconds for r in results),
                         [x for r in results for x in r.latencies],
+                        sum(r.server_cpu for r in results),
                     )
                     m = merged[name]
                     p50, p99 = m.percentile(0.50), m.percentile(0.99)
-                    print(f"{concurrency:>8} {name:<9} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f}")
+                    cpu = f"{m.cpu_per_call_us:.0f} us"
+                    print(f"{concurrency:>8} {name:<9} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {cpu:>16}")
                 per_round = [t.rate / b.rate for b, t in zip(runs[bare.name], runs[tenantry.name], strict=True)]
                 ratio = merged[tenantry.name].rate / merged[bare.name].rate
                 spread = f"rounds {min(per_round):.2f}-{max(per_round):.2f}, median {statistics.median(per_round):.3f}"
                 print(f"{concurrency:>8} ratio b/a (Tenantry / bare SDK): {ratio:.3f}  ({spread})")
+                cpu_ratio = merged[bare.name].cpu_per_call_us / merged[tenantry.name].cpu_per_call_us
+                print(f"{concurrency:>8} server CPU per call, bare / Tenantry: {cpu_ratio:.3f}")
         finally:
             for target in (bare, tenantry):
                 target.process.terminate()

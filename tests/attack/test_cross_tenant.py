@@ -162,3 +162,16 @@ def test_tenant_id_in_raw_params_is_ignored(server: RunningServer, acme_token: s
     )
     assert response.status_code == 200, response.text
     assert response.json()["result"]["structuredContent"]["tenant_id"] == "acme"
+
+
+async def test_logs_carry_no_data_canaries_and_no_tokens(
+    server: RunningServer, acme_token: str, globex_token: str
+) -> None:
+    async with mcp_client(server.mcp_url, acme_token) as client:
+        assert "acme-canary" in str((await client.call_tool("query_crm", {})).structured_content)
+        assert "acme-canary" in (await client.call_tool("read_file", {"path": "README.md"})).content[0].text
+    async with mcp_client(server.mcp_url, globex_token) as client:
+        assert "globex-canary" in str((await client.call_tool("globex_forecast", {"quarter": "Q1"})).structured_content)
+    logs = server.logs()
+    for secret in ("acme-canary", "globex-canary", acme_token, globex_token, acme_token.split(".")[2]):
+        assert secret not in logs

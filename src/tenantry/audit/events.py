@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import pydantic_core
 import rfc8785
 
-__all__ = ["AuditEvent", "EventType", "ResultStatus", "args_hash", "SYSTEM_STREAM", "utc_now_iso"]
+__all__ = ["AuditEvent", "EventType", "ResultStatus", "args_hash", "SYSTEM_STREAM", "utc_now_iso", "iso_timestamp"]
 
 SYSTEM_STREAM = "_system"
 """Stream for events that belong to no tenant (credentials that never verified)."""
@@ -18,7 +20,6 @@ EventType = Literal[
     "connection_opened",
     "connection_closed",
     "connection_rejected",
-    "tool_call_started",
     "tool_call",
     "tool_denied",
     "resource_read",
@@ -39,20 +40,90 @@ ResultStatus = Literal["ok", "error", "denied", "rejected", "timeout", "input_re
 
 
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso_timestamp(time.time())
+
+
+_SECOND_PREFIX: dict[int, str] = {}
+
+
+def iso_timestamp(epoch: float) -> str:
+    """UTC, ISO 8601 with microseconds and a ``Z``: ``2026-11-26T12:00:00.123456Z``."""
+    second = int(epoch)
+    prefix = _SECOND_PREFIX.get(second)
+    if prefix is None:  # formatting the date part once per second keeps this off the profile
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        if len(_SECOND_PREFIX) > 8:
+            _SECOND_PREFIX.clear()
+        _SECOND_PREFIX[second] = prefix
+    return f"{prefix}.{int((epoch - second) * 1_000_000):06d}Z"
+
+
+_MAX_SAFE_INTEGER = 2**53 - 1
+_NOT_PLAIN = object()
+
+
+def _sorted_plain(value: Any) -> Any:
+    """``value`` with every object's keys in RFC 8785 order, or ``_NOT_PLAIN``.
+
+    Plain means: strings, booleans, ``None``, integers within IEEE-754's exact range, and
+    lists and objects of those whose keys have no characters outside the BMP (Python sorts
+    keys by code point, RFC 8785 by UTF-16 unit; the two orders differ only for astral
+    characters). For plain values a compact JSON encoder already produces RFC 8785 output.
+    Floats are not plain: their shortest forms differ (``1.0`` vs ``1``).
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        return value if -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER else _NOT_PLAIN
+    if kind is dict:
+        ordered = {}
+        for key in sorted(value):
+            if type(key) is not str or not (key.isascii() or max(key) < "\U00010000"):
+                return _NOT_PLAIN
+            item = _sorted_plain(value[key])
+            if item is _NOT_PLAIN:
+                return _NOT_PLAIN
+            ordered[key] = item
+        return ordered
+    if kind is list:
+        items = [_sorted_plain(item) for item in value]
+        return _NOT_PLAIN if any(item is _NOT_PLAIN for item in items) else items
+    return _NOT_PLAIN
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JSON Canonicalization Scheme) encoding, with a fast path for plain values.
+
+    :raises ValueError: for values JSON cannot carry (NaN, infinities, integers beyond 2**53).
+    """
+    ordered = _sorted_plain(value)
+    if ordered is not _NOT_PLAIN:
+        return pydantic_core.to_json(ordered)
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+_EMPTY_HASH = "sha256:" + hashlib.sha256(b"{}").hexdigest()
 
 
 def args_hash(arguments: Any) -> str:
     """``sha256:`` over the RFC 8785 canonical JSON of the arguments (never the arguments themselves)."""
+    if not arguments:
+        return _EMPTY_HASH
     try:
-        canonical = rfc8785.dumps(arguments if arguments is not None else {})
-    except (rfc8785.CanonicalizationError, TypeError, ValueError):
+        canonical = canonical_json(arguments)
+    except (TypeError, ValueError):
         canonical = repr(arguments).encode()
     return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditEvent:
+    """One audited event. Built on every tool call, so deliberately plain (not frozen)."""
+
     event_type: EventType
     tenant_id: str
     result_status: ResultStatus
@@ -66,11 +137,29 @@ class AuditEvent:
     reason: str | None = None
     actor: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
-    timestamp: str = field(default_factory=utc_now_iso)
+    created: float = field(default_factory=time.time)
+    """Seconds since the epoch; rendered as :attr:`timestamp`."""
+
+    @property
+    def timestamp(self) -> str:
+        return iso_timestamp(self.created)
+
+    def present_fields(self) -> dict[str, Any]:
+        """Like :meth:`to_dict` without the fields that are unset (``None`` or empty)."""
+        record: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if value is not None and value != {}:
+                record[name] = value
+        record["timestamp"] = iso_timestamp(record.pop("created"))
+        return record
 
     def to_dict(self) -> dict[str, Any]:
+        """The record's fields with ``timestamp`` as UTC ISO 8601."""
         # Hand-rolled: dataclasses.asdict deep-copies recursively and sits on every tool call.
-        return {name: getattr(self, name) for name in _FIELDS}
+        record = {name: getattr(self, name) for name in _FIELDS}
+        record["timestamp"] = iso_timestamp(record.pop("created"))
+        return record
 
 
 _FIELDS = tuple(f.name for f in fields(AuditEvent))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
-from datetime import UTC, datetime
 from typing import Protocol, TextIO
+
+import pydantic_core
 
 from tenantry.audit.events import AuditEvent
 
@@ -16,11 +16,17 @@ __all__ = ["AuditSink", "LogAuditSink"]
 class AuditSink(Protocol):
     """Records audit events.
 
-    ``record`` returns only once the event is as durable as the sink promises; a caller
-    that must not proceed unaudited awaits it before acting.
+    ``record`` returns only once the event is as durable as the sink promises; the
+    dispatcher awaits it before a tool call's result is returned. ``ensure_writable`` is
+    the cheap check made before a tool runs, so that a call fails closed instead of
+    running while the store is known to be unable to record it.
 
     :raises AuditUnavailable: when the event cannot be recorded (callers fail closed).
     """
+
+    def ensure_writable(self) -> None:
+        """:raises AuditUnavailable: when the sink cannot currently record events."""
+        ...
 
     async def record(self, event: AuditEvent) -> None: ...
 
@@ -40,20 +46,22 @@ class LogAuditSink:
         self._stream = stream
         self._lock = threading.Lock()
 
+    def ensure_writable(self) -> None:
+        return None
+
     async def record(self, event: AuditEvent) -> None:
-        fields = {k: v for k, v in event.to_dict().items() if v is not None and v != {}}
-        line = json.dumps(
+        fields = event.present_fields()
+        line = pydantic_core.to_json(
             {
-                "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "ts": fields["timestamp"],
                 "level": "info",
                 "logger": "tenantry.audit",
-                "msg": f"audit {event.event_type}",
+                "msg": "audit",
                 "tenant_id": event.tenant_id,
                 "audit": fields,
             },
-            default=str,
-            separators=(",", ":"),
-        )
+            fallback=str,
+        ).decode()
         stream = self._stream or sys.stderr
         with self._lock:
             stream.write(line + "\n")

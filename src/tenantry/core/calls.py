@@ -9,9 +9,12 @@ from tenantry.core.identity import Principal
 __all__ = ["Caller"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Caller:
-    """A verified principal plus where and how its request arrived."""
+    """A verified principal plus where and how its request arrived.
+
+    Built on every request, so a plain (not frozen) dataclass; nothing mutates it.
+    """
 
     principal: Principal
     request_id: str

@@ -4,8 +4,8 @@ For a ``tools/call``, in order: the tenant exists and is not halted; the tool is
 for the tenant, granted to it and in the token (one error for every refusal, so nothing of
 another tenant's catalogue can be probed); the arguments match the schema exactly;
 arguments that name resources stay inside the tenant's partition and prefix; the start is
-audited (fail closed); the handler runs with scoped handles and a timeout; the outcome is
-audited before the result is returned.
+known to be writable (fail closed); the handler runs with scoped handles and a deadline;
+the outcome is audited before the result is returned.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     BlobResourceContents,
@@ -52,6 +51,7 @@ from tenantry.core.paths import within_prefix
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, ToolDefinition
 from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
+from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch
 from tenantry.policy.acl import decide_tool_call, effective_tools
 from tenantry.scoping.files.local import resolve_scoped_path
 from tenantry.scoping.handles import DataScopes
@@ -103,6 +103,7 @@ class Dispatcher:
         self._scopes = scopes
         self._audit = audit
         self._tool_timeout = tool_timeout
+        self._deadlines = DeadlineWatch()
         self._registered: dict[str, frozenset[str]] = {}
         self._tool_models: dict[str, Tool] = {}
 
@@ -176,7 +177,8 @@ class Dispatcher:
         :raises TenantHalted: the tenant's kill switch is on.
         :raises InvalidArguments: arguments do not match the schema, handler not run.
         :raises ScopeViolation: a resource argument leaves the tenant's partition or prefix.
-        :raises AuditUnavailable: the start could not be audited; handler not run.
+        :raises AuditUnavailable: the audit store cannot record (handler not run), or could not
+            record the outcome (the result is withheld).
         :raises MCPError: a protocol error the tool raised on purpose (e.g. a missing client capability).
         """
         started = time.perf_counter()
@@ -200,7 +202,7 @@ class Dispatcher:
         except TenantryError as exc:
             await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=exc.code)
             raise
-        await self._record(caller, "tool_call_started", "ok", name, hashed, started)
+        self._audit.ensure_writable()  # fail closed: never run a tool the audit cannot record
         status: ResultStatus = "ok"
         reason: str | None = None
         result: ToolOutcome
@@ -274,10 +276,10 @@ class Dispatcher:
         self, tool: ToolDefinition, kwargs: dict[str, Any], caller: Caller, tenant: Tenant, channel: ClientChannel
     ) -> ToolOutcome:
         direct = {tool.context_param: self._context(caller, tenant, tool.name, channel)} if tool.context_param else None
-        with anyio.move_on_after(self._tool_timeout) as scope:
-            value = await tool.metadata.call_fn(tool.fn, True, kwargs, direct)
-        if scope.cancelled_caught:
-            raise ToolTimedOut(f"The tool did not finish within {self._tool_timeout:g}s")
+        try:
+            value = await self._deadlines.run(tool.metadata.call_fn(tool.fn, True, kwargs, direct), self._tool_timeout)
+        except DeadlineExceeded:
+            raise ToolTimedOut(f"The tool did not finish within {self._tool_timeout:g}s") from None
         return tool.metadata.convert_result(value)
 
     # -- resources --------------------------------------------------------------------------
@@ -386,8 +388,10 @@ class Dispatcher:
     ) -> Any:
         if item.context_param:
             kwargs = {**kwargs, item.context_param: self._context(caller, tenant, item.name, channel)}
-        with anyio.fail_after(self._tool_timeout):
-            return await item.fn(**kwargs)
+        try:
+            return await self._deadlines.run(item.fn(**kwargs), self._tool_timeout)
+        except DeadlineExceeded:
+            raise ToolTimedOut(f"{item.name} did not finish within {self._tool_timeout:g}s") from None
 
     # -- audit ------------------------------------------------------------------------------
 

@@ -1,12 +1,9 @@
 """Assembling the HTTP application.
 
-``/mcp`` is a chain of pure ASGI layers, outermost first::
-
-    OriginGuard -> BearerAuthentication -> SessionBinding -> RequestGuard -> SDK session manager
-
-so a request is refused as early (and as cheaply) as possible: a foreign origin before
-any token work, a bad token before the body is read, a hijacked session before the body
-is parsed.
+``/mcp`` is the :class:`~tenantry.server.gate.McpGate` in front of the SDK's session
+manager, so a request is refused as early (and as cheaply) as possible: a foreign origin
+before any token work, a bad token before the body is read, a hijacked session before the
+body is parsed. The other routes are discovery documents and health checks.
 """
 
 from __future__ import annotations
@@ -33,10 +30,11 @@ from tenantry import __version__
 from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
 from tenantry.runtime import MCP_PATH, Runtime
-from tenantry.server.authn import BearerAuthentication
-from tenantry.server.guards import OriginGuard, RequestGuard
+from tenantry.server.authn import Authenticator
+from tenantry.server.gate import McpGate
+from tenantry.server.guards import HostOriginPolicy
 from tenantry.server.mcp import build_mcp_server, http_caller
-from tenantry.server.sessions import SessionBinding
+from tenantry.server.sessions import SessionRegistry
 from tenantry.server.wellknown import discovery_routes, health_routes
 
 __all__ = ["create_http_app", "HttpApp", "allowed_hosts_and_origins"]
@@ -51,7 +49,7 @@ class HttpApp:
     asgi: Starlette
     dispatcher: Dispatcher
     mcp_server: Server[Any]
-    sessions: SessionBinding
+    sessions: SessionRegistry
     session_manager: StreamableHTTPSessionManager
 
 
@@ -93,20 +91,16 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         session_idle_timeout=settings.server.session_idle_timeout,
         max_sessions=settings.server.max_sessions,
     )
-    guarded = RequestGuard(
+    sessions = SessionRegistry(audit=runtime.audit, idle_timeout=settings.server.session_idle_timeout)
+    mcp_endpoint = McpGate(
         manager.handle_request,
-        max_body_bytes=settings.server.max_body_bytes,
-        max_depth=settings.server.max_json_depth,
-    )
-    sessions = SessionBinding(guarded, audit=runtime.audit, idle_timeout=settings.server.session_idle_timeout)
-    authenticated = BearerAuthentication(
-        sessions,
-        verifier=verifier,
-        directory=runtime.directory,
-        audit=runtime.audit,
+        policy=HostOriginPolicy(allowed_hosts=hosts, allowed_origins=origins),
+        authenticator=Authenticator(verifier=verifier, directory=runtime.directory, audit=runtime.audit),
+        sessions=sessions,
         resource_metadata_url=runtime.endpoints.resource_metadata,
+        max_body_bytes=settings.server.max_body_bytes,
+        max_json_depth=settings.server.max_json_depth,
     )
-    mcp_endpoint = OriginGuard(authenticated, allowed_hosts=hosts, allowed_origins=origins)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

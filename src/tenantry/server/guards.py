@@ -1,20 +1,19 @@
 """Cheap HTTP-level refusals that run before any MCP machinery.
 
-``OriginGuard`` stops DNS-rebinding and cross-site browser requests (foreign ``Origin`` ->
-403, unexpected ``Host`` -> 421). ``RequestGuard`` refuses what the MCP layer should never
-have to parse: wrong method or content type, oversized bodies, invalid or deeply nested
-JSON, batches. Every refusal is a JSON-RPC error body with a specific message.
+:class:`HostOriginPolicy` stops DNS-rebinding and cross-site browser requests (foreign
+``Origin`` -> 403, unexpected ``Host`` -> 421). :func:`read_checked_body` refuses what the
+MCP layer should never have to parse: wrong content type, oversized bodies, invalid or
+deeply nested JSON, batches, malformed envelopes. Every refusal is a
+:class:`~tenantry.core.errors.TenantryError` with a specific, caller-safe message.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
-from starlette.datastructures import Headers
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+import pydantic_core
+from starlette.types import Receive
 
 from tenantry.core.errors import (
     OriginNotAllowed,
@@ -23,18 +22,25 @@ from tenantry.core.errors import (
     TenantryError,
     UnsupportedMediaType,
 )
-from tenantry.server.errors import error_response
+from tenantry.server.headers import RequestHeaders
 
-__all__ = ["OriginGuard", "RequestGuard", "json_depth_exceeds"]
+__all__ = [
+    "HostOriginPolicy",
+    "MethodNotAllowed",
+    "InvalidParams",
+    "read_checked_body",
+    "check_envelope",
+    "json_depth_exceeds",
+]
 
 
-class _BadHost(RequestRejected):
+class MisdirectedRequest(RequestRejected):
     code = "misdirected_request"
     http_status = 421
     default_message = "Host header not allowed"
 
 
-class _MethodNotAllowed(RequestRejected):
+class MethodNotAllowed(RequestRejected):
     code = "method_not_allowed"
     http_status = 405
     default_message = "Method not allowed on /mcp: use POST, GET or DELETE"
@@ -45,44 +51,38 @@ class InvalidParams(RequestRejected):
     jsonrpc_code = -32602
 
 
-class _ParseError(RequestRejected):
+class ParseError(RequestRejected):
     code = "parse_error"
     jsonrpc_code = -32700
 
 
-def _host_matches(host: str, allowed: str) -> bool:
+def _matches(value: str, allowed: str) -> bool:
+    """Exact match, or ``prefix:*`` for any port."""
     if allowed.endswith(":*"):
-        return host == allowed[:-2] or host.startswith(allowed[:-1])
-    return host == allowed
+        return value == allowed[:-2] or value.startswith(allowed[:-1])
+    return value == allowed
 
 
-class OriginGuard:
-    """Validates ``Host`` and ``Origin`` on every request it wraps.
+class HostOriginPolicy:
+    """Which ``Host`` and ``Origin`` values a request may carry.
 
     :param allowed_hosts: ``host[:port]`` values, ``host:*`` for any port.
     :param allowed_origins: ``scheme://host[:port]`` origins, ``scheme://host:*`` for any port.
     A request without ``Origin`` (any non-browser client) passes the origin check.
     """
 
-    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]) -> None:
-        self.app = app
+    def __init__(self, *, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]) -> None:
         self._hosts = tuple(allowed_hosts)
         self._origins = tuple(o.rstrip("/") for o in allowed_origins)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        host = headers.get("host", "")
-        if not any(_host_matches(host, allowed) for allowed in self._hosts):
-            await error_response(_BadHost())(scope, receive, send)
-            return
+    def refusal(self, headers: RequestHeaders) -> TenantryError | None:
+        host = headers.get("host") or ""
+        if not any(_matches(host, allowed) for allowed in self._hosts):
+            return MisdirectedRequest()
         origin = headers.get("origin")
-        if origin is not None and not any(_host_matches(origin.rstrip("/"), o) for o in self._origins):
-            await error_response(OriginNotAllowed())(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+        if origin is not None and not any(_matches(origin.rstrip("/"), o) for o in self._origins):
+            return OriginNotAllowed()
+        return None
 
 
 def json_depth_exceeds(body: bytes, limit: int) -> bool:
@@ -115,71 +115,43 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return False
 
 
-class RequestGuard:
-    """Validates the envelope of ``/mcp`` requests, then replays the body downstream."""
+async def read_checked_body(receive: Receive, headers: RequestHeaders, *, max_bytes: int, max_depth: int) -> bytes:
+    """Read a POST body, refusing it as soon as a rule is broken.
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_depth: int) -> None:
-        self.app = app
-        self._max_body = max_body_bytes
-        self._max_depth = max_depth
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        if method in ("GET", "DELETE"):
-            await self.app(scope, receive, send)
-            return
-        if method != "POST":
-            await error_response(_MethodNotAllowed(), headers={"Allow": "POST, GET, DELETE"})(scope, receive, send)
-            return
-        try:
-            body = await self._read_checked_body(scope, receive)
-        except TenantryError as exc:
-            await error_response(exc)(scope, receive, send)
-            return
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _read_checked_body(self, scope: Scope, receive: Receive) -> bytes:
-        headers = Headers(scope=scope)
-        content_type = headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise UnsupportedMediaType("Content-Type must be application/json")
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            raise PayloadTooLarge(f"Request body larger than {self._max_body} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise RequestRejected("client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
-                raise PayloadTooLarge(f"Request body larger than {self._max_body} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        _check_envelope(body, self._max_depth)
-        return body
+    :raises UnsupportedMediaType, PayloadTooLarge, ParseError, RequestRejected, InvalidParams:
+    """
+    content_type = headers.get("content-type") or ""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"Request body larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise RequestRejected("client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"Request body larger than {max_bytes} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    check_envelope(body, max_depth)
+    return body
 
 
-def _check_envelope(body: bytes, max_depth: int) -> None:
+def check_envelope(body: bytes, max_depth: int) -> None:
+    """Refuse a body that is not one well-formed JSON-RPC message (specific messages)."""
     if json_depth_exceeds(body, max_depth):
         raise RequestRejected(f"JSON nested deeper than {max_depth} levels")
     try:
-        message: Any = json.loads(body)
+        message: Any = pydantic_core.from_json(body)  # several times cheaper than json.loads here
     except (ValueError, RecursionError):
-        raise _ParseError("Parse error: the body is not valid JSON") from None
+        raise ParseError("Parse error: the body is not valid JSON") from None
     if isinstance(message, list):
         raise RequestRejected("JSON-RPC batches are not supported; send one message per request")
     if not isinstance(message, dict):
@@ -210,12 +182,3 @@ def _check_params(method: object, params: dict[str, Any]) -> None:
         raise InvalidParams(f'{method} needs "params.{key}" as a string')
     if "arguments" in params and params["arguments"] is not None and not isinstance(params["arguments"], dict):
         raise InvalidParams(f'{method} needs "params.arguments" as an object')
-
-
-# A response helper for 404s on unknown paths, kept here with the other early refusals.
-def not_found_response() -> Response:
-    return Response(
-        json.dumps({"error": "not_found", "error_description": "No such endpoint"}),
-        status_code=404,
-        media_type="application/json",
-    )

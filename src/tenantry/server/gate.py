@@ -1,0 +1,159 @@
+"""The ``/mcp`` gate: one ASGI step in front of the SDK that runs every HTTP-level check in order.
+
+1. ``Host``/``Origin`` policy (before any token work),
+2. bearer authentication, tenant existence and kill switch,
+3. session ownership for handshake-era requests carrying ``Mcp-Session-Id``,
+4. method, content type, size and JSON envelope of the body,
+
+then hands the request to the SDK's session manager with the verified :class:`Caller` in
+the ASGI scope. One parse of the headers and one send wrapper per request: this sits on
+every tool call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.types import Message, Receive, Scope, Send
+
+from tenantry.core.calls import Caller
+from tenantry.core.errors import TenantryError
+from tenantry.server.authn import Authenticator, sdk_identity
+from tenantry.server.errors import error_response
+from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, read_checked_body
+from tenantry.server.headers import RequestHeaders
+from tenantry.server.mcp import CALLER_SCOPE_KEY, CURRENT_CALLER
+from tenantry.server.sessions import BoundSession, SessionRegistry
+
+__all__ = ["McpGate", "REQUEST_ID_SCOPE_KEY"]
+
+REQUEST_ID_SCOPE_KEY = "tenantry.request_id"
+
+ASGIHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class McpGate:
+    def __init__(
+        self,
+        handler: ASGIHandler,
+        *,
+        policy: HostOriginPolicy,
+        authenticator: Authenticator,
+        sessions: SessionRegistry,
+        resource_metadata_url: str,
+        max_body_bytes: int,
+        max_json_depth: int,
+    ) -> None:
+        self._handler = handler
+        self._policy = policy
+        self._authenticator = authenticator
+        self._sessions = sessions
+        self._metadata_url = resource_metadata_url
+        self._max_body = max_body_bytes
+        self._max_depth = max_json_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = RequestHeaders(scope["headers"])
+        request_id = os.urandom(16).hex()
+        scope[REQUEST_ID_SCOPE_KEY] = request_id
+        refusal = self._policy.refusal(headers)
+        if refusal is not None:
+            await self._refuse(refusal, request_id, scope, receive, send)
+            return
+        client = scope.get("client")
+        address = client[0] if client else None
+        try:
+            principal = await self._authenticator.authenticate(headers, address=address, request_id=request_id)
+        except TenantryError as exc:
+            await self._refuse(exc, request_id, scope, receive, send)
+            return
+        session_id = headers.get("mcp-session-id")
+        caller = Caller(principal=principal, request_id=request_id, session_id=session_id, client_address=address)
+
+        version = headers.get("mcp-protocol-version")
+        handshake_era = version is None or version in HANDSHAKE_PROTOCOL_VERSIONS
+        bound: BoundSession | None = None
+        method = scope["method"]
+        try:
+            if handshake_era and session_id is not None:
+                bound = await self._sessions.claim(session_id, caller)
+            if method == "POST":
+                body = await read_checked_body(receive, headers, max_bytes=self._max_body, max_depth=self._max_depth)
+            elif method in ("GET", "DELETE"):
+                body = None
+            else:
+                raise MethodNotAllowed()
+        except TenantryError as exc:
+            extra = {"Allow": "POST, GET, DELETE"} if isinstance(exc, MethodNotAllowed) else None
+            await self._refuse(exc, request_id, scope, receive, send, extra)
+            return
+
+        opening = handshake_era and session_id is None
+        assigned: str | None = None
+        status = 0
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal assigned, status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_headers = message.get("headers", [])
+                if opening and status < 400:
+                    for key, value in response_headers:
+                        if key.lower() == b"mcp-session-id":
+                            assigned = value.decode("latin-1")
+                message = {**message, "headers": [*response_headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        # Only responses that open or close a session need watching; the hot path (a call on
+        # an open session, or sessionless) goes straight through.
+        tracked = opening or method == "DELETE"
+
+        replayed = receive if body is None else _replay(body, receive)
+        scope[CALLER_SCOPE_KEY] = caller
+        user, credentials = sdk_identity(principal)
+        scope["user"] = user
+        scope["auth"] = credentials
+        caller_token = CURRENT_CALLER.set(caller)
+        auth_token = auth_context_var.set(user)
+        if bound is not None:
+            bound.in_flight += 1
+        try:
+            await self._handler(scope, replayed, send_tracked if tracked else send)
+        finally:
+            auth_context_var.reset(auth_token)
+            CURRENT_CALLER.reset(caller_token)
+            if bound is not None:
+                bound.in_flight -= 1
+        if assigned is not None:
+            await self._sessions.bind(assigned, caller)
+        elif bound is not None and method == "DELETE" and 200 <= status < 300 and session_id is not None:
+            await self._sessions.close(session_id, caller, "client_closed")
+
+    async def _refuse(
+        self,
+        error: TenantryError,
+        request_id: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        headers = {"X-Request-Id": request_id, **(extra or {})}
+        response = error_response(error, resource_metadata_url=self._metadata_url, headers=headers)
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,212 @@
+"""The enforcement path, in-process: ACL, argument checks, handler isolation and the audit seam."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import tenantry
+from tenantry.audit.events import AuditEvent
+from tenantry.controlplane.directory import TenantDirectory
+from tenantry.controlplane.sqlite import SqliteTenantStore
+from tenantry.core.calls import Caller
+from tenantry.core.errors import AuditUnavailable, InvalidArguments, ScopeViolation, TenantHalted, ToolUnavailable
+from tenantry.core.identity import Principal
+from tenantry.framework.dispatcher import Dispatcher
+from tenantry.scoping.files.local import LocalFileScopes
+from tenantry.scoping.handles import DataScopes
+from tenantry.scoping.sql.sqlite import SqliteSqlScopes
+
+pytestmark = pytest.mark.anyio
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+        self.writable = True
+
+    def ensure_writable(self) -> None:
+        if not self.writable:
+            raise AuditUnavailable()
+
+    async def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    async def aclose(self) -> None:
+        return None
+
+
+RAN: list[str] = []
+app = tenantry.App()
+
+
+@app.tool()
+async def shared(ctx: tenantry.ToolContext, text: str = "") -> dict:
+    RAN.append(f"shared:{ctx.tenant_id}")
+    return {"tenant": ctx.tenant_id, "text": text}
+
+
+@app.tool(tenants=["globex"])
+async def secret_plan(ctx: tenantry.ToolContext) -> str:
+    RAN.append("secret_plan")
+    return "globex-canary plan"
+
+
+@app.tool()
+async def read(ctx: tenantry.ToolContext, path: tenantry.ResourcePath) -> str:
+    RAN.append("read")
+    return path
+
+
+@app.tool()
+async def boom(ctx: tenantry.ToolContext) -> str:
+    raise RuntimeError("internal detail globex-canary")
+
+
+@app.tool(annotations=None)
+async def with_header(region: str) -> str:
+    return region
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Dispatcher, RecordingSink, SqliteTenantStore]:
+    RAN.clear()
+    store = SqliteTenantStore(tmp_path / "control.sqlite3")
+    store.create_tenant("acme", tools=["shared", "read", "boom", "secret_plan", "with_header"])
+    store.create_tenant("globex", tools=["shared", "secret_plan"])
+    directory = TenantDirectory(store)
+    directory.refresh(force=True)
+    sink = RecordingSink()
+    scopes = DataScopes(sql=SqliteSqlScopes(tmp_path), files=LocalFileScopes(tmp_path))
+    return Dispatcher(app, directory, scopes, sink), sink, store
+
+
+def caller(tenant: str, tools: set[str], prefix: str | None = None) -> Caller:
+    principal = Principal(
+        issuer="https://iss",
+        tenant_id=tenant,
+        subject="alice",
+        allowed_tools=frozenset(tools),
+        token_id="jti-1",
+        expires_at=2**31,
+        issued_at=0,
+        resource_prefix=prefix,
+    )
+    return Caller(principal=principal, request_id="req-1", client_address="127.0.0.1")
+
+
+ALL = {"shared", "read", "boom", "secret_plan", "with_header"}
+
+
+async def test_tool_list_is_the_intersection(setup) -> None:
+    dispatcher, _, _ = setup
+    assert [t.name for t in dispatcher.list_tools(caller("acme", ALL))] == ["boom", "read", "shared", "with_header"]
+    assert [t.name for t in dispatcher.list_tools(caller("globex", ALL))] == ["secret_plan", "shared"]
+    assert [t.name for t in dispatcher.list_tools(caller("acme", {"shared"}))] == ["shared"]
+
+
+async def test_refusals_are_identical_and_the_handler_never_runs(setup) -> None:
+    dispatcher, sink, _ = setup
+    acme = caller("acme", ALL)
+    with pytest.raises(ToolUnavailable) as foreign:
+        await dispatcher.call_tool(acme, "secret_plan", {})
+    with pytest.raises(ToolUnavailable) as missing:
+        await dispatcher.call_tool(acme, "nope", {})
+    assert (foreign.value.code, foreign.value.jsonrpc_code) == (missing.value.code, missing.value.jsonrpc_code)
+    assert "secret_plan" not in RAN
+    denied = [e for e in sink.events if e.event_type == "tool_denied"]
+    assert [(e.tool_name, e.reason) for e in denied] == [("secret_plan", "not_registered"), ("nope", "not_registered")]
+
+
+async def test_token_tools_narrow_the_grant(setup) -> None:
+    dispatcher, sink, _ = setup
+    with pytest.raises(ToolUnavailable):
+        await dispatcher.call_tool(caller("acme", {"read"}), "shared", {})
+    assert sink.events[-1].reason == "not_in_token"
+    assert RAN == []
+
+
+async def test_arguments_are_checked_before_the_handler(setup) -> None:
+    dispatcher, _, _ = setup
+    acme = caller("acme", ALL)
+    for arguments in ({"text": 5}, {"tenant_id": "globex"}, {"text": "x", "extra": 1}):
+        with pytest.raises(InvalidArguments):
+            await dispatcher.call_tool(acme, "shared", arguments)
+    with pytest.raises(ScopeViolation):
+        await dispatcher.call_tool(acme, "read", {"path": "../globex/files/x"})
+    with pytest.raises(ScopeViolation):
+        await dispatcher.call_tool(caller("acme", ALL, prefix="reports"), "read", {"path": "other/x"})
+    assert RAN == []
+
+
+async def test_allowed_call_is_audited_once_with_its_outcome(setup) -> None:
+    dispatcher, sink, _ = setup
+    result = await dispatcher.call_tool(caller("acme", ALL), "shared", {"text": "hello"})
+    assert result.structured_content == {"tenant": "acme", "text": "hello"}
+    kinds = [e.event_type for e in sink.events]
+    assert kinds == ["tool_call"]
+    assert all(e.args_hash and e.args_hash.startswith("sha256:") for e in sink.events)
+    assert all("hello" not in str(e.to_dict()) for e in sink.events)
+    assert sink.events[0].session_id == "jti:jti-1"  # sessionless: the token's jti
+
+
+async def test_tool_crash_is_a_generic_error_without_internals(setup) -> None:
+    dispatcher, sink, _ = setup
+    result = await dispatcher.call_tool(caller("acme", ALL), "boom", {})
+    assert result.is_error
+    text = result.content[0].text
+    assert "globex-canary" not in text and "RuntimeError" not in text and "req-1" in text
+    assert sink.events[-1].result_status == "error"
+
+
+async def test_halted_and_unknown_tenants(setup) -> None:
+    dispatcher, _, store = setup
+    store.set_status("acme", "halted", "incident")
+    dispatcher._directory.refresh(force=True)
+    with pytest.raises(TenantHalted):
+        await dispatcher.call_tool(caller("acme", ALL), "shared", {})
+    with pytest.raises(ToolUnavailable):
+        await dispatcher.call_tool(caller("initech", ALL), "shared", {})
+    assert RAN == []
+
+
+async def test_input_schema_hook_reveals_only_visible_tools(setup) -> None:
+    dispatcher, _, _ = setup
+    assert dispatcher.tool_input_schema(caller("acme", ALL), "secret_plan") is None
+    assert dispatcher.tool_input_schema(caller("globex", ALL), "secret_plan") is not None
+    assert dispatcher.tool_input_schema(caller("acme", {"shared"}), "with_header") is None
+    assert dispatcher.tool_input_schema(caller("initech", ALL), "shared") is None
+
+
+@app.tool()
+async def sleepy(ctx: tenantry.ToolContext) -> str:
+    import asyncio
+
+    await asyncio.sleep(5)
+    RAN.append("sleepy finished")
+    return "late"
+
+
+async def test_a_slow_tool_is_cut_off_at_its_timeout(tmp_path: Path) -> None:
+    RAN.clear()
+    store = SqliteTenantStore(tmp_path / "control.sqlite3")
+    store.create_tenant("acme", tools=["sleepy", "shared"])
+    directory = TenantDirectory(store)
+    directory.refresh(force=True)
+    sink = RecordingSink()
+    scopes = DataScopes(sql=SqliteSqlScopes(tmp_path), files=LocalFileScopes(tmp_path))
+    dispatcher = Dispatcher(app, directory, scopes, sink, tool_timeout=0.1)
+    result = await dispatcher.call_tool(caller("acme", {"sleepy", "shared"}), "sleepy", {})
+    assert result.is_error and "did not finish within 0.1s" in result.content[0].text
+    assert sink.events[-1].result_status == "timeout"
+    assert "sleepy finished" not in RAN
+    assert (await dispatcher.call_tool(caller("acme", {"shared"}), "shared", {})).structured_content["tenant"] == "acme"
+
+
+async def test_calls_fail_closed_when_the_audit_cannot_record(setup) -> None:
+    dispatcher, sink, _ = setup
+    sink.writable = False
+    with pytest.raises(AuditUnavailable):
+        await dispatcher.call_tool(caller("acme", ALL), "shared", {"text": "x"})
+    assert RAN == []
