@@ -15,7 +15,13 @@ from typing import Any
 
 __all__ = ["configure_logging", "JsonFormatter"]
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+# LogRecord internals, plus uvicorn's ANSI-coloured duplicate of the message.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

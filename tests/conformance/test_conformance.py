@@ -51,6 +51,25 @@ def ensure_harness() -> list[str]:
     return [str(node), str(HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js")]
 
 
+def baseline() -> set[str]:
+    return {
+        line.strip().removeprefix("- ").strip()
+        for line in (HERE / "expected-failures.yml").read_text().splitlines()
+        if line.strip().startswith("- ")
+    }
+
+
+def failure_details(out_dir: Path, scenarios: set[str]) -> str:
+    lines = []
+    for checks_file in sorted(out_dir.glob("server-*/checks.json")):
+        scenario = checks_file.parent.name.removeprefix("server-").rsplit("-", 6)[0]
+        if scenario in scenarios:
+            for check in json.loads(checks_file.read_text()):
+                if check["status"] in ("FAILURE", "WARNING"):
+                    lines.append(f"{scenario}: {check['status']} {check['id']}: {check.get('errorMessage', '')[:300]}")
+    return "\n".join(lines)
+
+
 def scenario_verdicts(out_dir: Path) -> dict[str, str]:
     verdicts: dict[str, str] = {}
     for checks_file in sorted(out_dir.glob("server-*/checks.json")):
@@ -133,8 +152,13 @@ def test_official_conformance_suite(tmp_path: Path) -> None:
             f"{counts['skip']} skipped of {len(verdicts)} scenarios"
         )
         print(summary)
-        print(result.stdout[-3000:])
-        assert result.returncode == 0, f"{summary}\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+        unexpected = {s for s, v in verdicts.items() if v in ("fail", "warn")} - baseline()
+        stale = baseline() - {s for s, v in verdicts.items() if v in ("fail", "warn")}
+        assert not unexpected and not stale, (
+            f"{summary}\nunexpected: {sorted(unexpected)}\nstale baseline entries: {sorted(stale)}\n"
+            f"{failure_details(out_dir, unexpected)}"
+        )
+        assert result.returncode == 0, f"{summary}\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
         assert counts["pass"] >= MIN_PASSING_SCENARIOS, summary
     finally:
         if proxy is not None:

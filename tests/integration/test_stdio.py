@@ -50,3 +50,20 @@ def test_stdio_refuses_to_start_with_a_bad_token(data_dir: Path, token: str) -> 
     result = run_cli("stdio", "--demo", "--token", token, data_dir=data_dir, check=False, input="")
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+async def test_stdio_reads_the_token_from_a_file(data_dir: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(run_cli("token", "issue", "--tenant", "globex", "--sub", "g", data_dir=data_dir).stdout)
+    parameters = StdioServerParameters(
+        command=TENANTRY,
+        args=["stdio", "--demo", "--token-file", str(token_file), "--data-dir", str(data_dir)],
+        env={**os.environ, "TENANTRY_LOGGING__LEVEL": "WARNING"},
+    )
+    async with Client(parameters, mode="legacy") as client:
+        assert (await client.call_tool("whoami", {})).structured_content["tenant_id"] == "globex"
+
+
+def test_stdio_needs_exactly_one_token_source(data_dir: Path) -> None:
+    result = run_cli("stdio", "--demo", data_dir=data_dir, check=False, input="")
+    assert result.returncode == 2 and "exactly one of --token or --token-file" in result.stderr

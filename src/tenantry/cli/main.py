@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,7 +47,13 @@ def serve(
 
 @app.command("stdio")
 def stdio(
-    token: Annotated[str, typer.Option("--token", help="The tenant's token; it is the session's credential.")],
+    token: Annotated[
+        str | None, typer.Option("--token", help="The tenant's token; it is the session's credential.")
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="Read the token from this file (keeps it out of the process list)."),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
     demo: Annotated[bool, typer.Option("--demo", help="Serve the demo tools.")] = False,
@@ -55,6 +62,14 @@ def stdio(
     """Serve one tenant over stdio (for local agents that launch the server)."""
     from tenantry.cli.serve import run_stdio
 
+    if (token is None) == (token_file is None):
+        raise typer.BadParameter("give exactly one of --token or --token-file")
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read --token-file: {exc.strerror}") from None
+    assert token is not None
     run_stdio(data_dir, config, token=token, demo=demo, app_spec=app_spec)
 
 
