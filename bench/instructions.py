@@ -28,7 +28,7 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.throughput import REPO, TENANTRY, Target, free_port, open_session  # noqa: E402
+from bench.throughput import REPO, TENANTRY, Target, free_port, open_session
 
 
 def _total_instructions(callgrind_out: Path) -> int:
@@ -47,8 +47,9 @@ def run_once(kind: str, calls: int) -> int:
     if kind == "bare":
         command = [*valgrind, sys.executable, str(REPO / "bench" / "bare_server.py"), "--port", str(port)]
     else:
-        subprocess.run([TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True
+        )
         command = [*valgrind, TENANTRY, "serve", "--port", str(port), "--app", "bench.trivial_app:app"]
     with (workdir / "server.log").open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -63,16 +64,25 @@ def run_once(kind: str, calls: int) -> int:
             time.sleep(1)
     token = None
     if kind != "bare":
-        token = subprocess.run([TENANTRY, "token", "issue", "--tenant", "bench", "--sub", "b", "--ttl", "60m"],
-                               env=env, check=True, capture_output=True, text=True).stdout.strip()
+        token = subprocess.run(
+            [TENANTRY, "token", "issue", "--tenant", "bench", "--sub", "b", "--ttl", "60m"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     target = Target(kind, f"http://127.0.0.1:{port}/mcp", token, process)
 
     async def drive() -> None:
         async with httpx2.AsyncClient(timeout=300) as client:
             headers = await open_session(client, target)
             for request_id in range(1, calls + 1):
-                body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-                        "params": {"name": "echo", "arguments": {"text": "hello"}}}
+                body = {
+                    "jsonrpc": "2.0",
+                    "id": request_id,
+                    "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": "hello"}},
+                }
                 response = await client.post(target.mcp_url, headers=headers, json=body)
                 if response.status_code != 200:
                     raise SystemExit(f"{kind}: call failed: {response.text[:200]}")
