@@ -6,11 +6,17 @@ is how a CLI change (a grant, a key rotation) reaches a running server.
 
 from __future__ import annotations
 
+import getpass
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tenantry.audit.sink import AuditSink, LogAuditSink
+from tenantry.audit.checkpoints import Checkpointer, CheckpointSigner
+from tenantry.audit.events import AuditEvent
+from tenantry.audit.sink import AuditSink
+from tenantry.audit.store.base import AuditStore
+from tenantry.audit.store.factory import open_audit_store
+from tenantry.audit.writer import DurableAuditSink
 from tenantry.auth.keys import KeyRing, load_or_create_secret
 from tenantry.auth.tokens import JwtVerifier, TokenIssuer
 from tenantry.controlplane.directory import TenantDirectory
@@ -77,7 +83,8 @@ class Runtime:
         self.keys = KeyRing(self.data_dir / "keys", alg=settings.auth.signing_alg)
         self.endpoints = self._resolve_endpoints(serving)
         self.directory = TenantDirectory(self.store)
-        self.audit: AuditSink = LogAuditSink()
+        self.audit_keys = KeyRing(self.data_dir / "keys", alg="EdDSA", file_name="audit-signing-keys.json")
+        self._audit: AuditSink | None = None
         self.scopes = DataScopes(
             sql=SqliteSqlScopes(self.data_dir, row_limit=settings.tools.sql_row_limit),
             files=LocalFileScopes(self.data_dir, max_file_bytes=settings.tools.max_file_bytes),
@@ -117,6 +124,45 @@ class Runtime:
             leeway=self.settings.auth.clock_leeway,
             max_token_bytes=self.settings.auth.max_token_bytes,
         )
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def audit_store(self) -> AuditStore:
+        """A fresh connection to the audit store (the caller closes it)."""
+        audit = self.settings.audit
+        return open_audit_store(audit.url, self.data_dir, busy_timeout=audit.busy_timeout)
+
+    def checkpoint_signer(self) -> CheckpointSigner:
+        self.audit_keys.ensure()
+        return CheckpointSigner(self.audit_keys, issuer=self.endpoints.issuer)
+
+    def checkpointer(self) -> Checkpointer:
+        return Checkpointer(self.checkpoint_signer(), interval=self.settings.audit.checkpoint_interval)
+
+    @property
+    def audit(self) -> AuditSink:
+        """The durable audit sink of a serving process (group commit in a writer thread)."""
+        if self._audit is None:
+            self.audit_store().close()  # fail fast, with a clear error, if the store cannot be opened
+            self._audit = DurableAuditSink(self.audit_store)
+        return self._audit
+
+    @audit.setter
+    def audit(self, sink: AuditSink) -> None:
+        self._audit = sink
+
+    def record_admin(self, event: AuditEvent) -> None:
+        """Durably record an administrative event from a CLI process (synchronous).
+
+        :raises AuditUnavailable: the action's caller should treat it as not done.
+        """
+        if event.actor is None:
+            event.actor = f"cli:{getpass.getuser()}"
+        store = self.audit_store()
+        try:
+            store.append([event])
+        finally:
+            store.close()
 
     def request_state_key(self) -> bytes:
         """The key sealing 2026-07-28 ``requestState`` tokens, shared by all replicas on this data dir."""

@@ -5,6 +5,7 @@ Imports nothing from ``tenantry`` so the black-box attack suite can use it too.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -76,6 +77,13 @@ class RunningServer:
         if ttl is not None:
             args += ["--ttl", ttl]
         return self.cli(*args).stdout.strip()
+
+    def audit_records(self, tenant: str | None = None, limit: int = 100_000) -> list[dict]:
+        """The audit records (newest ``limit``), through ``tenantry audit tail --json``."""
+        args = ["audit", "tail", "--json", "--limit", str(limit)]
+        if tenant is not None:
+            args += ["--tenant", tenant]
+        return [json.loads(line) for line in self.cli(*args).stdout.splitlines() if line.strip()]
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

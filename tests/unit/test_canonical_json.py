@@ -22,7 +22,25 @@ def random_value(rng: random.Random, depth: int = 0) -> object:
     if kind == 2:
         return rng.choice([0, 1, -1, 2**53 - 1, -(2**53) + 1, rng.randrange(-(10**12), 10**12)])
     if kind == 3:
-        return rng.choice([0.5, 1.0, -0.0, 1e21, 1e-7, 123.456, 5e-324])
+        return rng.choice(
+            [
+                0.5,
+                1.0,
+                -0.0,
+                1e21,
+                1e-7,
+                123.456,
+                5e-324,
+                0.0001,
+                0.00012,
+                1e16 - 0.5,
+                2.5e15,
+                rng.uniform(-1e6, 1e6),
+                round(rng.uniform(0, 5000), 3),
+                9.999e-5,
+                1e-4 * 3,
+            ]
+        )
     if kind in (4, 5):
         return "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(12)))
     if kind in (6, 7):

@@ -34,6 +34,9 @@ EventType = Literal[
     "tenant_ungranted",
     "tenant_halted",
     "tenant_resumed",
+    "audit_exported",
+    "audit_purged",
+    "anomaly_alert",
     "admin_action",
 ]
 ResultStatus = Literal["ok", "error", "denied", "rejected", "timeout", "input_required"]
@@ -69,13 +72,18 @@ def _sorted_plain(value: Any) -> Any:
     lists and objects of those whose keys have no characters outside the BMP (Python sorts
     keys by code point, RFC 8785 by UTF-16 unit; the two orders differ only for astral
     characters). For plain values a compact JSON encoder already produces RFC 8785 output.
-    Floats are not plain: their shortest forms differ (``1.0`` vs ``1``).
+    Floats are plain when not integral and between 1e-4 and 1e16 in magnitude: there Python's
+    ``repr`` and ECMAScript's number formatting agree digit for digit (both are the shortest
+    round-trip form and neither switches to exponent notation).
     """
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return value
     if kind is int:
         return value if -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER else _NOT_PLAIN
+    if kind is float:
+        magnitude = abs(value)
+        return value if 1e-4 <= magnitude < 1e16 and not value.is_integer() else _NOT_PLAIN
     if kind is dict:
         ordered = {}
         for key in sorted(value):

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import threading
-from typing import Protocol, TextIO
-
-import pydantic_core
+from typing import Protocol
 
 from tenantry.audit.events import AuditEvent
 
-__all__ = ["AuditSink", "LogAuditSink"]
+__all__ = ["AuditSink"]
 
 
 class AuditSink(Protocol):
@@ -31,41 +27,3 @@ class AuditSink(Protocol):
     async def record(self, event: AuditEvent) -> None: ...
 
     async def aclose(self) -> None: ...
-
-
-class LogAuditSink:
-    """Writes each event as one structured JSON log line (logger ``tenantry.audit``).
-
-    Not tamper-evident and not durable beyond the log pipeline: the foundation's stand-in
-    until the hash-chained store lands. It already carries every field, hashes only.
-    Lines share the shape of the other structured logs but are written directly: the
-    logging machinery would cost more than the tool call itself.
-    """
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def ensure_writable(self) -> None:
-        return None
-
-    async def record(self, event: AuditEvent) -> None:
-        fields = event.present_fields()
-        line = pydantic_core.to_json(
-            {
-                "ts": fields["timestamp"],
-                "level": "info",
-                "logger": "tenantry.audit",
-                "msg": "audit",
-                "tenant_id": event.tenant_id,
-                "audit": fields,
-            },
-            fallback=str,
-        ).decode()
-        stream = self._stream or sys.stderr
-        with self._lock:
-            stream.write(line + "\n")
-            stream.flush()
-
-    async def aclose(self) -> None:
-        return None

@@ -90,9 +90,9 @@ class KeyRing:
     :param alg: algorithm for a key generated when none exists.
     """
 
-    def __init__(self, key_dir: Path, alg: SigningAlg = "EdDSA") -> None:
+    def __init__(self, key_dir: Path, alg: SigningAlg = "EdDSA", *, file_name: str = _KEY_FILE) -> None:
         self._dir = key_dir
-        self._path = key_dir / _KEY_FILE
+        self._path = key_dir / file_name
         self._alg: SigningAlg = alg
         self._lock = threading.Lock()
         self._keys: dict[str, SigningKey] = {}
@@ -126,11 +126,14 @@ class KeyRing:
                 return key
         raise StorageError("no current signing key; run `tenantry keys rotate`")
 
-    def get(self, kid: str) -> SigningKey | None:
-        """The key with this id if it may still verify tokens (current or previous)."""
+    def get(self, kid: str, *, include_retired: bool = False) -> SigningKey | None:
+        """The key with this id if it may still verify tokens (current or previous).
+
+        :param include_retired: also return retired keys (old audit checkpoints stay verifiable).
+        """
         self._reload()
         key = self._keys.get(kid)
-        if key is None or key.status == "retired":
+        if key is None or (key.status == "retired" and not include_retired):
             return None
         return key
 
@@ -150,7 +153,7 @@ class KeyRing:
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
-        lock_path = self._dir / ".lock"
+        lock_path = self._dir / f".{self._path.stem}.lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

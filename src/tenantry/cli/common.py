@@ -11,11 +11,20 @@ from typing import Annotated, Any
 
 import typer
 
+from tenantry.audit.events import AuditEvent, EventType
 from tenantry.core.errors import UsageError
 from tenantry.core.settings import Settings, load_settings
 from tenantry.runtime import Runtime
 
-__all__ = ["DataDirOption", "ConfigOption", "settings_from", "open_runtime", "print_json", "split_tools"]
+__all__ = [
+    "DataDirOption",
+    "ConfigOption",
+    "settings_from",
+    "open_runtime",
+    "print_json",
+    "split_tools",
+    "admin_event",
+]
 
 DataDirOption = Annotated[
     Path | None,
@@ -52,3 +61,22 @@ def split_tools(value: str | None) -> list[str] | None:
     if not tools:
         raise UsageError("--tools needs at least one tool name (comma-separated)")
     return tools
+
+
+def admin_event(
+    event_type: EventType,
+    tenant_id: str,
+    *,
+    detail: dict[str, Any] | None = None,
+    subject: str | None = None,
+    reason: str | None = None,
+) -> AuditEvent:
+    """An administrative action taken from the CLI, for the tenant's audit stream."""
+    return AuditEvent(
+        event_type=event_type,
+        tenant_id=tenant_id,
+        result_status="ok",
+        subject=subject,
+        reason=reason,
+        detail=detail or {},
+    )

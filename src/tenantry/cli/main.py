@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from tenantry import __version__
+from tenantry.cli.audit import audit_app
 from tenantry.cli.common import ConfigOption, DataDirOption
 from tenantry.cli.tenant import tenant_app
 from tenantry.cli.token import token_app
@@ -74,6 +75,7 @@ def stdio(
 
 
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(audit_app, name="audit")
 app.add_typer(token_app, name="token")
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tenantry.cli.common import ConfigOption, DataDirOption, open_runtime, print_json, split_tools
+from tenantry.cli.common import ConfigOption, DataDirOption, admin_event, open_runtime, print_json, split_tools
 from tenantry.controlplane.base import Tenant
 
 __all__ = ["tenant_app"]
@@ -50,6 +50,9 @@ def create(
         raise typer.BadParameter("--tier must be logical or dedicated")
     with open_runtime(data_dir, config) as runtime:
         tenant = runtime.store.create_tenant(tenant_id, name=name, tools=split_tools(tools) or [], tier=tier)  # type: ignore[arg-type]
+        runtime.record_admin(
+            admin_event("tenant_created", tenant.id, detail={"tier": tier, "grants": sorted(tenant.grants)})
+        )
     typer.echo(f"created tenant {tenant.id} with {len(tenant.grants)} granted tool(s)")
 
 
@@ -101,6 +104,7 @@ def grant(
     """Grant tools to a tenant (a running server obeys within a second)."""
     with open_runtime(data_dir, config) as runtime:
         tenant = runtime.store.grant(tenant_id, tools)
+        runtime.record_admin(admin_event("tenant_granted", tenant.id, detail={"tools": sorted(set(tools))}))
     typer.echo(f"{tenant.id} is granted: {', '.join(sorted(tenant.grants)) or '(nothing)'}")
 
 
@@ -114,4 +118,5 @@ def ungrant(
     """Take tools away from a tenant (a running server obeys within a second)."""
     with open_runtime(data_dir, config) as runtime:
         tenant = runtime.store.ungrant(tenant_id, tools)
+        runtime.record_admin(admin_event("tenant_ungranted", tenant.id, detail={"tools": sorted(set(tools))}))
     typer.echo(f"{tenant.id} is granted: {', '.join(sorted(tenant.grants)) or '(nothing)'}")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tenantry.cli.common import ConfigOption, DataDirOption, open_runtime, split_tools
+from tenantry.cli.common import ConfigOption, DataDirOption, admin_event, open_runtime, split_tools
 from tenantry.core.durations import parse_duration
 from tenantry.core.errors import NotFound, UsageError
 
@@ -48,5 +48,18 @@ def issue(
             allowed_tools=allowed,
             resource_prefix=prefix,
             ttl=None if ttl is None else parse_duration(ttl),
+        )
+        runtime.record_admin(
+            admin_event(
+                "token_issued",
+                tenant,
+                subject=sub,
+                detail={
+                    "jti": issued.claims["jti"],
+                    "allowed_tools": issued.claims["allowed_tools"],
+                    "resource_prefix": issued.claims.get("resource_prefix"),
+                    "expires_at": issued.claims["exp"],
+                },
+            )
         )
     typer.echo(issued.token)

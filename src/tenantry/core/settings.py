@@ -27,6 +27,7 @@ __all__ = [
     "AuthSettings",
     "ToolSettings",
     "ControlPlaneSettings",
+    "AuditSettings",
     "LoggingSettings",
     "load_settings",
     "DEFAULT_PORT",
@@ -90,6 +91,22 @@ class ControlPlaneSettings(_Section):
     or ``postgresql://user@host/db`` shared by every replica."""
 
 
+class AuditSettings(_Section):
+    url: str | None = None
+    """Audit store: ``sqlite:///PATH`` (default ``<data_dir>/audit.sqlite3``) or ``postgresql://``
+    as the application role, which may only INSERT and SELECT records."""
+    admin_url: str | None = None
+    """PostgreSQL only: the owner role's URL, used by ``tenantry audit purge`` and ``tenantry db init``."""
+    checkpoint_interval: int = Field(default=60, gt=0)
+    """Seconds between signed checkpoints of the stream heads that moved."""
+    retention: int = Field(default=365 * 86400, ge=365 * 86400)
+    """Records younger than this are never purged (at least 12 months)."""
+    busy_timeout: float = Field(default=2.0, gt=0)
+    """Seconds a write may wait for the store before the call fails closed."""
+
+    _secs = field_validator("checkpoint_interval", "retention", mode="before")(_seconds)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -113,6 +130,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     tools: ToolSettings = ToolSettings()
     controlplane: ControlPlaneSettings = ControlPlaneSettings()
+    audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @field_validator("public_url")

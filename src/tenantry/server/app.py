@@ -102,17 +102,21 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         max_json_depth=settings.server.max_json_depth,
     )
 
+    checkpointer = runtime.checkpointer()
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(lambda: runtime.directory.refresh(force=True))
         async with manager.run(), anyio.create_task_group() as tasks:
             tasks.start_soon(runtime.directory.run)
             tasks.start_soon(sessions.reap_idle)
+            tasks.start_soon(checkpointer.run, runtime.audit_store)
             try:
                 yield
             finally:
                 tasks.cancel_scope.cancel()
         await runtime.audit.aclose()
+        await anyio.to_thread.run_sync(checkpointer.final, runtime.audit_store)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404

@@ -72,3 +72,5 @@ async def serve_stdio(runtime: Runtime, app: App, principal: Principal) -> None:
     finally:
         with anyio.CancelScope(shield=True):
             await record("connection_closed", "stdin closed")
+            await runtime.audit.aclose()
+            await anyio.to_thread.run_sync(runtime.checkpointer().final, runtime.audit_store)

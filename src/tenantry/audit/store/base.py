@@ -1,0 +1,80 @@
+"""Where audit records live: one append-only, hash-chained stream per tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from tenantry.audit.chain import StoredRecord
+from tenantry.audit.events import AuditEvent
+
+__all__ = ["AuditStore", "StoredCheckpoint", "CheckpointKind", "PurgeOutcome", "Signer"]
+
+CheckpointKind = Literal["head", "purge"]
+
+Signer = Callable[[str, int, bytes, CheckpointKind, float], str]
+"""``(tenant_id, seq, digest, kind, created) -> signed checkpoint token``."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    tenant_id: str
+    seq: int
+    kind: CheckpointKind
+    hash: bytes
+    created: float
+    token: str
+    """The signed statement (JWS); only its verified payload is trusted."""
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeOutcome:
+    tenant_id: str
+    through_seq: int
+    purged: int
+
+
+class AuditStore(Protocol):
+    """Durable audit streams. Synchronous; the server drives it from a writer thread.
+
+    Every method raises :class:`~tenantry.core.errors.AuditUnavailable` when the store
+    cannot be reached or written (full disk, lost connection, lock held too long).
+    """
+
+    def append(self, events: Sequence[AuditEvent]) -> list[StoredRecord]:
+        """Chain and store ``events`` (each onto its tenant's stream) in one transaction.
+
+        Returns only once the transaction is durable (committed and flushed to disk).
+        """
+        ...
+
+    def heads(self) -> dict[str, tuple[int, bytes]]:
+        """``tenant_id -> (last seq, last hash)`` for every stream."""
+        ...
+
+    def streams(self) -> list[str]: ...
+
+    def read(self, tenant_id: str, *, after_seq: int = 0) -> Iterator[StoredRecord]:
+        """The stream's records in ``seq`` order, starting after ``after_seq``."""
+        ...
+
+    def recent(self, tenant_id: str | None, limit: int, *, after_created: float | None = None) -> list[StoredRecord]:
+        """The newest ``limit`` records (of one stream, or of all), oldest first."""
+        ...
+
+    def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+
+    def checkpoints(self, tenant_id: str) -> list[StoredCheckpoint]: ...
+
+    def purge(self, tenant_id: str, before: float, sign: Signer) -> PurgeOutcome | None:
+        """Delete the records created before ``before``, leaving a signed purge checkpoint
+        that anchors the remaining chain. ``None`` when there is nothing to purge.
+        Needs the store's administrative credentials on PostgreSQL."""
+        ...
+
+    def ping(self) -> None:
+        """:raises AuditUnavailable: when the store could not take a write right now."""
+        ...
+
+    def close(self) -> None: ...
