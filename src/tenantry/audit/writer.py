@@ -8,6 +8,10 @@ When the store cannot record (lost connection, full disk, lock held too long) th
 calls fail with :class:`~tenantry.core.errors.AuditUnavailable`, the sink turns unavailable
 (``ensure_writable`` raises, so no tool starts), and the thread probes the store until it
 recovers, after which everything carries on by itself.
+
+A call that was already running when the store failed has had its effect: its result is
+withheld (the caller gets the error) and its record, marked as such, is held in memory and
+in the error log, and written first once the store is back.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class DurableAuditSink:
         self._probe_interval = probe_interval
         self._observers = list(observers)
         self._pending: list[_Pending] = []
+        self._backlog: list[AuditEvent] = []
         self._condition = threading.Condition()
         self._available = True
         self._closing = False
@@ -95,6 +100,10 @@ class DurableAuditSink:
             self._closing = True
             self._condition.notify()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
+        if self._backlog:
+            logger.error(
+                "%d audit records could not be written before shutdown; they are in the log", len(self._backlog)
+            )
 
     # -- writer thread ----------------------------------------------------------------------
 
@@ -138,10 +147,18 @@ class DurableAuditSink:
                 "audit store unavailable; tool calls fail closed until it recovers", extra={"code": error.code}
             )
         self._available = False
-        _resolve(batch, AuditUnavailable())
         with self._condition:
             queued, self._pending = self._pending, []
-        _resolve(queued, AuditUnavailable())
+        # These events describe things that already happened (a tool that ran, a refusal):
+        # they are kept and written first when the store is back, and logged now, so that
+        # nothing that happened goes unrecorded. Their callers get the error (fail closed).
+        for event, _, _ in (*batch, *queued):
+            if event.event_type == "tool_call":
+                note = "result withheld: the audit store was unavailable"
+                event.reason = f"{event.reason}; {note}" if event.reason else note
+            self._backlog.append(event)
+            logger.error("audit record held until the store recovers", extra={"audit": event.present_fields()})
+        _resolve([*batch, *queued], AuditUnavailable())
         if self._store is not None:
             try:
                 self._store.close()
@@ -153,7 +170,12 @@ class DurableAuditSink:
         while not self._closing:
             time.sleep(self._probe_interval)
             try:
-                self._open().ping()
+                store = self._open()
+                store.ping()
+                if self._backlog:
+                    store.append(self._backlog)
+                    logger.warning("wrote %d held audit records", len(self._backlog))
+                    self._backlog = []
             except Exception:
                 self._store = None
                 continue

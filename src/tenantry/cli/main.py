@@ -13,6 +13,7 @@ import typer
 from tenantry import __version__
 from tenantry.cli.audit import audit_app
 from tenantry.cli.common import ConfigOption, DataDirOption
+from tenantry.cli.db import db_app
 from tenantry.cli.tenant import tenant_app
 from tenantry.cli.token import token_app
 from tenantry.core.errors import AlreadyExists, NotFound, TenantryError, UsageError
@@ -76,6 +77,7 @@ def stdio(
 
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 
 

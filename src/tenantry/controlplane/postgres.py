@@ -19,9 +19,9 @@ from tenantry.controlplane.base import Tenant, TenantStatus, Tier
 from tenantry.core.errors import AlreadyExists, NotFound, StorageError
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
 
-__all__ = ["PostgresTenantStore"]
+__all__ = ["PostgresTenantStore", "CONTROLPLANE_SCHEMA_SQL"]
 
-_SCHEMA = """
+CONTROLPLANE_SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS tenantry;
 CREATE TABLE IF NOT EXISTS tenantry.tenants (
     id TEXT PRIMARY KEY,
@@ -53,7 +53,7 @@ class PostgresTenantStore:
         self._conn: psycopg.Connection[Any] | None = None
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('tenantry.controlplane.schema'))")
-            cur.execute(_SCHEMA)
+            cur.execute(CONTROLPLANE_SCHEMA_SQL)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:

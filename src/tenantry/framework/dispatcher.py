@@ -177,8 +177,8 @@ class Dispatcher:
         :raises TenantHalted: the tenant's kill switch is on.
         :raises InvalidArguments: arguments do not match the schema, handler not run.
         :raises ScopeViolation: a resource argument leaves the tenant's partition or prefix.
-        :raises AuditUnavailable: the audit store cannot record (handler not run), or could not
-            record the outcome (the result is withheld).
+        :raises AuditUnavailable: the audit store cannot record (handler not run), or failed while
+            the handler ran (the result is withheld; the record is written once the store is back).
         :raises MCPError: a protocol error the tool raised on purpose (e.g. a missing client capability).
         """
         started = time.perf_counter()

@@ -152,7 +152,7 @@ class SqliteAuditStore:
                 if not rows:
                     return
                 for seq, record, digest, created in rows:
-                    yield StoredRecord(tenant_id, seq, record, digest, created)
+                    yield StoredRecord(tenant_id, int(seq), _bytes(record), _bytes(digest), float(created))
         except sqlite3.Error as exc:
             raise AuditUnavailable(f"cannot read the audit store: {exc}") from None
         finally:
@@ -173,7 +173,7 @@ class SqliteAuditStore:
         query += " ORDER BY created DESC, seq DESC LIMIT ?"
         with self._read() as cursor:
             rows = cursor.execute(query, (*params, limit)).fetchall()
-        return [StoredRecord(str(t), int(s), bytes(r), bytes(h), float(c)) for t, s, r, h, c in reversed(rows)]
+        return [StoredRecord(str(t), int(s), _bytes(r), _bytes(h), float(c)) for t, s, r, h, c in reversed(rows)]
 
     def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         with self._transaction() as cursor:
@@ -244,3 +244,14 @@ class SqliteAuditStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _bytes(value: object) -> bytes:
+    """Column values as bytes, whatever type a tampered row now holds (verify must not crash)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    return str(value).encode()
