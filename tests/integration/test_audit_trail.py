@@ -82,7 +82,7 @@ async def test_hundred_calls_across_three_tenants_land_in_their_own_streams(trai
 
 def test_verify_names_the_first_bad_record_and_exits_1(trail_server: RunningServer) -> None:
     token = trail_server.token("globex", "tamper-test")
-    for n in range(3):
+    for _ in range(3):
         assert call(trail_server, token, "whoami", {}).status_code == 200
     seq = trail_server.audit_records("globex")[-2]["seq"]
     db = sqlite3.connect(trail_server.data_dir / "audit.sqlite3")
