@@ -4,8 +4,9 @@ Wall-clock throughput on a shared machine moves by ±10% between runs. Instructi
 not: each server runs under ``valgrind --tool=callgrind`` while an external client (not
 traced) makes a fixed number of ``echo`` calls over one handshake-era session; running
 twice with different call counts and subtracting removes start-up and shutdown, leaving
-instructions per call. The ratio bare / Tenantry is the deterministic counterpart of the
-throughput ratio in ``throughput.py``. Needs valgrind; takes a few minutes.
+instructions per call. The ratios bare / Tenantry and audit-off / Tenantry are the
+deterministic counterparts of the throughput ratios in ``throughput.py`` (kernel time, such
+as the audit's fsync, is not counted). Needs valgrind; takes several minutes.
 
     .venv/bin/python bench/instructions.py [--calls 100 400]
 """
@@ -50,7 +51,10 @@ def run_once(kind: str, calls: int) -> int:
         subprocess.run(
             [TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True
         )
-        command = [*valgrind, TENANTRY, "serve", "--port", str(port), "--app", "bench.trivial_app:app"]
+        if kind == "audit-off":
+            command = [*valgrind, sys.executable, str(REPO / "bench" / "tenantry_audit_off.py"), "--port", str(port)]
+        else:
+            command = [*valgrind, TENANTRY, "serve", "--port", str(port), "--app", "bench.trivial_app:app"]
     with (workdir / "server.log").open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     deadline = time.monotonic() + 900
@@ -66,7 +70,7 @@ def run_once(kind: str, calls: int) -> int:
     if kind != "bare":
         token = subprocess.run(
             [TENANTRY, "token", "issue", "--tenant", "bench", "--sub", "b", "--ttl", "60m"],
-            env=env,
+            env={**env, "TENANTRY_PUBLIC_URL": f"http://127.0.0.1:{port}"},
             check=True,
             capture_output=True,
             text=True,
@@ -102,12 +106,14 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is required (Debian package valgrind)")
     low, high = args.calls
+    kinds = ("bare", "tenantry", "audit-off")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = {kind: [pool.submit(run_once, kind, n) for n in (low, high)] for kind in ("bare", "tenantry")}
+        runs = {kind: [pool.submit(run_once, kind, n) for n in (low, high)] for kind in kinds}
         per_call = {kind: (futures[1].result() - futures[0].result()) / (high - low) for kind, futures in runs.items()}
     for kind, value in per_call.items():
         print(f"{kind:<9} {value / 1e6:.3f} M instructions per call")
     print(f"ratio bare / Tenantry (server CPU per call): {per_call['bare'] / per_call['tenantry']:.3f}")
+    print(f"ratio audit off / Tenantry (what durable audit costs): {per_call['audit-off'] / per_call['tenantry']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Tool-call throughput: Tenantry's full enforcement path vs the bare MCP SDK, same tool, same run.
 
-(a) the bare SDK (``bench/bare_server.py``, MCPServer, no auth) and (b) Tenantry
+(a) the bare SDK (``bench/bare_server.py``, MCPServer, no auth), (b) Tenantry
 (``tenantry serve --app bench.trivial_app:app``: bearer JWT verified on every request,
-session binding, body guard, ACL, schema validation, audit records before and after the
-call) serve the same ``echo`` tool over streamable HTTP on 127.0.0.1, JSON responses.
-Each configuration opens N handshake-era sessions and calls the tool in a closed loop
-from N concurrent workers. Rounds alternate a, b, a, b so machine noise hits both sides;
-the ratio b/a of calls per second is what counts, never an absolute time.
+session binding, body guard, ACL, schema validation, a durable hash-chained audit record
+committed before the result returns) and (c) the same Tenantry server with its audit sink
+discarding (``bench/tenantry_audit_off.py``; bench-only, no setting does this) serve the
+same ``echo`` tool over streamable HTTP on 127.0.0.1, JSON responses. Each configuration
+opens N handshake-era sessions and calls the tool in a closed loop from N concurrent
+workers. Rounds alternate a, b, c, a, b, c so machine noise hits every side; the ratios
+b/a and b/c of calls per second are what count, never an absolute time.
 
-    .venv/bin/python bench/throughput.py [--seconds 5] [--rounds 3] [--concurrency 1 16]
+    .venv/bin/python bench/throughput.py [--seconds 3] [--rounds 5] [--concurrency 1 16]
 """
 
 from __future__ import annotations
@@ -189,6 +191,40 @@ async def load(target: Target, concurrency: int, seconds: float) -> Result:
     return Result(len(latencies), elapsed, latencies)
 
 
+def start_audit_off(workdir: Path) -> Target:
+    """Tenantry with the audit sink discarding (bench-only; no setting can do this)."""
+    data = workdir / "data"  # shares the tenant and keys with start_tenantry's data dir
+    env = {**os.environ, "TENANTRY_DATA_DIR": str(data)}
+    port = free_port()
+    log = (workdir / "audit-off.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "tenantry_audit_off.py"), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+    )
+    wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+    token = subprocess.run(
+        [TENANTRY, "token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m"],
+        env={**env, "TENANTRY_PUBLIC_URL": f"http://127.0.0.1:{port}"},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return Target("audit off", f"http://127.0.0.1:{port}/mcp", token, process)
+
+
+def report(
+    name_a: str, name_b: str, runs: dict[str, list[Result]], merged: dict[str, Result], concurrency: int
+) -> None:
+    per_round = [b.rate / a.rate for a, b in zip(runs[name_a], runs[name_b], strict=True)]
+    ratio = merged[name_b].rate / merged[name_a].rate
+    spread = f"rounds {min(per_round):.2f}-{max(per_round):.2f}, median {statistics.median(per_round):.3f}"
+    cpu = merged[name_a].cpu_per_call_us / merged[name_b].cpu_per_call_us
+    print(f"{concurrency:>8} {name_b} / {name_a}: calls/s {ratio:.3f} ({spread}); CPU per call {cpu:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -197,15 +233,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tenantry-bench-") as tmp:
         workdir = Path(tmp)
-        bare, tenantry = start_bare(workdir), start_tenantry(workdir)
+        targets = [start_bare(workdir), start_tenantry(workdir)]
+        targets.append(start_audit_off(workdir))
         try:
-            print(f"{'sessions':>8} {'server':<9} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU/call':>16}")
+            print(f"{'sessions':>8} {'server':<10} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU/call':>16}")
             for concurrency in args.concurrency:
-                asyncio.run(load(bare, concurrency, 1.0))  # warm-up both
-                asyncio.run(load(tenantry, concurrency, 1.0))
-                runs: dict[str, list[Result]] = {bare.name: [], tenantry.name: []}
+                for target in targets:
+                    asyncio.run(load(target, concurrency, 1.0))  # warm-up
+                runs: dict[str, list[Result]] = {t.name: [] for t in targets}
                 for _ in range(args.rounds):
-                    for target in (bare, tenantry):
+                    for target in targets:
                         runs[target.name].append(measured(target, concurrency, args.seconds))
                 merged = {}
                 for name, results in runs.items():
@@ -218,15 +255,11 @@ def main() -> None:
                     m = merged[name]
                     p50, p99 = m.percentile(0.50), m.percentile(0.99)
                     cpu = f"{m.cpu_per_call_us:.0f} us"
-                    print(f"{concurrency:>8} {name:<9} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {cpu:>16}")
-                per_round = [t.rate / b.rate for b, t in zip(runs[bare.name], runs[tenantry.name], strict=True)]
-                ratio = merged[tenantry.name].rate / merged[bare.name].rate
-                spread = f"rounds {min(per_round):.2f}-{max(per_round):.2f}, median {statistics.median(per_round):.3f}"
-                print(f"{concurrency:>8} ratio b/a (Tenantry / bare SDK): {ratio:.3f}  ({spread})")
-                cpu_ratio = merged[bare.name].cpu_per_call_us / merged[tenantry.name].cpu_per_call_us
-                print(f"{concurrency:>8} server CPU per call, bare / Tenantry: {cpu_ratio:.3f}")
+                    print(f"{concurrency:>8} {name:<10} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {cpu:>16}")
+                report("bare SDK", "Tenantry", runs, merged, concurrency)
+                report("audit off", "Tenantry", runs, merged, concurrency)
         finally:
-            for target in (bare, tenantry):
+            for target in targets:
                 target.process.terminate()
                 target.process.wait(timeout=10)
 

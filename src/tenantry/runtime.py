@@ -13,7 +13,6 @@ from pathlib import Path
 
 from tenantry.audit.checkpoints import Checkpointer, CheckpointSigner
 from tenantry.audit.events import AuditEvent
-from tenantry.audit.sink import AuditSink
 from tenantry.audit.store.base import AuditStore
 from tenantry.audit.store.factory import open_audit_store
 from tenantry.audit.writer import DurableAuditSink
@@ -84,7 +83,7 @@ class Runtime:
         self.endpoints = self._resolve_endpoints(serving)
         self.directory = TenantDirectory(self.store)
         self.audit_keys = KeyRing(self.data_dir / "keys", alg="EdDSA", file_name="audit-signing-keys.json")
-        self._audit: AuditSink | None = None
+        self._audit: DurableAuditSink | None = None
         self.scopes = DataScopes(
             sql=SqliteSqlScopes(self.data_dir, row_limit=settings.tools.sql_row_limit),
             files=LocalFileScopes(self.data_dir, max_file_bytes=settings.tools.max_file_bytes),
@@ -140,7 +139,7 @@ class Runtime:
         return Checkpointer(self.checkpoint_signer(), interval=self.settings.audit.checkpoint_interval)
 
     @property
-    def audit(self) -> AuditSink:
+    def audit(self) -> DurableAuditSink:
         """The durable audit sink of a serving process (group commit in a writer thread)."""
         if self._audit is None:
             self.audit_store().close()  # fail fast, with a clear error, if the store cannot be opened
@@ -148,7 +147,7 @@ class Runtime:
         return self._audit
 
     @audit.setter
-    def audit(self, sink: AuditSink) -> None:
+    def audit(self, sink: DurableAuditSink) -> None:
         self._audit = sink
 
     def record_admin(self, event: AuditEvent) -> None:

@@ -17,7 +17,7 @@ ALLOWED = {
     "core": set(),
     "policy": {"core"},
     "auth": {"core"},
-    "audit": {"core"},
+    "audit": {"core", "auth"},  # checkpoints are signed with an auth key ring
     "scoping": {"core"},
     "controlplane": {"core"},
     "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane"},

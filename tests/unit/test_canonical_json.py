@@ -76,3 +76,27 @@ def test_args_hash_is_stable_and_hides_the_arguments() -> None:
     assert args_hash({}) == args_hash(None) == args_hash({})
     assert "secret" not in args_hash({"a": "secret"})
     assert args_hash({"x": float("nan")}).startswith("sha256:")
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_audit_records_are_rfc8785(seed: int) -> None:
+    import pydantic_core
+
+    from tenantry.audit.chain import encode_record
+    from tenantry.audit.events import AuditEvent
+
+    rng = random.Random(seed)
+    text = lambda: "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(8)))  # noqa: E731
+    event = AuditEvent(
+        event_type="tool_call",
+        tenant_id="acme",
+        result_status="ok",
+        subject=text(),
+        tool_name=text() or None,
+        reason=text() or None,
+        latency_ms=rng.choice([0.0, 0.0004, 0.001, 1.0, 2.5, rng.uniform(0, 10_000), None]),
+        detail=rng.choice([{}, {"k": text(), "n": rng.randrange(100)}, {"f": 1.5e-7}]),
+        created=rng.uniform(0, 2e9),
+    )
+    record = encode_record(event, rng.randrange(1, 10**9))
+    assert record == rfc8785.dumps(pydantic_core.from_json(record))

@@ -30,8 +30,11 @@ class RecordingSink:
         if not self.writable:
             raise AuditUnavailable()
 
-    async def record(self, event: AuditEvent) -> None:
+    async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
         self.events.append(event)
+
+    def add_observer(self, observer: object) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -86,25 +86,27 @@ def _latency(value: float | None) -> float | int | None:
 
 def encode_record(event: AuditEvent, seq: int) -> bytes:
     """The canonical bytes of ``event`` as record ``seq`` of its tenant's stream."""
-    return canonical_json(
-        {
-            "seq": seq,
-            "tenant_id": event.tenant_id,
-            "timestamp": iso_timestamp(event.created),
-            "event_type": event.event_type,
-            "session_id": event.session_id,
-            "subject": event.subject,
-            "tool_name": event.tool_name,
-            "args_hash": event.args_hash,
-            "result_status": event.result_status,
-            "latency_ms": _latency(event.latency_ms),
-            "ip_address": event.ip_address,
-            "request_id": event.request_id,
-            "reason": event.reason,
-            "actor": event.actor,
-            "detail": event.detail or None,
-        }
-    )
+    fields = {
+        # Already in RFC 8785 key order; only ``detail`` can hold values that need the general path.
+        "actor": event.actor,
+        "args_hash": event.args_hash,
+        "detail": event.detail or None,
+        "event_type": event.event_type,
+        "ip_address": event.ip_address,
+        "latency_ms": _latency(event.latency_ms),
+        "reason": event.reason,
+        "request_id": event.request_id,
+        "result_status": event.result_status,
+        "seq": seq,
+        "session_id": event.session_id,
+        "subject": event.subject,
+        "tenant_id": event.tenant_id,
+        "timestamp": iso_timestamp(event.created),
+        "tool_name": event.tool_name,
+    }
+    if fields["detail"] is None:
+        return pydantic_core.to_json(fields)
+    return canonical_json(fields)
 
 
 def record_seq(record: bytes) -> int | None:

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from tenantry.audit.events import AuditEvent
 
-__all__ = ["AuditSink"]
+__all__ = ["AuditSink", "AuditObserver"]
 
 
 class AuditSink(Protocol):
@@ -24,6 +24,19 @@ class AuditSink(Protocol):
         """:raises AuditUnavailable: when the sink cannot currently record events."""
         ...
 
-    async def record(self, event: AuditEvent) -> None: ...
+    async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
+        """Record ``event`` durably. ``alone`` is a hint that no other call is in flight."""
+        ...
+
+    def add_observer(self, observer: AuditObserver) -> None:
+        """Call ``observer.observe(event)`` for every event once it is durable."""
+        ...
 
     async def aclose(self) -> None: ...
+
+
+class AuditObserver(Protocol):
+    """Sees every event once it is durable (metrics, anomaly detection). Must be cheap and
+    must not raise; it runs on the event loop."""
+
+    def observe(self, event: AuditEvent) -> None: ...

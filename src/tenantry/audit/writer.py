@@ -21,24 +21,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 from tenantry.audit.events import AuditEvent
+from tenantry.audit.sink import AuditObserver
 from tenantry.audit.store.base import AuditStore
 from tenantry.core.errors import AuditUnavailable
 
-__all__ = ["DurableAuditSink", "AuditObserver"]
+__all__ = ["DurableAuditSink"]
 
 logger = logging.getLogger(__name__)
 
 _Pending = tuple[AuditEvent, asyncio.Future[None], asyncio.AbstractEventLoop]
-
-
-class AuditObserver(Protocol):
-    """Sees every event once it is durable (metrics, anomaly detection). Must be cheap and
-    must not raise; it runs on the event loop."""
-
-    def observe(self, event: AuditEvent) -> None: ...
 
 
 class DurableAuditSink:
@@ -63,6 +56,8 @@ class DurableAuditSink:
         self._observers = list(observers)
         self._pending: list[_Pending] = []
         self._backlog: list[AuditEvent] = []
+        self._committing = False
+        self._inline_failure: tuple[AuditEvent, BaseException] | None = None
         self._condition = threading.Condition()
         self._available = True
         self._closing = False
@@ -71,6 +66,7 @@ class DurableAuditSink:
         self._thread.start()
         self.committed = 0
         self.batches = 0
+        self.inline_commits = 0
 
     @property
     def available(self) -> bool:
@@ -83,9 +79,19 @@ class DurableAuditSink:
         if not self._available:
             raise AuditUnavailable()
 
-    async def record(self, event: AuditEvent) -> None:
+    async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
+        """Durably record ``event``.
+
+        :param alone: the caller knows no other call is in flight; if the writer is idle too,
+            commit right here instead of handing over to the writer thread. With nothing to
+            batch with, the two thread hand-offs would cost more than the commit itself.
+        """
         if not self._available or self._closing:
             raise AuditUnavailable()
+        if alone and self._commit_inline(event):
+            for observer in self._observers:
+                observer.observe(event)
+            return
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         with self._condition:
@@ -94,6 +100,27 @@ class DurableAuditSink:
         await done
         for observer in self._observers:
             observer.observe(event)
+
+    def _commit_inline(self, event: AuditEvent) -> bool:
+        with self._condition:
+            if self._pending or self._committing or self._store is None:
+                return False
+            self._committing = True
+        try:
+            self._store.append([event])
+        except Exception as exc:  # the writer thread handles the failure (backlog, recovery)
+            with self._condition:
+                self._committing = False
+                self._inline_failure = (event, exc)
+                self._condition.notify()
+            raise AuditUnavailable() from None
+        with self._condition:
+            self._committing = False
+            if self._pending:
+                self._condition.notify()
+        self.committed += 1
+        self.inline_commits += 1
+        return True
 
     async def aclose(self) -> None:
         with self._condition:
@@ -108,14 +135,32 @@ class DurableAuditSink:
     # -- writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._open()
+        except Exception:
+            self._store = None
         while True:
             with self._condition:
-                while not self._pending and not self._closing:
+                while (not self._pending or self._committing) and not self._closing and self._inline_failure is None:
                     self._condition.wait()
-                if not self._pending and self._closing:
+                if self._inline_failure is not None:
+                    failed, self._inline_failure = self._inline_failure, None
+                    self._committing = True
+                elif not self._pending and self._closing:
                     break
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-            self._commit(batch)
+                else:
+                    failed = None
+                    batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                    self._committing = True
+            try:
+                if failed is not None:
+                    self._fail_events([failed[0]], AuditUnavailable())
+                    self._recover()
+                else:
+                    self._commit(batch)
+            finally:
+                with self._condition:
+                    self._committing = False
         if self._store is not None:
             self._store.close()
 
@@ -142,23 +187,26 @@ class DurableAuditSink:
         return self._store
 
     def _fail(self, batch: list[_Pending], error: AuditUnavailable) -> None:
+        with self._condition:
+            queued, self._pending = self._pending, []
+        self._fail_events([event for event, _, _ in (*batch, *queued)], error)
+        _resolve([*batch, *queued], AuditUnavailable())
+
+    def _fail_events(self, events: list[AuditEvent], error: AuditUnavailable) -> None:
         if self._available:
             logger.error(
                 "audit store unavailable; tool calls fail closed until it recovers", extra={"code": error.code}
             )
         self._available = False
-        with self._condition:
-            queued, self._pending = self._pending, []
         # These events describe things that already happened (a tool that ran, a refusal):
         # they are kept and written first when the store is back, and logged now, so that
         # nothing that happened goes unrecorded. Their callers get the error (fail closed).
-        for event, _, _ in (*batch, *queued):
+        for event in events:
             if event.event_type == "tool_call":
                 note = "result withheld: the audit store was unavailable"
                 event.reason = f"{event.reason}; {note}" if event.reason else note
             self._backlog.append(event)
             logger.error("audit record held until the store recovers", extra={"audit": event.present_fields()})
-        _resolve([*batch, *queued], AuditUnavailable())
         if self._store is not None:
             try:
                 self._store.close()

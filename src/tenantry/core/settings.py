@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +28,8 @@ __all__ = [
     "ToolSettings",
     "ControlPlaneSettings",
     "AuditSettings",
+    "AlertSettings",
+    "MetricsSettings",
     "LoggingSettings",
     "load_settings",
     "DEFAULT_PORT",
@@ -107,6 +109,26 @@ class AuditSettings(_Section):
     _secs = field_validator("checkpoint_interval", "retention", mode="before")(_seconds)
 
 
+class AlertSettings(_Section):
+    webhook_url: str | None = None
+    """POST each anomaly alert here (JSON, signed with ``webhook_secret``)."""
+    webhook_secret: SecretStr | None = None
+    denial_burst: int = Field(default=10, gt=0)
+    denial_window: int = Field(default=60, gt=0)
+    rate_factor: float = Field(default=5.0, gt=1)
+    rate_floor: int = Field(default=60, gt=0)
+    cooldown: int = Field(default=300, ge=0)
+
+    _secs = field_validator("denial_window", "cooldown", mode="before")(_seconds)
+
+
+class MetricsSettings(_Section):
+    token: SecretStr | None = None
+    """When set, ``/metrics`` requires ``Authorization: Bearer <token>``."""
+    max_tenant_labels: int = Field(default=100, gt=0)
+    """Tenants beyond this many share the label ``_other`` (bounded cardinality)."""
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -131,6 +153,8 @@ class Settings(BaseSettings):
     tools: ToolSettings = ToolSettings()
     controlplane: ControlPlaneSettings = ControlPlaneSettings()
     audit: AuditSettings = AuditSettings()
+    alerts: AlertSettings = AlertSettings()
+    metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @field_validator("public_url")

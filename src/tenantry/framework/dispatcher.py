@@ -47,6 +47,7 @@ from tenantry.core.errors import (
     TenantryError,
     ToolUnavailable,
 )
+from tenantry.core.load import InFlight
 from tenantry.core.paths import within_prefix
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, ToolDefinition
 from tenantry.framework.channel import ClientChannel, NoClientChannel
@@ -97,6 +98,7 @@ class Dispatcher:
         audit: AuditSink,
         *,
         tool_timeout: float = 30.0,
+        requests_in_flight: InFlight | None = None,
     ) -> None:
         self._app = app
         self._directory = directory
@@ -104,6 +106,8 @@ class Dispatcher:
         self._audit = audit
         self._tool_timeout = tool_timeout
         self._deadlines = DeadlineWatch()
+        self._in_flight = 0
+        self._requests = requests_in_flight
         self._registered: dict[str, frozenset[str]] = {}
         self._tool_models: dict[str, Tool] = {}
 
@@ -198,14 +202,16 @@ class Dispatcher:
             )
             raise ToolUnavailable(f"Tool not available: {name}")
         try:
-            kwargs = self._validated_arguments(tool, arguments, caller)
+            kwargs, names_other_tenant = self._validated_arguments(tool, arguments, caller)
         except TenantryError as exc:
             await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=exc.code)
             raise
+        detail = {"cross_tenant_reference": True} if names_other_tenant else None
         self._audit.ensure_writable()  # fail closed: never run a tool the audit cannot record
         status: ResultStatus = "ok"
         reason: str | None = None
         result: ToolOutcome
+        self._in_flight += 1
         try:
             result = await self._run(tool, kwargs, caller, tenant, channel or _NO_CHANNEL)
             if isinstance(result, InputRequiredResult):
@@ -225,12 +231,20 @@ class Dispatcher:
             )
             status, reason = "error", "tool_failed"
             result = _error_result(f"The tool failed (reference {caller.request_id})", "tool_failed")
-        await self._record(caller, "tool_call", status, name, hashed, started, reason=reason)
+        finally:
+            # Alone: no other tool call running and (over HTTP) no other request being served.
+            alone = self._in_flight == 1 and (self._requests is None or self._requests.count <= 1)
+            self._in_flight -= 1
+        await self._record(
+            caller, "tool_call", status, name, hashed, started, reason=reason, detail=detail, alone=alone
+        )
         return result
 
     def _validated_arguments(
         self, tool: ToolDefinition, arguments: Mapping[str, Any] | None, caller: Caller
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bool]:
+        """The validated keyword arguments, and whether a resource argument names another
+        tenant (allowed, since it stays inside the caller's partition, but worth an alert)."""
         raw = dict(arguments or {})
         unexpected = sorted(set(raw) - tool.argument_names)
         if unexpected:
@@ -240,6 +254,7 @@ class Dispatcher:
         except ValidationError as exc:
             raise _argument_error(exc) from None
         prefix = caller.principal.resource_prefix
+        names_other_tenant = False
         for param, marker in tool.resource_arguments.items():
             value = kwargs.get(param)
             if not isinstance(value, str):
@@ -249,8 +264,12 @@ class Dispatcher:
                 if prefix and not (within_prefix(parts, prefix) or tuple(prefix.split("/"))[: len(parts)] == parts):
                     raise ScopeViolation("path is outside the prefix this credential may access")
             else:
-                resolve_scoped_path(value, prefix)
-        return kwargs
+                parts = resolve_scoped_path(value, prefix)
+            directory = self._directory
+            names_other_tenant = names_other_tenant or any(
+                part != caller.tenant_id and directory.get(part) is not None for part in parts
+            )
+        return kwargs, names_other_tenant
 
     def _handles(self, caller: Caller) -> ScopedHandles:
         tenant_id, prefix = caller.tenant_id, caller.principal.resource_prefix
@@ -405,6 +424,8 @@ class Dispatcher:
         started: float,
         *,
         reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+        alone: bool = False,
     ) -> None:
         await self._audit.record(
             AuditEvent(
@@ -419,7 +440,9 @@ class Dispatcher:
                 ip_address=caller.client_address,
                 request_id=caller.request_id,
                 reason=reason,
-            )
+                detail=detail or {},
+            ),
+            alone=alone,
         )
 
 

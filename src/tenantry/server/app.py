@@ -27,13 +27,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tenantry import __version__
+from tenantry.audit.anomaly import AnomalyDetector, AnomalyThresholds
+from tenantry.core.errors import TenantryError
+from tenantry.core.load import InFlight
 from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
 from tenantry.runtime import MCP_PATH, Runtime
+from tenantry.server.alerts import AlertRecorder, WebhookNotifier
 from tenantry.server.authn import Authenticator
 from tenantry.server.gate import McpGate
 from tenantry.server.guards import HostOriginPolicy
 from tenantry.server.mcp import build_mcp_server, http_caller
+from tenantry.server.metrics import TenantMetrics, metrics_route
 from tenantry.server.sessions import SessionRegistry
 from tenantry.server.wellknown import discovery_routes, health_routes
 
@@ -71,7 +76,15 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     settings = runtime.settings
     runtime.prepare_keys()
     verifier = runtime.token_verifier()
-    dispatcher = Dispatcher(app, runtime.directory, runtime.scopes, runtime.audit, tool_timeout=settings.tools.timeout)
+    in_flight = InFlight()
+    dispatcher = Dispatcher(
+        app,
+        runtime.directory,
+        runtime.scopes,
+        runtime.audit,
+        tool_timeout=settings.tools.timeout,
+        requests_in_flight=in_flight,
+    )
     mcp_server = build_mcp_server(
         dispatcher,
         http_caller,
@@ -100,17 +113,40 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         resource_metadata_url=runtime.endpoints.resource_metadata,
         max_body_bytes=settings.server.max_body_bytes,
         max_json_depth=settings.server.max_json_depth,
+        in_flight=in_flight,
     )
 
     checkpointer = runtime.checkpointer()
+    detector, notifier = _anomaly_detection(runtime, app)
+    metrics = TenantMetrics(
+        tools=app.tools.keys(),
+        max_tenant_labels=settings.metrics.max_tenant_labels,
+        gauges=lambda: {
+            "tenantry_sessions_open": ("Open handshake-era sessions", float(len(sessions.sessions))),
+            "tenantry_audit_available": ("1 while the audit store accepts writes", float(runtime.audit.available)),
+            "tenantry_audit_records_committed": ("Audit records made durable", float(runtime.audit.committed)),
+            "tenantry_audit_group_commits": (
+                "Transactions committed by the writer thread",
+                float(runtime.audit.batches),
+            ),
+            "tenantry_audit_inline_commits": (
+                "Records committed inline (no other call in flight)",
+                float(runtime.audit.inline_commits),
+            ),
+        },
+    )
+    runtime.audit.add_observer(metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(lambda: runtime.directory.refresh(force=True))
+        await anyio.to_thread.run_sync(_seed_known_addresses, runtime, detector)
         async with manager.run(), anyio.create_task_group() as tasks:
             tasks.start_soon(runtime.directory.run)
             tasks.start_soon(sessions.reap_idle)
             tasks.start_soon(checkpointer.run, runtime.audit_store)
+            if notifier is not None:
+                tasks.start_soon(notifier.run)
             try:
                 yield
             finally:
@@ -128,7 +164,56 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     routes: list[Route] = [
         Route(MCP_PATH, mcp_endpoint),
         *discovery_routes(runtime.endpoints, runtime.keys, signing_alg=settings.auth.signing_alg),
-        *health_routes(runtime.directory, runtime.keys, lambda: {}),
+        *health_routes(runtime.directory, runtime.keys, lambda: {"audit_store": runtime.audit.available}),
+        metrics_route(metrics, settings.metrics.token),
     ]
     asgi = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     return HttpApp(asgi=asgi, dispatcher=dispatcher, mcp_server=mcp_server, sessions=sessions, session_manager=manager)
+
+
+def _anomaly_detection(runtime: Runtime, app: App) -> tuple[AnomalyDetector, WebhookNotifier | None]:
+    settings = runtime.settings.alerts
+    restricted = {name: tool.tenants for name, tool in app.tools.items() if tool.tenants is not None}
+    foreign: dict[str, frozenset[str]] = {}
+
+    def foreign_tools(tenant_id: str) -> frozenset[str]:
+        names = foreign.get(tenant_id)
+        if names is None:
+            names = foreign[tenant_id] = frozenset(n for n, owners in restricted.items() if tenant_id not in owners)
+        return names
+
+    detector = AnomalyDetector(
+        AnomalyThresholds(
+            denial_burst=settings.denial_burst,
+            denial_window=settings.denial_window,
+            rate_factor=settings.rate_factor,
+            rate_floor=settings.rate_floor,
+            cooldown=settings.cooldown,
+        ),
+        foreign_tools=foreign_tools,
+    )
+    detector.add_handler(AlertRecorder(runtime.audit))
+    notifier = None
+    if settings.webhook_url:
+        secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else b""
+        notifier = WebhookNotifier(settings.webhook_url, secret)
+        detector.add_handler(notifier)
+    runtime.audit.add_observer(detector)
+    return detector, notifier
+
+
+def _seed_known_addresses(runtime: Runtime, detector: AnomalyDetector) -> None:
+    """Addresses already in the audit history are not "new" after a restart."""
+    import pydantic_core
+
+    try:
+        store = runtime.audit_store()
+        try:
+            for stored in store.recent(None, 20_000):
+                fields = pydantic_core.from_json(stored.record)
+                if fields.get("ip_address"):
+                    detector.know_address(stored.tenant_id, fields["ip_address"])
+        finally:
+            store.close()
+    except TenantryError as exc:
+        logger.warning("could not read recent addresses from the audit store", extra={"code": exc.code})

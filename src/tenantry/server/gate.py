@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from tenantry.core.calls import Caller
 from tenantry.core.errors import TenantryError
+from tenantry.core.load import InFlight
 from tenantry.server.authn import Authenticator, sdk_identity
 from tenantry.server.errors import error_response
 from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, read_checked_body
@@ -46,6 +47,7 @@ class McpGate:
         resource_metadata_url: str,
         max_body_bytes: int,
         max_json_depth: int,
+        in_flight: InFlight | None = None,
     ) -> None:
         self._handler = handler
         self._policy = policy
@@ -54,6 +56,7 @@ class McpGate:
         self._metadata_url = resource_metadata_url
         self._max_body = max_body_bytes
         self._max_depth = max_json_depth
+        self._in_flight = in_flight or InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = RequestHeaders(scope["headers"])
@@ -120,9 +123,11 @@ class McpGate:
         auth_token = auth_context_var.set(user)
         if bound is not None:
             bound.in_flight += 1
+        self._in_flight.count += 1
         try:
             await self._handler(scope, replayed, send_tracked if tracked else send)
         finally:
+            self._in_flight.count -= 1
             auth_context_var.reset(auth_token)
             CURRENT_CALLER.reset(caller_token)
             if bound is not None:

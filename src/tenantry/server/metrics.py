@@ -1,0 +1,137 @@
+"""Prometheus metrics labelled by tenant, computed from the audit events.
+
+Counting is a dictionary increment on the hot path; the Prometheus families are built
+only when ``/metrics`` is scraped. Label cardinality is bounded: the first
+``max_tenant_labels`` tenants seen get their own ``tenant`` label and every later one is
+counted as ``_other``; ``tool`` is a registered tool name or ``_unknown``; ``reason`` and
+``status`` come from fixed vocabularies.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tenantry.audit.events import AuditEvent
+
+__all__ = ["TenantMetrics", "OTHER_TENANTS", "metrics_route"]
+
+OTHER_TENANTS = "_other"
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class TenantMetrics(Collector):
+    """An audit observer and a Prometheus collector in one."""
+
+    def __init__(
+        self,
+        *,
+        tools: Collection[str],
+        max_tenant_labels: int = 100,
+        gauges: Callable[[], dict[str, tuple[str, float]]] = dict,
+    ) -> None:
+        self._tools = frozenset(tools)
+        self._max_tenants = max_tenant_labels
+        self._labelled: set[str] = set()
+        self._gauges = gauges
+        self._calls: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self._denials: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._rejections: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._alerts: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._latency: dict[str, list[int]] = {}
+        self._latency_sum: defaultdict[str, float] = defaultdict(float)
+
+    def _tenant(self, tenant_id: str) -> str:
+        if tenant_id in self._labelled:
+            return tenant_id
+        if len(self._labelled) < self._max_tenants:
+            self._labelled.add(tenant_id)
+            return tenant_id
+        return OTHER_TENANTS
+
+    def observe(self, event: AuditEvent) -> None:
+        kind = event.event_type
+        if kind == "tool_call":
+            tenant = self._tenant(event.tenant_id)
+            tool = event.tool_name if event.tool_name in self._tools else "_unknown"
+            self._calls[(tenant, tool, event.result_status)] += 1
+            if event.latency_ms is not None:
+                seconds = event.latency_ms / 1000
+                counts = self._latency.get(tenant)
+                if counts is None:
+                    counts = self._latency[tenant] = [0] * (len(_BUCKETS) + 1)
+                counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
+                self._latency_sum[tenant] += seconds
+        elif kind in ("tool_denied", "access_denied", "session_hijack_attempt"):
+            reason = (event.reason or kind).split(":")[0]
+            self._denials[(self._tenant(event.tenant_id), reason)] += 1
+        elif kind == "connection_rejected":
+            code = (event.reason or "unknown").split(":")[0]
+            self._rejections[(self._tenant(event.tenant_id), code)] += 1
+        elif kind == "anomaly_alert":
+            self._alerts[(self._tenant(event.tenant_id), (event.reason or "alert").split(":")[0])] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        calls = CounterMetricFamily("tenantry_tool_calls", "Tool calls by outcome", labels=["tenant", "tool", "status"])
+        for (tenant, tool, status), value in sorted(self._calls.items()):
+            calls.add_metric([tenant, tool, status], value)
+        yield calls
+        denials = CounterMetricFamily(
+            "tenantry_denials", "Refused calls, reads and sessions", labels=["tenant", "reason"]
+        )
+        for (tenant, reason), value in sorted(self._denials.items()):
+            denials.add_metric([tenant, reason], value)
+        yield denials
+        rejections = CounterMetricFamily(
+            "tenantry_connections_rejected", "Requests refused at authentication", labels=["tenant", "code"]
+        )
+        for (tenant, code), value in sorted(self._rejections.items()):
+            rejections.add_metric([tenant, code], value)
+        yield rejections
+        alerts = CounterMetricFamily("tenantry_anomaly_alerts", "Anomaly alerts raised", labels=["tenant", "kind"])
+        for (tenant, kind), value in sorted(self._alerts.items()):
+            alerts.add_metric([tenant, kind], value)
+        yield alerts
+        latency = HistogramMetricFamily(
+            "tenantry_tool_call_duration_seconds", "Tool call latency through the full path", labels=["tenant"]
+        )
+        for tenant, counts in sorted(self._latency.items()):
+            cumulative: int = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip((*_BUCKETS, float("inf")), counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            latency.add_metric([tenant], buckets, self._latency_sum[tenant])
+        yield latency
+        for name, (help_text, reading) in self._gauges().items():
+            yield GaugeMetricFamily(name, help_text, value=reading)
+
+
+def metrics_route(metrics: TenantMetrics, token: SecretStr | None) -> Route:
+    """``GET /metrics`` in the Prometheus text format (bearer token required when configured)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    expected = token.get_secret_value() if token is not None else None
+
+    async def scrape(request: Request) -> Response:
+        if expected is not None:
+            supplied = request.headers.get("authorization", "")
+            if not hmac.compare_digest(supplied.encode(), f"Bearer {expected}".encode()):
+                return JSONResponse(
+                    {"error": "invalid_token", "error_description": "metrics need the configured bearer token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Route("/metrics", scrape, methods=["GET"])

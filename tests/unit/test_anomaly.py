@@ -1,0 +1,110 @@
+"""Anomaly rules judge each tenant against its own behaviour, once per cooldown."""
+
+from __future__ import annotations
+
+from tenantry.audit.anomaly import AnomalyAlert, AnomalyDetector, AnomalyThresholds
+from tenantry.audit.events import AuditEvent
+
+T0 = 1_800_000_000.0
+
+
+def detector(**thresholds: float) -> tuple[AnomalyDetector, list[AnomalyAlert]]:
+    alerts: list[AnomalyAlert] = []
+    now = [T0]
+    found = AnomalyDetector(
+        AnomalyThresholds(**thresholds),  # type: ignore[arg-type]
+        foreign_tools=lambda tenant: {"globex_forecast"} if tenant != "globex" else set(),
+        clock=lambda: now[0],
+    )
+    found.add_handler(alerts.append)
+    return found, alerts
+
+
+def event(kind: str, tenant: str = "acme", at: float = T0, **fields: object) -> AuditEvent:
+    return AuditEvent(event_type=kind, tenant_id=tenant, result_status="ok", created=at, **fields)  # type: ignore[arg-type]
+
+
+def test_denial_burst_alerts_once_per_cooldown() -> None:
+    found, alerts = detector(denial_burst=5, denial_window=60)
+    for i in range(12):
+        found.observe(event("tool_denied", at=T0 + i, tool_name="nope", reason="not_registered"))
+    assert [a.kind for a in alerts] == ["denial_burst"]
+    assert alerts[0].tenant_id == "acme"
+
+
+def test_denials_outside_the_window_do_not_add_up() -> None:
+    found, alerts = detector(denial_burst=5, denial_window=10)
+    for i in range(12):
+        found.observe(event("tool_denied", at=T0 + i * 5, tool_name="nope"))
+    assert alerts == []
+
+
+def test_one_tenants_burst_never_alerts_another() -> None:
+    found, alerts = detector(denial_burst=3)
+    for i in range(5):
+        found.observe(event("tool_denied", tenant="acme", at=T0 + i))
+    found.observe(event("tool_denied", tenant="globex", at=T0 + 6))
+    assert {a.tenant_id for a in alerts} == {"acme"}
+
+
+def test_rate_spike_against_the_tenants_own_baseline() -> None:
+    found, alerts = detector(rate_factor=5, rate_floor=20, baseline_minutes=5)
+    start = T0 - T0 % 60
+    for minute in range(6):
+        for i in range(8):
+            found.observe(event("tool_call", at=start + minute * 60 + i, tool_name="whoami"))
+    assert alerts == []
+    for i in range(60):
+        found.observe(event("tool_call", at=start + 6 * 60 + i * 0.5, tool_name="whoami"))
+    assert [a.kind for a in alerts] == ["rate_spike"]
+    assert alerts[0].detail["baseline_per_minute"] < 10
+
+
+def test_busy_tenant_with_a_busy_baseline_is_normal() -> None:
+    found, alerts = detector(rate_factor=5, rate_floor=20, baseline_minutes=5)
+    start = T0 - T0 % 60
+    for minute in range(8):
+        for i in range(100):
+            found.observe(event("tool_call", at=start + minute * 60 + i * 0.5, tool_name="whoami"))
+    assert alerts == []
+
+
+def test_new_address_after_the_first() -> None:
+    found, alerts = detector()
+    found.observe(event("tool_call", ip_address="10.0.0.1"))
+    found.observe(event("tool_call", ip_address="10.0.0.1"))
+    assert alerts == []
+    found.observe(event("tool_call", ip_address="203.0.113.9"))
+    assert [(a.kind, a.detail["ip_address"]) for a in alerts] == [("new_address", "203.0.113.9")]
+
+
+def test_known_addresses_from_history_are_not_new() -> None:
+    found, alerts = detector()
+    found.know_address("acme", "10.0.0.1")
+    found.know_address("acme", "10.0.0.2")
+    found.observe(event("tool_call", ip_address="10.0.0.2"))
+    assert alerts == []
+
+
+def test_cross_tenant_attempts() -> None:
+    cases = [
+        event("tool_denied", tool_name="globex_forecast", reason="not_registered"),
+        event("tool_denied", tool_name="read_file", reason="scope_violation"),
+        event("tool_call", tool_name="read_file", reason="scope_violation"),
+        event("session_hijack_attempt", reason="session belongs to another principal"),
+        event("tool_call", tool_name="list_files", detail={"cross_tenant_reference": True}),
+    ]
+    for case in cases:
+        found, alerts = detector()
+        found.observe(case)
+        assert [a.kind for a in alerts] == ["cross_tenant_attempt"], case
+    found, alerts = detector()
+    found.observe(event("tool_denied", tool_name="globex_forecast", tenant="globex", reason="not_in_token"))
+    found.observe(event("tool_denied", tool_name="unknown_tool", reason="not_registered"))
+    assert alerts == []
+
+
+def test_the_victims_side_of_a_hijack_is_not_an_attempt_by_the_victim() -> None:
+    found, alerts = detector()
+    found.observe(event("session_hijack_attempt", reason="another principal presented this session id"))
+    assert alerts == []
