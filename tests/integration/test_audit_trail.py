@@ -232,3 +232,51 @@ def test_there_is_no_setting_that_turns_audit_off(tmp_path: Path) -> None:
         "serve", "--port", "1", data_dir=tmp_path / "d", env={"TENANTRY_AUDIT__URL": "none://"}, check=False
     )
     assert result.returncode == 2 and "audit.url must be" in result.stderr
+
+
+def test_cli_purge_of_old_records_leaves_a_verifiable_stream(tmp_path: Path) -> None:
+    from tenantry.audit.events import AuditEvent
+    from tenantry.audit.store.factory import open_audit_store
+
+    data = tmp_path / "data"
+    run_cli("tenant", "create", "acme", data_dir=data)
+    store = open_audit_store(None, data)
+    two_years_ago = time.time() - 2 * 365 * 86400
+    store.append(
+        [
+            AuditEvent(
+                event_type="tool_call",
+                tenant_id="globex",
+                result_status="ok",
+                tool_name="whoami",
+                created=two_years_ago + n,
+            )
+            for n in range(5)
+        ]
+    )  # globex 1-5: old
+    store.append([AuditEvent(event_type="tool_call", tenant_id="globex", result_status="ok", tool_name="whoami")])
+    store.append(
+        [
+            AuditEvent(
+                event_type="tool_call",
+                tenant_id="globex",
+                result_status="ok",
+                tool_name="whoami",
+                created=two_years_ago,
+            )
+        ]
+    )  # globex 7: old timestamp after a young record
+    store.close()
+    cutoff = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 400 * 86400))
+    purged = run_cli("audit", "purge", "--before", cutoff, "--yes", data_dir=data)
+    assert "globex: purged 5 records (through seq 5)" in purged.stdout
+    assert "acme" not in purged.stdout  # acme's only record is young
+    verify = run_cli("audit", "verify", data_dir=data, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    events = [
+        json.loads(line)
+        for line in run_cli("audit", "tail", "--json", "--tenant", "globex", data_dir=data).stdout.splitlines()
+    ]
+    assert [e["seq"] for e in events] == [6, 7, 8]  # 7 kept: it follows a record young enough to keep
+    assert events[-1]["event_type"] == "audit_purged" and events[-1]["detail"]["through_seq"] == 5
+    assert events[-1]["actor"].startswith("cli:")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from tenantry.audit.events import AuditEvent
 from tenantry.audit.sink import AuditObserver
-from tenantry.audit.store.base import AuditStore
+from tenantry.audit.store.base import AuditStore, InlineAppend
 from tenantry.core.errors import AuditUnavailable
 
 __all__ = ["DurableAuditSink"]
@@ -102,12 +102,18 @@ class DurableAuditSink:
             observer.observe(event)
 
     def _commit_inline(self, event: AuditEvent) -> bool:
+        store = self._store
+        if not isinstance(store, InlineAppend):
+            return False  # e.g. PostgreSQL: a network round trip per statement would block the loop
         with self._condition:
             if self._pending or self._committing or self._store is None:
                 return False
             self._committing = True
         try:
-            self._store.append([event])
+            if store.append_if_free([event]) is None:  # another process is writing: queue instead
+                with self._condition:
+                    self._committing = False
+                return False
         except Exception as exc:  # the writer thread handles the failure (backlog, recovery)
             with self._condition:
                 self._committing = False

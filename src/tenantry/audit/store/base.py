@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from tenantry.audit.chain import StoredRecord
 from tenantry.audit.events import AuditEvent
 
-__all__ = ["AuditStore", "StoredCheckpoint", "CheckpointKind", "PurgeOutcome", "Signer"]
+__all__ = ["AuditStore", "InlineAppend", "StoredCheckpoint", "CheckpointKind", "PurgeOutcome", "Signer"]
 
 CheckpointKind = Literal["head", "purge"]
 
@@ -60,7 +60,8 @@ class AuditStore(Protocol):
         ...
 
     def recent(self, tenant_id: str | None, limit: int, *, after_created: float | None = None) -> list[StoredRecord]:
-        """The newest ``limit`` records (of one stream, or of all), oldest first."""
+        """The newest ``limit`` records, oldest first: of one stream in ``seq`` order, or of
+        all streams interleaved by time."""
         ...
 
     def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
@@ -78,3 +79,12 @@ class AuditStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class InlineAppend(Protocol):
+    """A store that can append without waiting for another writer (for a lone call's record)."""
+
+    def append_if_free(self, events: Sequence[AuditEvent]) -> list[StoredRecord] | None:
+        """Append durably, or return ``None`` at once if the store is busy with another writer."""
+        ...

@@ -215,7 +215,7 @@ class PostgresAuditStore:
         with self._transaction() as cursor:
             cursor.execute(
                 "SELECT tenant_id, seq, record, hash, created FROM tenantry_audit.records"  # noqa: S608 - fixed clauses
-                f"{where} ORDER BY created DESC, seq DESC LIMIT %s",
+                f"{where} ORDER BY {'seq' if tenant_id is not None else 'created'} DESC, seq DESC LIMIT %s",
                 (*params, limit),
             )
             rows = cursor.fetchall()
@@ -249,15 +249,25 @@ class PostgresAuditStore:
     def purge(self, tenant_id: str, before: float, sign: Signer) -> PurgeOutcome | None:
         with self._transaction() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tenantry_audit:{tenant_id}",))
+            # Never past the first record that is young enough to keep, even if a later one is older.
             cursor.execute(
-                "SELECT seq, hash, created FROM tenantry_audit.records WHERE tenant_id = %s AND created < %s"
-                " ORDER BY seq DESC LIMIT 1",
-                (tenant_id, before),
+                "SELECT MIN(seq) FILTER (WHERE created >= %s), MIN(seq), MAX(seq) FROM tenantry_audit.records"
+                " WHERE tenant_id = %s",
+                (before, tenant_id),
+            )
+            bounds = cursor.fetchone()
+            assert bounds is not None  # an aggregate always returns a row
+            first_kept, floor, last = bounds
+            through = (first_kept - 1) if first_kept is not None else last
+            if through is None or floor is None or through < floor:
+                return None
+            cursor.execute(
+                "SELECT hash, created FROM tenantry_audit.records WHERE tenant_id = %s AND seq = %s",
+                (tenant_id, through),
             )
             row = cursor.fetchone()
-            if row is None:
-                return None
-            through, digest, created = int(row[0]), bytes(row[1]), float(row[2])
+            assert row is not None  # through is a seq that exists
+            through, digest, created = int(through), bytes(row[0]), float(row[1])
             token = sign(tenant_id, through, digest, "purge", created)
             cursor.execute(
                 "INSERT INTO tenantry_audit.checkpoints (tenant_id, seq, kind, hash, created, token)"

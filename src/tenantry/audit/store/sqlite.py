@@ -85,20 +85,25 @@ class SqliteAuditStore:
             self._conn.execute("PRAGMA synchronous=FULL")
             with self._lock:
                 self._conn.executescript(_SCHEMA)
+            # A second connection that never waits for the write lock: the inline path of the
+            # writer uses it and falls back to the writer thread when another writer holds it.
+            self._quick = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=0)
+            self._quick.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             raise AuditUnavailable(f"cannot open the audit store: {exc}") from None
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Cursor]:
+        conn = conn or self._conn
         with self._lock:
-            cursor = self._conn.cursor()
+            cursor = conn.cursor()
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 yield cursor
                 cursor.execute("COMMIT")
             except BaseException as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
                     raise AuditUnavailable(f"the audit store cannot record: {exc}") from None
                 raise
@@ -108,26 +113,40 @@ class SqliteAuditStore:
     def append(self, events: Sequence[AuditEvent]) -> list[StoredRecord]:
         if not events:
             return []
-        stored: list[StoredRecord] = []
         with self._transaction() as cursor:
-            tenants = sorted({event.tenant_id for event in events})
-            heads: dict[str, tuple[int, bytes]] = {}
-            for tenant_id in tenants:
-                row = cursor.execute("SELECT seq, hash FROM audit_heads WHERE tenant_id = ?", (tenant_id,)).fetchone()
-                heads[tenant_id] = (int(row[0]), bytes(row[1])) if row else (0, genesis(tenant_id))
-            for event in events:
-                seq, previous = heads[event.tenant_id]
-                seq += 1
-                record = encode_record(event, seq)
-                digest = link(previous, record)
-                heads[event.tenant_id] = (seq, digest)
-                stored.append(StoredRecord(event.tenant_id, seq, record, digest, event.created))
-            rows = [(r.tenant_id, r.seq, r.record, r.hash, r.created) for r in stored]
-            insert = "INSERT INTO audit_records (tenant_id, seq, record, hash, created) VALUES (?, ?, ?, ?, ?)"
-            if len(rows) == 1:
-                cursor.execute(insert, rows[0])  # a trigger advances audit_heads
-            else:
-                cursor.executemany(insert, rows)
+            return self._append(cursor, events)
+
+    def append_if_free(self, events: Sequence[AuditEvent]) -> list[StoredRecord] | None:
+        """Like :meth:`append`, but ``None`` at once if another writer holds the lock."""
+        try:
+            with self._transaction(self._quick) as cursor:
+                return self._append(cursor, events)
+        except AuditUnavailable as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None
+            raise
+
+    @staticmethod
+    def _append(cursor: sqlite3.Cursor, events: Sequence[AuditEvent]) -> list[StoredRecord]:
+        stored: list[StoredRecord] = []
+        tenants = sorted({event.tenant_id for event in events})
+        heads: dict[str, tuple[int, bytes]] = {}
+        for tenant_id in tenants:
+            row = cursor.execute("SELECT seq, hash FROM audit_heads WHERE tenant_id = ?", (tenant_id,)).fetchone()
+            heads[tenant_id] = (int(row[0]), bytes(row[1])) if row else (0, genesis(tenant_id))
+        for event in events:
+            seq, previous = heads[event.tenant_id]
+            seq += 1
+            record = encode_record(event, seq)
+            digest = link(previous, record)
+            heads[event.tenant_id] = (seq, digest)
+            stored.append(StoredRecord(event.tenant_id, seq, record, digest, event.created))
+        rows = [(r.tenant_id, r.seq, r.record, r.hash, r.created) for r in stored]
+        insert = "INSERT INTO audit_records (tenant_id, seq, record, hash, created) VALUES (?, ?, ?, ?, ?)"
+        if len(rows) == 1:
+            cursor.execute(insert, rows[0])  # a trigger advances audit_heads
+        else:
+            cursor.executemany(insert, rows)
         return stored
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
@@ -173,7 +192,8 @@ class SqliteAuditStore:
             params.append(after_created)
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
-        query += " ORDER BY created DESC, seq DESC LIMIT ?"
+        # One stream reads in stream order; all streams interleave by time.
+        query += " ORDER BY seq DESC LIMIT ?" if tenant_id is not None else " ORDER BY created DESC, seq DESC LIMIT ?"
         with self._read() as cursor:
             rows = cursor.execute(query, (*params, limit)).fetchall()
         return [StoredRecord(str(t), int(s), _bytes(r), _bytes(h), float(c)) for t, s, r, h, c in reversed(rows)]
@@ -203,11 +223,16 @@ class SqliteAuditStore:
 
     def purge(self, tenant_id: str, before: float, sign: Signer) -> PurgeOutcome | None:
         with self._transaction() as cursor:
-            row = cursor.execute(
-                "SELECT MAX(seq) FROM audit_records WHERE tenant_id = ? AND created < ?", (tenant_id, before)
-            ).fetchone()
-            through = row[0] if row else None
-            if through is None:
+            # Never past the first record that is young enough to keep, even if a later one is older.
+            first_kept = cursor.execute(
+                "SELECT MIN(seq) FROM audit_records WHERE tenant_id = ? AND created >= ?", (tenant_id, before)
+            ).fetchone()[0]
+            last = cursor.execute("SELECT MAX(seq) FROM audit_records WHERE tenant_id = ?", (tenant_id,)).fetchone()[0]
+            through = (first_kept - 1) if first_kept is not None else last
+            floor = cursor.execute(
+                "SELECT COALESCE(MIN(seq), 0) FROM audit_records WHERE tenant_id = ?", (tenant_id,)
+            ).fetchone()[0]
+            if through is None or through < max(floor, 1):
                 return None
             anchor = cursor.execute(
                 "SELECT hash, created FROM audit_records WHERE tenant_id = ? AND seq = ?", (tenant_id, through)
@@ -247,6 +272,7 @@ class SqliteAuditStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._quick.close()
 
 
 def _bytes(value: object) -> bytes:
