@@ -84,7 +84,7 @@ async def test_failure_fails_closed_keeps_the_records_and_recovers(tmp_path: Pat
         await sink.record(event(n=3))
     FlakyStore.failing.clear()
     with anyio.fail_after(5):
-        while not sink.available:
+        while not sink.available:  # noqa: ASYNC110 - polling a flag set by another thread
             await anyio.sleep(0.05)
     await sink.record(event(n=4))
     await sink.aclose()
