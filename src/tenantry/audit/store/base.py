@@ -59,6 +59,13 @@ class AuditStore(Protocol):
         """The stream's records in ``seq`` order, starting after ``after_seq``."""
         ...
 
+    def chain(self, tenant_id: str, *, after_seq: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
+        """``(seq, record, hash)`` of the stream in ``seq`` order: the raw rows ``verify`` walks.
+
+        Values are passed through as stored, so a tampered column may not even be bytes.
+        """
+        ...
+
     def recent(self, tenant_id: str | None, limit: int, *, after_created: float | None = None) -> list[StoredRecord]:
         """The newest ``limit`` records, oldest first: of one stream in ``seq`` order, or of
         all streams interleaved by time."""

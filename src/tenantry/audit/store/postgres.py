@@ -202,6 +202,10 @@ class PostgresAuditStore:
         except psycopg.Error as exc:
             raise AuditUnavailable(f"cannot read the audit store: {_reason(exc)}") from None
 
+    def chain(self, tenant_id: str, *, after_seq: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
+        for stored in self.read(tenant_id, after_seq=after_seq):
+            yield stored.seq, stored.record, stored.hash
+
     def recent(self, tenant_id: str | None, limit: int, *, after_created: float | None = None) -> list[StoredRecord]:
         clauses: list[str] = []
         params: list[object] = []

@@ -180,6 +180,20 @@ class SqliteAuditStore:
         finally:
             reader.close()
 
+    def chain(self, tenant_id: str, *, after_seq: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
+        reader = sqlite3.connect(self._path, check_same_thread=False)
+        try:
+            cursor = reader.execute(
+                "SELECT seq, record, hash FROM audit_records WHERE tenant_id = ? AND seq > ? ORDER BY seq",
+                (tenant_id, after_seq),
+            )
+            while rows := cursor.fetchmany(10_000):
+                yield from rows
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"cannot read the audit store: {exc}") from None
+        finally:
+            reader.close()
+
     def recent(self, tenant_id: str | None, limit: int, *, after_created: float | None = None) -> list[StoredRecord]:
         query = "SELECT tenant_id, seq, record, hash, created FROM audit_records"
         clauses: list[str] = []
