@@ -43,7 +43,7 @@ def test_health_and_readiness(server: RunningServer) -> None:
     assert httpx2.get(server.base_url + "/healthz").json() == {"status": "ok"}
     ready = httpx2.get(server.base_url + "/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"tenant_store": True, "signing_keys": True}
+    assert ready.json()["checks"] == {"tenant_store": True, "signing_keys": True, "audit_store": True}
 
 
 @pytest.mark.parametrize(
