@@ -16,7 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tenantry.controlplane.base import Tenant, TenantStatus, Tier
-from tenantry.core.errors import AlreadyExists, NotFound, StorageError
+from tenantry.core.errors import AlreadyExists, NotFound, StorageError, driver_error_text
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
 
 __all__ = ["PostgresTenantStore", "CONTROLPLANE_SCHEMA_SQL"]
@@ -60,7 +60,7 @@ class PostgresTenantStore:
             try:
                 self._conn = psycopg.connect(self._url, connect_timeout=5, application_name="tenantry-controlplane")
             except psycopg.Error as exc:
-                raise StorageError(f"cannot connect to the control-plane database: {_reason(exc)}") from None
+                raise StorageError(f"cannot connect to the control-plane database: {driver_error_text(exc)}") from None
         return self._conn
 
     @contextmanager
@@ -72,11 +72,11 @@ class PostgresTenantStore:
                     yield cur
             except psycopg.OperationalError as exc:
                 conn.close()
-                raise StorageError(f"control-plane database unavailable: {_reason(exc)}") from None
+                raise StorageError(f"control-plane database unavailable: {driver_error_text(exc)}") from None
             except pg_errors.UniqueViolation:
                 raise
             except psycopg.Error as exc:
-                raise StorageError(f"control-plane database error: {_reason(exc)}") from None
+                raise StorageError(f"control-plane database error: {driver_error_text(exc)}") from None
 
     @staticmethod
     def _bump(cur: psycopg.Cursor[Any]) -> None:
@@ -188,12 +188,6 @@ class PostgresTenantStore:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
-
-
-def _reason(exc: psycopg.Error) -> str:
-    """The first line of a driver error, without connection strings or passwords."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
 
 
 def _tenant(row: tuple[Any, ...], grants: frozenset[str]) -> Tenant:

@@ -48,6 +48,7 @@ __all__ = [
     "NotFound",
     "AlreadyExists",
     "ALL_ERRORS",
+    "driver_error_text",
 ]
 
 # JSON-RPC 2.0 reserves -32768..-32000; -32099..-32000 is for implementation-defined server errors.
@@ -219,3 +220,10 @@ ALL_ERRORS: tuple[type[TenantryError], ...] = (
     NotFound,
     AlreadyExists,
 )
+
+
+def driver_error_text(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a database driver's error: enough to act on, without the connection
+    string, query parameters or other detail the following lines may carry."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -27,6 +27,10 @@ class StoredCheckpoint:
     token: str
     """The signed statement (JWS); only its verified payload is trusted."""
 
+    def as_row(self) -> tuple[str, int, str, bytes, float, str]:
+        """``(tenant_id, seq, kind, hash, created, token)``, the column order of every backend."""
+        return (self.tenant_id, self.seq, self.kind, self.hash, self.created, self.token)
+
 
 @dataclass(frozen=True, slots=True)
 class PurgeOutcome:

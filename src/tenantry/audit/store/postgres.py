@@ -20,7 +20,7 @@ from psycopg import sql
 from tenantry.audit.chain import StoredRecord, encode_record, genesis, link
 from tenantry.audit.events import AuditEvent
 from tenantry.audit.store.base import PurgeOutcome, Signer, StoredCheckpoint
-from tenantry.core.errors import AuditUnavailable
+from tenantry.core.errors import AuditUnavailable, driver_error_text
 
 __all__ = ["PostgresAuditStore", "AUDIT_SCHEMA_SQL", "audit_grants_sql"]
 
@@ -122,7 +122,7 @@ class PostgresAuditStore:
                     options=f"-c statement_timeout={self._timeout_ms} -c lock_timeout={self._timeout_ms}",
                 )
             except psycopg.Error as exc:
-                raise AuditUnavailable(f"cannot connect to the audit database: {_reason(exc)}") from None
+                raise AuditUnavailable(f"cannot connect to the audit database: {driver_error_text(exc)}") from None
         return self._conn
 
     @contextmanager
@@ -135,7 +135,7 @@ class PostgresAuditStore:
             except psycopg.Error as exc:
                 if isinstance(exc, psycopg.OperationalError) or conn.closed:
                     conn.close()
-                raise AuditUnavailable(f"the audit store cannot record: {_reason(exc)}") from None
+                raise AuditUnavailable(f"the audit store cannot record: {driver_error_text(exc)}") from None
 
     def append(self, events: Sequence[AuditEvent]) -> list[StoredRecord]:
         if not events:
@@ -200,7 +200,7 @@ class PostgresAuditStore:
                 for seq, record, digest, created in cursor:
                     yield StoredRecord(tenant_id, int(seq), bytes(record), bytes(digest), float(created))
         except psycopg.Error as exc:
-            raise AuditUnavailable(f"cannot read the audit store: {_reason(exc)}") from None
+            raise AuditUnavailable(f"cannot read the audit store: {driver_error_text(exc)}") from None
 
     def chain(self, tenant_id: str, *, after_seq: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
         for stored in self.read(tenant_id, after_seq=after_seq):
@@ -230,14 +230,7 @@ class PostgresAuditStore:
             cursor.execute(
                 "INSERT INTO tenantry_audit.checkpoints (tenant_id, seq, kind, hash, created, token)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (
-                    checkpoint.tenant_id,
-                    checkpoint.seq,
-                    checkpoint.kind,
-                    checkpoint.hash,
-                    checkpoint.created,
-                    checkpoint.token,
-                ),
+                checkpoint.as_row(),
             )
 
     def checkpoints(self, tenant_id: str) -> list[StoredCheckpoint]:
@@ -298,8 +291,3 @@ class PostgresAuditStore:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
-
-
-def _reason(exc: psycopg.Error) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]

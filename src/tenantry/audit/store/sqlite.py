@@ -217,14 +217,7 @@ class SqliteAuditStore:
             cursor.execute(
                 "INSERT OR IGNORE INTO audit_checkpoints (tenant_id, seq, kind, hash, created, token)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    checkpoint.tenant_id,
-                    checkpoint.seq,
-                    checkpoint.kind,
-                    checkpoint.hash,
-                    checkpoint.created,
-                    checkpoint.token,
-                ),
+                checkpoint.as_row(),
             )
 
     def checkpoints(self, tenant_id: str) -> list[StoredCheckpoint]:
