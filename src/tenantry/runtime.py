@@ -16,11 +16,14 @@ from tenantry.audit.events import AuditEvent
 from tenantry.audit.store.base import AuditStore
 from tenantry.audit.store.factory import open_audit_store
 from tenantry.audit.writer import DurableAuditSink
+from tenantry.auth.apikeys import ApiKeyVerifier
+from tenantry.auth.idp import IdentityProviderVerifier
 from tenantry.auth.keys import KeyRing, load_or_create_secret
 from tenantry.auth.tokens import JwtVerifier, TokenIssuer
+from tenantry.auth.verifiers import CredentialRouter
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.controlplane.factory import open_tenant_store
-from tenantry.core.errors import StorageError
+from tenantry.core.errors import StorageError, UsageError
 from tenantry.core.settings import DEFAULT_PORT, Settings
 from tenantry.scoping.files.local import LocalFileScopes
 from tenantry.scoping.handles import DataScopes
@@ -56,6 +59,10 @@ class Endpoints:
     @property
     def jwks_uri(self) -> str:
         return f"{self.public_url}/.well-known/jwks.json"
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.public_url}/oauth/token"
 
 
 def bound_url(host: str, port: int) -> str:
@@ -123,6 +130,33 @@ class Runtime:
             leeway=self.settings.auth.clock_leeway,
             max_token_bytes=self.settings.auth.max_token_bytes,
         )
+
+    def credential_verifier(self) -> CredentialRouter:
+        """Every credential this deployment accepts: its own tokens, API keys, configured providers."""
+        auth = self.settings.auth
+        providers = [
+            IdentityProviderVerifier(
+                config,
+                default_audience=self.endpoints.resource,
+                leeway=auth.clock_leeway,
+                max_token_bytes=auth.max_token_bytes,
+            )
+            for config in self.settings.identity_providers
+        ]
+        try:
+            return CredentialRouter(
+                self.token_verifier(),
+                api_keys=ApiKeyVerifier(self.directory.api_key, self.store.get_api_key),
+                providers=providers,
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def longest_token_lifetime(self) -> int:
+        """Seconds after which every token any accepted issuer could have signed has expired."""
+        lifetimes = [self.settings.auth.max_token_lifetime]
+        lifetimes += [p.max_token_lifetime for p in self.settings.identity_providers]
+        return max(lifetimes) + self.settings.auth.clock_leeway
 
     # -- audit ------------------------------------------------------------------------------
 

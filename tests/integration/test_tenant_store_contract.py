@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tenantry.controlplane.base import TenantStore
+from tenantry.auth.apikeys import generate_api_key
+from tenantry.controlplane.base import ControlStore as TenantStore
 from tenantry.controlplane.factory import open_tenant_store
+from tenantry.core.credentials import Revocation
 from tenantry.core.errors import AlreadyExists, NotFound, StorageError, UsageError
 
 
@@ -79,3 +81,46 @@ def test_unreachable_postgres_is_a_storage_error(tmp_path: Path) -> None:
 def test_unknown_scheme_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         open_tenant_store("mysql://x", tmp_path)
+
+
+def test_revocations_round_trip_and_prune(store: TenantStore) -> None:
+    before = store.revision()
+    store.add_revocation(Revocation("jti", None, created_at=100, expires_at=200, jti="abc", actor="cli:ops"))
+    store.add_revocation(
+        Revocation("subject", "acme", created_at=100, expires_at=300, subject="alice", cutoff=100, reason="left")
+    )
+    store.add_revocation(Revocation("tenant", "globex", created_at=100, expires_at=150, cutoff=100))
+    assert store.revision() == before + 3
+    live = store.list_revocations(160)
+    assert [(r.kind, r.tenant_id, r.jti, r.subject) for r in live] == [
+        ("jti", None, "abc", None),
+        ("subject", "acme", None, "alice"),
+    ]
+    assert live[0].actor == "cli:ops" and live[1].reason == "left" and live[1].cutoff == 100
+    assert store.prune_revocations(250) == 2
+    assert [r.kind for r in store.list_revocations(0)] == ["subject"]
+
+
+def test_api_keys_round_trip_and_revoke(store: TenantStore) -> None:
+    store.create_tenant("acme", tools=["whoami"])
+    store.create_tenant("globex")
+    issued = generate_api_key("acme", ["whoami", "query_crm"], name="ci bot", created_by="cli:ops")
+    other = generate_api_key("globex", ["whoami"])
+    before = store.revision()
+    store.add_api_key(issued.record)
+    store.add_api_key(other.record)
+    assert store.revision() == before + 2
+    loaded = store.get_api_key(issued.record.key_id)
+    assert loaded == issued.record
+    assert issued.key.split("_")[-1].encode() not in repr(loaded).encode()  # the secret is never stored
+    assert [k.key_id for k in store.list_api_keys("acme")] == [issued.record.key_id]
+    assert len(store.list_api_keys()) == 2
+    revoked = store.revoke_api_key(issued.record.key_id, 1234)
+    assert revoked.revoked_at == 1234 and not revoked.active
+    assert store.revoke_api_key(issued.record.key_id, 9999).revoked_at == 1234  # idempotent
+    with pytest.raises(NotFound):
+        store.revoke_api_key("0" * 16, 1)
+    with pytest.raises(AlreadyExists):
+        store.add_api_key(issued.record)
+    with pytest.raises(NotFound):
+        store.add_api_key(generate_api_key("ghost", []).record)

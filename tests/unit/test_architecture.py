@@ -10,7 +10,19 @@ import pytest
 import tenantry
 
 SRC = Path(tenantry.__file__).parent
-LAYERS = ["core", "policy", "auth", "audit", "scoping", "controlplane", "framework", "server", "cli"]
+LAYERS = [
+    "core",
+    "policy",
+    "auth",
+    "audit",
+    "scoping",
+    "controlplane",
+    "ratelimit",
+    "admin",
+    "framework",
+    "server",
+    "cli",
+]
 FORBIDDEN_BELOW_SERVER = ("starlette", "uvicorn", "typer", "rich", "click")
 # A package may import from these tenantry packages (besides itself).
 ALLOWED = {
@@ -20,9 +32,22 @@ ALLOWED = {
     "audit": {"core", "auth"},  # checkpoints are signed with an auth key ring
     "scoping": {"core"},
     "controlplane": {"core"},
+    "ratelimit": {"core"},
+    "admin": {"core", "auth", "audit", "controlplane"},
     "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane"},
     "demo": {"core", "framework", "scoping", "controlplane"},
-    "server": {"core", "policy", "auth", "audit", "scoping", "controlplane", "framework", "runtime"},
+    "server": {
+        "core",
+        "policy",
+        "auth",
+        "audit",
+        "scoping",
+        "controlplane",
+        "ratelimit",
+        "admin",
+        "framework",
+        "runtime",
+    },
     "cli": {
         "core",
         "policy",
@@ -30,6 +55,8 @@ ALLOWED = {
         "audit",
         "scoping",
         "controlplane",
+        "ratelimit",
+        "admin",
         "framework",
         "server",
         "runtime",
@@ -60,7 +87,9 @@ def test_package_imports_follow_the_dependency_direction(package: str) -> None:
             assert target == package or target in ALLOWED[package], f"{path.relative_to(SRC)} imports {module}"
 
 
-@pytest.mark.parametrize("package", ["core", "policy", "auth", "audit", "scoping", "controlplane", "framework"])
+@pytest.mark.parametrize(
+    "package", ["core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit", "admin", "framework"]
+)
 def test_domain_code_knows_nothing_of_http_or_the_cli(package: str) -> None:
     for path in (SRC / package).rglob("*.py"):
         for module in imports_of(path):

@@ -5,7 +5,7 @@ import asyncio
 import anyio
 import pytest
 
-from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch
+from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch, Interrupted
 
 pytestmark = pytest.mark.anyio
 
@@ -74,3 +74,24 @@ async def test_timeout_inside_an_anyio_task_group_leaves_the_group_healthy() -> 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(timed)
     assert results == ["timeout", "still running"]
+
+
+async def test_interrupt_cancels_only_the_tagged_work() -> None:
+    watch = DeadlineWatch(granularity=0.02)
+    outcomes: dict[str, str] = {}
+
+    async def sleeper(name: str, tag: str) -> None:
+        try:
+            await watch.run(asyncio.sleep(0.3), 5.0, tag=tag)
+            outcomes[name] = "finished"
+        except Interrupted:
+            outcomes[name] = "interrupted"
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(sleeper, "a1", "acme")
+        tasks.start_soon(sleeper, "a2", "acme")
+        tasks.start_soon(sleeper, "g1", "globex")
+        await asyncio.sleep(0.05)
+        assert watch.interrupt("acme") == 2
+    assert outcomes == {"a1": "interrupted", "a2": "interrupted", "g1": "finished"}
+    assert asyncio.current_task().cancelling() == 0

@@ -52,3 +52,60 @@ def test_bad_configuration_is_one_clear_usage_error(tmp_path: Path, content: str
 def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not found"):
         load_settings(tmp_path / "absent.toml")
+
+
+def test_identity_providers_come_from_toml(tmp_path: Path) -> None:
+    config = tmp_path / "tenantry.toml"
+    config.write_text(
+        """
+[[identity_providers]]
+name = "okta"
+issuer = "https://acme.okta.example"
+audience = ["api://tenantry"]
+algorithms = ["RS256"]
+tenant_claim = "org_id"
+tenants = ["acme"]
+tools_claim = "allowed_tools"
+
+[[identity_providers]]
+name = "entra"
+issuer = "https://login.microsoftonline.example/tid/v2.0"
+tenant_claim = "tid"
+tenant_map = { "3f2a-guid" = "globex" }
+scope_tools = { "crm.read" = ["query_crm"], "files.read" = ["list_files", "read_file"] }
+"""
+    )
+    settings = load_settings(config)
+    okta, entra = settings.identity_providers
+    assert (okta.tenant_claim, okta.tenants, okta.algorithms) == ("org_id", ("acme",), ("RS256",))
+    assert entra.tenant_map == {"3f2a-guid": "globex"}
+    assert entra.scope_tools["files.read"] == ("list_files", "read_file")
+
+
+@pytest.mark.parametrize(
+    ("provider", "complaint"),
+    [
+        ({"tenants": ["acme"]}, "exactly one of tools_claim and scope_tools"),
+        ({"tools_claim": "t", "scope_tools": {"s": ["whoami"]}, "tenants": ["acme"]}, "exactly one"),
+        ({"tools_claim": "t"}, "tenants"),
+        ({"tools_claim": "t", "tenants": ["acme"], "algorithms": ["HS256"]}, "no shared-secret"),
+        ({"tools_claim": "t", "tenants": ["acme"], "algorithms": ["none"]}, "no 'none'"),
+        ({"tools_claim": "t", "tenants": ["acme"], "jwks_url": "file:///etc/keys"}, "http(s) URL"),
+    ],
+)
+def test_an_unsafe_identity_provider_is_refused(provider: dict[str, object], complaint: str) -> None:
+    with pytest.raises(UsageError, match="identity_providers") as refused:
+        load_settings(identity_providers=[{"name": "idp", "issuer": "https://idp.example", **provider}])
+    assert complaint in refused.value.message
+
+
+def test_two_providers_may_not_share_an_issuer() -> None:
+    one = {"name": "a", "issuer": "https://idp.example", "tools_claim": "t", "tenants": ["acme"]}
+    with pytest.raises(UsageError, match="have the same issuer"):
+        load_settings(identity_providers=[one, {**one, "name": "b"}])
+
+
+def test_failed_attempt_limit_must_be_a_rate() -> None:
+    assert load_settings(auth={"failed_attempts": "5/second"}).auth.failed_attempts == "5/second"
+    with pytest.raises(UsageError, match="failed_attempts"):
+        load_settings(auth={"failed_attempts": "lots"})

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
+from tenantry.core.identity import Principal
 
 __all__ = ["AnomalyDetector", "AnomalyAlert", "AnomalyThresholds"]
 
@@ -54,6 +55,8 @@ class AnomalyAlert:
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    principal: Principal | None = field(default=None, repr=False)
+    """The credential behind the event that raised the alert (for automatic response), if known."""
 
 
 @dataclass
@@ -125,6 +128,7 @@ class AnomalyDetector:
                 "denial_burst",
                 f"{len(state.denials)} refusals within {limits.denial_window:g}s",
                 {"count": len(state.denials), "window_seconds": limits.denial_window, "subject": event.subject},
+                principal=event.principal,
             )
 
     def _rate(self, state: _TenantState, event: AuditEvent, now: float) -> None:
@@ -151,6 +155,7 @@ class AnomalyDetector:
                 "rate_spike",
                 f"{state.calls_this_minute} calls this minute, baseline {state.baseline:.1f}/min",
                 {"calls_this_minute": state.calls_this_minute, "baseline_per_minute": round(state.baseline, 1)},
+                principal=event.principal,
             )
 
     def _address(self, state: _TenantState, event: AuditEvent) -> None:
@@ -169,6 +174,7 @@ class AnomalyDetector:
                 f"calls from a new address {address}",
                 {"ip_address": address, "subject": event.subject},
                 key=f"new_address:{address}",
+                principal=event.principal,
             )
 
     def _cross_tenant(self, state: _TenantState, event: AuditEvent) -> None:
@@ -188,6 +194,7 @@ class AnomalyDetector:
                 "cross_tenant_attempt",
                 f"attempt to reach another tenant's resources: {why}",
                 {"tool_name": event.tool_name, "subject": event.subject, "request_id": event.request_id},
+                principal=event.principal,
             )
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -212,13 +219,16 @@ class AnomalyDetector:
         detail: dict[str, Any],
         *,
         key: str | None = None,
+        principal: Principal | None = None,
     ) -> None:
         now = self._clock()
         key = key or kind
         if now - state.last_alert.get(key, float("-inf")) < self._thresholds.cooldown:
             return
         state.last_alert[key] = now
-        alert = AnomalyAlert(tenant_id, kind, message, {k: v for k, v in detail.items() if v is not None}, now)
+        alert = AnomalyAlert(
+            tenant_id, kind, message, {k: v for k, v in detail.items() if v is not None}, now, principal
+        )
         for handler in self._handlers:
             try:
                 handler(alert)

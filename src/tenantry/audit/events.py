@@ -11,6 +11,8 @@ from typing import Any, Literal
 import pydantic_core
 import rfc8785
 
+from tenantry.core.identity import Principal
+
 __all__ = ["AuditEvent", "EventType", "ResultStatus", "args_hash", "SYSTEM_STREAM", "utc_now_iso", "iso_timestamp"]
 
 SYSTEM_STREAM = "_system"
@@ -27,8 +29,12 @@ EventType = Literal[
     "access_denied",
     "session_hijack_attempt",
     "token_issued",
+    "token_refused",
     "token_revoked",
+    "api_key_created",
+    "api_key_revoked",
     "key_rotated",
+    "key_retired",
     "tenant_created",
     "tenant_granted",
     "tenant_ungranted",
@@ -39,7 +45,7 @@ EventType = Literal[
     "anomaly_alert",
     "admin_action",
 ]
-ResultStatus = Literal["ok", "error", "denied", "rejected", "timeout", "input_required"]
+ResultStatus = Literal["ok", "error", "denied", "rejected", "timeout", "cancelled", "input_required"]
 
 
 def utc_now_iso() -> str:
@@ -147,6 +153,8 @@ class AuditEvent:
     detail: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     """Seconds since the epoch; rendered as :attr:`timestamp`."""
+    principal: Principal | None = field(default=None, repr=False, compare=False)
+    """Who caused the event, for observers in this process (automatic response); never recorded."""
 
     @property
     def timestamp(self) -> str:
@@ -170,4 +178,4 @@ class AuditEvent:
         return record
 
 
-_FIELDS = tuple(f.name for f in fields(AuditEvent))
+_FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name != "principal")

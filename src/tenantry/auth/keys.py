@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +39,12 @@ class SigningKey:
     created_at: int
     key: OKPKey | ECKey
     retire_after: int | None = None
+
+    def state(self, now: float) -> KeyStatus:
+        """The status in force at ``now``: a previous key past its ``retire_after`` is retired."""
+        if self.status == "previous" and self.retire_after is not None and now >= self.retire_after:
+            return "retired"
+        return self.status
 
     def public_jwk(self) -> dict[str, Any]:
         jwk = dict(self.key.as_dict(private=False))
@@ -133,7 +139,7 @@ class KeyRing:
         """
         self._reload()
         key = self._keys.get(kid)
-        if key is None or (key.status == "retired" and not include_retired):
+        if key is None or (not include_retired and key.state(time.time()) == "retired"):
             return None
         return key
 
@@ -143,13 +149,52 @@ class KeyRing:
 
     def jwks(self) -> dict[str, Any]:
         """The public JSON Web Key Set: every key that may still verify a token."""
-        return {"keys": [k.public_jwk() for k in self.all() if k.status != "retired"]}
+        now = time.time()
+        return {"keys": [k.public_jwk() for k in self.all() if k.state(now) != "retired"]}
 
     def replace(self, keys: list[SigningKey]) -> None:
         """Persist a new key list atomically (used by rotation and retirement)."""
         with self._file_lock():
             self._write(keys)
         self._reload(force=True)
+
+    def rotate(self, *, overlap: int, retire_old_now: bool = False, now: int | None = None) -> SigningKey:
+        """Add a new current key; the old current key becomes ``previous`` and verifies the tokens
+        it signed for ``overlap`` more seconds (the longest token lifetime plus clock leeway), then
+        retires by itself. ``retire_old_now`` retires it at once (a compromised key).
+
+        :raises StorageError: when the key file cannot be written.
+        """
+        at = int(time.time()) if now is None else now
+        self.ensure()
+        with self._file_lock():
+            self._reload(force=True)
+            fresh = generate_signing_key(self._alg, now=at)
+            kept: list[SigningKey] = []
+            for key in self._keys.values():
+                if key.status == "current":
+                    if retire_old_now:
+                        key = replace(key, status="retired", retire_after=at)
+                    else:
+                        key = replace(key, status="previous", retire_after=at + overlap)
+                elif key.state(at) == "retired" and key.status != "retired":
+                    key = replace(key, status="retired")
+                kept.append(key)
+            self._write([*kept, fresh])
+        self._reload(force=True)
+        return fresh
+
+    def retire_expired(self, now: float | None = None) -> list[SigningKey]:
+        """Persist the retirement of previous keys whose overlap has passed; returns them."""
+        at = time.time() if now is None else now
+        if not any(k.status == "previous" and k.state(at) == "retired" for k in self.all()):
+            return []
+        with self._file_lock():
+            self._reload(force=True)
+            retired = [k for k in self._keys.values() if k.status == "previous" and k.state(at) == "retired"]
+            self._write([replace(k, status="retired") if k in retired else k for k in self._keys.values()])
+        self._reload(force=True)
+        return retired
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:

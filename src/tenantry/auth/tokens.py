@@ -16,9 +16,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from joserfc import jws, jwt
+from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 
+from tenantry.auth.claims import (
+    check_audience,
+    check_header,
+    check_subject,
+    check_time_claims,
+    parse_resource_prefix,
+    parse_tool_list,
+    read_header,
+)
 from tenantry.auth.keys import KeyRing
 from tenantry.core.durations import format_duration
 from tenantry.core.errors import InvalidCredential, UsageError
@@ -39,9 +48,7 @@ __all__ = [
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
 REQUIRED_CLAIMS = ("sub", "tenant_id", "allowed_tools", "exp", "iat", "iss", "aud", "jti")
-_KEY_BEARING_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c"})
-_ALLOWED_HEADERS = frozenset({"alg", "kid", "typ", "cty"})
-_MAX_TOOLS = 1024
+_SIGNING_ALGS = frozenset({"EdDSA", "ES256"})
 _CACHE_SIZE = 4096
 
 
@@ -153,13 +160,13 @@ class JwtVerifier:
     ) -> None:
         self._keys = keys
         self._issuer = issuer
-        self._audience = audience
+        self._audiences = frozenset({audience})
         self._max_lifetime = max_lifetime
         self._leeway = leeway
         self._max_bytes = max_token_bytes
         # Signature checks are pure functions of (token, key set); results are reused until the
         # key set changes. Time-based claims are re-checked on every use.
-        self._cache: OrderedDict[str, tuple[int, Principal]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[int, Principal, float]] = OrderedDict()
 
     @property
     def issuer(self) -> str:
@@ -172,32 +179,22 @@ class JwtVerifier:
         """Synchronous core of :meth:`verify` (pure CPU, microseconds on a cache hit)."""
         current = time.time() if now is None else now
         cached = self._cache.get(credential)
-        if cached is not None and cached[0] == self._keys.version:
+        if cached is not None and cached[0] == self._keys.version and current < cached[2]:
             principal = cached[1]
             if current > principal.expires_at + self._leeway:
                 raise InvalidCredential("token expired")
             return principal
-        principal = self._verify_uncached(credential, current)
-        self._remember(credential, principal)
-        return principal
-
-    def _remember(self, credential: str, principal: Principal) -> None:
-        self._cache[credential] = (self._keys.version, principal)
+        principal, key_retires = self._verify_uncached(credential, current)
+        self._cache[credential] = (self._keys.version, principal, key_retires)
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
+        return principal
 
-    def _verify_uncached(self, credential: str, now: float) -> Principal:
-        if len(credential) > self._max_bytes:
-            raise InvalidCredential("token too large")
-        if credential.count(".") != 2:
-            raise InvalidCredential("malformed token: expected a signed JWT")
-        try:
-            header = jws.extract_compact(credential.encode("ascii")).headers()
-        except (JoseError, ValueError, UnicodeError):
-            raise InvalidCredential("malformed token") from None
-        self._check_header(header)
+    def _verify_uncached(self, credential: str, now: float) -> tuple[Principal, float]:
+        header = read_header(credential, self._max_bytes)
+        check_header(header, _SIGNING_ALGS)
         key = self._keys.get(header["kid"])
-        if key is None:
+        if key is None or key.state(now) == "retired":
             raise InvalidCredential("token signed by an unknown or retired key")
         if header["alg"] != key.alg:
             raise InvalidCredential("token algorithm not allowed")
@@ -207,20 +204,8 @@ class JwtVerifier:
             raise InvalidCredential("token signature invalid") from None
         except (ValueError, TypeError):
             raise InvalidCredential("malformed token") from None
-        return self._principal_from_claims(decoded.claims, now)
-
-    @staticmethod
-    def _check_header(header: Mapping[str, Any]) -> None:
-        if not isinstance(header.get("alg"), str):
-            raise InvalidCredential("malformed token header")
-        if header["alg"].lower() == "none":
-            raise InvalidCredential("token algorithm not allowed")
-        if _KEY_BEARING_HEADERS & header.keys():
-            raise InvalidCredential("token headers that carry or point to keys are not accepted")
-        if not header.keys() <= _ALLOWED_HEADERS:
-            raise InvalidCredential("token header has unsupported parameters")
-        if not isinstance(header.get("kid"), str):
-            raise InvalidCredential("token header lacks a key id")
+        retires = float(key.retire_after) if key.status == "previous" and key.retire_after else float("inf")
+        return self._principal_from_claims(decoded.claims, now), retires
 
     def _principal_from_claims(self, claims: Mapping[str, Any], now: float) -> Principal:
         missing = [name for name in REQUIRED_CLAIMS if name not in claims]
@@ -228,50 +213,24 @@ class JwtVerifier:
             raise InvalidCredential(f"token lacks required claims: {', '.join(missing)}")
         if claims["iss"] != self._issuer:
             raise InvalidCredential("token issuer not accepted")
-        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if self._audience not in audiences:
-            raise InvalidCredential("token audience does not match this server")
-        exp, iat, nbf = claims["exp"], claims["iat"], claims.get("nbf", claims["iat"])
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat, nbf)):
-            raise InvalidCredential("token time claims must be integers")
-        if now > exp + self._leeway:
-            raise InvalidCredential("token expired")
-        if nbf > now + self._leeway:
-            raise InvalidCredential("token not yet valid")
-        if iat > now + self._leeway:
-            raise InvalidCredential("token issued in the future")
-        if exp - iat > self._max_lifetime:
-            raise InvalidCredential("token lifetime exceeds the maximum allowed")
-        tenant_id, subject, jti = claims["tenant_id"], claims["sub"], claims["jti"]
+        check_audience(claims, self._audiences)
+        exp, iat = check_time_claims(claims, now, leeway=self._leeway, max_lifetime=self._max_lifetime)
+        tenant_id, jti = claims["tenant_id"], claims["jti"]
         if not is_valid_tenant_id(tenant_id):
             raise InvalidCredential("token tenant_id is invalid")
-        if not isinstance(subject, str) or not subject or len(subject) > 256 or not subject.isprintable():
-            raise InvalidCredential("token subject is invalid")
+        subject = check_subject(claims["sub"])
         if not isinstance(jti, str) or not 0 < len(jti) <= 128:
             raise InvalidCredential("token jti is invalid")
-        tools = claims["allowed_tools"]
-        if (
-            not isinstance(tools, list)
-            or len(tools) > _MAX_TOOLS
-            or not all(is_valid_tool_name(tool) for tool in tools)
-        ):
-            raise InvalidCredential("token allowed_tools must be a list of tool names")
-        prefix = claims.get("resource_prefix")
-        if prefix is not None:
-            if not isinstance(prefix, str):
-                raise InvalidCredential("token resource_prefix is invalid")
-            try:
-                prefix = normalize_prefix(prefix)
-            except PathRejected:
-                raise InvalidCredential("token resource_prefix is invalid") from None
+        tools = parse_tool_list(claims["allowed_tools"])
+        prefix = parse_resource_prefix(claims.get("resource_prefix"))
         return Principal(
             issuer=self._issuer,
             tenant_id=tenant_id,
             subject=subject,
-            allowed_tools=frozenset(tools),
+            allowed_tools=tools,
             token_id=jti,
             expires_at=exp,
             issued_at=iat,
-            resource_prefix=prefix or None,
+            resource_prefix=prefix,
             credential_kind="jwt",
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ __all__ = [
     "print_json",
     "split_tools",
     "admin_event",
+    "cli_actor",
+    "format_time",
 ]
 
 DataDirOption = Annotated[
@@ -80,3 +83,19 @@ def admin_event(
         reason=reason,
         detail=detail or {},
     )
+
+
+def cli_actor() -> str:
+    """Who is acting, for the audit trail: the operating-system user running the CLI."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def format_time(epoch: int | float | None) -> str:
+    if epoch is None:
+        return "-"
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

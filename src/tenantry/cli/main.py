@@ -11,9 +11,11 @@ from typing import Annotated
 import typer
 
 from tenantry import __version__
+from tenantry.cli.apikey import apikey_app
 from tenantry.cli.audit import audit_app
 from tenantry.cli.common import ConfigOption, DataDirOption
 from tenantry.cli.db import db_app
+from tenantry.cli.keys import keys_app
 from tenantry.cli.tenant import tenant_app
 from tenantry.cli.token import token_app
 from tenantry.core.errors import AlreadyExists, NotFound, TenantryError, UsageError
@@ -79,6 +81,8 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(apikey_app, name="apikey")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command("version")

@@ -110,5 +110,5 @@ def run_stdio(data_dir: Path | None, config: Path | None, *, token: str, demo: b
     with open_runtime(data_dir, config) as runtime:
         configure_logging(runtime.settings.logging.level, runtime.settings.logging.format)
         served = load_app(app_spec, demo=demo)
-        principal = verify_startup_token(runtime, token)
+        principal = anyio.run(verify_startup_token, runtime, token)
         anyio.run(serve_stdio, runtime, served, principal)

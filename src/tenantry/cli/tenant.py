@@ -1,4 +1,4 @@
-"""``tenantry tenant ...``: create, inspect and grant tools to tenants."""
+"""``tenantry tenant ...``: create, inspect, grant tools to, halt and resume tenants."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tenantry.cli.common import ConfigOption, DataDirOption, admin_event, open_runtime, print_json, split_tools
+from tenantry.admin.actions import halt_tenant, resume_tenant
+from tenantry.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    admin_event,
+    cli_actor,
+    open_runtime,
+    print_json,
+    split_tools,
+)
 from tenantry.controlplane.base import Tenant
 
 __all__ = ["tenant_app"]
@@ -120,3 +129,35 @@ def ungrant(
         tenant = runtime.store.ungrant(tenant_id, tools)
         runtime.record_admin(admin_event("tenant_ungranted", tenant.id, detail={"tools": sorted(set(tools))}))
     typer.echo(f"{tenant.id} is granted: {', '.join(sorted(tenant.grants)) or '(nothing)'}")
+
+
+@tenant_app.command("halt")
+def halt(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit trail).")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Kill switch: refuse every request of the tenant (HTTP 403) and cancel its calls in flight.
+
+    A running server obeys within a second, on every live session; other tenants are unaffected.
+    """
+    with open_runtime(data_dir, config) as runtime:
+        tenant, event = halt_tenant(runtime.store, tenant_id, actor=cli_actor(), reason=reason)
+        runtime.record_admin(event)
+    typer.echo(f"halted tenant {tenant.id}: {tenant.halted_reason}")
+
+
+@tenant_app.command("resume")
+def resume(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded in the audit trail).")] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Switch the tenant's kill switch off again."""
+    with open_runtime(data_dir, config) as runtime:
+        tenant, event = resume_tenant(runtime.store, tenant_id, actor=cli_actor(), reason=reason)
+        runtime.record_admin(event)
+    was = "was halted" if event.detail.get("was_halted") else "was not halted"
+    typer.echo(f"resumed tenant {tenant.id} ({was})")

@@ -1,4 +1,4 @@
-"""``tenantry token ...``: issue short-lived tenant tokens from the built-in issuer."""
+"""``tenantry token ...``: issue short-lived tenant tokens from the built-in issuer, and revoke tokens."""
 
 from __future__ import annotations
 
@@ -6,13 +6,22 @@ from typing import Annotated
 
 import typer
 
-from tenantry.cli.common import ConfigOption, DataDirOption, admin_event, open_runtime, split_tools
+from tenantry.admin.actions import revoke_tokens
+from tenantry.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    admin_event,
+    cli_actor,
+    format_time,
+    open_runtime,
+    split_tools,
+)
 from tenantry.core.durations import parse_duration
 from tenantry.core.errors import NotFound, UsageError
 
 __all__ = ["token_app"]
 
-token_app = typer.Typer(help="Issue tokens.", no_args_is_help=True, rich_markup_mode=None)
+token_app = typer.Typer(help="Issue and revoke tokens.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @token_app.command("issue")
@@ -63,3 +72,41 @@ def issue(
             )
         )
     typer.echo(issued.token)
+
+
+@token_app.command("revoke")
+def revoke(
+    jti: Annotated[str | None, typer.Option("--jti", help="Revoke the one token with this id.")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Revoke the tenant's tokens issued until now (or one subject's).")
+    ] = None,
+    sub: Annotated[str | None, typer.Option("--sub", help="With --tenant: only this subject's tokens.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the audit trail).")] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Revoke tokens; live sessions are refused at their next request (within a second).
+
+    Tokens issued in the same second as a tenant- or subject-wide revocation are revoked too.
+    API keys used directly are revoked with `tenantry apikey revoke`.
+    """
+    if sub is not None and tenant is None:
+        raise UsageError("--sub needs --tenant")
+    with open_runtime(data_dir, config) as runtime:
+        revoked = revoke_tokens(
+            runtime.store,
+            actor=cli_actor(),
+            longest_lifetime=runtime.longest_token_lifetime(),
+            jti=jti,
+            tenant_id=tenant,
+            subject=sub,
+            reason=reason,
+        )
+        runtime.record_admin(revoked.event)
+    entry = revoked.revocation
+    if entry.kind == "jti":
+        typer.echo(f"revoked token {jti}")
+    elif entry.kind == "subject":
+        typer.echo(f"revoked every token of {sub} in tenant {tenant} issued until {format_time(entry.cutoff)}")
+    else:
+        typer.echo(f"revoked every token of tenant {tenant} issued until {format_time(entry.cutoff)}")

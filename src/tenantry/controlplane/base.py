@@ -1,4 +1,5 @@
-"""The control plane: tenants, their grants and deployment facts, shared by CLI and server."""
+"""The control plane: tenants, their grants, credentials state and deployment facts, shared by
+CLI and server. Every write bumps one revision counter, which readers poll."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-__all__ = ["Tenant", "TenantStore", "Tier", "TenantStatus"]
+from tenantry.core.credentials import ApiKeyRecord, Revocation
+
+__all__ = ["Tenant", "TenantStore", "RevocationStore", "ApiKeyStore", "ControlStore", "Tier", "TenantStatus"]
 
 Tier = Literal["logical", "dedicated"]
 TenantStatus = Literal["active", "halted"]
@@ -56,3 +59,43 @@ class TenantStore(Protocol):
     def set_meta(self, key: str, value: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+class RevocationStore(Protocol):
+    """Persisted revocations (see :class:`~tenantry.core.credentials.Revocation`).
+
+    Raises :class:`~tenantry.core.errors.StorageError` when the store fails.
+    """
+
+    def add_revocation(self, revocation: Revocation) -> None: ...
+
+    def list_revocations(self, now: int) -> list[Revocation]:
+        """Entries that can still catch an unexpired token (``expires_at > now``)."""
+        ...
+
+    def prune_revocations(self, now: int) -> int:
+        """Delete entries that expired before ``now``; returns how many."""
+        ...
+
+
+class ApiKeyStore(Protocol):
+    """Persisted API keys (salted hashes only).
+
+    Raises :class:`~tenantry.core.errors.NotFound` for an unknown key or tenant,
+    :class:`~tenantry.core.errors.AlreadyExists` for a duplicate key id and
+    :class:`~tenantry.core.errors.StorageError` when the store fails.
+    """
+
+    def add_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    def list_api_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]: ...
+
+    def revoke_api_key(self, key_id: str, at: int) -> ApiKeyRecord:
+        """Mark the key revoked at ``at`` (idempotent: an already revoked key keeps its time)."""
+        ...
+
+
+class ControlStore(TenantStore, RevocationStore, ApiKeyStore, Protocol):
+    """Everything the control plane keeps; one database, one revision counter."""

@@ -1,44 +1,78 @@
-"""An in-memory view of the tenant store for the request path, kept fresh by polling.
+"""An in-memory view of the control plane for the request path, kept fresh by polling.
 
 Lookups on the hot path never touch the database; a background loop re-reads the store
-whenever its revision moves (a CLI ``grant`` or ``halt`` reaches a running server within
-one poll interval, 250 ms by default).
+whenever its revision moves, so a CLI ``grant``, ``halt``, ``token revoke`` or ``apikey
+revoke`` reaches a running server within one poll interval (250 ms by default). A process
+that makes such a change itself can apply it at once with :meth:`TenantDirectory.refresh`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
 
-from tenantry.controlplane.base import Tenant, TenantStore
+from tenantry.controlplane.base import ControlStore, Tenant
+from tenantry.core.credentials import ApiKeyRecord, RevocationList
 from tenantry.core.errors import StorageError
 
-__all__ = ["TenantDirectory"]
+__all__ = ["TenantDirectory", "ControlSnapshot", "ChangeListener"]
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ControlSnapshot:
+    """One consistent read of the control plane (swapped as a whole, never mutated)."""
+
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+    revocations: RevocationList = field(default_factory=RevocationList)
+    api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    revision: int | None = None
+
+
+ChangeListener = Callable[[ControlSnapshot, ControlSnapshot], Awaitable[None]]
+"""Called on the event loop with ``(before, after)`` whenever the polled view changes."""
+
+
 class TenantDirectory:
-    def __init__(self, store: TenantStore, *, poll_interval: float = 0.25) -> None:
+    def __init__(self, store: ControlStore, *, poll_interval: float = 0.25) -> None:
         self._store = store
         self._poll_interval = poll_interval
-        self._tenants: dict[str, Tenant] = {}
-        self._revision: int | None = None
+        self._snapshot = ControlSnapshot()
         self._lock = threading.Lock()
+        self._listeners: list[ChangeListener] = []
+        self._notified = self._snapshot
         self.healthy = False
 
     @property
-    def store(self) -> TenantStore:
+    def store(self) -> ControlStore:
         return self._store
 
+    @property
+    def snapshot(self) -> ControlSnapshot:
+        return self._snapshot
+
     def get(self, tenant_id: str) -> Tenant | None:
-        return self._tenants.get(tenant_id)
+        return self._snapshot.tenants.get(tenant_id)
 
     def all(self) -> list[Tenant]:
-        return sorted(self._tenants.values(), key=lambda t: t.id)
+        return sorted(self._snapshot.tenants.values(), key=lambda t: t.id)
+
+    @property
+    def revocations(self) -> RevocationList:
+        return self._snapshot.revocations
+
+    def api_key(self, key_id: str) -> ApiKeyRecord | None:
+        return self._snapshot.api_keys.get(key_id)
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
 
     def refresh(self, *, force: bool = False) -> bool:
         """Re-read the store if it changed; returns whether the view changed.
@@ -47,12 +81,15 @@ class TenantDirectory:
         """
         with self._lock:
             revision = self._store.revision()
-            if not force and revision == self._revision:
+            if not force and revision == self._snapshot.revision:
                 self.healthy = True
                 return False
-            tenants = {t.id: t for t in self._store.list_tenants()}
-            self._tenants = tenants
-            self._revision = revision
+            self._snapshot = ControlSnapshot(
+                tenants={t.id: t for t in self._store.list_tenants()},
+                revocations=RevocationList(self._store.list_revocations(int(time.time()))),
+                api_keys={k.key_id: k for k in self._store.list_api_keys()},
+                revision=revision,
+            )
             self.healthy = True
             return True
 
@@ -60,9 +97,26 @@ class TenantDirectory:
         """Poll until cancelled. Store failures keep the last view and mark the directory unhealthy."""
         while True:
             try:
-                await anyio.to_thread.run_sync(self.refresh)
+                await self.sync()
             except StorageError as exc:
                 if self.healthy:
-                    logger.error("tenant store unavailable; serving the last known view", extra={"code": exc.code})
+                    logger.error("control store unavailable; serving the last known view", extra={"code": exc.code})
                 self.healthy = False
             await anyio.sleep(self._poll_interval)
+
+    async def sync(self, *, force: bool = False) -> None:
+        """Refresh now (in a worker thread) and tell the listeners what changed since they last heard.
+
+        :raises StorageError: when the store cannot be read.
+        """
+        await anyio.to_thread.run_sync(lambda: self.refresh(force=force))
+        current = self._snapshot
+        before = self._notified
+        if current is before:
+            return
+        self._notified = current
+        for listener in self._listeners:
+            try:
+                await listener(before, current)
+            except Exception:  # one failing listener must not stop the polling
+                logger.exception("control-plane change listener failed")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tenantry.controlplane.base import TenantStore
+from tenantry.controlplane.base import ControlStore
 from tenantry.core.errors import UsageError
 
 __all__ = ["open_tenant_store"]
 
 
-def open_tenant_store(url: str | None, data_dir: Path) -> TenantStore:
+def open_tenant_store(url: str | None, data_dir: Path) -> ControlStore:
     """``None`` or ``sqlite:`` -> ``<data_dir>/control.sqlite3``; ``postgresql://...`` -> PostgreSQL.
 
     :raises UsageError: for an unknown scheme. :raises StorageError: when the store cannot be opened.

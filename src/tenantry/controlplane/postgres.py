@@ -16,6 +16,8 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tenantry.controlplane.base import Tenant, TenantStatus, Tier
+from tenantry.controlplane.rows import api_key_from_row, api_key_row, revocation_from_row, revocation_row
+from tenantry.core.credentials import ApiKeyRecord, Revocation
 from tenantry.core.errors import AlreadyExists, NotFound, StorageError, driver_error_text
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
 
@@ -41,7 +43,51 @@ CREATE TABLE IF NOT EXISTS tenantry.meta (
     value TEXT NOT NULL
 );
 INSERT INTO tenantry.meta (key, value) VALUES ('revision', '0') ON CONFLICT (key) DO NOTHING;
+CREATE TABLE IF NOT EXISTS tenantry.revocations (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('jti', 'subject', 'tenant')),
+    tenant_id TEXT,
+    subject TEXT,
+    jti TEXT,
+    cutoff BIGINT,
+    reason TEXT,
+    actor TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS revocations_expiry ON tenantry.revocations (expires_at);
+CREATE TABLE IF NOT EXISTS tenantry.api_keys (
+    key_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenantry.tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    tools TEXT NOT NULL,
+    salt BYTEA NOT NULL,
+    secret_hash BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    revoked_at BIGINT,
+    created_by TEXT
+);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON tenantry.api_keys (tenant_id);
 """
+
+_INSERT_REVOCATION = (
+    "INSERT INTO tenantry.revocations (kind, tenant_id, subject, jti, cutoff, reason, actor, created_at, expires_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_SELECT_REVOCATIONS = (
+    "SELECT kind, tenant_id, subject, jti, cutoff, reason, actor, created_at, expires_at"
+    " FROM tenantry.revocations WHERE expires_at > %s ORDER BY id"
+)
+_INSERT_API_KEY = (
+    "INSERT INTO tenantry.api_keys"
+    " (key_id, tenant_id, name, tools, salt, secret_hash, created_at, expires_at, revoked_at, created_by)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_SELECT_API_KEYS = (
+    "SELECT key_id, tenant_id, name, tools, salt, secret_hash, created_at, expires_at, revoked_at, created_by"
+    " FROM tenantry.api_keys"
+)
 
 
 class PostgresTenantStore:
@@ -183,6 +229,63 @@ class PostgresTenantStore:
                 " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                 (f"x:{key}", value),
             )
+
+    # -- revocations ------------------------------------------------------------------------
+
+    def add_revocation(self, revocation: Revocation) -> None:
+        with self._tx() as cur:
+            cur.execute(_INSERT_REVOCATION, revocation_row(revocation))
+            self._bump(cur)
+
+    def list_revocations(self, now: int) -> list[Revocation]:
+        with self._tx() as cur:
+            rows = cur.execute(_SELECT_REVOCATIONS, (now,)).fetchall()
+        return [revocation_from_row(row) for row in rows]
+
+    def prune_revocations(self, now: int) -> int:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM tenantry.revocations WHERE expires_at <= %s", (now,))
+            return cur.rowcount
+
+    # -- API keys ---------------------------------------------------------------------------
+
+    def add_api_key(self, record: ApiKeyRecord) -> None:
+        try:
+            with self._tx() as cur:
+                cur.execute("SELECT 1 FROM tenantry.tenants WHERE id = %s FOR SHARE", (record.tenant_id,))
+                if cur.fetchone() is None:
+                    raise NotFound(f"no tenant {record.tenant_id!r}")
+                cur.execute(_INSERT_API_KEY, api_key_row(record))
+                self._bump(cur)
+        except pg_errors.UniqueViolation:
+            raise AlreadyExists("an API key with this id already exists") from None
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        with self._tx() as cur:
+            row = cur.execute(_SELECT_API_KEYS + " WHERE key_id = %s", (key_id,)).fetchone()
+        return None if row is None else api_key_from_row(row)
+
+    def list_api_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]:
+        with self._tx() as cur:
+            if tenant_id is None:
+                rows = cur.execute(_SELECT_API_KEYS + " ORDER BY created_at, key_id").fetchall()
+            else:
+                rows = cur.execute(
+                    _SELECT_API_KEYS + " WHERE tenant_id = %s ORDER BY created_at, key_id", (tenant_id,)
+                ).fetchall()
+        return [api_key_from_row(row) for row in rows]
+
+    def revoke_api_key(self, key_id: str, at: int) -> ApiKeyRecord:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE tenantry.api_keys SET revoked_at = COALESCE(revoked_at, %s) WHERE key_id = %s", (at, key_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no API key {key_id!r}")
+            self._bump(cur)
+        record = self.get_api_key(key_id)
+        assert record is not None
+        return record
 
     def close(self) -> None:
         with self._lock:

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tenantry.controlplane.base import Tenant, TenantStatus, Tier
+from tenantry.controlplane.rows import api_key_from_row, api_key_row, revocation_from_row, revocation_row
+from tenantry.core.credentials import ApiKeyRecord, Revocation
 from tenantry.core.errors import AlreadyExists, NotFound, StorageError
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
 
@@ -34,7 +36,51 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', '0');
+CREATE TABLE IF NOT EXISTS revocations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('jti', 'subject', 'tenant')),
+    tenant_id TEXT,
+    subject TEXT,
+    jti TEXT,
+    cutoff INTEGER,
+    reason TEXT,
+    actor TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS revocations_expiry ON revocations (expires_at);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    tools TEXT NOT NULL,
+    salt BLOB NOT NULL,
+    secret_hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER,
+    created_by TEXT
+);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant_id);
 """
+
+_INSERT_REVOCATION = (
+    "INSERT INTO revocations (kind, tenant_id, subject, jti, cutoff, reason, actor, created_at, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_REVOCATIONS = (
+    "SELECT kind, tenant_id, subject, jti, cutoff, reason, actor, created_at, expires_at"
+    " FROM revocations WHERE expires_at > ? ORDER BY id"
+)
+_INSERT_API_KEY = (
+    "INSERT INTO api_keys"
+    " (key_id, tenant_id, name, tools, salt, secret_hash, created_at, expires_at, revoked_at, created_by)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_API_KEYS = (
+    "SELECT key_id, tenant_id, name, tools, salt, secret_hash, created_at, expires_at, revoked_at, created_by"
+    " FROM api_keys"
+)
 
 
 class SqliteTenantStore:
@@ -178,6 +224,69 @@ class SqliteTenantStore:
                     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (f"x:{key}", value),
                 )
+        except sqlite3.Error as exc:
+            raise StorageError(f"control store write failed: {exc}") from None
+
+    # -- revocations ------------------------------------------------------------------------
+
+    def add_revocation(self, revocation: Revocation) -> None:
+        with self._write() as cur:
+            cur.execute(_INSERT_REVOCATION, revocation_row(revocation))
+
+    def list_revocations(self, now: int) -> list[Revocation]:
+        with self._read() as cur:
+            rows = cur.execute(_SELECT_REVOCATIONS, (now,)).fetchall()
+        return [revocation_from_row(row) for row in rows]
+
+    def prune_revocations(self, now: int) -> int:
+        with self._write(bump=False) as cur:
+            cur.execute("DELETE FROM revocations WHERE expires_at <= ?", (now,))
+            return cur.rowcount
+
+    # -- API keys ---------------------------------------------------------------------------
+
+    def add_api_key(self, record: ApiKeyRecord) -> None:
+        try:
+            with self._write() as cur:
+                if cur.execute("SELECT 1 FROM tenants WHERE id = ?", (record.tenant_id,)).fetchone() is None:
+                    raise NotFound(f"no tenant {record.tenant_id!r}")
+                cur.execute(_INSERT_API_KEY, api_key_row(record))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists("an API key with this id already exists") from None
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        with self._read() as cur:
+            row = cur.execute(_SELECT_API_KEYS + " WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None else api_key_from_row(row)
+
+    def list_api_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]:
+        with self._read() as cur:
+            if tenant_id is None:
+                rows = cur.execute(_SELECT_API_KEYS + " ORDER BY created_at, key_id").fetchall()
+            else:
+                rows = cur.execute(
+                    _SELECT_API_KEYS + " WHERE tenant_id = ? ORDER BY created_at, key_id", (tenant_id,)
+                ).fetchall()
+        return [api_key_from_row(row) for row in rows]
+
+    def revoke_api_key(self, key_id: str, at: int) -> ApiKeyRecord:
+        with self._write() as cur:
+            cur.execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?", (at, key_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no API key {key_id!r}")
+        record = self.get_api_key(key_id)
+        assert record is not None
+        return record
+
+    @contextmanager
+    def _write(self, *, bump: bool = True) -> Iterator[sqlite3.Cursor]:
+        try:
+            with self._tx() as cur:
+                yield cur
+                if bump:
+                    self._bump(cur)
+        except sqlite3.IntegrityError:
+            raise
         except sqlite3.Error as exc:
             raise StorageError(f"control store write failed: {exc}") from None
 

@@ -153,6 +153,10 @@ class RateLimited(TenantryError):
     jsonrpc_code = -32005
     default_message = "Rate limit exceeded"
 
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        super().__init__(message, data=None if retry_after is None else {"retry_after": retry_after})
+        self.retry_after = retry_after
+
 
 class AuditUnavailable(TenantryError):
     code = "audit_unavailable"

@@ -7,10 +7,11 @@ Nested keys use ``__`` in the environment: ``TENANTRY_SERVER__PORT=9000``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +32,10 @@ __all__ = [
     "AlertSettings",
     "MetricsSettings",
     "LoggingSettings",
+    "IdentityProviderSettings",
+    "ResponseSettings",
+    "ResponseAction",
+    "ASYMMETRIC_ALGORITHMS",
     "load_settings",
     "DEFAULT_PORT",
 ]
@@ -74,8 +79,81 @@ class AuthSettings(_Section):
     max_token_lifetime: int = Field(default=60 * 60, gt=0)
     clock_leeway: int = Field(default=30, ge=0, le=300)
     max_token_bytes: int = Field(default=8192, ge=1024)
+    failed_attempts: str = "10/minute"
+    """Failed API-key attempts (at ``/oauth/token`` or as a bearer credential) allowed per client
+    address before its further attempts get ``429`` until the window passes (``N/second|minute|hour``)."""
 
     _secs = field_validator("default_token_ttl", "max_token_lifetime", "clock_leeway", mode="before")(_seconds)
+
+    @field_validator("failed_attempts")
+    @classmethod
+    def _check_limit(cls, value: str) -> str:
+        if not _RATE.fullmatch(value.strip()):
+            raise ValueError("must look like 10/minute (per second, minute or hour)")
+        return value.strip()
+
+
+_RATE = re.compile(r"[1-9][0-9]{0,6}\s*/\s*(second|minute|hour)")
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+class IdentityProviderSettings(_Section):
+    """An external OpenID Connect / OAuth 2 identity provider whose access tokens Tenantry accepts.
+
+    Exactly one of ``tools_claim`` (a claim listing tool names) and ``scope_tools`` (scopes
+    mapped to tools) says what a token may call. The provider may only speak for the tenants
+    in ``tenants`` (or ``["*"]`` for any) or, with ``tenant_map``, for the tenants its claim
+    values map to: a provider run by one customer can never assert another customer's tenant.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    issuer: str
+    jwks_url: str | None = None
+    """The provider's JWKS; when absent it is found through ``discovery_url``."""
+    discovery_url: str | None = None
+    """Defaults to ``<issuer>/.well-known/openid-configuration``."""
+    audience: tuple[str, ...] = ()
+    """Accepted ``aud`` values; default: this server's resource URL (``<public_url>/mcp``)."""
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA", "PS256")
+    tenant_claim: str = "tenant_id"
+    tenant_map: dict[str, str] = Field(default_factory=dict)
+    """Claim value -> tenant id (e.g. an Entra ``tid`` GUID -> ``acme``); unmapped values are refused."""
+    tenants: tuple[str, ...] = ()
+    subject_claim: str = "sub"
+    tools_claim: str | None = None
+    scope_tools: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    prefix_claim: str | None = None
+    """Optional claim narrowing file and object access to a resource prefix."""
+    max_token_lifetime: int = Field(default=60 * 60, gt=0)
+    jwks_cache_ttl: int = Field(default=3600, gt=0)
+    jwks_min_refresh_interval: float = Field(default=30.0, ge=0)
+    """Seconds between refreshes caused by unknown key ids (a flood cannot hammer the provider)."""
+    http_timeout: float = Field(default=5.0, gt=0, le=60)
+
+    _secs = field_validator("max_token_lifetime", "jwks_cache_ttl", mode="before")(_seconds)
+
+    @field_validator("issuer", "jwks_url", "discovery_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if unknown or not value:
+            raise ValueError(f"allowed: {', '.join(ASYMMETRIC_ALGORITHMS)} (no 'none', no shared-secret HMAC)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_mapping(self) -> IdentityProviderSettings:
+        if (self.tools_claim is None) == (not self.scope_tools):
+            raise ValueError("set exactly one of tools_claim and scope_tools")
+        if not self.tenants and not self.tenant_map:
+            raise ValueError('set tenants (a list, or ["*"] for any) or tenant_map')
+        return self
 
 
 class ToolSettings(_Section):
@@ -129,6 +207,23 @@ class MetricsSettings(_Section):
     """Tenants beyond this many share the label ``_other`` (bounded cardinality)."""
 
 
+ResponseAction = Literal["none", "revoke_token", "halt_tenant"]
+
+
+class ResponseSettings(_Section):
+    """What the server does by itself when the anomaly detector flags a tenant.
+
+    ``revoke_token`` revokes the credential that triggered the alert (the token's ``jti``, or
+    the API key used directly); ``halt_tenant`` switches the tenant's kill switch on. Both are
+    audited with the alert as the reason; a human resumes a halted tenant.
+    """
+
+    denial_burst: ResponseAction = "none"
+    rate_spike: ResponseAction = "none"
+    new_address: ResponseAction = "none"
+    cross_tenant_attempt: ResponseAction = "none"
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -156,6 +251,17 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
+    identity_providers: tuple[IdentityProviderSettings, ...] = ()
+    response: ResponseSettings = ResponseSettings()
+
+    @field_validator("identity_providers")
+    @classmethod
+    def _unique_providers(cls, value: tuple[IdentityProviderSettings, ...]) -> tuple[IdentityProviderSettings, ...]:
+        for attribute in ("name", "issuer"):
+            seen = [getattr(p, attribute) for p in value]
+            if len(seen) != len(set(seen)):
+                raise ValueError(f"two identity providers have the same {attribute}")
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-__all__ = ["DeadlineWatch", "DeadlineExceeded"]
+__all__ = ["DeadlineWatch", "DeadlineExceeded", "Interrupted"]
 
 _T = TypeVar("_T")
 
@@ -23,13 +23,19 @@ class DeadlineExceeded(Exception):
     """The awaited work did not finish before its deadline and was cancelled."""
 
 
-class _Entry:
-    __slots__ = ("deadline", "expired", "task")
+class Interrupted(Exception):
+    """The awaited work was cancelled through :meth:`DeadlineWatch.interrupt` (e.g. a tenant halt)."""
 
-    def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
+
+class _Entry:
+    __slots__ = ("deadline", "expired", "interrupted", "tag", "task")
+
+    def __init__(self, task: asyncio.Task[object], deadline: float, tag: str | None) -> None:
         self.task = task
         self.deadline = deadline
+        self.tag = tag
         self.expired = False
+        self.interrupted = False
 
 
 class DeadlineWatch:
@@ -42,10 +48,12 @@ class DeadlineWatch:
         self._sweep_scheduled = False
         self._next_key = 0
 
-    async def run(self, work: Awaitable[_T], seconds: float) -> _T:
+    async def run(self, work: Awaitable[_T], seconds: float, *, tag: str | None = None) -> _T:
         """Await ``work``, cancelling it once ``seconds`` have passed (at most one granularity late).
 
-        :raises DeadlineExceeded: when the deadline passed; any other cancellation propagates.
+        :param tag: lets :meth:`interrupt` cancel every awaited work with this tag.
+        :raises DeadlineExceeded: when the deadline passed.
+        :raises Interrupted: when :meth:`interrupt` cancelled it; any other cancellation propagates.
         """
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task under the server
@@ -54,7 +62,7 @@ class DeadlineWatch:
         if loop is not self._loop:  # a new loop (tests, restarts): earlier sweeps died with the old one
             self._loop, self._sweep_scheduled = loop, False
             self._active.clear()
-        entry = _Entry(task, loop.time() + seconds)
+        entry = _Entry(task, loop.time() + seconds, tag)
         key = self._next_key
         self._next_key += 1
         self._active[key] = entry
@@ -64,18 +72,30 @@ class DeadlineWatch:
         try:
             return await work
         except asyncio.CancelledError:
-            if entry.expired and task.uncancel() == 0:
+            if (entry.expired or entry.interrupted) and task.uncancel() == 0:
+                if entry.interrupted:
+                    raise Interrupted() from None
                 raise DeadlineExceeded() from None
             raise
         finally:
             self._active.pop(key, None)
+
+    def interrupt(self, tag: str) -> int:
+        """Cancel every awaited work carrying ``tag`` (call from the loop's thread); returns how many."""
+        count = 0
+        for entry in list(self._active.values()):
+            if entry.tag == tag and not (entry.expired or entry.interrupted):
+                entry.interrupted = True
+                entry.task.cancel()
+                count += 1
+        return count
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         if loop is not self._loop:
             return
         now = loop.time()
         for entry in list(self._active.values()):
-            if not entry.expired and entry.deadline <= now:
+            if not (entry.expired or entry.interrupted) and entry.deadline <= now:
                 entry.expired = True
                 entry.task.cancel()
         if self._active:

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from tenantry.audit.events import AuditEvent, EventType, ResultStatus, args_hash
 from tenantry.audit.sink import AuditSink
 from tenantry.controlplane.base import Tenant
-from tenantry.controlplane.directory import TenantDirectory
+from tenantry.controlplane.directory import ControlSnapshot, TenantDirectory
 from tenantry.core.calls import Caller
 from tenantry.core.errors import (
     InvalidArguments,
@@ -52,12 +52,12 @@ from tenantry.core.paths import within_prefix
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, ToolDefinition
 from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
-from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch
+from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch, Interrupted
 from tenantry.policy.acl import decide_tool_call, effective_tools
 from tenantry.scoping.files.local import resolve_scoped_path
 from tenantry.scoping.handles import DataScopes
 
-__all__ = ["Dispatcher", "ToolTimedOut", "ResourceNotFound"]
+__all__ = ["Dispatcher", "ToolTimedOut", "CallCancelled", "ResourceNotFound"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ class ToolTimedOut(TenantryError):
     http_status = 504
     jsonrpc_code = -32008
     default_message = "The tool did not finish in time"
+
+
+class CallCancelled(TenantHalted):
+    code = "call_cancelled"
+    default_message = "The tenant was halted by an administrator while the call ran; the call was cancelled"
 
 
 class ResourceNotFound(NotFound):
@@ -114,6 +119,23 @@ class Dispatcher:
     @property
     def app(self) -> App:
         return self._app
+
+    def cancel_tenant_calls(self, tenant_id: str) -> int:
+        """Cancel the tenant's tool calls, resource reads and prompts in flight (its kill switch);
+        each ends with ``call_cancelled`` in its result and its audit record. Returns how many."""
+        return self._deadlines.interrupt(tenant_id)
+
+    async def on_control_change(self, before: ControlSnapshot, after: ControlSnapshot) -> None:
+        """A :data:`~tenantry.controlplane.directory.ChangeListener`: a newly halted tenant's
+        calls in flight are cancelled."""
+        for tenant in after.tenants.values():
+            was = before.tenants.get(tenant.id)
+            if tenant.halted and (was is None or not was.halted):
+                cancelled = self.cancel_tenant_calls(tenant.id)
+                logger.warning(
+                    "tenant halted; its calls in flight were cancelled",
+                    extra={"tenant_id": tenant.id, "cancelled": cancelled},
+                )
 
     # -- visibility -------------------------------------------------------------------------
 
@@ -220,6 +242,8 @@ class Dispatcher:
             status, reason = ("denied" if isinstance(exc, ScopeViolation) else "error"), exc.code
             if isinstance(exc, ToolTimedOut):
                 status = "timeout"
+            elif isinstance(exc, CallCancelled):
+                status = "cancelled"
             result = _error_result(exc.message, exc.code)
         except MCPError as exc:
             await self._record(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
@@ -296,9 +320,13 @@ class Dispatcher:
     ) -> ToolOutcome:
         direct = {tool.context_param: self._context(caller, tenant, tool.name, channel)} if tool.context_param else None
         try:
-            value = await self._deadlines.run(tool.metadata.call_fn(tool.fn, True, kwargs, direct), self._tool_timeout)
+            value = await self._deadlines.run(
+                tool.metadata.call_fn(tool.fn, True, kwargs, direct), self._tool_timeout, tag=caller.tenant_id
+            )
         except DeadlineExceeded:
             raise ToolTimedOut(f"The tool did not finish within {self._tool_timeout:g}s") from None
+        except Interrupted:
+            raise CallCancelled() from None
         return tool.metadata.convert_result(value)
 
     # -- resources --------------------------------------------------------------------------
@@ -408,9 +436,11 @@ class Dispatcher:
         if item.context_param:
             kwargs = {**kwargs, item.context_param: self._context(caller, tenant, item.name, channel)}
         try:
-            return await self._deadlines.run(item.fn(**kwargs), self._tool_timeout)
+            return await self._deadlines.run(item.fn(**kwargs), self._tool_timeout, tag=caller.tenant_id)
         except DeadlineExceeded:
             raise ToolTimedOut(f"{item.name} did not finish within {self._tool_timeout:g}s") from None
+        except Interrupted:
+            raise CallCancelled() from None
 
     # -- audit ------------------------------------------------------------------------------
 
@@ -441,6 +471,7 @@ class Dispatcher:
                 request_id=caller.request_id,
                 reason=reason,
                 detail=detail or {},
+                principal=caller.principal,
             ),
             alone=alone,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,14 @@ from starlette.routing import Route
 
 from tenantry import __version__
 from tenantry.audit.anomaly import AnomalyDetector, AnomalyThresholds
+from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
+from tenantry.auth.apikeys import ApiKeyVerifier
+from tenantry.auth.verifiers import CredentialRouter
 from tenantry.core.errors import TenantryError
 from tenantry.core.load import InFlight
 from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
+from tenantry.ratelimit.failures import FailedAttempts
 from tenantry.runtime import MCP_PATH, Runtime
 from tenantry.server.alerts import AlertRecorder, WebhookNotifier
 from tenantry.server.authn import Authenticator
@@ -39,6 +44,8 @@ from tenantry.server.gate import McpGate
 from tenantry.server.guards import HostOriginPolicy
 from tenantry.server.mcp import build_mcp_server, http_caller
 from tenantry.server.metrics import TenantMetrics, metrics_route
+from tenantry.server.oauth import token_route
+from tenantry.server.response import AutomaticResponse
 from tenantry.server.sessions import SessionRegistry
 from tenantry.server.wellknown import discovery_routes, health_routes
 
@@ -75,7 +82,8 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     """Build the whole HTTP surface of one deployment serving ``app``."""
     settings = runtime.settings
     runtime.prepare_keys()
-    verifier = runtime.token_verifier()
+    verifier = runtime.credential_verifier()
+    failures = FailedAttempts(settings.auth.failed_attempts)
     in_flight = InFlight()
     dispatcher = Dispatcher(
         app,
@@ -108,7 +116,9 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     mcp_endpoint = McpGate(
         manager.handle_request,
         policy=HostOriginPolicy(allowed_hosts=hosts, allowed_origins=origins),
-        authenticator=Authenticator(verifier=verifier, directory=runtime.directory, audit=runtime.audit),
+        authenticator=Authenticator(
+            verifier=verifier, directory=runtime.directory, audit=runtime.audit, failures=failures
+        ),
         sessions=sessions,
         resource_metadata_url=runtime.endpoints.resource_metadata,
         max_body_bytes=settings.server.max_body_bytes,
@@ -118,6 +128,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
 
     checkpointer = runtime.checkpointer()
     detector, notifier = _anomaly_detection(runtime, app)
+    runtime.directory.add_listener(dispatcher.on_control_change)
     metrics = TenantMetrics(
         tools=app.tools.keys(),
         max_tenant_labels=settings.metrics.max_tenant_labels,
@@ -145,6 +156,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
             tasks.start_soon(runtime.directory.run)
             tasks.start_soon(sessions.reap_idle)
             tasks.start_soon(checkpointer.run, runtime.audit_store)
+            tasks.start_soon(_maintain_credentials, runtime, verifier)
             if notifier is not None:
                 tasks.start_soon(notifier.run)
             try:
@@ -163,6 +175,13 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
 
     routes: list[Route] = [
         Route(MCP_PATH, mcp_endpoint),
+        token_route(
+            issuer=runtime.token_issuer(),
+            api_keys=verifier.api_keys or ApiKeyVerifier(runtime.directory.api_key, runtime.store.get_api_key),
+            directory=runtime.directory,
+            audit=runtime.audit,
+            failures=failures,
+        ),
         *discovery_routes(runtime.endpoints, runtime.keys, signing_alg=settings.auth.signing_alg),
         *health_routes(runtime.directory, runtime.keys, lambda: {"audit_store": runtime.audit.available}),
         metrics_route(metrics, settings.metrics.token),
@@ -193,6 +212,14 @@ def _anomaly_detection(runtime: Runtime, app: App) -> tuple[AnomalyDetector, Web
         foreign_tools=foreign_tools,
     )
     detector.add_handler(AlertRecorder(runtime.audit))
+    detector.add_handler(
+        AutomaticResponse(
+            runtime.settings.response,
+            runtime.directory,
+            runtime.audit,
+            longest_lifetime=runtime.longest_token_lifetime(),
+        )
+    )
     notifier = None
     if settings.webhook_url:
         secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else b""
@@ -200,6 +227,37 @@ def _anomaly_detection(runtime: Runtime, app: App) -> tuple[AnomalyDetector, Web
         detector.add_handler(notifier)
     runtime.audit.add_observer(detector)
     return detector, notifier
+
+
+_MAINTENANCE_INTERVAL = 30.0
+
+
+async def _maintain_credentials(runtime: Runtime, verifier: CredentialRouter) -> None:
+    """Warm the identity providers' key caches, then periodically retire signing keys whose
+    overlap has passed (persisted and audited) and prune expired revocations."""
+    for provider in verifier.providers.values():
+        if not await provider.jwks.prefetch():
+            logger.warning(
+                "identity provider has no usable keys yet; its tokens are refused until it does",
+                extra={"issuer": provider.issuer},
+            )
+    while True:
+        try:
+            retired = await anyio.to_thread.run_sync(runtime.keys.retire_expired)
+            for key in retired:
+                await runtime.audit.record(
+                    AuditEvent(
+                        event_type="key_retired",
+                        tenant_id=SYSTEM_STREAM,
+                        result_status="ok",
+                        actor="tenantry:server",
+                        detail={"kid": key.kid, "alg": key.alg, "retire_after": key.retire_after},
+                    )
+                )
+            await anyio.to_thread.run_sync(lambda: runtime.store.prune_revocations(int(time.time())))
+        except TenantryError as exc:
+            logger.warning("credential maintenance failed; will retry", extra={"code": exc.code})
+        await anyio.sleep(_MAINTENANCE_INTERVAL)
 
 
 def _seed_known_addresses(runtime: Runtime, detector: AnomalyDetector) -> None:

@@ -1,9 +1,11 @@
 """Bearer authentication for ``/mcp``: the only place a tenant identity enters the server.
 
-Every HTTP request is verified on its own (both protocol eras): the credential, then the
-tenant's existence and kill switch. The SDK gets its own view of the principal (an
-``AuthenticatedUser`` whose ``client_id`` names the tenant), so the SDK's session-owner
-check ``(client_id, issuer, subject)`` also covers the full principal.
+Every HTTP request is verified on its own (both protocol eras): the credential, then
+revocation, then the tenant's existence and kill switch, all against the in-memory
+control-plane view (so a revocation or halt from the CLI applies to live sessions at
+their next request). The SDK gets its own view of the principal (an ``AuthenticatedUser``
+whose ``client_id`` names the tenant), so the SDK's session-owner check
+``(client_id, issuer, subject)`` also covers the full principal.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from starlette.authentication import AuthCredentials
 
 from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
 from tenantry.audit.sink import AuditSink
+from tenantry.auth.apikeys import looks_like_api_key
 from tenantry.auth.tokens import CredentialVerifier
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.core.errors import InvalidCredential, TenantHalted, TenantryError
 from tenantry.core.identity import Principal
+from tenantry.ratelimit.failures import FailedAttempts
 from tenantry.server.headers import RequestHeaders
 
-__all__ = ["Authenticator", "sdk_identity"]
+__all__ = ["Authenticator", "sdk_identity", "check_standing", "failure_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,31 @@ def sdk_identity(principal: Principal) -> tuple[AuthenticatedUser, AuthCredentia
     return AuthenticatedUser(token), AuthCredentials(sorted(principal.allowed_tools))
 
 
+def check_standing(principal: Principal, directory: TenantDirectory) -> None:
+    """Refuse a verified principal whose credential is revoked or whose tenant is unknown or halted.
+
+    :raises InvalidCredential: revoked, or the tenant is not known here.
+    :raises TenantHalted: the tenant's kill switch is on.
+    """
+    revoked = directory.revocations.reason(principal)
+    if revoked is not None:
+        raise InvalidCredential(revoked)
+    tenant = directory.get(principal.tenant_id)
+    if tenant is None:
+        raise InvalidCredential("the credential's tenant is not known to this server")
+    if tenant.halted:
+        raise TenantHalted(f"tenant {tenant.id!r} is halted by an administrator")
+
+
+def failure_key(address: str | None) -> str | None:
+    """What failed API-key attempts count against: the client address.
+
+    Not the key id: ids are not secret, so counting per id would let anyone lock a key's
+    rightful holder out; and a 256-bit secret cannot be guessed from many addresses either.
+    """
+    return None if address is None else "addr:" + address
+
+
 class Authenticator:
     """Verifies the bearer credential, the tenant's existence and its kill switch.
 
@@ -49,10 +78,18 @@ class Authenticator:
     credential named one, else in the system stream), never with the credential itself.
     """
 
-    def __init__(self, *, verifier: CredentialVerifier, directory: TenantDirectory, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        *,
+        verifier: CredentialVerifier,
+        directory: TenantDirectory,
+        audit: AuditSink,
+        failures: FailedAttempts | None = None,
+    ) -> None:
         self._verifier = verifier
         self._directory = directory
         self._audit = audit
+        self._failures = failures
 
     async def authenticate(self, headers: RequestHeaders, *, address: str | None, request_id: str) -> Principal:
         """The verified principal of this request.
@@ -62,18 +99,14 @@ class Authenticator:
         """
         principal: Principal | None = None
         try:
-            principal = await self._verify(headers)
-            tenant = self._directory.get(principal.tenant_id)
-            if tenant is None:
-                raise InvalidCredential("the credential's tenant is not known to this server")
-            if tenant.halted:
-                raise TenantHalted(f"tenant {tenant.id!r} is halted by an administrator")
+            principal = await self._verify(headers, address)
+            check_standing(principal, self._directory)
         except TenantryError as exc:
             await self._reject(exc, principal, address, request_id, headers.get("mcp-session-id"))
             raise
         return principal
 
-    async def _verify(self, headers: RequestHeaders) -> Principal:
+    async def _verify(self, headers: RequestHeaders, address: str | None) -> Principal:
         value = headers.get("authorization")
         if value is None:
             raise InvalidCredential("A bearer token is required")
@@ -83,7 +116,16 @@ class Authenticator:
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential or " " in credential or "," in credential:
             raise InvalidCredential("Authorization must be 'Bearer <token>'")
-        return await self._verifier.verify(credential)
+        if self._failures is None or not looks_like_api_key(credential):
+            return await self._verifier.verify(credential)
+        # API keys are long-lived secrets: failed attempts are counted and, past the limit, refused unverified.
+        key = failure_key(address)
+        self._failures.check(key)
+        try:
+            return await self._verifier.verify(credential)
+        except InvalidCredential:
+            self._failures.failed(key)
+            raise
 
     async def _reject(
         self,

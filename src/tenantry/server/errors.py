@@ -14,7 +14,7 @@ from typing import Any
 from mcp.shared.exceptions import MCPError
 from starlette.responses import Response
 
-from tenantry.core.errors import InvalidCredential, TenantryError
+from tenantry.core.errors import InvalidCredential, RateLimited, TenantryError
 
 __all__ = ["error_body", "error_response", "to_mcp_error", "unexpected_to_mcp_error"]
 
@@ -45,6 +45,8 @@ def error_response(
         if resource_metadata_url:
             challenge += f', resource_metadata="{resource_metadata_url}"'
         extra["WWW-Authenticate"] = challenge
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        extra["Retry-After"] = str(error.retry_after)
     extra.setdefault("Cache-Control", "no-store")
     return Response(
         json.dumps(error_body(error, request_id), separators=(",", ":")),

@@ -118,6 +118,7 @@ class SessionRegistry:
                     ip_address=caller.client_address if caller is not None and own_address else None,
                     request_id=caller.request_id if caller is not None else None,
                     reason=reason,
+                    principal=caller.principal if caller is not None and own_address else None,
                 )
             )
         except TenantryError:

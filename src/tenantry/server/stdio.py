@@ -1,4 +1,10 @@
-"""Serving one tenant over stdio: the start-up token is the session's credential."""
+"""Serving one tenant over stdio: the start-up credential is the session's credential.
+
+It is verified under the same rules as over HTTP (any accepted kind: a built-in token, an
+API key, an identity provider's token), and re-checked on every request against the
+control-plane view the process keeps polling: a revocation or a halt from the CLI stops
+the session at its next request, and an expired token ends it.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +18,30 @@ from mcp.server.stdio import stdio_server
 
 from tenantry.audit.events import AuditEvent
 from tenantry.core.calls import Caller
-from tenantry.core.errors import InvalidCredential, TenantHalted
+from tenantry.core.errors import InvalidCredential
 from tenantry.core.identity import Principal
 from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
 from tenantry.runtime import Runtime
+from tenantry.server.authn import check_standing
 from tenantry.server.mcp import build_mcp_server
 
 __all__ = ["serve_stdio", "verify_startup_token"]
 
 
-def verify_startup_token(runtime: Runtime, token: str) -> Principal:
-    """Verify the token under the same rules as HTTP, plus tenant existence and kill switch.
+async def verify_startup_token(runtime: Runtime, token: str) -> Principal:
+    """Verify the credential under the same rules as HTTP, plus revocation, tenant existence and
+    kill switch.
 
-    :raises InvalidCredential: bad token or unknown tenant. :raises TenantHalted: halted tenant.
+    :raises InvalidCredential: bad, revoked or expired credential, or unknown tenant.
+    :raises TenantHalted: halted tenant.
     """
-    principal = runtime.token_verifier().verify_sync(token)
-    runtime.directory.refresh(force=True)
-    tenant = runtime.directory.get(principal.tenant_id)
-    if tenant is None:
-        raise InvalidCredential("the token's tenant is not known to this deployment")
-    if tenant.halted:
-        raise TenantHalted()
+    verifier = runtime.credential_verifier()
+    for provider in verifier.providers.values():
+        await provider.jwks.prefetch()
+    principal = await verifier.verify(token)
+    await anyio.to_thread.run_sync(lambda: runtime.directory.refresh(force=True))
+    check_standing(principal, runtime.directory)
     return principal
 
 
@@ -46,8 +54,14 @@ async def serve_stdio(runtime: Runtime, app: App, principal: Principal) -> None:
     def caller_for(_: ServerRequestContext[Any, Any]) -> Caller:
         if time.time() > principal.expires_at + runtime.settings.auth.clock_leeway:
             raise InvalidCredential("the start-up token has expired; restart with a fresh token")
+        if principal.credential_kind == "api_key":
+            key = runtime.directory.api_key(principal.token_id)
+            if key is None or not key.active or key.expired(time.time()):
+                raise InvalidCredential("the start-up API key is no longer valid")
+        check_standing(principal, runtime.directory)
         return Caller(principal=principal, request_id=uuid.uuid4().hex, session_id=session_id, client_address="stdio")
 
+    runtime.directory.add_listener(dispatcher.on_control_change)
     server = build_mcp_server(dispatcher, caller_for, name=app.name)
 
     async def record(event_type: str, reason: str | None = None) -> None:

@@ -37,6 +37,7 @@ def discovery_routes(endpoints: Endpoints, keys: KeyRing, *, signing_alg: str) -
             {
                 "issuer": endpoints.issuer,
                 "jwks_uri": endpoints.jwks_uri,
+                "token_endpoint": endpoints.token_endpoint,
                 "response_types_supported": [],
                 "grant_types_supported": ["client_credentials"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

@@ -1,0 +1,207 @@
+"""Administrative actions on credentials and tenants, shared by the CLI and the server's
+automatic response (and, later, the admin API).
+
+Each action makes its change in the control store and returns the audit event describing
+it, with who acted and why; the caller records the event through its own audit path (the
+CLI synchronously, the server through its durable sink). The change comes first: a
+revocation or a halt must take effect even if recording it then fails, and the caller
+reports that failure loudly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
+from tenantry.auth.apikeys import IssuedApiKey, api_key_subject, generate_api_key
+from tenantry.controlplane.base import ControlStore, Tenant
+from tenantry.core.credentials import ApiKeyRecord, Revocation, RevocationKind
+from tenantry.core.errors import NotFound, UsageError
+from tenantry.core.ids import validate_subject, validate_tenant_id
+
+__all__ = [
+    "Revoked",
+    "revoke_tokens",
+    "create_api_key",
+    "revoke_api_key",
+    "halt_tenant",
+    "resume_tenant",
+]
+
+
+@dataclass(frozen=True)
+class Revoked:
+    revocation: Revocation
+    event: AuditEvent
+
+
+def _require_tenant(store: ControlStore, tenant_id: str) -> Tenant:
+    tenant = store.get_tenant(tenant_id)
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id!r}")
+    return tenant
+
+
+def revoke_tokens(
+    store: ControlStore,
+    *,
+    actor: str,
+    longest_lifetime: int,
+    jti: str | None = None,
+    tenant_id: str | None = None,
+    subject: str | None = None,
+    reason: str | None = None,
+    now: int | None = None,
+) -> Revoked:
+    """Revoke one token (``jti``), a subject's tokens, or all of a tenant's tokens issued until now.
+
+    :param longest_lifetime: seconds after which every token the entry could catch has expired.
+    :raises UsageError: for a bad combination. :raises NotFound: for an unknown tenant.
+    """
+    at = int(time.time()) if now is None else now
+    if jti is not None:
+        if subject is not None:
+            raise UsageError("give --jti, or --tenant with an optional --sub, not both")
+        if not 0 < len(jti) <= 128 or not jti.isprintable():
+            raise UsageError("--jti must be 1-128 printable characters")
+        if tenant_id is not None:
+            _require_tenant(store, tenant_id)
+        revocation = Revocation("jti", tenant_id, at, at + longest_lifetime, jti=jti, reason=reason, actor=actor)
+    elif tenant_id is not None:
+        _require_tenant(store, validate_tenant_id(tenant_id))
+        kind: RevocationKind = "subject" if subject is not None else "tenant"
+        if subject is not None:
+            validate_subject(subject)
+        revocation = Revocation(
+            kind, tenant_id, at, at + longest_lifetime, subject=subject, cutoff=at, reason=reason, actor=actor
+        )
+    else:
+        raise UsageError("give --jti JTI, or --tenant ID [--sub SUBJECT]")
+    store.add_revocation(revocation)
+    store.prune_revocations(at)
+    event = AuditEvent(
+        event_type="token_revoked",
+        tenant_id=revocation.tenant_id or SYSTEM_STREAM,
+        result_status="ok",
+        subject=subject,
+        actor=actor,
+        reason=reason,
+        detail={
+            "scope": revocation.kind,
+            **({"jti": jti} if jti is not None else {"issued_until": at}),
+        },
+    )
+    return Revoked(revocation, event)
+
+
+def create_api_key(
+    store: ControlStore,
+    tenant_id: str,
+    *,
+    actor: str,
+    tools: Iterable[str] | None = None,
+    name: str | None = None,
+    expires_at: int | None = None,
+) -> tuple[IssuedApiKey, AuditEvent]:
+    """A new key for the tenant; its tools default to the tenant's grants and may not exceed them.
+
+    :raises NotFound: unknown tenant. :raises UsageError: a tool the tenant is not granted.
+    """
+    tenant = _require_tenant(store, tenant_id)
+    wanted = sorted(tenant.grants) if tools is None else sorted(set(tools))
+    outside = sorted(set(wanted) - tenant.grants)
+    if outside:
+        raise UsageError(f"not granted to tenant {tenant_id!r}: {', '.join(outside)}")
+    if name is not None and (not 0 < len(name) <= 100 or not name.isprintable()):
+        raise UsageError("--name must be 1-100 printable characters")
+    issued = generate_api_key(tenant_id, wanted, name=name, expires_at=expires_at, created_by=actor)
+    store.add_api_key(issued.record)
+    event = AuditEvent(
+        event_type="api_key_created",
+        tenant_id=tenant_id,
+        result_status="ok",
+        subject=api_key_subject(issued.record.key_id),
+        actor=actor,
+        detail={
+            "key_id": issued.record.key_id,
+            "name": issued.record.name,
+            "tools": wanted,
+            "expires_at": expires_at,
+        },
+    )
+    return issued, event
+
+
+def revoke_api_key(
+    store: ControlStore,
+    key_id: str,
+    *,
+    actor: str,
+    longest_lifetime: int,
+    reason: str | None = None,
+    now: int | None = None,
+) -> tuple[ApiKeyRecord, AuditEvent]:
+    """Revoke a key, and with it every token exchanged for it so far.
+
+    :raises NotFound: unknown key id.
+    """
+    at = int(time.time()) if now is None else now
+    record = store.revoke_api_key(key_id, at)
+    # Tokens exchanged at /oauth/token act as the key's subject: revoke those issued until now.
+    store.add_revocation(
+        Revocation(
+            "subject",
+            record.tenant_id,
+            at,
+            at + longest_lifetime,
+            subject=api_key_subject(key_id),
+            cutoff=at,
+            reason=reason or "API key revoked",
+            actor=actor,
+        )
+    )
+    event = AuditEvent(
+        event_type="api_key_revoked",
+        tenant_id=record.tenant_id,
+        result_status="ok",
+        subject=api_key_subject(key_id),
+        actor=actor,
+        reason=reason,
+        detail={"key_id": key_id, "name": record.name},
+    )
+    return record, event
+
+
+def halt_tenant(store: ControlStore, tenant_id: str, *, actor: str, reason: str) -> tuple[Tenant, AuditEvent]:
+    """Switch the tenant's kill switch on.
+
+    :raises NotFound: unknown tenant. :raises UsageError: an empty reason.
+    """
+    reason = reason.strip()
+    if not reason or len(reason) > 500 or not reason.isprintable():
+        raise UsageError("--reason must be 1-500 printable characters saying why")
+    tenant = store.set_status(tenant_id, "halted", reason)
+    event = AuditEvent(event_type="tenant_halted", tenant_id=tenant_id, result_status="ok", actor=actor, reason=reason)
+    return tenant, event
+
+
+def resume_tenant(
+    store: ControlStore, tenant_id: str, *, actor: str, reason: str | None = None
+) -> tuple[Tenant, AuditEvent]:
+    """Switch the tenant's kill switch off.
+
+    :raises NotFound: unknown tenant.
+    """
+    before = _require_tenant(store, tenant_id)
+    tenant = store.set_status(tenant_id, "active", None)
+    event = AuditEvent(
+        event_type="tenant_resumed",
+        tenant_id=tenant_id,
+        result_status="ok",
+        actor=actor,
+        reason=reason,
+        detail={"was_halted": before.halted, "halted_reason": before.halted_reason},
+    )
+    return tenant, event

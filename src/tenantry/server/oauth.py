@@ -1,0 +1,240 @@
+"""``/oauth/token``: RFC 6749 client-credentials grant whose client secret is a tenant API key.
+
+The client authenticates with ``client_id`` = the key id and ``client_secret`` = the whole
+API key, either in HTTP Basic (RFC 6749 §2.3.1, form-encoded then base64) or in the form
+body, never both. The answer is a short-lived JWT from the built-in issuer whose
+``allowed_tools`` is the key's grant (and the tenant's current grants), narrowed by an
+optional ``scope`` of space-separated tool names; a scope can only narrow, never widen.
+Errors follow RFC 6749 §5.2. Failed client authentications are counted per client address;
+past the limit, attempts from it get ``429`` unverified until the window passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote_plus
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
+from tenantry.audit.sink import AuditSink
+from tenantry.auth.apikeys import ApiKeyVerifier, api_key_subject, parse_api_key
+from tenantry.auth.tokens import TokenIssuer
+from tenantry.controlplane.directory import TenantDirectory
+from tenantry.core.credentials import ApiKeyRecord
+from tenantry.core.errors import InvalidCredential, RateLimited, TenantryError
+from tenantry.core.ids import is_valid_tool_name
+from tenantry.ratelimit.failures import FailedAttempts
+from tenantry.server.authn import failure_key
+
+__all__ = ["token_route", "TOKEN_PATH"]
+
+logger = logging.getLogger(__name__)
+
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a route, not a secret
+_MAX_BODY = 8 * 1024
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@dataclass
+class OAuthError(Exception):
+    error: str
+    description: str
+    status: int = 400
+    retry_after: int | None = None
+
+
+def _error_response(error: OAuthError, request_id: str, *, basic: bool) -> Response:
+    headers = {**_NO_STORE, "X-Request-Id": request_id}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="tenantry", charset="UTF-8"' if basic else 'Basic realm="tenantry"'
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    body = {"error": error.error, "error_description": error.description}
+    return Response(json.dumps(body), status_code=error.status, media_type="application/json", headers=headers)
+
+
+def _form(body: bytes) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded UTF-8") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise OAuthError("invalid_request", f"parameter {name!r} given more than once")
+        form[name] = value
+    return form
+
+
+def _basic_credentials(header: str) -> tuple[str, str]:
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise OAuthError("invalid_client", "client authentication must use HTTP Basic or the form body", 401)
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise OAuthError("invalid_client", "malformed HTTP Basic credentials", 401) from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise OAuthError("invalid_client", "malformed HTTP Basic credentials", 401)
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def token_route(
+    *,
+    issuer: TokenIssuer,
+    api_keys: ApiKeyVerifier,
+    directory: TenantDirectory,
+    audit: AuditSink,
+    failures: FailedAttempts,
+) -> Route:
+    async def token(request: Request) -> Response:
+        request_id = os.urandom(16).hex()
+        address = request.client.host if request.client else None
+        authorization = request.headers.get("authorization")
+        try:
+            return await _exchange(request, request_id, address, authorization)
+        except OAuthError as exc:
+            return _error_response(exc, request_id, basic=authorization is not None)
+
+    async def _exchange(request: Request, request_id: str, address: str | None, authorization: str | None) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise OAuthError("invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_BODY:
+                raise OAuthError("invalid_request", "request body too large", 413)
+        form = _form(body)
+        if "grant_type" not in form:
+            raise OAuthError("invalid_request", "grant_type is required")
+        client_id, secret = _client_credentials(form, authorization)
+        record = await _authenticate(client_id, secret, address, request_id)
+        if form["grant_type"] != "client_credentials":
+            raise OAuthError("unsupported_grant_type", "only the client_credentials grant is supported")
+        tenant = directory.get(record.tenant_id)
+        if tenant is None or tenant.halted:
+            reason = "tenant unknown" if tenant is None else "tenant halted"
+            await _record_refusal(record, reason, address, request_id)
+            if tenant is None:
+                raise OAuthError("invalid_client", "client authentication failed", 401)
+            raise OAuthError("access_denied", f"tenant {tenant.id!r} is halted by an administrator", 403)
+        tools = set(record.tools) & tenant.grants
+        scope = form.get("scope")
+        if scope is not None:
+            requested = scope.split()
+            if not requested or not all(is_valid_tool_name(t) for t in requested):
+                raise OAuthError("invalid_scope", "scope must be space-separated tool names")
+            tools &= set(requested)
+            if not tools:
+                await _record_refusal(record, "scope grants no tool of this key", address, request_id)
+                raise OAuthError("invalid_scope", "none of the requested tools is granted to this key")
+        try:
+            issued = issuer.issue(
+                tenant_id=record.tenant_id, subject=api_key_subject(record.key_id), allowed_tools=tools
+            )
+            await audit.record(
+                AuditEvent(
+                    event_type="token_issued",
+                    tenant_id=record.tenant_id,
+                    result_status="ok",
+                    subject=api_key_subject(record.key_id),
+                    ip_address=address,
+                    request_id=request_id,
+                    detail={
+                        "grant": "client_credentials",
+                        "key_id": record.key_id,
+                        "jti": issued.claims["jti"],
+                        "allowed_tools": issued.claims["allowed_tools"],
+                        "expires_at": issued.claims["exp"],
+                    },
+                )
+            )
+        except TenantryError as exc:
+            logger.error("token exchange failed", extra={"code": exc.code, "request_id": request_id})
+            status = exc.http_status if exc.http_status >= 500 else 503
+            raise OAuthError("temporarily_unavailable", exc.message, status) from None
+        claims = issued.claims
+        body_out = {
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": claims["exp"] - claims["iat"],
+            "scope": " ".join(claims["allowed_tools"]),
+        }
+        return Response(
+            json.dumps(body_out),
+            media_type="application/json",
+            headers={**_NO_STORE, "X-Request-Id": request_id},
+        )
+
+    def _client_credentials(form: dict[str, str], authorization: str | None) -> tuple[str, str]:
+        in_body = "client_secret" in form
+        if authorization is not None and in_body:
+            raise OAuthError("invalid_request", "use one client authentication method, not two")
+        if authorization is not None:
+            client_id, secret = _basic_credentials(authorization)
+            if "client_id" in form and form["client_id"] != client_id:
+                raise OAuthError("invalid_request", "client_id in the body differs from HTTP Basic")
+            return client_id, secret
+        if not in_body:
+            raise OAuthError("invalid_client", "client authentication is required", 401)
+        return form.get("client_id", ""), form["client_secret"]
+
+    async def _authenticate(client_id: str, secret: str, address: str | None, request_id: str) -> ApiKeyRecord:
+        key = failure_key(address)
+        try:
+            failures.check(key)
+        except RateLimited as exc:
+            raise OAuthError("invalid_request", exc.message, 429, exc.retry_after) from None
+        try:
+            if parse_api_key(secret).key_id != client_id:
+                raise InvalidCredential("client_id does not match the key")
+            return await api_keys.authenticate(secret)
+        except InvalidCredential as exc:
+            failures.failed(key)
+            await _audit_failed_client(exc.message, address, request_id)
+            raise OAuthError("invalid_client", "client authentication failed", 401) from None
+
+    async def _audit_failed_client(reason: str, address: str | None, request_id: str) -> None:
+        # The tenant named by an unproven key is not trusted: failures go to the system stream.
+        try:
+            await audit.record(
+                AuditEvent(
+                    event_type="token_refused",
+                    tenant_id=SYSTEM_STREAM,
+                    result_status="rejected",
+                    ip_address=address,
+                    request_id=request_id,
+                    reason=f"invalid_client: {reason}",
+                )
+            )
+        except TenantryError:
+            logger.warning("could not audit a refused token request", extra={"request_id": request_id})
+
+    async def _record_refusal(record: ApiKeyRecord, reason: str, address: str | None, request_id: str) -> None:
+        try:
+            await audit.record(
+                AuditEvent(
+                    event_type="token_refused",
+                    tenant_id=record.tenant_id,
+                    result_status="denied",
+                    subject=api_key_subject(record.key_id),
+                    ip_address=address,
+                    request_id=request_id,
+                    reason=reason,
+                    detail={"key_id": record.key_id},
+                )
+            )
+        except TenantryError:
+            logger.warning("could not audit a refused token request", extra={"request_id": request_id})
+
+    return Route(TOKEN_PATH, token, methods=["POST"])

@@ -1,0 +1,90 @@
+"""Rotating the built-in issuer's signing key: overlap, automatic retirement, emergency retirement."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tenantry.auth.keys import KeyRing
+from tenantry.auth.tokens import JwtVerifier, TokenIssuer
+from tenantry.core.errors import InvalidCredential
+
+ISS = "http://127.0.0.1:8750"
+AUD = "http://127.0.0.1:8750/mcp"
+
+
+@pytest.fixture
+def ring(tmp_path: Path) -> KeyRing:
+    keys = KeyRing(tmp_path / "keys")
+    keys.ensure()
+    return keys
+
+
+def issuer(ring: KeyRing) -> TokenIssuer:
+    return TokenIssuer(ring, issuer=ISS, audience=AUD, default_ttl=900, max_lifetime=3600)
+
+
+def verifier(ring: KeyRing) -> JwtVerifier:
+    return JwtVerifier(ring, issuer=ISS, audience=AUD, max_lifetime=3600, leeway=0, max_token_bytes=8192)
+
+
+def test_rotation_publishes_both_keys_and_signs_with_the_new_one(ring: KeyRing) -> None:
+    old = ring.current()
+    fresh = ring.rotate(overlap=3600)
+    assert ring.current().kid == fresh.kid != old.kid
+    assert {k["kid"] for k in ring.jwks()["keys"]} == {old.kid, fresh.kid}
+    states = {k.kid: k.state(time.time()) for k in ring.all()}
+    assert states == {old.kid: "previous", fresh.kid: "current"}
+    token = issuer(ring).issue(tenant_id="acme", subject="a", allowed_tools=["whoami"]).token
+    assert verifier(ring).verify_sync(token).tenant_id == "acme"
+
+
+def test_a_token_of_the_old_key_stays_valid_until_the_key_retires(ring: KeyRing) -> None:
+    old_token = issuer(ring).issue(tenant_id="acme", subject="a", allowed_tools=["whoami"]).token
+    check = verifier(ring)
+    assert check.verify_sync(old_token).subject == "a"  # cached from here on
+    now = int(time.time())
+    old = ring.current()
+    ring.rotate(overlap=60, now=now)
+    assert check.verify_sync(old_token).subject == "a"
+    assert check.verify_sync(old_token, now=now + 59).subject == "a"
+    # Past the overlap the old key is retired: its tokens (even cached ones) are refused.
+    assert ring.get(old.kid) is not None
+    with pytest.raises(InvalidCredential):
+        check.verify_sync(old_token, now=now + 61)
+
+
+def test_retirement_is_persisted_and_survives_a_reload(ring: KeyRing, tmp_path: Path) -> None:
+    old = ring.current()
+    now = int(time.time())
+    ring.rotate(overlap=10, now=now - 20)  # the overlap is already over
+    assert old.kid not in {k["kid"] for k in ring.jwks()["keys"]}
+    assert [k.kid for k in ring.retire_expired()] == [old.kid]
+    assert ring.retire_expired() == []
+    reloaded = KeyRing(tmp_path / "keys")
+    reloaded.ensure()
+    assert {k.kid: k.status for k in reloaded.all()}[old.kid] == "retired"
+    assert reloaded.get(old.kid) is None
+    assert reloaded.get(old.kid, include_retired=True) is not None
+
+
+def test_emergency_rotation_retires_the_old_key_at_once(ring: KeyRing) -> None:
+    token = issuer(ring).issue(tenant_id="acme", subject="a", allowed_tools=["whoami"]).token
+    check = verifier(ring)
+    check.verify_sync(token)
+    old = ring.current()
+    ring.rotate(overlap=3600, retire_old_now=True)
+    assert old.kid not in {k["kid"] for k in ring.jwks()["keys"]}
+    with pytest.raises(InvalidCredential, match="unknown or retired key"):
+        check.verify_sync(token)
+
+
+def test_a_second_rotation_keeps_every_key_that_may_still_verify(ring: KeyRing) -> None:
+    first = ring.current()
+    second = ring.rotate(overlap=3600)
+    third = ring.rotate(overlap=3600)
+    published = {k["kid"] for k in ring.jwks()["keys"]}
+    assert published == {first.kid, second.kid, third.kid}
+    assert ring.current().kid == third.kid
