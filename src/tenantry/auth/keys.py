@@ -28,7 +28,7 @@ __all__ = ["SigningKey", "KeyRing", "KeyStatus", "SigningAlg", "generate_signing
 KeyStatus = Literal["current", "previous", "retired"]
 SigningAlg = Literal["EdDSA", "ES256"]
 _KEY_FILE = "signing-keys.json"
-_RELOAD_INTERVAL = 1.0
+_RELOAD_INTERVAL = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +124,11 @@ class KeyRing:
         except OSError as exc:
             raise StorageError(f"cannot prepare signing keys in {self._dir}: {exc.strerror}") from None
         self._reload(force=True)
+
+    def current_version(self) -> int:
+        """:attr:`version`, after re-reading the key file if it may have changed (at most once a second)."""
+        self._reload()
+        return self.version
 
     def current(self) -> SigningKey:
         self._reload()

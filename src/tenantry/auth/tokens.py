@@ -179,7 +179,7 @@ class JwtVerifier:
         """Synchronous core of :meth:`verify` (pure CPU, microseconds on a cache hit)."""
         current = time.time() if now is None else now
         cached = self._cache.get(credential)
-        if cached is not None and cached[0] == self._keys.version and current < cached[2]:
+        if cached is not None and cached[0] == self._keys.current_version() and current < cached[2]:
             principal = cached[1]
             if current > principal.expires_at + self._leeway:
                 raise InvalidCredential("token expired")

@@ -229,7 +229,8 @@ def _anomaly_detection(runtime: Runtime, app: App) -> tuple[AnomalyDetector, Web
     return detector, notifier
 
 
-_MAINTENANCE_INTERVAL = 30.0
+_MAINTENANCE_INTERVAL = 2.0
+_PRUNE_EVERY = 30  # maintenance rounds between prunes of expired revocations
 
 
 async def _maintain_credentials(runtime: Runtime, verifier: CredentialRouter) -> None:
@@ -241,7 +242,9 @@ async def _maintain_credentials(runtime: Runtime, verifier: CredentialRouter) ->
                 "identity provider has no usable keys yet; its tokens are refused until it does",
                 extra={"issuer": provider.issuer},
             )
+    rounds = 0
     while True:
+        rounds += 1
         try:
             retired = await anyio.to_thread.run_sync(runtime.keys.retire_expired)
             for key in retired:
@@ -254,7 +257,8 @@ async def _maintain_credentials(runtime: Runtime, verifier: CredentialRouter) ->
                         detail={"kid": key.kid, "alg": key.alg, "retire_after": key.retire_after},
                     )
                 )
-            await anyio.to_thread.run_sync(lambda: runtime.store.prune_revocations(int(time.time())))
+            if rounds % _PRUNE_EVERY == 0:
+                await anyio.to_thread.run_sync(lambda: runtime.store.prune_revocations(int(time.time())))
         except TenantryError as exc:
             logger.warning("credential maintenance failed; will retry", extra={"code": exc.code})
         await anyio.sleep(_MAINTENANCE_INTERVAL)
