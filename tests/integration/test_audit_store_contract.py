@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from tenantry.audit.store.factory import open_audit_store
 from tenantry.audit.verify import verify_stream
 from tenantry.auth.keys import KeyRing
 from tenantry.core.errors import AuditUnavailable
+from tests.integration.conftest import DatabaseRoles
 
 
 @dataclass
@@ -269,46 +269,28 @@ def test_genesis_binds_the_tenant() -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_app_role_is_append_only(postgres_url: str, tmp_path: Path, signer: CheckpointSigner) -> None:
-    from tests.support.server import run_cli
-
-    suffix = uuid.uuid4().hex[:8]
-    owner, app = f"tt_owner_{suffix}", f"tt_app_{suffix}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS tenantry_audit CASCADE")
-        conn.execute("DROP SCHEMA IF EXISTS tenantry CASCADE")
-    try:
-        run_cli("db", "init", "--admin-url", postgres_url, "--owner", owner, "--app-role", app)
-        app_url = postgres_url.replace("postgres@", f"{app}@")
-        store = open_audit_store(app_url, tmp_path)
-        store.append([event("acme", n) for n in range(3)])  # the app role can append...
-        assert [r.seq for r in store.read("acme")] == [1, 2, 3]  # ...and read
-        assert verify_stream(store, signer, "acme").ok
-        store.close()
-        with psycopg.connect(app_url, autocommit=True) as conn:
-            for statement in (
-                "UPDATE tenantry_audit.records SET record = '\\x00'",
-                "DELETE FROM tenantry_audit.records",
-                "TRUNCATE tenantry_audit.records",
-                "DELETE FROM tenantry_audit.checkpoints",
-                "DROP TABLE tenantry_audit.records",
-            ):
-                with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                    conn.execute(statement)
-        owner_url = postgres_url.replace("postgres@", f"{owner}@")
-        with psycopg.connect(owner_url, autocommit=True) as conn:  # even the owner is stopped by the triggers
-            for statement in ("UPDATE tenantry_audit.records SET record = '\\x00'", "TRUNCATE tenantry_audit.records"):
-                with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                    conn.execute(statement)
-        with psycopg.connect(postgres_url) as conn:
-            assert conn.execute("SELECT count(*) FROM tenantry_audit.records").fetchone()[0] == 3
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute("DROP SCHEMA IF EXISTS tenantry_audit CASCADE")
-            conn.execute("DROP SCHEMA IF EXISTS tenantry CASCADE")
-            for role in (owner, app):
-                conn.execute(f'DROP OWNED BY "{role}" CASCADE')
-                conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+def test_postgres_app_role_is_append_only(db_roles: DatabaseRoles, tmp_path: Path, signer: CheckpointSigner) -> None:
+    store = open_audit_store(db_roles.app_url, tmp_path)
+    store.append([event("acme", n) for n in range(3)])  # the app role can append...
+    assert [r.seq for r in store.read("acme")] == [1, 2, 3]  # ...and read
+    assert verify_stream(store, signer, "acme").ok
+    store.close()
+    with psycopg.connect(db_roles.app_url, autocommit=True) as conn:
+        for statement in (
+            "UPDATE tenantry_audit.records SET record = '\\x00'",
+            "DELETE FROM tenantry_audit.records",
+            "TRUNCATE tenantry_audit.records",
+            "DELETE FROM tenantry_audit.checkpoints",
+            "DROP TABLE tenantry_audit.records",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    with psycopg.connect(db_roles.owner_url, autocommit=True) as conn:  # even the owner is stopped by the triggers
+        for statement in ("UPDATE tenantry_audit.records SET record = '\\x00'", "TRUNCATE tenantry_audit.records"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    with psycopg.connect(db_roles.owner_url) as conn:
+        assert conn.execute("SELECT count(*) FROM tenantry_audit.records").fetchone()[0] == 3
 
 
 def test_unreachable_postgres_is_audit_unavailable(tmp_path: Path) -> None:

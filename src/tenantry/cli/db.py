@@ -62,7 +62,8 @@ def init(
                 conn.execute(
                     sql.SQL(
                         "GRANT USAGE ON SCHEMA tenantry TO {app};"
-                        " GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tenantry TO {app}"
+                        " GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tenantry TO {app};"
+                        " GRANT USAGE ON ALL SEQUENCES IN SCHEMA tenantry TO {app}"
                     ).format(app=sql.Identifier(app_role))
                 )
                 conn.execute(AUDIT_SCHEMA_SQL)

@@ -90,6 +90,9 @@ _SELECT_API_KEYS = (
 )
 
 
+_TABLES = ("tenants", "grants", "meta", "revocations", "api_keys")
+
+
 class PostgresTenantStore:
     """Thread-safe; one connection guarded by a lock, reconnected after a failure."""
 
@@ -98,8 +101,23 @@ class PostgresTenantStore:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('tenantry.controlplane.schema'))")
-            cur.execute(CONTROLPLANE_SCHEMA_SQL)
+            cur.execute(
+                "SELECT to_regclass(t) IS NULL FROM unnest(%s::text[]) AS t",
+                ([f"tenantry.{table}" for table in _TABLES],),
+            )
+            missing = any(row[0] for row in cur.fetchall())
+        if missing:
+            # First start on an empty database (or after an upgrade that added tables): create the
+            # schema. With separate roles this needs the owner: `tenantry db init` does it.
+            try:
+                with self._tx() as cur:
+                    cur.execute("SELECT pg_advisory_xact_lock(hashtext('tenantry.controlplane.schema'))")
+                    cur.execute(CONTROLPLANE_SCHEMA_SQL)
+            except StorageError as exc:
+                raise StorageError(
+                    f"the control-plane schema is missing or outdated and this role cannot create it ({exc.message});"
+                    " run `tenantry db init` as the database owner"
+                ) from None
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:

@@ -107,6 +107,7 @@ class McpGate:
                     for key, value in response_headers:
                         if key.lower() == b"mcp-session-id":
                             assigned = value.decode("latin-1")
+                            self._sessions.bind(assigned, caller)
                 message = {**message, "headers": [*response_headers, (b"x-request-id", request_id.encode())]}
             await send(message)
 
@@ -133,7 +134,7 @@ class McpGate:
             if bound is not None:
                 bound.in_flight -= 1
         if assigned is not None:
-            await self._sessions.bind(assigned, caller)
+            await self._sessions.record_opened(assigned, caller)
         elif bound is not None and method == "DELETE" and 200 <= status < 300 and session_id is not None:
             await self._sessions.close(session_id, caller, "client_closed")
 

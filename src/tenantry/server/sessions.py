@@ -60,7 +60,9 @@ class SessionRegistry:
         bound.last_seen = time.monotonic()
         return bound
 
-    async def bind(self, session_id: str, caller: Caller) -> None:
+    def bind(self, session_id: str, caller: Caller) -> None:
+        """Bind a session the SDK just created to its principal. Called before the response that
+        reveals the id is sent, so the client's next request always finds the binding."""
         now = time.monotonic()
         self._sessions[session_id] = BoundSession(
             owner=caller.principal.key,
@@ -69,6 +71,8 @@ class SessionRegistry:
             opened_at=now,
             last_seen=now,
         )
+
+    async def record_opened(self, session_id: str, caller: Caller) -> None:
         await self._record("connection_opened", caller.tenant_id, caller.principal.subject, session_id, caller)
 
     async def close(self, session_id: str, caller: Caller | None, reason: str) -> None:
