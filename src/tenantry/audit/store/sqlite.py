@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,19 +79,36 @@ class SqliteAuditStore:
     def __init__(self, path: Path, *, busy_timeout: float = 2.0) -> None:
         self._path = path
         self._lock = threading.Lock()
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self._open(path, busy_timeout)
+                return
+            except sqlite3.OperationalError as exc:
+                # Switching to WAL does not wait on the busy handler: another process opening
+                # the same file at this moment makes it fail at once, so retry until the timeout.
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise AuditUnavailable(f"cannot open the audit store: {exc}") from None
+                time.sleep(0.02)
+            except sqlite3.Error as exc:
+                raise AuditUnavailable(f"cannot open the audit store: {exc}") from None
+
+    def _open(self, path: Path, busy_timeout: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_timeout)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_timeout)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
             with self._lock:
-                self._conn.executescript(_SCHEMA)
+                conn.executescript(_SCHEMA)
             # A second connection that never waits for the write lock: the inline path of the
             # writer uses it and falls back to the writer thread when another writer holds it.
-            self._quick = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=0)
-            self._quick.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as exc:
-            raise AuditUnavailable(f"cannot open the audit store: {exc}") from None
+            quick = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=0)
+            quick.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._quick = conn, quick
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Cursor]:
