@@ -23,6 +23,7 @@ EXPECTED = {
     "StorageError": ("storage_unavailable", 503, -32007),
     "ToolFailed": ("tool_failed", 500, -32603),
     "QueryFailed": ("query_failed", 500, -32603),
+    "SecretsUnavailable": ("secrets_unavailable", 503, -32009),
     "UsageError": ("usage_error", 400, -32602),
     "NotFound": ("not_found", 404, -32602),
     "AlreadyExists": ("already_exists", 409, -32602),

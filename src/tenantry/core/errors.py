@@ -14,6 +14,7 @@ Hierarchy::
     +-- RateLimited               429
     +-- AuditUnavailable          503: the audit store cannot record; fail closed
     +-- StorageError              503: a data store failed (wraps driver errors)
+    +-- SecretsUnavailable        503: the tenant's secrets cannot be decrypted (key shredded or wrong)
     +-- ToolFailed                the tool raised; the message is generic, the traceback is logged
     |   +-- QueryFailed           an invalid SQL statement in the tenant's own database
     +-- UsageError                a bad value given to the CLI or the API (not found, invalid id, ...)
@@ -42,6 +43,7 @@ __all__ = [
     "RateLimited",
     "AuditUnavailable",
     "StorageError",
+    "SecretsUnavailable",
     "ToolFailed",
     "QueryFailed",
     "UsageError",
@@ -172,6 +174,13 @@ class StorageError(TenantryError):
     default_message = "A data store is unavailable"
 
 
+class SecretsUnavailable(TenantryError):
+    code = "secrets_unavailable"
+    http_status = 503
+    jsonrpc_code = -32009
+    default_message = "The tenant's secrets cannot be decrypted"
+
+
 class ToolFailed(TenantryError):
     code = "tool_failed"
     http_status = 500
@@ -218,6 +227,7 @@ ALL_ERRORS: tuple[type[TenantryError], ...] = (
     RateLimited,
     AuditUnavailable,
     StorageError,
+    SecretsUnavailable,
     ToolFailed,
     QueryFailed,
     UsageError,

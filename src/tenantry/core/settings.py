@@ -28,6 +28,10 @@ __all__ = [
     "AuthSettings",
     "ToolSettings",
     "ControlPlaneSettings",
+    "SqlSettings",
+    "VectorSettings",
+    "FileSettings",
+    "SecretSettings",
     "AuditSettings",
     "AlertSettings",
     "MetricsSettings",
@@ -171,6 +175,69 @@ class ControlPlaneSettings(_Section):
     or ``postgresql://user@host/db`` shared by every replica."""
 
 
+class SqlSettings(_Section):
+    """Where ``ctx.sql`` lives. No URL: one SQLite file per tenant in the data dir."""
+
+    url: str | None = None
+    """``postgresql://tenantry_app@host/db``: the application role (not the owner, no BYPASSRLS)."""
+    isolation: Literal["rls", "schema"] = "rls"
+    """``rls``: shared tables with row-level security; ``schema``: one schema per tenant as well."""
+    schema_name: str = Field(default="tenant_data", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
+    """The shared schema holding tenant tables (``rls``), or the prefix of per-tenant schemas."""
+    tenant_key: SecretStr | None = None
+    """The key proving the tenant of a transaction to the database (base64, written by
+    ``tenantry db init``); default: ``<data_dir>/keys/sql-tenant.key``."""
+    pool_min: int = Field(default=1, ge=0)
+    pool_max: int = Field(default=10, gt=0)
+    pool_timeout: float = Field(default=5.0, gt=0)
+    statement_timeout: int = Field(default=30, gt=0)
+    """Seconds any one statement a tool runs may take."""
+
+    _secs = field_validator("statement_timeout", mode="before")(_seconds)
+
+
+class VectorSettings(_Section):
+    """Where ``ctx.vectors`` lives."""
+
+    backend: Literal["sqlite", "qdrant"] = "sqlite"
+    """``sqlite``: one sqlite-vec database per tenant in the data dir; ``qdrant``: one shared
+    collection, every point tagged and every search filtered by ``tenant_id``."""
+    qdrant_url: str | None = None
+    """Qdrant server URL; unset means Qdrant's local mode under ``<data_dir>/vectors/qdrant``."""
+    qdrant_api_key: SecretStr | None = None
+    qdrant_collection: str = Field(default="tenantry", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    embedder: str = "hashing"
+    """``hashing`` (offline, no model) or ``module:object`` naming an :class:`Embedder`."""
+    dimensions: int = Field(default=384, ge=8, le=4096)
+
+
+class FileSettings(_Section):
+    """Where ``ctx.files`` lives."""
+
+    backend: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    """For S3-compatible stores (MinIO, Ceph, moto); unset means AWS."""
+    s3_region: str = "us-east-1"
+    s3_root: str = Field(default="tenants", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """Every tenant's keys live under ``<s3_root>/<tenant_id>/``."""
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    """Unset: boto3's own credential chain (instance role, ``~/.aws``)."""
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> FileSettings:
+        if self.backend == "s3" and not self.s3_bucket:
+            raise ValueError("files.backend = 's3' needs files.s3_bucket")
+        return self
+
+
+class SecretSettings(_Section):
+    master_key: SecretStr | None = None
+    """Base64 of 32 random bytes wrapping every tenant's data key (``TENANTRY_SECRETS__MASTER_KEY``);
+    default: ``<data_dir>/keys/master.key``, created 0600 on first use."""
+
+
 class AuditSettings(_Section):
     url: str | None = None
     """Audit store: ``sqlite:///PATH`` (default ``<data_dir>/audit.sqlite3``) or ``postgresql://``
@@ -247,6 +314,10 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     tools: ToolSettings = ToolSettings()
     controlplane: ControlPlaneSettings = ControlPlaneSettings()
+    sql: SqlSettings = SqlSettings()
+    vectors: VectorSettings = VectorSettings()
+    files: FileSettings = FileSettings()
+    secrets: SecretSettings = SecretSettings()
     audit: AuditSettings = AuditSettings()
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
