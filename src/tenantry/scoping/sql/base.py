@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-__all__ = ["SqlHandle", "SqlScopes", "SqlValue"]
+__all__ = ["SqlHandle", "SqlScopes", "SqlValue", "SqlDialect"]
 
 SqlValue = str | int | float | bytes | bool | None
+SqlDialect = Literal["sqlite", "postgresql"]
 
 
 class SqlHandle(Protocol):
@@ -21,6 +22,11 @@ class SqlHandle(Protocol):
         engine's, which can only describe this tenant's own schema.
     :raises StorageError: when the database itself is unavailable.
     """
+
+    @property
+    def dialect(self) -> SqlDialect:
+        """Which SQL the statements are written in."""
+        ...
 
     async def fetch(self, sql: str, *params: SqlValue) -> list[dict[str, Any]]:
         """Rows as dicts keyed by column name."""
@@ -38,6 +44,16 @@ class SqlHandle(Protocol):
 class SqlScopes(Protocol):
     """Hands out SQL handles, one tenant at a time; there is no unscoped handle."""
 
+    @property
+    def dialect(self) -> SqlDialect: ...
+
     def for_tenant(self, tenant_id: str) -> SqlHandle: ...
+
+    def check(self) -> None:
+        """Prove the store is reachable and enforces isolation (readiness, start-up).
+
+        :raises StorageError: naming what is wrong.
+        """
+        ...
 
     def close(self) -> None: ...

@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 
@@ -77,6 +77,8 @@ class _TenantConnection:
 class SqliteSqlScopes:
     """Per-tenant SQLite databases under ``<data_dir>/tenants/<id>/``, connections kept in an LRU."""
 
+    dialect: Literal["sqlite"] = "sqlite"
+
     def __init__(self, data_dir: Path, *, row_limit: int = 10_000) -> None:
         self._data_dir = data_dir
         self._row_limit = row_limit
@@ -103,6 +105,9 @@ class SqliteSqlScopes:
                 evicted.close()
             return opened
 
+    def check(self) -> None:
+        """Nothing to prove: each tenant's file is opened (and created) on first use."""
+
     @property
     def row_limit(self) -> int:
         return self._row_limit
@@ -116,6 +121,8 @@ class SqliteSqlScopes:
 
 class SqliteSqlHandle:
     """``ctx.sql`` on the embedded default. See :class:`~tenantry.scoping.sql.base.SqlHandle`."""
+
+    dialect: Literal["sqlite"] = "sqlite"
 
     def __init__(self, scopes: SqliteSqlScopes, tenant_id: str) -> None:
         self._scopes = scopes

@@ -1,0 +1,236 @@
+"""``ctx.sql`` on PostgreSQL: shared tables under row-level security, one pooled transaction per call.
+
+See :mod:`tenantry.scoping.sql.pg_schema` for how the database verifies the tenant of each
+transaction. The handle's side: every statement runs in its own transaction that starts with
+the tenant's proof (``set_config(..., true)``, so it dies with the transaction), pipelined with
+the statement itself in one round trip; the extended query protocol is always used, so one call
+can never smuggle a second statement (``...; COMMIT; ...``) into the text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, TypeVar
+
+import anyio.to_thread
+import psycopg
+import psycopg.errors
+from psycopg import Pipeline
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from tenantry.core.errors import QueryFailed, ScopeViolation, StorageError, UsageError, driver_error_text
+from tenantry.core.ids import validate_tenant_id
+from tenantry.scoping.sql.base import SqlValue
+from tenantry.scoping.sql.pg_schema import TenantProof, tenant_schema_name
+from tenantry.scoping.sql.placeholders import qmark_to_pyformat
+
+__all__ = ["PostgresSqlScopes", "PostgresSqlHandle"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_Conn = psycopg.Connection[dict[str, Any]]
+_Cursor = psycopg.Cursor[dict[str, Any]]
+_Work = Callable[[_Cursor, Pipeline], _T]
+
+_ENTER = "SELECT set_config('tenantry.tenant_id', %s, true), set_config('tenantry.tenant_proof', %s, true)"
+_ENTER_SCHEMA = _ENTER + ", set_config('search_path', %s, true)"
+# Statements that can leave state in the session (settings, WITH HOLD cursors, LISTEN, prepared
+# statements, advisory locks) after their transaction; such a call ends with DISCARD ALL, so the
+# pooled connection reaches the next tenant clean. Temporary tables cannot be created at all.
+_SESSION_STATE = re.compile(r"set|discard|declare|listen|prepare|lock|do|execute|cursor|load", re.IGNORECASE)
+
+
+class PostgresSqlScopes:
+    """One connection pool for every tenant; handles are cheap views of it."""
+
+    dialect: Literal["postgresql"] = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tenant_key: bytes,
+        isolation: Literal["rls", "schema"] = "rls",
+        schema_name: str = "tenant_data",
+        pool_min: int = 1,
+        pool_max: int = 10,
+        pool_timeout: float = 5.0,
+        statement_timeout: int = 30,
+        row_limit: int = 10_000,
+    ) -> None:
+        self._proof = TenantProof(tenant_key)
+        self._isolation = isolation
+        self._schema_name = schema_name
+        self._statement_timeout = f"{statement_timeout}s"
+        self._timeout = pool_timeout
+        self.row_limit = row_limit
+        # Session defaults travel in the startup packet, so DISCARD ALL returns to them.
+        options = f"-c statement_timeout={statement_timeout}s"
+        if isolation == "rls":
+            options += f" -c search_path={schema_name}"
+        self._pool: ConnectionPool[_Conn] = ConnectionPool(
+            url,
+            min_size=pool_min,
+            max_size=max(pool_max, pool_min, 1),
+            kwargs={
+                "autocommit": True,  # transactions are explicit; DISCARD ALL must run outside one
+                "prepare_threshold": None,  # DISCARD ALL would drop psycopg's prepared statements
+                "row_factory": dict_row,
+                "connect_timeout": 5,
+                "options": options,
+            },
+            open=False,
+            name="tenantry-sql",
+        )
+        self._opened = False
+
+    def for_tenant(self, tenant_id: str) -> PostgresSqlHandle:
+        validate_tenant_id(tenant_id)
+        return PostgresSqlHandle(self, tenant_id)
+
+    def search_path(self, tenant_id: str) -> str:
+        if self._isolation == "schema":
+            return f'"{tenant_schema_name(self._schema_name, tenant_id)}"'
+        return f'"{self._schema_name}"'
+
+    def run(self, tenant_id: str, work: _Work[_T], *, discard: bool = True) -> _T:
+        """Run ``work`` in one transaction of ``tenant_id`` (worker thread); ``discard`` ends
+        the session state it may have left (settings, cursors, listeners) afterwards."""
+        if not self._opened:
+            self._pool.open(wait=False)
+            self._opened = True
+        try:
+            with self._pool.connection(timeout=self._timeout) as conn:
+                proof = self._proof.for_backend(tenant_id, conn.info.backend_pid)
+                with conn.pipeline() as pipeline:
+                    with conn.transaction():
+                        if self._isolation == "schema":
+                            conn.execute(_ENTER_SCHEMA, (tenant_id, proof, self.search_path(tenant_id)))
+                        else:
+                            conn.execute(_ENTER, (tenant_id, proof))
+                        with conn.cursor() as cur:
+                            result = work(cur, pipeline)
+                    if discard:
+                        conn.execute("DISCARD ALL")  # pipelined with COMMIT: no extra round trip
+                return result
+        except PoolTimeout:
+            raise StorageError("the tenant database is busy or unreachable; try again") from None
+        except psycopg.errors.InsufficientPrivilege:
+            raise ScopeViolation("this SQL statement is not allowed in a tenant database") from None
+        except psycopg.errors.QueryCanceled:
+            raise QueryFailed(f"SQL statement exceeded the {self._statement_timeout} time limit") from None
+        except psycopg.errors.InvalidSchemaName:
+            raise StorageError("the tenant's schema does not exist; run `tenantry db migrate`") from None
+        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+            raise StorageError(f"the tenant database is unavailable: {driver_error_text(exc)}") from None
+        except psycopg.Error as exc:
+            diag = getattr(exc, "diag", None)
+            primary = getattr(diag, "message_primary", None) or driver_error_text(exc)
+            raise QueryFailed(f"SQL error: {primary}") from None
+
+    def check(self) -> None:
+        """Prove the database accepts this server's tenant proof and enforces it.
+
+        :raises StorageError: unreachable, schema missing, or a key that does not match the database's.
+        """
+        probe = "tenantry-probe"
+
+        def verified(cur: _Cursor, _: Pipeline) -> Any:
+            cur.execute(
+                "SELECT tenantry_rls.current_tenant() AS tenant, r.rolsuper OR r.rolbypassrls AS bypass"
+                " FROM pg_roles r WHERE r.rolname = current_user"
+            )
+            return cur.fetchone()
+
+        try:
+            row = self.run(probe, verified)
+        except (QueryFailed, ScopeViolation) as exc:
+            raise StorageError(f"the tenant database is not prepared ({exc.message}); run `tenantry db init`") from None
+        if row is None or row["tenant"] != probe:
+            raise StorageError(
+                "the database does not accept this server's SQL tenant key: run `tenantry db init` with this"
+                " data dir, or set sql.tenant_key to the key it installed"
+            )
+        if row["bypass"]:
+            raise StorageError(
+                "sql.url connects as a superuser or BYPASSRLS role, which ignores row-level security;"
+                " connect as the tools role made by `tenantry db init`"
+            )
+
+    def close(self) -> None:
+        if self._opened:
+            self._pool.close()
+            self._opened = False
+
+
+class PostgresSqlHandle:
+    """``ctx.sql`` on PostgreSQL. See :class:`~tenantry.scoping.sql.base.SqlHandle`.
+
+    Each method is one transaction. PostgreSQL's jsonb ``?`` operators must be written as
+    ``jsonb_exists(...)`` since ``?`` is the placeholder.
+    """
+
+    dialect: Literal["postgresql"] = "postgresql"
+
+    def __init__(self, scopes: PostgresSqlScopes, tenant_id: str) -> None:
+        self._scopes = scopes
+        self._tenant_id = tenant_id
+
+    async def fetch(self, sql: str, *params: SqlValue) -> list[dict[str, Any]]:
+        query = _prepare(sql, params)
+        limit = self._scopes.row_limit
+
+        def work(cur: _Cursor, _: Pipeline) -> list[dict[str, Any]]:
+            cur.execute(query, params)
+            rows = cur.fetchmany(limit + 1)
+            if len(rows) > limit:
+                raise UsageError(f"query returned more than {limit} rows; add a LIMIT")
+            return rows
+
+        return await self._run(work, sql)
+
+    async def fetchone(self, sql: str, *params: SqlValue) -> dict[str, Any] | None:
+        query = _prepare(sql, params)
+
+        def work(cur: _Cursor, pipeline: Pipeline) -> dict[str, Any] | None:
+            cur.execute(query, params)
+            pipeline.sync()
+            return cur.fetchone() if cur.description is not None else None
+
+        return await self._run(work, sql)
+
+    async def execute(self, sql: str, *params: SqlValue) -> int:
+        query = _prepare(sql, params)
+
+        def work(cur: _Cursor, pipeline: Pipeline) -> int:
+            cur.execute(query, params)
+            pipeline.sync()
+            return cur.rowcount
+
+        return await self._run(work, sql)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[SqlValue]]) -> int:
+        materialised = [tuple(row) for row in rows]
+        query = _prepare(sql, materialised[0] if materialised else ())
+
+        def work(cur: _Cursor, pipeline: Pipeline) -> int:
+            cur.executemany(query, materialised)
+            pipeline.sync()
+            return cur.rowcount
+
+        return await self._run(work, sql)
+
+    async def _run(self, work: _Work[_T], sql: str) -> _T:
+        discard = _SESSION_STATE.search(sql) is not None
+        return await anyio.to_thread.run_sync(lambda: self._scopes.run(self._tenant_id, work, discard=discard))
+
+
+def _prepare(sql: str, params: Sequence[SqlValue]) -> str:
+    query, count = qmark_to_pyformat(sql)
+    if count != len(params):
+        raise UsageError(f"the SQL has {count} placeholders but {len(params)} values were given")
+    return query
