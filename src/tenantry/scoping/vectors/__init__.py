@@ -1,0 +1,1 @@
+"""Tenant-scoped vector search (``ctx.vectors``)."""

@@ -1,0 +1,311 @@
+"""Vectors in Qdrant: one shared collection, every point tagged with its tenant.
+
+This is Qdrant's multitenancy pattern: a single collection, a ``tenant_id`` payload on
+every point (indexed as the tenant key, ``is_tenant=True``), and a filter on it inside
+every store call (search, count, delete), never applied to results afterwards. The
+collection is created with ``m=0, payload_m=16``: no global HNSW graph, one graph per
+tenant, so there is also no index that spans tenants.
+
+Each point's payload is ``tenant_id``, ``collection``, ``doc_id``, ``text`` and ``metadata``.
+Its id is a UUIDv5 of ``(tenant_id, collection, doc_id)``, so no document id a tool picks
+can name another tenant's point.
+
+Server mode (``url=``) is for production and for more than one server process. Local mode
+(``path=``) runs Qdrant's embedded engine in this process: it keeps the points in memory,
+ignores payload indexes, and locks the directory, so **only one process may open a path**;
+a second one gets a :class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from qdrant_client import QdrantClient, models
+from qdrant_client.common.client_exceptions import QdrantException
+from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
+
+from tenantry.core.errors import StorageError, TenantryError, UsageError
+from tenantry.core.ids import validate_tenant_id
+from tenantry.scoping.vectors._checks import (
+    PreparedDocument,
+    embed_checked,
+    validate_collection,
+    validate_documents,
+    validate_ids,
+    validate_limit,
+    validate_query,
+)
+from tenantry.scoping.vectors.base import Embedder, VectorDocument, VectorMatch
+
+__all__ = ["QdrantVectorScopes", "QdrantVectorHandle", "point_id", "tenant_filter"]
+
+_T = TypeVar("_T")
+_POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:tenantry:vectors:qdrant")
+_DRIVER_ERRORS = (ApiException, QdrantException, ValueError, RuntimeError, OSError)
+logger = logging.getLogger(__name__)
+
+
+def point_id(tenant_id: str, collection: str, doc_id: str) -> str:
+    """The Qdrant point id of one document: the tenant is part of it, so ids of two tenants never meet."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, json.dumps([tenant_id, collection, doc_id])))
+
+
+def _match(key: str, value: str) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+
+def tenant_filter(tenant_id: str, collection: str | None = None, doc_ids: Sequence[str] = ()) -> models.Filter:
+    """The filter every store call carries: this tenant, and optionally one collection and some ids."""
+    must: list[models.Condition] = [_match("tenant_id", tenant_id)]
+    if collection is not None:
+        must.append(_match("collection", collection))
+    if doc_ids:
+        must.append(models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids))))
+    return models.Filter(must=must)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, UnexpectedResponse) and exc.status_code is not None:
+        return f"{type(exc).__name__} {exc.status_code}"
+    return type(exc).__name__
+
+
+class QdrantVectorScopes:
+    """Every tenant's vectors in one Qdrant collection, each point tagged and filtered by tenant.
+
+    :param embedder: turns texts into vectors; the collection records its name and dimensions.
+    :param url: Qdrant server URL (server mode).
+    :param api_key: the server's API key, if it needs one.
+    :param path: directory for local mode, used when ``url`` is None (one process only).
+    :param collection: name of the shared Qdrant collection.
+    :raises UsageError: when neither or both of ``url`` and ``path`` are given.
+    :raises StorageError: when local mode cannot open ``path`` (another process holds it).
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        url: str | None,
+        api_key: str | None = None,
+        path: Path | None = None,
+        collection: str = "tenantry",
+        timeout: int = 10,
+    ) -> None:
+        if (url is None) == (path is None):
+            raise UsageError("Qdrant needs either a server url or a local path, not both")
+        self._embedder = embedder
+        self._collection = collection
+        self._local = url is None
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        # Local mode is an in-process engine; one call at a time keeps it consistent.
+        self._local_lock = threading.Lock()
+        try:
+            if path is not None:
+                path.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._client = QdrantClient(path=str(path))
+            else:
+                self._client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
+        except _DRIVER_ERRORS as exc:
+            raise StorageError(f"cannot open the Qdrant vector store ({_describe(exc)})") from None
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    @property
+    def collection(self) -> str:
+        return self._collection
+
+    def for_tenant(self, tenant_id: str) -> QdrantVectorHandle:
+        """:raises UsageError: for an invalid tenant id."""
+        validate_tenant_id(tenant_id)
+        return QdrantVectorHandle(self, tenant_id)
+
+    def drop_tenant(self, tenant_id: str) -> None:
+        """Delete every point of one tenant, by filter. Blocking.
+
+        :raises StorageError: when Qdrant fails.
+        """
+        validate_tenant_id(tenant_id)
+
+        def work(client: QdrantClient) -> None:
+            client.delete(
+                self._collection, points_selector=models.FilterSelector(filter=tenant_filter(tenant_id)), wait=True
+            )
+
+        self.call(work, tenant_id=tenant_id)
+
+    def close(self) -> None:
+        with self._local_lock:
+            self._client.close()
+
+    def call(self, work: Callable[[QdrantClient], _T], *, tenant_id: str) -> _T:
+        """Run ``work`` against the client (blocking), creating the collection first if needed.
+
+        :raises StorageError: for any failure of Qdrant or its client.
+        """
+        try:
+            with self._serialised():
+                self._ensure_collection()
+                return work(self._client)
+        except TenantryError:
+            raise
+        except _DRIVER_ERRORS as exc:
+            logger.warning("vector store error", extra={"tenant_id": tenant_id, "error": _describe(exc)})
+            raise StorageError(f"the vector store failed ({_describe(exc)})") from None
+
+    def _serialised(self) -> AbstractContextManager[Any]:
+        return self._local_lock if self._local else nullcontext()
+
+    def _ensure_collection(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            if not self._client.collection_exists(self._collection):
+                try:
+                    self._create_collection()
+                except _DRIVER_ERRORS:
+                    # Another process may have created it meanwhile; if so, check that one instead.
+                    if not self._client.collection_exists(self._collection):
+                        raise
+            self._check_collection()
+            self._ready = True
+
+    def _create_collection(self) -> None:
+        self._client.create_collection(
+            self._collection,
+            vectors_config=models.VectorParams(size=self._embedder.dimensions, distance=models.Distance.COSINE),
+            hnsw_config=models.HnswConfigDiff(m=0, payload_m=16),
+            metadata={"tenantry_embedder": self._embedder.name, "tenantry_dimensions": self._embedder.dimensions},
+        )
+        if self._local:
+            return  # local mode ignores payload indexes (and warns about them)
+        tenant_key = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+        self._client.create_payload_index(self._collection, "tenant_id", field_schema=tenant_key, wait=True)
+        for field in ("collection", "doc_id"):
+            self._client.create_payload_index(
+                self._collection, field, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+            )
+
+    def _check_collection(self) -> None:
+        config = self._client.get_collection(self._collection).config
+        vectors = config.params.vectors
+        size = vectors.size if isinstance(vectors, models.VectorParams) else None
+        metadata = config.metadata or {}
+        recorded = metadata.get("tenantry_embedder")
+        if size != self._embedder.dimensions or (recorded is not None and recorded != self._embedder.name):
+            raise StorageError(
+                f"the Qdrant collection {self._collection!r} holds vectors of embedder {recorded!r} "
+                f"({size} dimensions), but the configured embedder is {self._embedder.name!r} "
+                f"({self._embedder.dimensions}); switch back, re-index, or use another collection"
+            )
+
+
+class QdrantVectorHandle:
+    """``ctx.vectors`` on Qdrant. See :class:`~tenantry.scoping.vectors.base.VectorHandle`."""
+
+    def __init__(self, scopes: QdrantVectorScopes, tenant_id: str) -> None:
+        self._scopes = scopes
+        self._tenant_id = tenant_id
+
+    async def upsert(self, documents: Sequence[VectorDocument], *, collection: str = "default") -> int:
+        validate_collection(collection)
+        prepared = validate_documents(documents)
+        if not prepared:
+            return 0
+
+        def work() -> int:
+            vectors = embed_checked(self._scopes.embedder, [doc.text for doc in prepared])
+            points = [self._point(collection, doc, vector) for doc, vector in zip(prepared, vectors, strict=True)]
+            self._call(lambda client: client.upsert(self._scopes.collection, points=points, wait=True))
+            return len(points)
+
+        return await anyio.to_thread.run_sync(work)
+
+    async def search(self, query: str, *, limit: int = 5, collection: str = "default") -> list[VectorMatch]:
+        validate_collection(collection)
+        validate_query(query)
+        validate_limit(limit)
+
+        def work() -> list[VectorMatch]:
+            [vector] = embed_checked(self._scopes.embedder, [query])
+            response = self._call(
+                lambda client: client.query_points(
+                    self._scopes.collection,
+                    query=vector,
+                    query_filter=tenant_filter(self._tenant_id, collection),
+                    limit=limit,
+                    with_payload=True,
+                )
+            )
+            return [self._match(point, collection) for point in response.points]
+
+        return await anyio.to_thread.run_sync(work)
+
+    async def delete(self, ids: Sequence[str], *, collection: str = "default") -> int:
+        validate_collection(collection)
+        wanted = validate_ids(ids)
+        if not wanted:
+            return 0
+        selected = tenant_filter(self._tenant_id, collection, wanted)
+
+        def work(client: QdrantClient) -> int:
+            existing = client.count(self._scopes.collection, count_filter=selected, exact=True).count
+            if existing:
+                client.delete(
+                    self._scopes.collection, points_selector=models.FilterSelector(filter=selected), wait=True
+                )
+            return existing
+
+        return await anyio.to_thread.run_sync(lambda: self._call(work))
+
+    async def count(self, *, collection: str = "default") -> int:
+        validate_collection(collection)
+        selected = tenant_filter(self._tenant_id, collection)
+        return await anyio.to_thread.run_sync(
+            lambda: self._call(
+                lambda client: client.count(self._scopes.collection, count_filter=selected, exact=True).count
+            )
+        )
+
+    def _call(self, work: Callable[[QdrantClient], _T]) -> _T:
+        return self._scopes.call(work, tenant_id=self._tenant_id)
+
+    def _point(self, collection: str, document: PreparedDocument, vector: list[float]) -> models.PointStruct:
+        return models.PointStruct(
+            id=point_id(self._tenant_id, collection, document.id),
+            vector=vector,
+            payload={
+                "tenant_id": self._tenant_id,
+                "collection": collection,
+                "doc_id": document.id,
+                "text": document.text,
+                "metadata": document.metadata,
+            },
+        )
+
+    def _match(self, point: models.ScoredPoint, collection: str) -> VectorMatch:
+        payload = point.payload or {}
+        # The filter already did this inside Qdrant; a point that still differs means the store is wrong.
+        if payload.get("tenant_id") != self._tenant_id or payload.get("collection") != collection:
+            logger.error("vector store returned a point outside the filter", extra={"tenant_id": self._tenant_id})
+            raise StorageError("the vector store returned a point outside this tenant's scope")
+        metadata = payload.get("metadata")
+        return VectorMatch(
+            id=str(payload.get("doc_id", "")),
+            score=float(point.score),
+            text=str(payload.get("text", "")),
+            metadata=dict(metadata) if isinstance(metadata, dict) else {},
+        )
