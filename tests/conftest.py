@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -67,3 +68,17 @@ def postgres_url(postgres_available: None) -> Iterator[str]:
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if TYPE_CHECKING:
+    from tests.support.s3 import MotoServer
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    """A real moto S3 server for the whole session; each test makes its own bucket."""
+    from tests.support.s3 import start_moto_server
+
+    server = start_moto_server()
+    yield server
+    server.stop()

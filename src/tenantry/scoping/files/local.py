@@ -21,32 +21,25 @@ import anyio.to_thread
 
 from tenantry.core.errors import NotFound, ScopeViolation, StorageError, UsageError
 from tenantry.core.ids import validate_tenant_id
-from tenantry.core.paths import PathRejected, join_parts, normalize_path, normalize_prefix, within_prefix
+from tenantry.core.paths import join_parts, normalize_prefix
 from tenantry.scoping.files.base import FileEntry
+from tenantry.scoping.files.scope import (
+    HIDDEN_NAME_PREFIX,
+    MAX_LIST_ENTRIES,
+    resolve_file_path,
+    resolve_scoped_path,
+    scope_for_listing,
+)
 
 __all__ = ["LocalFileScopes", "LocalFileHandle", "tenant_files_root", "resolve_scoped_path"]
 
 _T = TypeVar("_T")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_LIST = 10_000
+_MAX_LIST = MAX_LIST_ENTRIES
 
 
 def tenant_files_root(data_dir: Path, tenant_id: str) -> Path:
     return data_dir / "tenants" / validate_tenant_id(tenant_id) / "files"
-
-
-def resolve_scoped_path(path: str, prefix: str | None) -> tuple[str, ...]:
-    """Validate ``path`` and check it lies inside ``prefix``.
-
-    :raises ScopeViolation: naming the broken rule.
-    """
-    try:
-        parts = normalize_path(path)
-    except PathRejected as exc:
-        raise ScopeViolation(exc.reason) from None
-    if not within_prefix(parts, prefix):
-        raise ScopeViolation("path is outside the prefix this credential may access")
-    return parts
 
 
 class LocalFileScopes:
@@ -97,24 +90,10 @@ class LocalFileHandle:
     # -- path checks (pure) -------------------------------------------------------------
 
     def _file_parts(self, path: str) -> tuple[str, ...]:
-        parts = resolve_scoped_path(path, self._prefix)
-        if not parts:
-            raise ScopeViolation("a file path is required")
-        return parts
+        return resolve_file_path(path, self._prefix)
 
     def _scope_for_listing(self, prefix: str) -> tuple[str, ...]:
-        try:
-            parts = normalize_path(prefix)
-        except PathRejected as exc:
-            raise ScopeViolation(exc.reason) from None
-        if self._prefix is None:
-            return parts
-        allowed = tuple(self._prefix.split("/"))
-        if within_prefix(parts, self._prefix):
-            return parts
-        if allowed[: len(parts)] == parts:
-            return allowed  # listing a parent of the allowed prefix shows only the allowed part
-        raise ScopeViolation("path is outside the prefix this credential may access")
+        return scope_for_listing(prefix, self._prefix)
 
     # -- I/O (worker thread) ------------------------------------------------------------
 
@@ -179,7 +158,7 @@ class LocalFileHandle:
 
     def _write_sync(self, parts: tuple[str, ...], data: bytes) -> FileEntry:
         dir_fd = self._open_dir(parts[:-1], create=True)
-        tmp_name = f".tenantry-{uuid.uuid4().hex}.tmp"
+        tmp_name = f"{HIDDEN_NAME_PREFIX}{uuid.uuid4().hex}.tmp"
         try:
             try:
                 existing = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
@@ -236,7 +215,7 @@ class LocalFileHandle:
             for dirpath, _dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top_fd, follow_symlinks=False):
                 rel = tuple(p for p in dirpath.split("/") if p not in ("", "."))
                 for name in filenames:
-                    if name.startswith(".tenantry-"):
+                    if name.startswith(HIDDEN_NAME_PREFIX):
                         continue
                     info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                     if not stat.S_ISREG(info.st_mode):
