@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
 from tenantry.auth.apikeys import IssuedApiKey, api_key_subject, generate_api_key
@@ -28,6 +29,10 @@ __all__ = [
     "revoke_api_key",
     "halt_tenant",
     "resume_tenant",
+    "SecretWriter",
+    "set_secret",
+    "delete_secret",
+    "shred_tenant_key",
 ]
 
 
@@ -205,3 +210,74 @@ def resume_tenant(
         detail={"was_halted": before.halted, "halted_reason": before.halted_reason},
     )
     return tenant, event
+
+
+class SecretWriter(Protocol):
+    """The write side of the secret scopes (``tenantry.scoping.secrets.store.StoredSecretScopes``):
+    it seals values, so these actions never handle key material. Methods block.
+    """
+
+    def set_secret(self, tenant_id: str, name: str, value: str) -> bool:
+        """Store the value; ``True`` when the name was new. :raises UsageError: bad name or value."""
+        ...
+
+    def delete_secret(self, tenant_id: str, name: str) -> bool: ...
+
+    def shred_tenant_key(self, tenant_id: str) -> bool: ...
+
+
+# Secret events name the secret and nothing else: never its value, length or a hash of it
+# (a hash of a short or guessable value is as good as the value).
+
+
+def set_secret(
+    store: ControlStore, secrets: SecretWriter, tenant_id: str, name: str, value: str, *, actor: str
+) -> AuditEvent:
+    """Create or replace the tenant's secret ``name``.
+
+    :raises NotFound: unknown tenant. :raises UsageError: an invalid name or value.
+    :raises SecretsUnavailable: the tenant's data key cannot be unwrapped (wrong master key).
+    """
+    _require_tenant(store, tenant_id)
+    created = secrets.set_secret(tenant_id, name, value)
+    return AuditEvent(
+        event_type="secret_set",
+        tenant_id=tenant_id,
+        result_status="ok",
+        actor=actor,
+        detail={"name": name, "created": created},
+    )
+
+
+def delete_secret(store: ControlStore, secrets: SecretWriter, tenant_id: str, name: str, *, actor: str) -> AuditEvent:
+    """Delete the tenant's secret ``name``.
+
+    :raises NotFound: unknown tenant or no such secret. :raises UsageError: an invalid name.
+    """
+    _require_tenant(store, tenant_id)
+    if not secrets.delete_secret(tenant_id, name):
+        raise NotFound(f"no secret named {name!r}")
+    return AuditEvent(
+        event_type="secret_deleted", tenant_id=tenant_id, result_status="ok", actor=actor, detail={"name": name}
+    )
+
+
+def shred_tenant_key(
+    store: ControlStore, secrets: SecretWriter, tenant_id: str, *, actor: str, reason: str | None = None
+) -> AuditEvent:
+    """Delete the tenant's data key and every secret sealed under it (crypto-shredding); any
+    copy of the sealed values left elsewhere can no longer be decrypted.
+
+    :raises NotFound: unknown tenant.
+    """
+    _require_tenant(store, tenant_id)
+    names = [info.name for info in store.list_secrets(tenant_id)]
+    had_key = secrets.shred_tenant_key(tenant_id)
+    return AuditEvent(
+        event_type="tenant_key_shredded",
+        tenant_id=tenant_id,
+        result_status="ok",
+        actor=actor,
+        reason=reason,
+        detail={"had_key": had_key, "secrets": names},
+    )

@@ -8,8 +8,20 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from tenantry.core.credentials import ApiKeyRecord, Revocation
+from tenantry.core.secrets import SecretInfo, SecretStore, WrappedKey
 
-__all__ = ["Tenant", "TenantStore", "RevocationStore", "ApiKeyStore", "ControlStore", "Tier", "TenantStatus"]
+__all__ = [
+    "Tenant",
+    "TenantStore",
+    "RevocationStore",
+    "ApiKeyStore",
+    "SecretStore",
+    "SecretInfo",
+    "WrappedKey",
+    "ControlStore",
+    "Tier",
+    "TenantStatus",
+]
 
 Tier = Literal["logical", "dedicated"]
 TenantStatus = Literal["active", "halted"]
@@ -97,5 +109,9 @@ class ApiKeyStore(Protocol):
         ...
 
 
-class ControlStore(TenantStore, RevocationStore, ApiKeyStore, Protocol):
+# SecretStore (sealed secret values and wrapped data keys) is defined in tenantry.core.secrets,
+# because the secret scopes, which may not import the control plane, are typed against it too.
+
+
+class ControlStore(TenantStore, RevocationStore, ApiKeyStore, SecretStore, Protocol):
     """Everything the control plane keeps; one database, one revision counter."""

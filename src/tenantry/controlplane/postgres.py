@@ -16,10 +16,18 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tenantry.controlplane.base import Tenant, TenantStatus, Tier
-from tenantry.controlplane.rows import api_key_from_row, api_key_row, revocation_from_row, revocation_row
+from tenantry.controlplane.rows import (
+    api_key_from_row,
+    api_key_row,
+    revocation_from_row,
+    revocation_row,
+    secret_info_from_row,
+    wrapped_key_from_row,
+)
 from tenantry.core.credentials import ApiKeyRecord, Revocation
-from tenantry.core.errors import AlreadyExists, NotFound, StorageError, driver_error_text
+from tenantry.core.errors import AlreadyExists, NotFound, SecretsUnavailable, StorageError, driver_error_text
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
+from tenantry.core.secrets import SecretInfo, WrappedKey
 
 __all__ = ["PostgresTenantStore", "CONTROLPLANE_SCHEMA_SQL"]
 
@@ -69,6 +77,20 @@ CREATE TABLE IF NOT EXISTS tenantry.api_keys (
     created_by TEXT
 );
 CREATE INDEX IF NOT EXISTS api_keys_tenant ON tenantry.api_keys (tenant_id);
+CREATE TABLE IF NOT EXISTS tenantry.tenant_data_keys (
+    tenant_id TEXT PRIMARY KEY REFERENCES tenantry.tenants(id) ON DELETE CASCADE,
+    key_id TEXT NOT NULL,
+    wrapped BYTEA NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tenantry.secrets (
+    tenant_id TEXT NOT NULL REFERENCES tenantry.tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    sealed BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
 """
 
 _INSERT_REVOCATION = (
@@ -90,7 +112,7 @@ _SELECT_API_KEYS = (
 )
 
 
-_TABLES = ("tenants", "grants", "meta", "revocations", "api_keys")
+_TABLES = ("tenants", "grants", "meta", "revocations", "api_keys", "tenant_data_keys", "secrets")
 
 
 class PostgresTenantStore:
@@ -304,6 +326,90 @@ class PostgresTenantStore:
         record = self.get_api_key(key_id)
         assert record is not None
         return record
+
+    # -- secrets (sealed values and wrapped data keys; no revision bump: read at call time) ----
+
+    def put_secret(self, tenant_id: str, name: str, sealed: bytes, now: int) -> bool:
+        with self._tx() as cur:
+            cur.execute("SELECT 1 FROM tenantry.tenants WHERE id = %s FOR SHARE", (tenant_id,))
+            if cur.fetchone() is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            # FOR SHARE holds off a concurrent shred until this value is stored (and then shredded).
+            cur.execute("SELECT 1 FROM tenantry.tenant_data_keys WHERE tenant_id = %s FOR SHARE", (tenant_id,))
+            if cur.fetchone() is None:
+                raise SecretsUnavailable("the tenant's data key was deleted while the secret was being stored")
+            cur.execute(
+                "INSERT INTO tenantry.secrets (tenant_id, name, sealed, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (tenant_id, name)"
+                " DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = EXCLUDED.updated_at"
+                " RETURNING (xmax = 0)",
+                (tenant_id, name, sealed, now, now),
+            )
+            row = cur.fetchone()
+        return bool(row and row[0])
+
+    def get_secret(self, tenant_id: str, name: str) -> bytes | None:
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT sealed FROM tenantry.secrets WHERE tenant_id = %s AND name = %s", (tenant_id, name)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def sealed_secrets(self, tenant_id: str) -> dict[str, bytes]:
+        with self._tx() as cur:
+            rows = cur.execute(
+                "SELECT name, sealed FROM tenantry.secrets WHERE tenant_id = %s", (tenant_id,)
+            ).fetchall()
+        return {str(name): bytes(sealed) for name, sealed in rows}
+
+    def list_secrets(self, tenant_id: str) -> list[SecretInfo]:
+        with self._tx() as cur:
+            rows = cur.execute(
+                "SELECT name, created_at, updated_at FROM tenantry.secrets WHERE tenant_id = %s ORDER BY name",
+                (tenant_id,),
+            ).fetchall()
+        return [secret_info_from_row(row) for row in rows]
+
+    def delete_secret(self, tenant_id: str, name: str) -> bool:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM tenantry.secrets WHERE tenant_id = %s AND name = %s", (tenant_id, name))
+            return cur.rowcount > 0
+
+    def get_data_key(self, tenant_id: str) -> WrappedKey | None:
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT key_id, wrapped, created_at FROM tenantry.tenant_data_keys WHERE tenant_id = %s", (tenant_id,)
+            ).fetchone()
+        return None if row is None else wrapped_key_from_row(row)
+
+    def put_data_key(self, tenant_id: str, key: WrappedKey) -> WrappedKey:
+        with self._tx() as cur:
+            cur.execute("SELECT 1 FROM tenantry.tenants WHERE id = %s FOR SHARE", (tenant_id,))
+            if cur.fetchone() is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            # A concurrent first writer's INSERT makes this one wait, then do nothing; the SELECT
+            # (a new snapshot under READ COMMITTED) then sees the winner's key.
+            cur.execute(
+                "INSERT INTO tenantry.tenant_data_keys (tenant_id, key_id, wrapped, created_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id) DO NOTHING",
+                (tenant_id, key.key_id, key.wrapped, key.created_at),
+            )
+            row = cur.execute(
+                "SELECT key_id, wrapped, created_at FROM tenantry.tenant_data_keys WHERE tenant_id = %s", (tenant_id,)
+            ).fetchone()
+        if row is None:
+            raise SecretsUnavailable("the tenant's data key was deleted while it was being created; try again")
+        return wrapped_key_from_row(row)
+
+    def delete_data_key(self, tenant_id: str) -> bool:
+        with self._tx() as cur:
+            # The key first: in PostgreSQL this waits for a writer holding it (FOR SHARE), so
+            # the value that writer stored is then seen and deleted too.
+            cur.execute("DELETE FROM tenantry.tenant_data_keys WHERE tenant_id = %s", (tenant_id,))
+            had_key = cur.rowcount > 0
+            cur.execute("DELETE FROM tenantry.secrets WHERE tenant_id = %s", (tenant_id,))
+            return had_key
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Row shapes of the credential tables, shared by the SQLite and PostgreSQL stores."""
+"""Row shapes of the credential and secret tables, shared by the SQLite and PostgreSQL stores."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ import json
 from typing import Any
 
 from tenantry.core.credentials import ApiKeyRecord, Revocation
+from tenantry.core.secrets import SecretInfo, WrappedKey
 
-__all__ = ["revocation_row", "revocation_from_row", "api_key_row", "api_key_from_row"]
+__all__ = [
+    "revocation_row",
+    "revocation_from_row",
+    "api_key_row",
+    "api_key_from_row",
+    "wrapped_key_from_row",
+    "secret_info_from_row",
+]
 
 
 def revocation_row(r: Revocation) -> tuple[Any, ...]:
@@ -58,3 +66,13 @@ def api_key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
         revoked_at=None if revoked_at is None else int(revoked_at),
         created_by=created_by,
     )
+
+
+def wrapped_key_from_row(row: tuple[Any, ...]) -> WrappedKey:
+    key_id, wrapped, created_at = row
+    return WrappedKey(key_id=str(key_id), wrapped=bytes(wrapped), created_at=int(created_at))
+
+
+def secret_info_from_row(row: tuple[Any, ...]) -> SecretInfo:
+    name, created_at, updated_at = row
+    return SecretInfo(name=str(name), created_at=int(created_at), updated_at=int(updated_at))

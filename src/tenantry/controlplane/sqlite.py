@@ -10,10 +10,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tenantry.controlplane.base import Tenant, TenantStatus, Tier
-from tenantry.controlplane.rows import api_key_from_row, api_key_row, revocation_from_row, revocation_row
+from tenantry.controlplane.rows import (
+    api_key_from_row,
+    api_key_row,
+    revocation_from_row,
+    revocation_row,
+    secret_info_from_row,
+    wrapped_key_from_row,
+)
 from tenantry.core.credentials import ApiKeyRecord, Revocation
-from tenantry.core.errors import AlreadyExists, NotFound, StorageError
+from tenantry.core.errors import AlreadyExists, NotFound, SecretsUnavailable, StorageError
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
+from tenantry.core.secrets import SecretInfo, WrappedKey
 
 __all__ = ["SqliteTenantStore"]
 
@@ -62,6 +70,20 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_by TEXT
 );
 CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant_id);
+CREATE TABLE IF NOT EXISTS tenant_data_keys (
+    tenant_id TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+    key_id TEXT NOT NULL,
+    wrapped BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
 """
 
 _INSERT_REVOCATION = (
@@ -95,6 +117,9 @@ class SqliteTenantStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA synchronous=FULL")
+            # Deleted rows are overwritten, not left in free pages: a shredded data key must not
+            # be recoverable from the database file.
+            self._conn.execute("PRAGMA secure_delete=ON")
             with self._lock:
                 self._conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
@@ -277,6 +302,80 @@ class SqliteTenantStore:
         record = self.get_api_key(key_id)
         assert record is not None
         return record
+
+    # -- secrets (sealed values and wrapped data keys; no revision bump: read at call time) ----
+
+    def put_secret(self, tenant_id: str, name: str, sealed: bytes, now: int) -> bool:
+        with self._write(bump=False) as cur:
+            if cur.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)).fetchone() is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            if cur.execute("SELECT 1 FROM tenant_data_keys WHERE tenant_id = ?", (tenant_id,)).fetchone() is None:
+                raise SecretsUnavailable("the tenant's data key was deleted while the secret was being stored")
+            existed = cur.execute(
+                "SELECT 1 FROM secrets WHERE tenant_id = ? AND name = ?", (tenant_id, name)
+            ).fetchone()
+            cur.execute(
+                "INSERT INTO secrets (tenant_id, name, sealed, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, name)"
+                " DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                (tenant_id, name, sealed, now, now),
+            )
+        return existed is None
+
+    def get_secret(self, tenant_id: str, name: str) -> bytes | None:
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT sealed FROM secrets WHERE tenant_id = ? AND name = ?", (tenant_id, name)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def sealed_secrets(self, tenant_id: str) -> dict[str, bytes]:
+        with self._read() as cur:
+            rows = cur.execute("SELECT name, sealed FROM secrets WHERE tenant_id = ?", (tenant_id,)).fetchall()
+        return {str(name): bytes(sealed) for name, sealed in rows}
+
+    def list_secrets(self, tenant_id: str) -> list[SecretInfo]:
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT name, created_at, updated_at FROM secrets WHERE tenant_id = ? ORDER BY name", (tenant_id,)
+            ).fetchall()
+        return [secret_info_from_row(row) for row in rows]
+
+    def delete_secret(self, tenant_id: str, name: str) -> bool:
+        with self._write(bump=False) as cur:
+            cur.execute("DELETE FROM secrets WHERE tenant_id = ? AND name = ?", (tenant_id, name))
+            return cur.rowcount > 0
+
+    def get_data_key(self, tenant_id: str) -> WrappedKey | None:
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT key_id, wrapped, created_at FROM tenant_data_keys WHERE tenant_id = ?", (tenant_id,)
+            ).fetchone()
+        return None if row is None else wrapped_key_from_row(row)
+
+    def put_data_key(self, tenant_id: str, key: WrappedKey) -> WrappedKey:
+        with self._write(bump=False) as cur:
+            if cur.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)).fetchone() is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            cur.execute(
+                "INSERT OR IGNORE INTO tenant_data_keys (tenant_id, key_id, wrapped, created_at) VALUES (?, ?, ?, ?)",
+                (tenant_id, key.key_id, key.wrapped, key.created_at),
+            )
+            row = cur.execute(
+                "SELECT key_id, wrapped, created_at FROM tenant_data_keys WHERE tenant_id = ?", (tenant_id,)
+            ).fetchone()
+        return wrapped_key_from_row(row)
+
+    def delete_data_key(self, tenant_id: str) -> bool:
+        with self._write(bump=False) as cur:
+            cur.execute("DELETE FROM tenant_data_keys WHERE tenant_id = ?", (tenant_id,))
+            had_key = cur.rowcount > 0
+            cur.execute("DELETE FROM secrets WHERE tenant_id = ?", (tenant_id,))
+        # Older copies of the pages live on in the write-ahead log until a checkpoint; best
+        # effort, since a reader in another process may hold the log open.
+        with self._read() as cur:
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return had_key
 
     @contextmanager
     def _write(self, *, bump: bool = True) -> Iterator[sqlite3.Cursor]:

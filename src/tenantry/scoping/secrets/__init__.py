@@ -1,0 +1,1 @@
+"""Tenant-scoped, envelope-encrypted secrets (``ctx.secrets``)."""
