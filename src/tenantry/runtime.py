@@ -6,10 +6,14 @@ is how a CLI change (a grant, a key rotation) reaches a running server.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+import anyio.to_thread
 
 from tenantry.audit.checkpoints import Checkpointer, CheckpointSigner
 from tenantry.audit.events import AuditEvent
@@ -25,11 +29,15 @@ from tenantry.controlplane.directory import TenantDirectory
 from tenantry.controlplane.factory import open_tenant_store
 from tenantry.core.errors import StorageError, UsageError
 from tenantry.core.settings import DEFAULT_PORT, Settings
-from tenantry.scoping.files.local import LocalFileScopes
+from tenantry.scoping.files.factory import open_file_scopes
 from tenantry.scoping.handles import DataScopes
+from tenantry.scoping.secrets.store import StoredSecretScopes, open_secret_scopes
+from tenantry.scoping.sql.base import SqlScopes
+from tenantry.scoping.sql.postgres import PostgresSqlScopes
 from tenantry.scoping.sql.sqlite import SqliteSqlScopes
+from tenantry.scoping.vectors.factory import open_vector_scopes
 
-__all__ = ["Runtime", "Endpoints", "MCP_PATH"]
+__all__ = ["Runtime", "Endpoints", "MCP_PATH", "sql_tenant_key", "SQL_TENANT_KEY_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +81,32 @@ def bound_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+SQL_TENANT_KEY_FILE = "sql-tenant.key"
+
+
+def sql_tenant_key(settings: Settings, *, create: bool = False) -> bytes:
+    """The key proving a transaction's tenant to PostgreSQL: ``sql.tenant_key`` (base64) if set,
+    else ``<data_dir>/keys/sql-tenant.key`` (written by ``tenantry db init``).
+
+    :raises UsageError: for an invalid configured key, or a missing file when not ``create``.
+    """
+    configured = settings.sql.tenant_key
+    if configured is not None:
+        try:
+            key = base64.b64decode(configured.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            raise UsageError("sql.tenant_key must be base64") from None
+        if len(key) < 32:
+            raise UsageError("sql.tenant_key must decode to at least 32 bytes")
+        return key
+    path = settings.data_dir.resolve() / "keys" / SQL_TENANT_KEY_FILE
+    if not create and not path.is_file():
+        raise UsageError(
+            f"no SQL tenant key at {path}: run `tenantry db init` with this data dir, or set sql.tenant_key"
+        )
+    return load_or_create_secret(path)
+
+
 class Runtime:
     """Everything one deployment needs; cheap to open, close it when done."""
 
@@ -91,9 +125,56 @@ class Runtime:
         self.directory = TenantDirectory(self.store)
         self.audit_keys = KeyRing(self.data_dir / "keys", alg="EdDSA", file_name="audit-signing-keys.json")
         self._audit: DurableAuditSink | None = None
-        self.scopes = DataScopes(
-            sql=SqliteSqlScopes(self.data_dir, row_limit=settings.tools.sql_row_limit),
-            files=LocalFileScopes(self.data_dir, max_file_bytes=settings.tools.max_file_bytes),
+        self._scopes: DataScopes | None = None
+        self._secrets: StoredSecretScopes | None = None
+
+    @property
+    def scopes(self) -> DataScopes:
+        """The tenant-scoped data handles' factories, opened on first use (a CLI command that
+        manages tenants never opens the vector store a running server may hold)."""
+        if self._scopes is None:
+            settings = self.settings
+            self._scopes = DataScopes(
+                sql=self._sql_scopes(),
+                files=open_file_scopes(settings.files, self.data_dir, max_file_bytes=settings.tools.max_file_bytes),
+                vectors=open_vector_scopes(settings.vectors, self.data_dir),
+                secrets=self.secrets,
+            )
+        return self._scopes
+
+    async def check_data_plane(self) -> None:
+        """Prove at start-up that the configured data stores are reachable and enforce isolation.
+
+        :raises StorageError: naming the store and what is wrong.
+        """
+        scopes = self.scopes
+        await anyio.to_thread.run_sync(scopes.sql.check)
+        check_files = getattr(scopes.files, "check", None)
+        if check_files is not None:
+            await check_files()
+
+    @property
+    def secrets(self) -> StoredSecretScopes:
+        """Tenants' secrets: read side for tools and redaction, write side for the admin actions."""
+        if self._secrets is None:
+            self._secrets = open_secret_scopes(self.settings.secrets, self.data_dir, self.store)
+        return self._secrets
+
+    def _sql_scopes(self) -> SqlScopes:
+        sql = self.settings.sql
+        row_limit = self.settings.tools.sql_row_limit
+        if sql.url is None:
+            return SqliteSqlScopes(self.data_dir, row_limit=row_limit)
+        return PostgresSqlScopes(
+            sql.url,
+            tenant_key=sql_tenant_key(self.settings),
+            isolation=sql.isolation,
+            schema_name=sql.schema_name,
+            pool_min=sql.pool_min,
+            pool_max=sql.pool_max,
+            pool_timeout=sql.pool_timeout,
+            statement_timeout=sql.statement_timeout,
+            row_limit=row_limit,
         )
 
     def _resolve_endpoints(self, serving: bool) -> Endpoints:
@@ -205,5 +286,6 @@ class Runtime:
         return self.data_dir / "tenants" / tenant_id
 
     def close(self) -> None:
-        self.scopes.sql.close()
+        if self._scopes is not None:
+            self._scopes.close()
         self.store.close()

@@ -11,7 +11,7 @@ from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.anyio
 
-ACME_TOOLS = ["list_files", "query_crm", "read_file", "whoami", "write_file"]
+ACME_TOOLS = ["list_files", "query_crm", "read_file", "search_docs", "send_email", "whoami", "write_file"]
 GLOBEX_TOOLS = ["globex_forecast", "list_files", "query_crm", "read_file", "whoami"]
 
 

@@ -16,7 +16,11 @@ from tenantry.core.identity import Principal
 from tenantry.framework.dispatcher import Dispatcher
 from tenantry.scoping.files.local import LocalFileScopes
 from tenantry.scoping.handles import DataScopes
+from tenantry.scoping.secrets.envelope import MasterKey
+from tenantry.scoping.secrets.store import StoredSecretScopes
 from tenantry.scoping.sql.sqlite import SqliteSqlScopes
+from tenantry.scoping.vectors.embedders import HashingEmbedder
+from tenantry.scoping.vectors.sqlite import SqliteVectorScopes
 
 pytestmark = pytest.mark.anyio
 
@@ -72,17 +76,31 @@ async def with_header(region: str) -> str:
     return region
 
 
+@app.tool()
+async def reveal(ctx: tenantry.ToolContext) -> dict[str, str]:
+    key = await ctx.secrets.get("api_key")
+    return {"key": key, "sentence": f"use {key} wisely"}
+
+
+def data_scopes(tmp_path: Path, store: SqliteTenantStore) -> DataScopes:
+    return DataScopes(
+        sql=SqliteSqlScopes(tmp_path),
+        files=LocalFileScopes(tmp_path),
+        vectors=SqliteVectorScopes(tmp_path, HashingEmbedder()),
+        secrets=StoredSecretScopes(store, MasterKey(b"m" * 32)),
+    )
+
+
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Dispatcher, RecordingSink, SqliteTenantStore]:
     RAN.clear()
     store = SqliteTenantStore(tmp_path / "control.sqlite3")
-    store.create_tenant("acme", tools=["shared", "read", "boom", "secret_plan", "with_header"])
+    store.create_tenant("acme", tools=["shared", "read", "boom", "secret_plan", "with_header", "reveal"])
     store.create_tenant("globex", tools=["shared", "secret_plan"])
     directory = TenantDirectory(store)
     directory.refresh(force=True)
     sink = RecordingSink()
-    scopes = DataScopes(sql=SqliteSqlScopes(tmp_path), files=LocalFileScopes(tmp_path))
-    return Dispatcher(app, directory, scopes, sink), sink, store
+    return Dispatcher(app, directory, data_scopes(tmp_path, store), sink), sink, store
 
 
 def caller(tenant: str, tools: set[str], prefix: str | None = None) -> Caller:
@@ -198,8 +216,7 @@ async def test_a_slow_tool_is_cut_off_at_its_timeout(tmp_path: Path) -> None:
     directory = TenantDirectory(store)
     directory.refresh(force=True)
     sink = RecordingSink()
-    scopes = DataScopes(sql=SqliteSqlScopes(tmp_path), files=LocalFileScopes(tmp_path))
-    dispatcher = Dispatcher(app, directory, scopes, sink, tool_timeout=0.1)
+    dispatcher = Dispatcher(app, directory, data_scopes(tmp_path, store), sink, tool_timeout=0.1)
     result = await dispatcher.call_tool(caller("acme", {"sleepy", "shared"}), "sleepy", {})
     assert result.is_error and "did not finish within 0.1s" in result.content[0].text
     assert sink.events[-1].result_status == "timeout"
@@ -213,3 +230,32 @@ async def test_calls_fail_closed_when_the_audit_cannot_record(setup) -> None:
     with pytest.raises(AuditUnavailable):
         await dispatcher.call_tool(caller("acme", ALL), "shared", {"text": "x"})
     assert RAN == []
+
+
+async def test_a_secret_value_in_a_result_is_redacted_before_it_leaves(setup) -> None:
+    dispatcher, sink, store = setup
+    StoredSecretScopes(store, MasterKey(b"m" * 32)).set_secret("acme", "api_key", "sk-acme-canary-0123456789")
+    result = await dispatcher.call_tool(caller("acme", {"reveal"}), "reveal", {})
+    dumped = result.model_dump_json()
+    assert "sk-acme-canary-0123456789" not in dumped
+    assert result.structured_content == {"key": "[redacted]", "sentence": "use [redacted] wisely"}
+    assert sink.events[-1].result_status == "ok"
+
+
+async def test_a_result_is_withheld_when_the_secrets_cannot_be_decrypted(tmp_path: Path) -> None:
+    store = SqliteTenantStore(tmp_path / "control.sqlite3")
+    store.create_tenant("acme", tools=["shared"])
+    StoredSecretScopes(store, MasterKey(b"a" * 32)).set_secret("acme", "api_key", "sk-acme-canary-0123456789")
+    directory = TenantDirectory(store)
+    directory.refresh(force=True)
+    sink = RecordingSink()
+    scopes = DataScopes(
+        sql=SqliteSqlScopes(tmp_path),
+        files=LocalFileScopes(tmp_path),
+        vectors=SqliteVectorScopes(tmp_path, HashingEmbedder()),
+        secrets=StoredSecretScopes(store, MasterKey(b"b" * 32)),  # not the key that sealed them
+    )
+    result = await Dispatcher(app, directory, scopes, sink).call_tool(caller("acme", {"shared"}), "shared", {})
+    assert result.is_error
+    assert result.meta == {"io.tenantry/error": {"code": "secrets_unavailable"}}
+    assert sink.events[-1].reason == "secrets_unavailable"

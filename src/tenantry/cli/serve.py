@@ -49,7 +49,7 @@ def load_app(spec: str | None, *, demo: bool) -> App:
 async def _seed(runtime: Runtime) -> list[str]:
     from tenantry.demo.seed import seed_demo
 
-    return await seed_demo(runtime.store, runtime.scopes)
+    return await seed_demo(runtime.store, runtime.scopes, runtime.secrets)
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -75,6 +75,7 @@ def run_http(
         configure_logging(settings.logging.level, settings.logging.format)
         served = load_app(app_spec, demo=demo)
         runtime.prepare_keys()
+        anyio.run(runtime.check_data_plane)
         if demo:
             anyio.run(_seed, runtime)
         from tenantry.server.app import create_http_app
@@ -110,5 +111,6 @@ def run_stdio(data_dir: Path | None, config: Path | None, *, token: str, demo: b
     with open_runtime(data_dir, config) as runtime:
         configure_logging(runtime.settings.logging.level, runtime.settings.logging.format)
         served = load_app(app_spec, demo=demo)
+        anyio.run(runtime.check_data_plane)
         principal = anyio.run(verify_startup_token, runtime, token)
         anyio.run(serve_stdio, runtime, served, principal)

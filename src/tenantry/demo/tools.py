@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -14,7 +15,7 @@ __all__ = ["demo_app", "SHARED_TOOLS", "GLOBEX_TOOLS", "ACME_GRANTS", "GLOBEX_GR
 
 demo_app = App("tenantry-demo")
 
-SHARED_TOOLS = ("whoami", "query_crm", "list_files", "read_file", "write_file")
+SHARED_TOOLS = ("whoami", "query_crm", "search_docs", "list_files", "read_file", "write_file", "send_email")
 GLOBEX_TOOLS = ("globex_forecast",)
 ACME_GRANTS = SHARED_TOOLS
 GLOBEX_GRANTS = ("whoami", "query_crm", "list_files", "read_file", "globex_forecast")
@@ -42,6 +43,36 @@ async def query_crm(
     return await ctx.sql.fetch(
         "SELECT name, email FROM customers WHERE name LIKE ? ORDER BY name LIMIT ?", f"%{filter}%", limit
     )
+
+
+@demo_app.tool()
+async def search_docs(
+    ctx: ToolContext,
+    query: Annotated[str, Field(min_length=1, max_length=2000)],
+    limit: Annotated[int, Field(ge=1, le=20)] = 5,
+) -> list[dict[str, Any]]:
+    """Your organisation's documents closest in meaning to `query`, best first."""
+    matches = await ctx.vectors.search(query, limit=limit, collection="docs")
+    return [{"id": m.id, "score": round(m.score, 4), "title": m.metadata.get("title"), "text": m.text} for m in matches]
+
+
+@demo_app.tool()
+async def send_email(
+    ctx: ToolContext,
+    to: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)],
+    subject: Annotated[str, Field(max_length=200)],
+    body: Annotated[str, Field(max_length=20_000)],
+) -> dict[str, Any]:
+    """Queue an email from your organisation (authenticated with its mail API key; the key is never shown)."""
+    api_key = await ctx.secrets.get("mail_api_key")
+    # The demo's "mail provider" is the tenant's outbox table; a real tool would send `api_key`
+    # in an Authorization header here and never put it in its result.
+    queued_at = datetime.now(UTC).isoformat(timespec="seconds")
+    await ctx.sql.execute(
+        "INSERT INTO outbox (recipient, subject, body, queued_at) VALUES (?, ?, ?, ?)", to, subject, body, queued_at
+    )
+    del api_key
+    return {"status": "queued", "to": to, "subject": subject, "queued_at": queued_at}
 
 
 @demo_app.tool()

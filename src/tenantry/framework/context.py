@@ -6,28 +6,84 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tenantry.framework.redaction import SecretRedactor
+
 if TYPE_CHECKING:
     from tenantry.framework.channel import ClientChannel
     from tenantry.scoping.files.base import FileHandle
+    from tenantry.scoping.secrets.base import SecretHandle
     from tenantry.scoping.sql.base import SqlHandle
+    from tenantry.scoping.vectors.base import VectorHandle
 
-__all__ = ["ToolContext", "ScopedHandles"]
+__all__ = ["ToolContext", "ScopedHandles", "CallSecrets"]
 
 
 class ScopedHandles:
     """Factories for one call's handles, already bound to its tenant (and prefix)."""
 
-    def __init__(self, sql: Callable[[], SqlHandle], files: Callable[[], FileHandle]) -> None:
+    def __init__(
+        self,
+        sql: Callable[[], SqlHandle],
+        files: Callable[[], FileHandle],
+        vectors: Callable[[], VectorHandle],
+        secrets: Callable[[], SecretHandle],
+    ) -> None:
         self.sql = sql
         self.files = files
+        self.vectors = vectors
+        self.secrets = secrets
+
+
+class CallSecrets:
+    """``ctx.secrets``: the tenant's secrets, remembering which values this call has read so
+    the server can keep them out of the result and the tool's own log lines."""
+
+    __slots__ = ("_handle", "read")
+
+    def __init__(self, handle: SecretHandle) -> None:
+        self._handle = handle
+        self.read: list[str] = []
+
+    def __repr__(self) -> str:
+        return "CallSecrets(<values>)"
+
+    async def get(self, name: str) -> str:
+        """The secret's value. Pass it to the service it authenticates to; never return or log it.
+
+        :raises NotFound: no secret of that name. :raises SecretsUnavailable: it cannot be decrypted.
+        """
+        value = await self._handle.get(name)
+        self.read.append(value)
+        return value
+
+    async def names(self) -> list[str]:
+        return await self._handle.names()
+
+
+class _RedactingLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Formats each record first, then removes any secret value this call has read."""
+
+    def __init__(self, logger: logging.Logger, extra: dict[str, Any], secrets: Callable[[], list[str]]) -> None:
+        super().__init__(logger, extra)
+        self._secrets = secrets
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        read = self._secrets()
+        if read and self.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            super().log(level, SecretRedactor(read).text(text), **kwargs)
+        else:
+            super().log(level, msg, *args, **kwargs)
 
 
 class ToolContext:
     """The caller of one tool call, as established by Tenantry from the verified credential.
 
     Handles are created on first use and can only reach the calling tenant's data:
-    ``sql`` (``fetch``/``fetchone``/``execute``/``executemany``, ``?`` placeholders) and
-    ``files`` (``list``/``read_text``/``read_bytes``/``write_text``/``write_bytes``/``delete``).
+    ``sql`` (``fetch``/``fetchone``/``execute``/``executemany``, ``?`` placeholders),
+    ``files`` (``list``/``read_text``/``read_bytes``/``write_text``/``write_bytes``/``delete``),
+    ``vectors`` (``upsert``/``search``/``delete``/``count``) and ``secrets`` (``get``/``names``;
+    values never belong in a result or a log line, and are redacted from both if they get there).
     ``client`` talks back to the calling MCP client (progress, log notifications,
     elicitation, sampling, multi-round-trip answers); see
     :class:`~tenantry.framework.channel.ClientChannel`.
@@ -36,7 +92,9 @@ class ToolContext:
     __slots__ = (
         "_files",
         "_handles",
+        "_secrets",
         "_sql",
+        "_vectors",
         "allowed_tools",
         "client",
         "log",
@@ -70,13 +128,16 @@ class ToolContext:
         """The capabilities this caller may use right now (token ∩ tenant grant ∩ registered)."""
         self.resource_prefix = resource_prefix
         self.client = client
-        self.log = logging.LoggerAdapter(
-            logging.getLogger("tenantry.tool"),
-            {"tenant_id": tenant_id, "session_id": session_id, "request_id": request_id, "tool": tool_name},
-        )
         self._handles = handles
         self._sql: SqlHandle | None = None
         self._files: FileHandle | None = None
+        self._vectors: VectorHandle | None = None
+        self._secrets: CallSecrets | None = None
+        self.log: logging.LoggerAdapter[logging.Logger] = _RedactingLog(
+            logging.getLogger("tenantry.tool"),
+            {"tenant_id": tenant_id, "session_id": session_id, "request_id": request_id, "tool": tool_name},
+            self.secrets_read,
+        )
 
     @property
     def sql(self) -> SqlHandle:
@@ -89,6 +150,22 @@ class ToolContext:
         if self._files is None:
             self._files = self._handles.files()
         return self._files
+
+    @property
+    def vectors(self) -> VectorHandle:
+        if self._vectors is None:
+            self._vectors = self._handles.vectors()
+        return self._vectors
+
+    @property
+    def secrets(self) -> CallSecrets:
+        if self._secrets is None:
+            self._secrets = CallSecrets(self._handles.secrets())
+        return self._secrets
+
+    def secrets_read(self) -> list[str]:
+        """The secret values this call has read (for redaction; never for display)."""
+        return [] if self._secrets is None else self._secrets.read
 
     def __repr__(self) -> str:
         return f"ToolContext(tenant_id={self.tenant_id!r}, subject={self.subject!r}, tool={self.tool_name!r})"

@@ -13,8 +13,9 @@ from __future__ import annotations
 import base64
 import logging
 import time
+import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -32,7 +33,7 @@ from mcp_types import (
     TextResourceContents,
     Tool,
 )
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tenantry.audit.events import AuditEvent, EventType, ResultStatus, args_hash
 from tenantry.audit.sink import AuditSink
@@ -43,6 +44,7 @@ from tenantry.core.errors import (
     InvalidArguments,
     NotFound,
     ScopeViolation,
+    SecretsUnavailable,
     TenantHalted,
     TenantryError,
     ToolUnavailable,
@@ -53,6 +55,7 @@ from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, To
 from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
 from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch, Interrupted
+from tenantry.framework.redaction import TenantSecretValues
 from tenantry.policy.acl import decide_tool_call, effective_tools
 from tenantry.scoping.files.local import resolve_scoped_path
 from tenantry.scoping.handles import DataScopes
@@ -92,6 +95,7 @@ def _argument_error(exc: ValidationError) -> InvalidArguments:
 
 
 ToolOutcome = CallToolResult | InputRequiredResult
+_Result = TypeVar("_Result", bound=BaseModel)
 
 
 class Dispatcher:
@@ -115,6 +119,7 @@ class Dispatcher:
         self._requests = requests_in_flight
         self._registered: dict[str, frozenset[str]] = {}
         self._tool_models: dict[str, Tool] = {}
+        self._secret_values = TenantSecretValues(scopes.secrets)
 
     @property
     def app(self) -> App:
@@ -233,9 +238,10 @@ class Dispatcher:
         status: ResultStatus = "ok"
         reason: str | None = None
         result: ToolOutcome
+        context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
         self._in_flight += 1
         try:
-            result = await self._run(tool, kwargs, caller, tenant, channel or _NO_CHANNEL)
+            result = await self._run(tool, kwargs, caller, context)
             if isinstance(result, InputRequiredResult):
                 status = "input_required"
         except TenantryError as exc:
@@ -248,9 +254,12 @@ class Dispatcher:
         except MCPError as exc:
             await self._record(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
             raise
-        except Exception:
-            logger.exception(
-                "tool raised",
+        except Exception as exc:
+            # The traceback may quote a secret the tool read (``f"bad key {key}"``): redact it.
+            trace = "".join(traceback.format_exception(exc))
+            logger.error(
+                "tool raised\n%s",
+                self._secret_values.known_redactor(caller.tenant_id, context.secrets_read()).text(trace),
                 extra={"tenant_id": caller.tenant_id, "tool": name, "request_id": caller.request_id},
             )
             status, reason = "error", "tool_failed"
@@ -259,6 +268,11 @@ class Dispatcher:
             # Alone: no other tool call running and (over HTTP) no other request being served.
             alone = self._in_flight == 1 and (self._requests is None or self._requests.count <= 1)
             self._in_flight -= 1
+        try:
+            result = await self._redacted(caller, result, context.secrets_read())
+        except SecretsUnavailable as exc:
+            status, reason = "error", exc.code
+            result = _error_result(exc.message, exc.code)
         await self._record(
             caller, "tool_call", status, name, hashed, started, reason=reason, detail=detail, alone=alone
         )
@@ -300,6 +314,8 @@ class Dispatcher:
         return ScopedHandles(
             sql=lambda: self._scopes.sql.for_tenant(tenant_id),
             files=lambda: self._scopes.files.for_tenant(tenant_id, prefix=prefix),
+            vectors=lambda: self._scopes.vectors.for_tenant(tenant_id),
+            secrets=lambda: self._scopes.secrets.for_tenant(tenant_id),
         )
 
     def _context(self, caller: Caller, tenant: Tenant, name: str, channel: ClientChannel) -> ToolContext:
@@ -315,10 +331,15 @@ class Dispatcher:
             client=channel,
         )
 
+    async def _redacted(self, caller: Caller, result: _Result, read_by_call: list[str]) -> _Result:
+        """``result`` without any of the tenant's secret values (fail closed if they cannot be read)."""
+        redactor = await self._secret_values.redactor(caller.tenant_id, read_by_call)
+        return redactor.model(result)
+
     async def _run(
-        self, tool: ToolDefinition, kwargs: dict[str, Any], caller: Caller, tenant: Tenant, channel: ClientChannel
+        self, tool: ToolDefinition, kwargs: dict[str, Any], caller: Caller, context: ToolContext
     ) -> ToolOutcome:
-        direct = {tool.context_param: self._context(caller, tenant, tool.name, channel)} if tool.context_param else None
+        direct = {tool.context_param: context} if tool.context_param else None
         try:
             value = await self._deadlines.run(
                 tool.metadata.call_fn(tool.fn, True, kwargs, direct), self._tool_timeout, tag=caller.tenant_id
@@ -370,14 +391,22 @@ class Dispatcher:
         resource, variables = found
         tenant = self._live_tenant(caller)
         await self._record(caller, "resource_read", "ok", resource.name, args_hash({"uri": uri}), started)
-        content = await self._call_plain(resource, caller, tenant, variables, channel or _NO_CHANNEL)
+        context = self._context(caller, tenant, resource.name, channel or _NO_CHANNEL)
+        content = await self._call_plain(resource, variables, context, tenant_id=caller.tenant_id)
+        result: ReadResourceResult | InputRequiredResult
         if isinstance(content, InputRequiredResult | ReadResourceResult):
-            return content
-        if isinstance(content, bytes):
+            result = content
+        elif isinstance(content, bytes):
             blob = base64.b64encode(content).decode()
-            return ReadResourceResult(contents=[BlobResourceContents(uri=uri, mime_type=resource.mime_type, blob=blob)])
-        text = content if isinstance(content, str) else str(content)
-        return ReadResourceResult(contents=[TextResourceContents(uri=uri, mime_type=resource.mime_type, text=text)])
+            result = ReadResourceResult(
+                contents=[BlobResourceContents(uri=uri, mime_type=resource.mime_type, blob=blob)]
+            )
+        else:
+            text = content if isinstance(content, str) else str(content)
+            result = ReadResourceResult(
+                contents=[TextResourceContents(uri=uri, mime_type=resource.mime_type, text=text)]
+            )
+        return await self._redacted(caller, result, context.secrets_read())
 
     # -- prompts ----------------------------------------------------------------------------
 
@@ -416,27 +445,31 @@ class Dispatcher:
             raise _argument_error(exc) from None
         tenant = self._live_tenant(caller)
         await self._record(caller, "prompt_get", "ok", name, args_hash(arguments), started)
-        value = await self._call_plain(prompt, caller, tenant, kwargs, channel or _NO_CHANNEL)
+        context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
+        value = await self._call_plain(prompt, kwargs, context, tenant_id=caller.tenant_id)
+        result: GetPromptResult | InputRequiredResult
         if isinstance(value, InputRequiredResult | GetPromptResult):
-            return value
-        if isinstance(value, str):
-            messages = [PromptMessage(role="user", content=TextContent(type="text", text=value))]
+            result = value
         else:
-            messages = [m if isinstance(m, PromptMessage) else PromptMessage.model_validate(m) for m in value]
-        return GetPromptResult(description=prompt.description, messages=messages)
+            if isinstance(value, str):
+                messages = [PromptMessage(role="user", content=TextContent(type="text", text=value))]
+            else:
+                messages = [m if isinstance(m, PromptMessage) else PromptMessage.model_validate(m) for m in value]
+            result = GetPromptResult(description=prompt.description, messages=messages)
+        return await self._redacted(caller, result, context.secrets_read())
 
     async def _call_plain(
         self,
         item: ResourceDefinition | PromptDefinition,
-        caller: Caller,
-        tenant: Tenant,
         kwargs: dict[str, Any],
-        channel: ClientChannel,
+        context: ToolContext,
+        *,
+        tenant_id: str,
     ) -> Any:
         if item.context_param:
-            kwargs = {**kwargs, item.context_param: self._context(caller, tenant, item.name, channel)}
+            kwargs = {**kwargs, item.context_param: context}
         try:
-            return await self._deadlines.run(item.fn(**kwargs), self._tool_timeout, tag=caller.tenant_id)
+            return await self._deadlines.run(item.fn(**kwargs), self._tool_timeout, tag=tenant_id)
         except DeadlineExceeded:
             raise ToolTimedOut(f"{item.name} did not finish within {self._tool_timeout:g}s") from None
         except Interrupted:

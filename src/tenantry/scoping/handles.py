@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tenantry.scoping.files.base import FileScopes
+from tenantry.scoping.secrets.base import SecretScopes
 from tenantry.scoping.sql.base import SqlScopes
+from tenantry.scoping.vectors.base import VectorScopes
 
 __all__ = ["DataScopes"]
 
@@ -16,3 +18,12 @@ class DataScopes:
 
     sql: SqlScopes
     files: FileScopes
+    vectors: VectorScopes
+    secrets: SecretScopes
+
+    def close(self) -> None:
+        self.sql.close()
+        self.vectors.close()
+        close_files = getattr(self.files, "close", None)
+        if close_files is not None:
+            close_files()
