@@ -45,3 +45,10 @@ def test_without_values_nothing_changes_and_the_same_object_is_returned() -> Non
 
 def test_repr_never_shows_values() -> None:
     assert "topsecret" not in repr(SecretRedactor(["topsecret"]))
+
+
+def test_values_that_json_escapes_are_still_found() -> None:
+    redactor = SecretRedactor(['quo"te\\back', "ünïcødé-key"])
+    result = CallToolResult(content=[TextContent(type="text", text='x quo"te\\back y ünïcødé-key')])
+    text = redactor.model(result).content[0].text  # type: ignore[union-attr]
+    assert text == f"x {REDACTED} y {REDACTED}"

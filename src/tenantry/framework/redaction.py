@@ -8,6 +8,7 @@ beyond passing them to the service they authenticate to.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -26,11 +27,13 @@ _M = TypeVar("_M", bound=BaseModel)
 class SecretRedactor:
     """Replaces the given secret values wherever they appear in strings, however deeply nested."""
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_json_safe", "_pattern")
 
     def __init__(self, values: Iterable[str]) -> None:
         unique = sorted({v for v in values if v}, key=len, reverse=True)  # longest first: no partial leftovers
         self._pattern = re.compile("|".join(re.escape(v) for v in unique)) if unique else None
+        # Values JSON writes unchanged can be looked for in a model's JSON form in one pass.
+        self._json_safe = all(json.dumps(v, ensure_ascii=False)[1:-1] == v for v in unique)
 
     def __repr__(self) -> str:
         return "SecretRedactor(<values>)"
@@ -58,6 +61,8 @@ class SecretRedactor:
     def model(self, result: _M) -> _M:
         """A copy of a pydantic model (an MCP result) with every secret value replaced."""
         if self._pattern is None:
+            return result
+        if self._json_safe and self._pattern.search(result.model_dump_json()) is None:
             return result
         dumped = result.model_dump(by_alias=True, exclude_unset=True)
         redacted = self.value(dumped)

@@ -38,10 +38,14 @@ _Work = Callable[[_Cursor, Pipeline], _T]
 
 _ENTER = "SELECT set_config('tenantry.tenant_id', %s, true), set_config('tenantry.tenant_proof', %s, true)"
 _ENTER_SCHEMA = _ENTER + ", set_config('search_path', %s, true)"
-# Statements that can leave state in the session (settings, WITH HOLD cursors, LISTEN, prepared
-# statements, advisory locks) after their transaction; such a call ends with DISCARD ALL, so the
-# pooled connection reaches the next tenant clean. Temporary tables cannot be created at all.
-_SESSION_STATE = re.compile(r"set|discard|declare|listen|prepare|lock|do|execute|cursor|load", re.IGNORECASE)
+# Statements that can leave state in the session after their transaction (settings, WITH HOLD
+# cursors, LISTEN, prepared statements, advisory locks, dynamic SQL that might do any of these).
+# After such a call the connection is closed instead of returned, so nothing it did can meet the
+# next tenant; every other call keeps its connection and psycopg's prepared statements.
+_SESSION_STATE = re.compile(
+    r"\b(?:set|reset|discard|deallocate|declare|listen|prepare|do|execute|load|copy)\b|set_config|advisory",
+    re.IGNORECASE,
+)
 
 
 class PostgresSqlScopes:
@@ -68,7 +72,7 @@ class PostgresSqlScopes:
         self._statement_timeout = f"{statement_timeout}s"
         self._timeout = pool_timeout
         self.row_limit = row_limit
-        # Session defaults travel in the startup packet, so DISCARD ALL returns to them.
+        # Session defaults travel in the startup packet.
         options = f"-c statement_timeout={statement_timeout}s"
         if isolation == "rls":
             options += f" -c search_path={schema_name}"
@@ -77,8 +81,7 @@ class PostgresSqlScopes:
             min_size=pool_min,
             max_size=max(pool_max, pool_min, 1),
             kwargs={
-                "autocommit": True,  # transactions are explicit; DISCARD ALL must run outside one
-                "prepare_threshold": None,  # DISCARD ALL would drop psycopg's prepared statements
+                "autocommit": True,  # every transaction is an explicit conn.transaction()
                 "row_factory": dict_row,
                 "connect_timeout": 5,
                 "options": options,
@@ -98,24 +101,23 @@ class PostgresSqlScopes:
         return f'"{self._schema_name}"'
 
     def run(self, tenant_id: str, work: _Work[_T], *, discard: bool = True) -> _T:
-        """Run ``work`` in one transaction of ``tenant_id`` (worker thread); ``discard`` ends
-        the session state it may have left (settings, cursors, listeners) afterwards."""
+        """Run ``work`` in one transaction of ``tenant_id`` (worker thread); ``discard`` closes
+        the connection afterwards, ending any session state the statement may have left."""
         if not self._opened:
             self._pool.open(wait=False)
             self._opened = True
         try:
             with self._pool.connection(timeout=self._timeout) as conn:
                 proof = self._proof.for_backend(tenant_id, conn.info.backend_pid)
-                with conn.pipeline() as pipeline:
-                    with conn.transaction():
-                        if self._isolation == "schema":
-                            conn.execute(_ENTER_SCHEMA, (tenant_id, proof, self.search_path(tenant_id)))
-                        else:
-                            conn.execute(_ENTER, (tenant_id, proof))
-                        with conn.cursor() as cur:
-                            result = work(cur, pipeline)
-                    if discard:
-                        conn.execute("DISCARD ALL")  # pipelined with COMMIT: no extra round trip
+                with conn.pipeline() as pipeline, conn.transaction():
+                    if self._isolation == "schema":
+                        conn.execute(_ENTER_SCHEMA, (tenant_id, proof, self.search_path(tenant_id)))
+                    else:
+                        conn.execute(_ENTER, (tenant_id, proof))
+                    with conn.cursor() as cur:
+                        result = work(cur, pipeline)
+                if discard:
+                    conn.close()  # the pool replaces a closed connection
                 return result
         except PoolTimeout:
             raise StorageError("the tenant database is busy or unreachable; try again") from None
