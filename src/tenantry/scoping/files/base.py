@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["FileEntry", "FileHandle", "FileScopes"]
+from tenantry.core.errors import UsageError
+
+__all__ = ["FileEntry", "FileHandle", "FileScopes", "TextOverBytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,26 @@ class FileHandle(Protocol):
     async def delete(self, path: str) -> bool:
         """Remove a file; ``False`` if it did not exist."""
         ...
+
+
+class TextOverBytes:
+    """``read_text``/``write_text`` (UTF-8) for a backend that implements the byte methods."""
+
+    async def read_bytes(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    async def write_bytes(self, path: str, data: bytes) -> FileEntry:
+        raise NotImplementedError
+
+    async def read_text(self, path: str) -> str:
+        data = await self.read_bytes(path)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError("file is not UTF-8 text; read it as bytes") from None
+
+    async def write_text(self, path: str, text: str) -> FileEntry:
+        return await self.write_bytes(path, text.encode("utf-8"))
 
 
 class FileScopes(Protocol):

@@ -22,7 +22,7 @@ import anyio.to_thread
 from tenantry.core.errors import NotFound, ScopeViolation, StorageError, UsageError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.core.paths import join_parts, normalize_prefix
-from tenantry.scoping.files.base import FileEntry
+from tenantry.scoping.files.base import FileEntry, TextOverBytes
 from tenantry.scoping.files.scope import (
     HIDDEN_NAME_PREFIX,
     MAX_LIST_ENTRIES,
@@ -51,7 +51,7 @@ class LocalFileScopes:
         return LocalFileHandle(tenant_files_root(self._data_dir, tenant_id), prefix=prefix, scopes=self)
 
 
-class LocalFileHandle:
+class LocalFileHandle(TextOverBytes):
     """``ctx.files`` on the local filesystem. See :class:`~tenantry.scoping.files.base.FileHandle`."""
 
     def __init__(self, root: Path, *, prefix: str | None, scopes: LocalFileScopes) -> None:
@@ -67,21 +67,11 @@ class LocalFileHandle:
         parts = self._file_parts(path)
         return await self._offload(lambda: self._read_sync(parts))
 
-    async def read_text(self, path: str) -> str:
-        data = await self.read_bytes(path)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageError("file is not UTF-8 text; read it as bytes") from None
-
     async def write_bytes(self, path: str, data: bytes) -> FileEntry:
         parts = self._file_parts(path)
         if len(data) > self._scopes.max_file_bytes:
             raise UsageError(f"file larger than the {self._scopes.max_file_bytes} byte limit")
         return await self._offload(lambda: self._write_sync(parts, data))
-
-    async def write_text(self, path: str, text: str) -> FileEntry:
-        return await self.write_bytes(path, text.encode("utf-8"))
 
     async def delete(self, path: str) -> bool:
         parts = self._file_parts(path)

@@ -38,7 +38,7 @@ from botocore.exceptions import (
 from tenantry.core.errors import NotFound, StorageError, TenantryError, UsageError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.core.paths import PathRejected, join_parts, normalize_path, normalize_prefix, within_prefix
-from tenantry.scoping.files.base import FileEntry
+from tenantry.scoping.files.base import FileEntry, TextOverBytes
 from tenantry.scoping.files.scope import HIDDEN_NAME_PREFIX, MAX_LIST_ENTRIES, resolve_file_path, scope_for_listing
 
 __all__ = ["S3FileScopes", "S3FileHandle", "translate_boto_error"]
@@ -200,7 +200,7 @@ def _create_client(
         )
 
 
-class S3FileHandle:
+class S3FileHandle(TextOverBytes):
     """``ctx.files`` on S3-compatible storage. See :class:`~tenantry.scoping.files.base.FileHandle`."""
 
     def __init__(self, scopes: S3FileScopes, key_prefix: str, *, prefix: str | None) -> None:
@@ -216,21 +216,11 @@ class S3FileHandle:
         parts = resolve_file_path(path, self._prefix)
         return await self._offload(lambda: self._read_sync(parts))
 
-    async def read_text(self, path: str) -> str:
-        data = await self.read_bytes(path)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageError("file is not UTF-8 text; read it as bytes") from None
-
     async def write_bytes(self, path: str, data: bytes) -> FileEntry:
         parts = resolve_file_path(path, self._prefix)
         if len(data) > self._scopes.max_file_bytes:
             raise UsageError(f"file larger than the {self._scopes.max_file_bytes} byte limit")
         return await self._offload(lambda: self._write_sync(parts, data))
-
-    async def write_text(self, path: str, text: str) -> FileEntry:
-        return await self.write_bytes(path, text.encode("utf-8"))
 
     async def delete(self, path: str) -> bool:
         parts = resolve_file_path(path, self._prefix)
