@@ -27,7 +27,6 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio.to_thread
 from qdrant_client import QdrantClient, models
 from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
@@ -36,14 +35,9 @@ from tenantry.core.errors import StorageError, TenantryError, UsageError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.vectors._checks import (
     PreparedDocument,
-    embed_checked,
-    validate_collection,
-    validate_documents,
-    validate_ids,
-    validate_limit,
-    validate_query,
 )
-from tenantry.scoping.vectors.base import Embedder, VectorDocument, VectorMatch
+from tenantry.scoping.vectors.base import Embedder, VectorMatch
+from tenantry.scoping.vectors.handle import CheckedVectorHandle
 
 __all__ = ["QdrantVectorScopes", "QdrantVectorHandle", "point_id", "tenant_filter"]
 
@@ -213,53 +207,32 @@ class QdrantVectorScopes:
             )
 
 
-class QdrantVectorHandle:
+class QdrantVectorHandle(CheckedVectorHandle):
     """``ctx.vectors`` on Qdrant. See :class:`~tenantry.scoping.vectors.base.VectorHandle`."""
 
     def __init__(self, scopes: QdrantVectorScopes, tenant_id: str) -> None:
+        super().__init__(scopes.embedder, tenant_id)
         self._scopes = scopes
-        self._tenant_id = tenant_id
 
-    async def upsert(self, documents: Sequence[VectorDocument], *, collection: str = "default") -> int:
-        validate_collection(collection)
-        prepared = validate_documents(documents)
-        if not prepared:
-            return 0
+    def _write(self, collection: str, documents: list[PreparedDocument], vectors: list[list[float]]) -> int:
+        points = [self._point(collection, doc, vector) for doc, vector in zip(documents, vectors, strict=True)]
+        self._call(lambda client: client.upsert(self._scopes.collection, points=points, wait=True))
+        return len(points)
 
-        def work() -> int:
-            vectors = embed_checked(self._scopes.embedder, [doc.text for doc in prepared])
-            points = [self._point(collection, doc, vector) for doc, vector in zip(prepared, vectors, strict=True)]
-            self._call(lambda client: client.upsert(self._scopes.collection, points=points, wait=True))
-            return len(points)
-
-        return await anyio.to_thread.run_sync(work)
-
-    async def search(self, query: str, *, limit: int = 5, collection: str = "default") -> list[VectorMatch]:
-        validate_collection(collection)
-        validate_query(query)
-        validate_limit(limit)
-
-        def work() -> list[VectorMatch]:
-            [vector] = embed_checked(self._scopes.embedder, [query])
-            response = self._call(
-                lambda client: client.query_points(
-                    self._scopes.collection,
-                    query=vector,
-                    query_filter=tenant_filter(self._tenant_id, collection),
-                    limit=limit,
-                    with_payload=True,
-                )
+    def _nearest(self, collection: str, vector: list[float], limit: int) -> list[VectorMatch]:
+        response = self._call(
+            lambda client: client.query_points(
+                self._scopes.collection,
+                query=vector,
+                query_filter=tenant_filter(self._tenant_id, collection),
+                limit=limit,
+                with_payload=True,
             )
-            return [self._match(point, collection) for point in response.points]
+        )
+        return [self._match(point, collection) for point in response.points]
 
-        return await anyio.to_thread.run_sync(work)
-
-    async def delete(self, ids: Sequence[str], *, collection: str = "default") -> int:
-        validate_collection(collection)
-        wanted = validate_ids(ids)
-        if not wanted:
-            return 0
-        selected = tenant_filter(self._tenant_id, collection, wanted)
+    def _remove(self, collection: str, ids: list[str]) -> int:
+        selected = tenant_filter(self._tenant_id, collection, ids)
 
         def work(client: QdrantClient) -> int:
             existing = client.count(self._scopes.collection, count_filter=selected, exact=True).count
@@ -269,16 +242,11 @@ class QdrantVectorHandle:
                 )
             return existing
 
-        return await anyio.to_thread.run_sync(lambda: self._call(work))
+        return self._call(work)
 
-    async def count(self, *, collection: str = "default") -> int:
-        validate_collection(collection)
+    def _size(self, collection: str) -> int:
         selected = tenant_filter(self._tenant_id, collection)
-        return await anyio.to_thread.run_sync(
-            lambda: self._call(
-                lambda client: client.count(self._scopes.collection, count_filter=selected, exact=True).count
-            )
-        )
+        return self._call(lambda client: client.count(self._scopes.collection, count_filter=selected, exact=True).count)
 
     def _call(self, work: Callable[[QdrantClient], _T]) -> _T:
         return self._scopes.call(work, tenant_id=self._tenant_id)

@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import anyio.to_thread
 import apsw
 import sqlite_vec
 
@@ -37,15 +36,10 @@ from tenantry.core.errors import StorageError, TenantryError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.vectors._checks import (
     PreparedDocument,
-    embed_checked,
     load_metadata,
-    validate_collection,
-    validate_documents,
-    validate_ids,
-    validate_limit,
-    validate_query,
 )
-from tenantry.scoping.vectors.base import Embedder, VectorDocument, VectorMatch
+from tenantry.scoping.vectors.base import Embedder, VectorMatch
+from tenantry.scoping.vectors.handle import CheckedVectorHandle
 
 __all__ = ["SqliteVectorScopes", "SqliteVectorHandle", "tenant_vectors_path"]
 
@@ -207,46 +201,24 @@ class SqliteVectorScopes:
             self._open.clear()
 
 
-class SqliteVectorHandle:
+class SqliteVectorHandle(CheckedVectorHandle):
     """``ctx.vectors`` on the embedded default. See :class:`~tenantry.scoping.vectors.base.VectorHandle`."""
 
     def __init__(self, scopes: SqliteVectorScopes, tenant_id: str) -> None:
+        super().__init__(scopes.embedder, tenant_id)
         self._scopes = scopes
-        self._tenant_id = tenant_id
 
-    async def upsert(self, documents: Sequence[VectorDocument], *, collection: str = "default") -> int:
-        validate_collection(collection)
-        prepared = validate_documents(documents)
-        if not prepared:
-            return 0
+    def _write(self, collection: str, documents: list[PreparedDocument], vectors: list[list[float]]) -> int:
+        return self._locked(lambda store: _upsert(store, collection, documents, vectors))
 
-        def work() -> int:
-            vectors = embed_checked(self._scopes.embedder, [doc.text for doc in prepared])
-            return self._locked(lambda store: _upsert(store, collection, prepared, vectors))
+    def _nearest(self, collection: str, vector: list[float], limit: int) -> list[VectorMatch]:
+        return self._locked(lambda store: _search(store, collection, vector, limit))
 
-        return await anyio.to_thread.run_sync(work)
+    def _remove(self, collection: str, ids: list[str]) -> int:
+        return self._locked(lambda store: _delete(store, collection, ids))
 
-    async def search(self, query: str, *, limit: int = 5, collection: str = "default") -> list[VectorMatch]:
-        validate_collection(collection)
-        validate_query(query)
-        validate_limit(limit)
-
-        def work() -> list[VectorMatch]:
-            [vector] = embed_checked(self._scopes.embedder, [query])
-            return self._locked(lambda store: _search(store, collection, vector, limit))
-
-        return await anyio.to_thread.run_sync(work)
-
-    async def delete(self, ids: Sequence[str], *, collection: str = "default") -> int:
-        validate_collection(collection)
-        wanted = validate_ids(ids)
-        if not wanted:
-            return 0
-        return await anyio.to_thread.run_sync(lambda: self._locked(lambda store: _delete(store, collection, wanted)))
-
-    async def count(self, *, collection: str = "default") -> int:
-        validate_collection(collection)
-        return await anyio.to_thread.run_sync(lambda: self._locked(lambda store: _count(store, collection)))
+    def _size(self, collection: str) -> int:
+        return self._locked(lambda store: _count(store, collection))
 
     def _locked(self, work: Callable[[_TenantStore], _T]) -> _T:
         while True:
