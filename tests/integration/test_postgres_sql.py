@@ -114,6 +114,42 @@ async def test_a_held_cursor_does_not_carry_rows_to_the_next_tenant(scopes: Post
             await scopes.for_tenant("acme").fetch("FETCH ALL FROM held")
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "U&\"s\\0065t_config\"('search_path', 'pg_catalog', false)",
+        "U&\"s\\0065t_config\"('default_transaction_read_only', 'on', false)",
+        "query_to_xml('SELECT set_config(''TimeZone'', ''Pacific/Kiritimati'', false)', false, false, '')",
+    ],
+)
+async def test_a_session_setting_made_by_any_means_does_not_reach_the_next_tenant(
+    database: TenantDatabase, setting: str
+) -> None:
+    scopes = PostgresSqlScopes(database.tools_url, tenant_key=database.tenant_key, pool_max=1)
+    try:
+        await scopes.for_tenant("acme").fetch(f"SELECT {setting} AS s")
+        globex = scopes.for_tenant("globex")
+        assert await globex.execute("INSERT INTO outbox (recipient, subject, body, queued_at) VALUES (?, ?, ?, ?)",
+                                    "x@y", "s", "b", "t") == 1  # fmt: skip
+        row = await globex.fetchone("SELECT current_setting('TimeZone') AS tz, count(*) AS n FROM outbox")
+        assert row is not None and row["n"] >= 1 and row["tz"] != "Pacific/Kiritimati"
+    finally:
+        scopes.close()
+
+
+async def test_a_failed_call_does_not_return_its_connection_to_the_pool(database: TenantDatabase) -> None:
+    scopes = PostgresSqlScopes(database.tools_url, tenant_key=database.tenant_key, pool_max=1)
+    try:
+        acme = scopes.for_tenant("acme")
+        pid = (await acme.fetchone("SELECT pg_backend_pid() AS pid"))["pid"]  # type: ignore[index]
+        with pytest.raises(QueryFailed):
+            await acme.fetch("SELECT 1 / 0")
+        after = (await scopes.for_tenant("globex").fetchone("SELECT pg_backend_pid() AS pid"))["pid"]  # type: ignore[index]
+        assert after != pid
+    finally:
+        scopes.close()
+
+
 async def test_another_backends_proof_is_refused(database: TenantDatabase, seeded: None) -> None:
     """A proof leaked from one connection does not open another tenant's rows on a different backend."""
     from tenantry.scoping.sql.pg_schema import TenantProof
@@ -156,6 +192,17 @@ REFUSED_STATEMENTS = [
     "CREATE TABLE tenant_data.stolen AS SELECT * FROM customers",
     "CREATE TABLE public.stolen AS SELECT * FROM customers",
     "CREATE TEMP TABLE stolen AS SELECT * FROM customers",
+    # Channels between sessions of the one tools role, outside row-level security:
+    "SELECT lo_from_bytea(0, convert_to('planted', 'UTF8'))",
+    "SELECT oid FROM pg_largeobject_metadata",
+    "SELECT pg_stat_get_backend_activity(b) FROM pg_stat_get_backend_idset() AS b",
+    "SELECT pg_terminate_backend(pg_backend_pid() + 1)",
+    "SELECT pg_cancel_backend(pg_backend_pid() + 1)",
+    "SELECT lastval()",
+    "SELECT pg_advisory_lock(42)",
+    'SELECT U&"pg_\\0061dvisory_lock"(42)',
+    "SELECT name FROM pg_prepared_statements",
+    "SELECT * FROM pg_locks",
 ]
 
 
@@ -248,7 +295,7 @@ def test_migrate_refuses_a_unique_index_without_tenant_id(database: TenantDataba
     result = run_cli("db", "migrate", "--owner-url", database.owner_url, str(bad), "--tools-role",
                      database.tools_role, data_dir=database.data_dir, check=False)  # fmt: skip
     assert result.returncode != 0
-    assert "must include tenant_id" in result.stderr
+    assert "must have tenant_id among its key columns" in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +335,41 @@ async def test_schema_mode_names_a_missing_tenant_schema(schema_database: Tenant
             await scopes.for_tenant("newcomer").fetch("SELECT name FROM customers")
     finally:
         scopes.close()
+
+
+@pytest.mark.parametrize(
+    ("schema_sql", "message"),
+    [
+        ("CREATE TABLE accounts (tenant_id text NOT NULL, email text);"
+         " CREATE UNIQUE INDEX accounts_email ON accounts (email) INCLUDE (tenant_id);",
+         "must have tenant_id among its key"),
+        ("CREATE TABLE handles (tenant_id text NOT NULL, handle text, EXCLUDE USING hash (handle WITH =));",
+         "must have tenant_id among its key"),
+        ("CREATE TABLE projects (tenant_id text NOT NULL, code text, PRIMARY KEY (tenant_id, code));"
+         " CREATE TABLE tasks (tenant_id text NOT NULL, project_tenant text, code text,"
+         " FOREIGN KEY (project_tenant, code) REFERENCES projects (tenant_id, code));",
+         "must map tenant_id to the referenced tenant_id"),
+    ],
+    ids=["unique-index-with-include", "exclusion-constraint", "foreign-key-without-tenant"],
+)  # fmt: skip
+def test_migrate_refuses_constraints_that_see_across_tenants(
+    database: TenantDatabase, tmp_path: Path, schema_sql: str, message: str
+) -> None:
+    bad = tmp_path / "bad.sql"
+    bad.write_text(schema_sql)
+    result = run_cli("db", "migrate", "--owner-url", database.owner_url, str(bad), "--tools-role",
+                     database.tools_role, data_dir=database.data_dir, check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_migrate_accepts_a_foreign_key_that_carries_the_tenant(database: TenantDatabase, tmp_path: Path) -> None:
+    good = tmp_path / "good.sql"
+    good.write_text(
+        "CREATE TABLE IF NOT EXISTS projects (tenant_id text NOT NULL, code text, PRIMARY KEY (tenant_id, code));"
+        " CREATE TABLE IF NOT EXISTS tasks (tenant_id text NOT NULL, code text,"
+        " FOREIGN KEY (tenant_id, code) REFERENCES projects (tenant_id, code));"
+    )
+    result = run_cli("db", "migrate", "--owner-url", database.owner_url, str(good), "--tools-role",
+                     database.tools_role, data_dir=database.data_dir)  # fmt: skip
+    assert "tasks" in result.stdout

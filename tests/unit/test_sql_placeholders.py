@@ -19,6 +19,8 @@ from tenantry.scoping.sql.placeholders import qmark_to_pyformat
         ("SELECT /* ? /* ? */ */ ?", "SELECT /* ? /* ? */ */ %s", 1),
         ("SELECT 5 % 2, '50%', ?", "SELECT 5 %% 2, '50%%', %s", 1),
         ("SELECT $1", "SELECT $1", 0),
+        ("SELECT name'x\\' AS a, ?", "SELECT name'x\\' AS a, %s", 1),  # a typed literal, not E''
+        ("SELECT date'2026-01-01', ?", "SELECT date'2026-01-01', %s", 1),
     ],
 )
 def test_only_bare_question_marks_become_placeholders(sql: str, expected: str, count: int) -> None:

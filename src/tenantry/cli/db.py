@@ -24,6 +24,36 @@ db_app = typer.Typer(help="Prepare the PostgreSQL database.", no_args_is_help=Tr
 
 _ROLE = r"^[a-z_][a-z0-9_]{0,62}$"
 
+# Every tenant's SQL runs as the one tools role, so whatever PostgreSQL lets a role see or do to
+# its own other sessions, or keep outside any table, is a channel between tenants: other
+# sessions' query texts, prepared statements, cursors and locks; killing their backends;
+# session-level advisory locks and lastval() on a pooled connection; large objects (storage
+# outside row-level security). Revoked from PUBLIC in this database (grant them back to a
+# monitoring role explicitly if needed).
+_REVOKE_CROSS_SESSION_SQL = r"""
+DO $$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'pg_catalog' AND (
+            p.proname IN ('pg_stat_get_activity', 'pg_stat_get_progress_info', 'pg_terminate_backend',
+                          'pg_cancel_backend', 'lastval', 'pg_prepared_statement', 'pg_cursor', 'pg_lock_status',
+                          'pg_blocking_pids', 'pg_safe_snapshot_blocking_pids', 'pg_advisory_lock',
+                          'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_try_advisory_lock_shared',
+                          'pg_advisory_unlock', 'pg_advisory_unlock_shared', 'pg_advisory_unlock_all',
+                          'loread', 'lowrite')
+            OR p.proname LIKE 'pg\_stat\_get\_backend\_%'
+            OR p.proname LIKE 'lo\_%')
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$$;
+REVOKE SELECT ON pg_catalog.pg_stat_activity, pg_catalog.pg_prepared_statements, pg_catalog.pg_cursors,
+    pg_catalog.pg_locks, pg_catalog.pg_largeobject_metadata FROM PUBLIC;
+"""
+
 
 @db_app.command("init")
 def init(
@@ -81,11 +111,7 @@ def init(
                     "REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC; REVOKE CREATE ON SCHEMA public FROM PUBLIC"
                 ).format(sql.Identifier(database))
             )
-            # Other sessions' query texts are another tenant's business.
-            conn.execute(
-                "REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;"
-                " REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) FROM PUBLIC"
-            )
+            conn.execute(_REVOKE_CROSS_SESSION_SQL)
             with conn.transaction():
                 conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))
                 conn.execute(CONTROLPLANE_SCHEMA_SQL)

@@ -158,15 +158,33 @@ def secure_tenant_tables(conn: psycopg.Connection[Any], schema: str, roles: Data
         ).fetchone()
         if column is None or column[1] != "text":
             raise UsageError(f"table {schema}.{table} needs a column tenant_id text")
+        regclass = f'"{schema}"."{table}"'
         loose = conn.execute(
             "SELECT i.indexrelid::regclass::text FROM pg_index i"
-            " WHERE i.indrelid = %s::regclass AND i.indisunique AND NOT (%s = ANY (i.indkey::int2[]))",
-            (f'"{schema}"."{table}"', column[0]),
+            " WHERE i.indrelid = %s::regclass AND (i.indisunique OR i.indisexclusion)"
+            " AND NOT (%s = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))",
+            (regclass, column[0]),
         ).fetchone()
         if loose is not None:
             raise UsageError(
-                f"unique index {loose[0]} on {schema}.{table} must include tenant_id"
-                " (otherwise a unique violation reveals another tenant's values)"
+                f"unique or exclusion index {loose[0]} on {schema}.{table} must have tenant_id among its key"
+                " columns (otherwise a violation reveals another tenant's values)"
+            )
+        # Foreign-key checks ignore row-level security: a reference to another tenant table must
+        # carry tenant_id onto tenant_id, or it could point at (and probe for) another tenant's rows.
+        unbound = conn.execute(
+            "SELECT c.conname FROM pg_constraint c JOIN pg_class r ON r.oid = c.confrelid"
+            " JOIN pg_namespace rn ON rn.oid = r.relnamespace"
+            " WHERE c.conrelid = %s::regclass AND c.contype = 'f' AND rn.nspname = %s"
+            " AND NOT EXISTS (SELECT 1 FROM generate_subscripts(c.conkey, 1) AS k"
+            "   WHERE c.conkey[k] = %s AND c.confkey[k] = (SELECT a.attnum FROM pg_attribute a"
+            "     WHERE a.attrelid = c.confrelid AND a.attname = 'tenant_id' AND NOT a.attisdropped))",
+            (regclass, schema, column[0]),
+        ).fetchone()
+        if unbound is not None:
+            raise UsageError(
+                f"foreign key {unbound[0]} on {schema}.{table} must map tenant_id to the referenced tenant_id"
+                " (foreign-key checks ignore row-level security)"
             )
         check = sql.SQL("tenant_id = (SELECT tenantry_rls.current_tenant())")
         conn.execute(

@@ -37,7 +37,8 @@ def qmark_to_pyformat(sql: str) -> tuple[str, int]:
             out.append("%%")
             i += 1
         elif ch in ("'", '"'):
-            end = _end_of_quoted(sql, i, ch, backslash=ch == "'" and i > 0 and sql[i - 1] in "eE")
+            escape_string = ch == "'" and i > 0 and sql[i - 1] in "eE" and not (i > 1 and _is_ident_char(sql[i - 2]))
+            end = _end_of_quoted(sql, i, ch, backslash=escape_string)
             out.append(sql[i:end].replace("%", "%%"))
             i = end
         elif ch == "-" and sql.startswith("--", i):

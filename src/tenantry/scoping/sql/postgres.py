@@ -36,12 +36,15 @@ _Conn = psycopg.Connection[dict[str, Any]]
 _Cursor = psycopg.Cursor[dict[str, Any]]
 _Work = Callable[[_Cursor, Pipeline], _T]
 
-_ENTER = "SELECT set_config('tenantry.tenant_id', %s, true), set_config('tenantry.tenant_proof', %s, true)"
-_ENTER_SCHEMA = _ENTER + ", set_config('search_path', %s, true)"
-# Statements that can leave state in the session after their transaction (settings, WITH HOLD
-# cursors, LISTEN, prepared statements, advisory locks, dynamic SQL that might do any of these).
-# After such a call the connection is closed instead of returned, so nothing it did can meet the
-# next tenant; every other call keeps its connection and psycopg's prepared statements.
+_ENTER = (
+    "SELECT pg_catalog.set_config('tenantry.tenant_id', %s, true),"
+    " pg_catalog.set_config('tenantry.tenant_proof', %s, true)"
+)
+_ENTER_SCHEMA = _ENTER + ", pg_catalog.set_config('search_path', %s, true)"
+# Statements that leave state in the session beyond settings (WITH HOLD cursors, LISTEN, prepared
+# statements). After such a call the connection is closed instead of returned to the pool; so is
+# a connection whose call failed. Session-level settings a call made by any means (escaped
+# identifiers, dynamic SQL) are undone by the RESET ALL that follows every transaction.
 _SESSION_STATE = re.compile(
     r"\b(?:set|reset|discard|deallocate|declare|listen|prepare|do|execute|load|copy)\b|set_config|advisory",
     re.IGNORECASE,
@@ -108,14 +111,11 @@ class PostgresSqlScopes:
             self._opened = True
         try:
             with self._pool.connection(timeout=self._timeout) as conn:
-                proof = self._proof.for_backend(tenant_id, conn.info.backend_pid)
-                with conn.pipeline() as pipeline, conn.transaction():
-                    if self._isolation == "schema":
-                        conn.execute(_ENTER_SCHEMA, (tenant_id, proof, self.search_path(tenant_id)))
-                    else:
-                        conn.execute(_ENTER, (tenant_id, proof))
-                    with conn.cursor() as cur:
-                        result = work(cur, pipeline)
+                try:
+                    result = self._transaction(conn, tenant_id, work)
+                except BaseException:
+                    conn.close()  # whatever the failed call left in the session ends with it
+                    raise
                 if discard:
                     conn.close()  # the pool replaces a closed connection
                 return result
@@ -133,6 +133,21 @@ class PostgresSqlScopes:
             diag = getattr(exc, "diag", None)
             primary = getattr(diag, "message_primary", None) or driver_error_text(exc)
             raise QueryFailed(f"SQL error: {primary}") from None
+
+    def _transaction(self, conn: _Conn, tenant_id: str, work: _Work[_T]) -> _T:
+        proof = self._proof.for_backend(tenant_id, conn.info.backend_pid)
+        with conn.pipeline() as pipeline:
+            with conn.transaction():
+                if self._isolation == "schema":
+                    conn.execute(_ENTER_SCHEMA, (tenant_id, proof, self.search_path(tenant_id)))
+                else:
+                    conn.execute(_ENTER, (tenant_id, proof))
+                with conn.cursor() as cur:
+                    result = work(cur, pipeline)
+            # Session-level settings the call made by any means (escaped identifiers, dynamic SQL)
+            # end here, before the next tenant's BEGIN; pipelined with COMMIT, no extra round trip.
+            conn.execute("RESET ALL")
+        return result
 
     def check(self) -> None:
         """Prove the database accepts this server's tenant proof and enforces it.
