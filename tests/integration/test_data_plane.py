@@ -45,6 +45,37 @@ LEAKY_MODULE = dedent(
         return await ctx.sql.fetch("SELECT v FROM t")
 
     @app.tool()
+    async def protocol_error_with_secret(ctx: tenantry.ToolContext) -> str:
+        from mcp.shared.exceptions import MCPError
+
+        key = await ctx.secrets.get("mail_api_key")
+        raise MCPError(code=-32602, message=f"upstream rejected key {key}")
+
+    @app.tool()
+    async def logs_exception_with_secret(ctx: tenantry.ToolContext) -> str:
+        key = await ctx.secrets.get("mail_api_key")
+        try:
+            raise RuntimeError(f"upstream said no to {key}")
+        except RuntimeError:
+            ctx.log.exception("LOGEXC call failed")
+        return "ok"
+
+    @app.resource("leaky://usage")
+    async def usage_error_resource(ctx: tenantry.ToolContext) -> str:
+        key = await ctx.secrets.get("mail_api_key")
+        raise tenantry.UsageError(f"RESUSAGE bad key {key}")
+
+    @app.resource("leaky://crash")
+    async def crashing_resource(ctx: tenantry.ToolContext) -> str:
+        key = await ctx.secrets.get("mail_api_key")
+        raise ValueError(f"RESCRASH {key}")
+
+    @app.resource("leaky://bytes", mime_type="application/octet-stream")
+    async def bytes_resource(ctx: tenantry.ToolContext) -> bytes:
+        key = await ctx.secrets.get("mail_api_key")
+        return f"api_key={key}".encode()
+
+    @app.tool()
     async def sql_error_with_secret(ctx: tenantry.ToolContext) -> list:
         key = await ctx.secrets.get("mail_api_key")
         return await ctx.sql.fetch("SELECT CAST(? AS INTEGER) + nosuchcolumn", key)
@@ -74,7 +105,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     (root / "leaky_tools.py").write_text(LEAKY_MODULE)
     server = start_server(root / "data", app="leaky_tools:app", cwd=root)
     for tenant in ("acme", "globex"):
-        server.cli("tenant", "grant", tenant, "leak_secret", "leak_via_sql", "sql_error_with_secret", "search_docs")
+        server.cli(
+            "tenant", "grant", tenant, "leak_secret", "leak_via_sql", "sql_error_with_secret", "search_docs",
+            "protocol_error_with_secret", "logs_exception_with_secret", "usage_error_resource", "crashing_resource",
+            "bytes_resource",
+        )  # fmt: skip
     yield server
     server.stop()
 
@@ -129,6 +164,31 @@ async def test_a_secret_value_never_reaches_errors_logs_or_audit(demo: RunningSe
     demo.cli("audit", "export", "--tenant", "acme", "--out", str(export))
     assert key not in export.read_text()
     assert key not in (demo.data_dir / "audit.sqlite3").read_bytes().decode("latin-1")
+
+
+async def test_secret_values_in_protocol_errors_resources_and_logged_exceptions_are_redacted(
+    demo: RunningServer,
+) -> None:
+    import base64
+
+    key = mail_key(demo, "acme")
+    async with mcp_client(demo.mcp_url, demo.token("acme")) as client:
+        with pytest.raises(MCPError) as protocol:
+            await client.call_tool("protocol_error_with_secret", {})
+        logged = await client.call_tool("logs_exception_with_secret", {})
+        with pytest.raises(MCPError) as usage:
+            await client.read_resource("leaky://usage")
+        with pytest.raises(MCPError) as crash:
+            await client.read_resource("leaky://crash")
+        blob = (await client.read_resource("leaky://bytes")).contents[0]
+    assert "upstream rejected key [redacted]" in str(protocol.value) and key not in str(protocol.value)
+    assert not logged.is_error
+    assert "RESUSAGE bad key [redacted]" in str(usage.value) and key not in str(usage.value)
+    assert key not in str(crash.value)
+    assert base64.b64decode(blob.blob) == b"api_key=[redacted]"  # type: ignore[union-attr]
+    logs = demo.logs()
+    assert "LOGEXC call failed" in logs and "RESCRASH [redacted]" in logs
+    assert key not in logs
 
 
 async def test_another_tenants_secret_is_not_reachable_and_is_not_named(demo: RunningServer) -> None:

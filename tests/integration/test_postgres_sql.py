@@ -203,6 +203,7 @@ REFUSED_STATEMENTS = [
     'SELECT U&"pg_\\0061dvisory_lock"(42)',
     "SELECT name FROM pg_prepared_statements",
     "SELECT * FROM pg_locks",
+    "SELECT n_live_tup FROM pg_stat_user_tables",
 ]
 
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import pytest
 from mcp_types import CallToolResult, TextContent
 
-from tenantry.framework.redaction import REDACTED, SecretRedactor
+from tenantry.framework.redaction import REDACTED, RedactingChannel, SecretRedactor
 
 
 def test_every_occurrence_of_every_value_is_replaced() -> None:
@@ -52,3 +53,50 @@ def test_values_that_json_escapes_are_still_found() -> None:
     result = CallToolResult(content=[TextContent(type="text", text='x quo"te\\back y ünïcødé-key')])
     text = redactor.model(result).content[0].text  # type: ignore[union-attr]
     assert text == f"x {REDACTED} y {REDACTED}"
+
+
+async def _fixed(redactor: SecretRedactor) -> SecretRedactor:
+    return redactor
+
+
+class _RecordingChannel:
+    capabilities = None
+    input_responses = None
+    request_state = None
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        self.sent.append(message)
+
+    async def log(self, level: str, data: object) -> None:
+        self.sent.append(data)
+
+    async def elicit(self, message: str, schema: dict) -> None:
+        self.sent.append((message, schema))
+
+
+@pytest.mark.anyio
+async def test_notifications_and_elicitation_a_tool_sends_mid_call_are_redacted() -> None:
+    inner = _RecordingChannel()
+    redactor = SecretRedactor(["sk-notify-0001"])
+    channel = RedactingChannel(inner, lambda: _fixed(redactor))  # type: ignore[arg-type]
+    await channel.log("info", {"msg": "key sk-notify-0001"})
+    await channel.report_progress(0.5, 1, "using sk-notify-0001")
+    await channel.elicit("confirm sk-notify-0001?", {"title": "sk-notify-0001"})
+    assert "sk-notify-0001" not in repr(inner.sent)
+    assert inner.sent[0] == {"msg": f"key {REDACTED}"}
+
+
+def test_errors_are_redacted_in_message_and_data() -> None:
+    from mcp.shared.exceptions import MCPError
+
+    from tenantry.core.errors import UsageError
+
+    redactor = SecretRedactor(["sk-err-0001"])
+    usage = redactor.error(UsageError("bad sk-err-0001", data={"k": "sk-err-0001"}))
+    assert usage.message == f"bad {REDACTED}" and usage.data == {"k": REDACTED} and "sk-err" not in str(usage)
+    protocol = redactor.error(MCPError(code=-32602, message="no sk-err-0001"))
+    assert "sk-err-0001" not in str(protocol)
+    assert redactor.data(b"x=sk-err-0001") == b"x=" + REDACTED.encode()

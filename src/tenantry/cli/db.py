@@ -26,7 +26,8 @@ _ROLE = r"^[a-z_][a-z0-9_]{0,62}$"
 
 # Every tenant's SQL runs as the one tools role, so whatever PostgreSQL lets a role see or do to
 # its own other sessions, or keep outside any table, is a channel between tenants: other
-# sessions' query texts, prepared statements, cursors and locks; killing their backends;
+# sessions' query texts, prepared statements, cursors and locks; per-table row statistics
+# (every pg_stat_get_* function); killing their backends;
 # session-level advisory locks and lastval() on a pooled connection; large objects (storage
 # outside row-level security). Revoked from PUBLIC in this database (grant them back to a
 # monitoring role explicitly if needed).
@@ -43,7 +44,7 @@ BEGIN
                           'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_try_advisory_lock_shared',
                           'pg_advisory_unlock', 'pg_advisory_unlock_shared', 'pg_advisory_unlock_all',
                           'loread', 'lowrite')
-            OR p.proname LIKE 'pg\_stat\_get\_backend\_%'
+            OR p.proname LIKE 'pg\_stat\_get\_%'
             OR p.proname LIKE 'lo\_%')
     LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -61,19 +63,29 @@ class CallSecrets:
 
 
 class _RedactingLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Formats each record first, then removes any secret value this call has read."""
+    """Formats each record (traceback included) first, then removes the tenant's secret values."""
 
-    def __init__(self, logger: logging.Logger, extra: dict[str, Any], secrets: Callable[[], list[str]]) -> None:
+    def __init__(self, logger: logging.Logger, extra: dict[str, Any], redactor: Callable[[], SecretRedactor]) -> None:
         super().__init__(logger, extra)
-        self._secrets = secrets
+        self.redactor = redactor
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        read = self._secrets()
-        if read and self.isEnabledFor(level):
-            text = str(msg) % args if args else str(msg)
-            super().log(level, SecretRedactor(read).text(text), **kwargs)
-        else:
+        if not self.isEnabledFor(level):
+            return
+        redactor = self.redactor()
+        if not redactor:
             super().log(level, msg, *args, **kwargs)
+            return
+        text = str(msg) % args if args else str(msg)
+        exc_info = kwargs.pop("exc_info", None)
+        if exc_info:
+            if exc_info is True:
+                exc_info = sys.exc_info()
+            if isinstance(exc_info, BaseException):
+                text += "\n" + "".join(traceback.format_exception(exc_info))
+            elif isinstance(exc_info, tuple) and exc_info[1] is not None:
+                text += "\n" + "".join(traceback.format_exception(exc_info[1]))
+        super().log(level, redactor.text(text), **kwargs)
 
 
 class ToolContext:
@@ -136,7 +148,7 @@ class ToolContext:
         self.log: logging.LoggerAdapter[logging.Logger] = _RedactingLog(
             logging.getLogger("tenantry.tool"),
             {"tenant_id": tenant_id, "session_id": session_id, "request_id": request_id, "tool": tool_name},
-            self.secrets_read,
+            lambda: SecretRedactor(self.secrets_read()),
         )
 
     @property

@@ -47,6 +47,7 @@ from tenantry.core.errors import (
     SecretsUnavailable,
     TenantHalted,
     TenantryError,
+    ToolFailed,
     ToolUnavailable,
 )
 from tenantry.core.load import InFlight
@@ -55,7 +56,7 @@ from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, To
 from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
 from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch, Interrupted
-from tenantry.framework.redaction import TenantSecretValues
+from tenantry.framework.redaction import RedactingChannel, TenantSecretValues
 from tenantry.policy.acl import decide_tool_call, effective_tools
 from tenantry.scoping.files.local import resolve_scoped_path
 from tenantry.scoping.handles import DataScopes
@@ -253,15 +254,10 @@ class Dispatcher:
             result = _error_result(exc.message, exc.code)
         except MCPError as exc:
             await self._record(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
-            raise
+            redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
+            raise redactor.error(exc) from None
         except Exception as exc:
-            # The traceback may quote a secret the tool read (``f"bad key {key}"``): redact it.
-            trace = "".join(traceback.format_exception(exc))
-            logger.error(
-                "tool raised\n%s",
-                self._secret_values.known_redactor(caller.tenant_id, context.secrets_read()).text(trace),
-                extra={"tenant_id": caller.tenant_id, "tool": name, "request_id": caller.request_id},
-            )
+            self._log_crash(exc, context)
             status, reason = "error", "tool_failed"
             result = _error_result(f"The tool failed (reference {caller.request_id})", "tool_failed")
         finally:
@@ -319,7 +315,7 @@ class Dispatcher:
         )
 
     def _context(self, caller: Caller, tenant: Tenant, name: str, channel: ClientChannel) -> ToolContext:
-        return ToolContext(
+        context = ToolContext(
             tenant_id=caller.tenant_id,
             subject=caller.principal.subject,
             session_id=caller.session_id,
@@ -329,6 +325,24 @@ class Dispatcher:
             resource_prefix=caller.principal.resource_prefix,
             handles=self._handles(caller),
             client=channel,
+        )
+        # What the tool sends the client mid-call (notifications, elicitation, sampling) and its own
+        # log lines are redacted too: the values it read, and the tenant's values known in memory.
+        context.client = RedactingChannel(
+            channel, lambda: self._secret_values.redactor(caller.tenant_id, context.secrets_read())
+        )
+        context.log.redactor = lambda: self._secret_values.known_redactor(  # type: ignore[attr-defined]
+            caller.tenant_id, context.secrets_read()
+        )
+        return context
+
+    def _log_crash(self, exc: BaseException, context: ToolContext) -> None:
+        # The traceback may quote a secret the code read (``f"bad key {key}"``): redact it.
+        trace = "".join(traceback.format_exception(exc))
+        logger.error(
+            "tool raised\n%s",
+            self._secret_values.known_redactor(context.tenant_id, context.secrets_read()).text(trace),
+            extra={"tenant_id": context.tenant_id, "tool": context.tool_name, "request_id": context.request_id},
         )
 
     async def _redacted(self, caller: Caller, result: _Result, read_by_call: list[str]) -> _Result:
@@ -397,7 +411,8 @@ class Dispatcher:
         if isinstance(content, InputRequiredResult | ReadResourceResult):
             result = content
         elif isinstance(content, bytes):
-            blob = base64.b64encode(content).decode()
+            redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
+            blob = base64.b64encode(redactor.data(content)).decode()
             result = ReadResourceResult(
                 contents=[BlobResourceContents(uri=uri, mime_type=resource.mime_type, blob=blob)]
             )
@@ -470,10 +485,16 @@ class Dispatcher:
             kwargs = {**kwargs, item.context_param: context}
         try:
             return await self._deadlines.run(item.fn(**kwargs), self._tool_timeout, tag=tenant_id)
+        except (TenantryError, MCPError) as exc:
+            redactor = await self._secret_values.redactor(tenant_id, context.secrets_read())
+            raise redactor.error(exc) from None
         except DeadlineExceeded:
             raise ToolTimedOut(f"{item.name} did not finish within {self._tool_timeout:g}s") from None
         except Interrupted:
             raise CallCancelled() from None
+        except Exception as exc:
+            self._log_crash(exc, context)
+            raise ToolFailed(f"{item.name} failed (reference {context.request_id})") from None
 
     # -- audit ------------------------------------------------------------------------------
 

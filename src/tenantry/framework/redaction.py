@@ -11,26 +11,38 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    ClientCapabilities,
+    CreateMessageResult,
+    ElicitResult,
+    ListRootsResult,
+    SamplingMessage,
+)
 from pydantic import BaseModel
 
+from tenantry.core.errors import TenantryError
+from tenantry.framework.channel import ClientChannel
 from tenantry.scoping.secrets.base import SecretScopes
 
-__all__ = ["SecretRedactor", "TenantSecretValues", "REDACTED"]
+__all__ = ["SecretRedactor", "TenantSecretValues", "RedactingChannel", "REDACTED"]
 
 REDACTED = "[redacted]"
 _M = TypeVar("_M", bound=BaseModel)
+_E = TypeVar("_E", bound=BaseException)
 
 
 class SecretRedactor:
     """Replaces the given secret values wherever they appear in strings, however deeply nested."""
 
-    __slots__ = ("_json_safe", "_pattern")
+    __slots__ = ("_json_safe", "_pattern", "_values")
 
     def __init__(self, values: Iterable[str]) -> None:
         unique = sorted({v for v in values if v}, key=len, reverse=True)  # longest first: no partial leftovers
+        self._values = tuple(unique)
         self._pattern = re.compile("|".join(re.escape(v) for v in unique)) if unique else None
         # Values JSON writes unchanged can be looked for in a model's JSON form in one pass.
         self._json_safe = all(json.dumps(v, ensure_ascii=False)[1:-1] == v for v in unique)
@@ -45,6 +57,27 @@ class SecretRedactor:
         if self._pattern is None:
             return value
         return self._pattern.sub(REDACTED, value)
+
+    def data(self, data: bytes) -> bytes:
+        """Bytes with every UTF-8 occurrence of a secret value replaced."""
+        if self._pattern is None:
+            return data
+        for value in self._values:
+            data = data.replace(value.encode(), REDACTED.encode())
+        return data
+
+    def error(self, exc: _E) -> _E:
+        """The same error with its message and data redacted (in place; returned for ``raise``)."""
+        if self._pattern is None:
+            return exc
+        if isinstance(exc, TenantryError):
+            exc.message = self.text(exc.message)
+            exc.data = self.value(exc.data)
+            exc.args = (exc.message,)
+        elif isinstance(exc, MCPError):
+            redacted = MCPError(code=exc.code, message=self.text(exc.message), data=self.value(exc.data))
+            return cast(_E, redacted)
+        return exc
 
     def value(self, value: Any) -> Any:
         """Redact every string in a JSON-like value (dict keys included)."""
@@ -112,3 +145,43 @@ class TenantSecretValues:
 
     def forget(self, tenant_id: str) -> None:
         self._cache.pop(tenant_id, None)
+
+
+class RedactingChannel:
+    """A :class:`~tenantry.framework.channel.ClientChannel` that redacts everything a tool sends to
+    the client mid-call (log and progress notifications, elicitation and sampling requests)."""
+
+    def __init__(self, inner: ClientChannel, redactor: Callable[[], Awaitable[SecretRedactor]]) -> None:
+        self._inner = inner
+        self._redactor = redactor
+
+    @property
+    def capabilities(self) -> ClientCapabilities | None:
+        return self._inner.capabilities
+
+    @property
+    def input_responses(self) -> Mapping[str, Any] | None:
+        return self._inner.input_responses
+
+    @property
+    def request_state(self) -> str | None:
+        return self._inner.request_state
+
+    async def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        if message is not None:
+            message = (await self._redactor()).text(message)
+        await self._inner.report_progress(progress, total, message)
+
+    async def log(self, level: str, data: Any) -> None:
+        await self._inner.log(level, (await self._redactor()).value(data))
+
+    async def elicit(self, message: str, schema: dict[str, Any]) -> ElicitResult:
+        redactor = await self._redactor()
+        return await self._inner.elicit(redactor.text(message), redactor.value(schema))
+
+    async def sample(self, messages: list[SamplingMessage], *, max_tokens: int) -> CreateMessageResult:
+        redactor = await self._redactor()
+        return await self._inner.sample([redactor.model(m) for m in messages], max_tokens=max_tokens)
+
+    async def list_roots(self) -> ListRootsResult:
+        return await self._inner.list_roots()
