@@ -17,6 +17,8 @@ __all__ = [
     "ResourcePath",
     "ResourcePrefix",
     "FileEntry",
+    "VectorDocument",
+    "VectorMatch",
     "TenantryError",
     "InvalidArguments",
     "NotFound",
@@ -30,6 +32,8 @@ _EXPORTS = {
     "ResourcePath": "tenantry.framework.markers",
     "ResourcePrefix": "tenantry.framework.markers",
     "FileEntry": "tenantry.scoping.files.base",
+    "VectorDocument": "tenantry.scoping.vectors.base",
+    "VectorMatch": "tenantry.scoping.vectors.base",
     "TenantryError": "tenantry.core.errors",
     "InvalidArguments": "tenantry.core.errors",
     "NotFound": "tenantry.core.errors",
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from tenantry.framework.context import ToolContext
     from tenantry.framework.markers import ResourcePath, ResourcePrefix
     from tenantry.scoping.files.base import FileEntry
+    from tenantry.scoping.vectors.base import VectorDocument, VectorMatch
 
 
 def __getattr__(name: str) -> Any:

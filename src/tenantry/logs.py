@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+def configure_logging(level: str = "INFO", fmt: str = "json", filters: Sequence[logging.Filter] = ()) -> None:
     # Records never carry the caller's file/line or process/thread details: skipping the
     # stack walk makes every log call (audit lines included) several times cheaper.
     logging._srcfile = None
@@ -52,6 +53,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for record_filter in filters:
+        handler.addFilter(record_filter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -52,6 +52,14 @@ LEAKY_MODULE = dedent(
         raise MCPError(code=-32602, message=f"upstream rejected key {key}")
 
     @app.tool()
+    async def logs_directly(ctx: tenantry.ToolContext) -> str:
+        import logging
+
+        key = await ctx.secrets.get("mail_api_key")
+        logging.getLogger("leaky.vendor").warning("DIRECT %s", key)
+        return "ok"
+
+    @app.tool()
     async def logs_exception_with_secret(ctx: tenantry.ToolContext) -> str:
         key = await ctx.secrets.get("mail_api_key")
         try:
@@ -108,7 +116,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         server.cli(
             "tenant", "grant", tenant, "leak_secret", "leak_via_sql", "sql_error_with_secret", "search_docs",
             "protocol_error_with_secret", "logs_exception_with_secret", "usage_error_resource", "crashing_resource",
-            "bytes_resource",
+            "bytes_resource", "logs_directly",
         )  # fmt: skip
     yield server
     server.stop()
@@ -176,6 +184,7 @@ async def test_secret_values_in_protocol_errors_resources_and_logged_exceptions_
         with pytest.raises(MCPError) as protocol:
             await client.call_tool("protocol_error_with_secret", {})
         logged = await client.call_tool("logs_exception_with_secret", {})
+        direct = await client.call_tool("logs_directly", {})
         with pytest.raises(MCPError) as usage:
             await client.read_resource("leaky://usage")
         with pytest.raises(MCPError) as crash:
@@ -187,7 +196,8 @@ async def test_secret_values_in_protocol_errors_resources_and_logged_exceptions_
     assert key not in str(crash.value)
     assert base64.b64decode(blob.blob) == b"api_key=[redacted]"  # type: ignore[union-attr]
     logs = demo.logs()
-    assert "LOGEXC call failed" in logs and "RESCRASH [redacted]" in logs
+    assert not direct.is_error
+    assert "LOGEXC call failed" in logs and "RESCRASH [redacted]" in logs and "DIRECT [redacted]" in logs
     assert key not in logs
 
 

@@ -110,6 +110,8 @@ def test_public_api_is_pinned() -> None:
         "ResourcePath",
         "ResourcePrefix",
         "FileEntry",
+        "VectorDocument",
+        "VectorMatch",
         "TenantryError",
         "InvalidArguments",
         "NotFound",

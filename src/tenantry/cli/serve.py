@@ -15,6 +15,7 @@ import uvicorn
 from tenantry.cli.common import open_runtime
 from tenantry.core.errors import UsageError
 from tenantry.framework.app import App
+from tenantry.framework.redaction import RedactingLogFilter
 from tenantry.logs import configure_logging
 from tenantry.runtime import MCP_PATH, Runtime
 
@@ -72,7 +73,7 @@ def run_http(
         data_dir, config, serving=True, **({"server": server_overrides} if server_overrides else {})
     ) as runtime:
         settings = runtime.settings
-        configure_logging(settings.logging.level, settings.logging.format)
+        configure_logging(settings.logging.level, settings.logging.format, [RedactingLogFilter()])
         served = load_app(app_spec, demo=demo)
         runtime.prepare_keys()
         anyio.run(runtime.check_data_plane)
@@ -109,7 +110,7 @@ def run_stdio(data_dir: Path | None, config: Path | None, *, token: str, demo: b
     from tenantry.server.stdio import serve_stdio, verify_startup_token
 
     with open_runtime(data_dir, config) as runtime:
-        configure_logging(runtime.settings.logging.level, runtime.settings.logging.format)
+        configure_logging(runtime.settings.logging.level, runtime.settings.logging.format, [RedactingLogFilter()])
         served = load_app(app_spec, demo=demo)
         anyio.run(runtime.check_data_plane)
         principal = anyio.run(verify_startup_token, runtime, token)

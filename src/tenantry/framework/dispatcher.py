@@ -14,7 +14,7 @@ import base64
 import logging
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from mcp.shared.exceptions import MCPError
@@ -56,7 +56,7 @@ from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, To
 from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
 from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch, Interrupted
-from tenantry.framework.redaction import RedactingChannel, TenantSecretValues
+from tenantry.framework.redaction import CALL_REDACTOR, RedactingChannel, SecretRedactor, TenantSecretValues
 from tenantry.policy.acl import decide_tool_call, effective_tools
 from tenantry.scoping.files.local import resolve_scoped_path
 from tenantry.scoping.handles import DataScopes
@@ -331,9 +331,7 @@ class Dispatcher:
         context.client = RedactingChannel(
             channel, lambda: self._secret_values.redactor(caller.tenant_id, context.secrets_read())
         )
-        context.log.redactor = lambda: self._secret_values.known_redactor(  # type: ignore[attr-defined]
-            caller.tenant_id, context.secrets_read()
-        )
+        context.log.redactor = self._log_redactor(context)  # type: ignore[attr-defined]
         return context
 
     def _log_crash(self, exc: BaseException, context: ToolContext) -> None:
@@ -354,6 +352,7 @@ class Dispatcher:
         self, tool: ToolDefinition, kwargs: dict[str, Any], caller: Caller, context: ToolContext
     ) -> ToolOutcome:
         direct = {tool.context_param: context} if tool.context_param else None
+        token = CALL_REDACTOR.set(self._log_redactor(context))
         try:
             value = await self._deadlines.run(
                 tool.metadata.call_fn(tool.fn, True, kwargs, direct), self._tool_timeout, tag=caller.tenant_id
@@ -362,7 +361,12 @@ class Dispatcher:
             raise ToolTimedOut(f"The tool did not finish within {self._tool_timeout:g}s") from None
         except Interrupted:
             raise CallCancelled() from None
+        finally:
+            CALL_REDACTOR.reset(token)
         return tool.metadata.convert_result(value)
+
+    def _log_redactor(self, context: ToolContext) -> Callable[[], SecretRedactor]:
+        return lambda: self._secret_values.known_redactor(context.tenant_id, context.secrets_read())
 
     # -- resources --------------------------------------------------------------------------
 
@@ -483,6 +487,7 @@ class Dispatcher:
     ) -> Any:
         if item.context_param:
             kwargs = {**kwargs, item.context_param: context}
+        token = CALL_REDACTOR.set(self._log_redactor(context))
         try:
             return await self._deadlines.run(item.fn(**kwargs), self._tool_timeout, tag=tenant_id)
         except (TenantryError, MCPError) as exc:
@@ -495,6 +500,8 @@ class Dispatcher:
         except Exception as exc:
             self._log_crash(exc, context)
             raise ToolFailed(f"{item.name} failed (reference {context.request_id})") from None
+        finally:
+            CALL_REDACTOR.reset(token)
 
     # -- audit ------------------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ beyond passing them to the service they authenticate to.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 from mcp.shared.exceptions import MCPError
@@ -28,10 +30,21 @@ from tenantry.core.errors import TenantryError
 from tenantry.framework.channel import ClientChannel
 from tenantry.scoping.secrets.base import SecretScopes
 
-__all__ = ["SecretRedactor", "TenantSecretValues", "RedactingChannel", "REDACTED"]
+__all__ = [
+    "SecretRedactor",
+    "TenantSecretValues",
+    "RedactingChannel",
+    "RedactingLogFilter",
+    "CALL_REDACTOR",
+    "REDACTED",
+]
 
 REDACTED = "[redacted]"
 _M = TypeVar("_M", bound=BaseModel)
+
+CALL_REDACTOR: ContextVar[Callable[[], SecretRedactor] | None] = ContextVar("tenantry_call_redactor", default=None)
+"""Set by the dispatcher for the duration of a call (and inherited by the tasks and worker
+threads it starts): the redactor of the calling tenant's secret values."""
 _E = TypeVar("_E", bound=BaseException)
 
 
@@ -185,3 +198,25 @@ class RedactingChannel:
 
     async def list_roots(self) -> ListRootsResult:
         return await self._inner.list_roots()
+
+
+class RedactingLogFilter(logging.Filter):
+    """A handler filter: any record logged while a call runs — through ``ctx.log``, the tool's
+    own loggers or a library — has the calling tenant's secret values removed from its message
+    and traceback. Records outside a call pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = CALL_REDACTOR.get()
+        if current is None:
+            return True
+        redactor = current()
+        if not redactor:
+            return True
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = redactor.text(text)
+        record.args = None
+        return True
