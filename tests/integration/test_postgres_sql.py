@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -374,3 +375,30 @@ def test_migrate_accepts_a_foreign_key_that_carries_the_tenant(database: TenantD
     result = run_cli("db", "migrate", "--owner-url", database.owner_url, str(good), "--tools-role",
                      database.tools_role, data_dir=database.data_dir)  # fmt: skip
     assert "tasks" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SET tenantry.tenant_id = 'globex'",
+        "SET SESSION tenantry.tenant_id = 'globex'",
+        "SET LOCAL tenantry.tenant_id = 'globex'",
+        "RESET tenantry.tenant_proof",
+        "RESET ALL",
+        "RESET ROLE",
+        "SELECT set_config('tenantry.tenant_id', 'globex', false)",
+    ],
+)
+async def test_set_and_reset_statements_never_reach_another_tenants_rows(
+    database: TenantDatabase, seeded: None, statement: str
+) -> None:
+    scopes = PostgresSqlScopes(database.tools_url, tenant_key=database.tenant_key, pool_max=1)
+    try:
+        acme = scopes.for_tenant("acme")
+        with contextlib.suppress(ScopeViolation, QueryFailed):
+            await acme.execute(statement)
+        rows = await acme.fetch("SELECT tenant_id, name FROM customers ORDER BY name")
+        assert [r["name"] for r in rows] == ["acme customer", "acme-canary"]
+        assert {r["tenant_id"] for r in rows} == {"acme"}
+    finally:
+        scopes.close()
