@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tenantry.framework.redaction import SecretRedactor
+from tenantry.framework.redaction import RedactingLogFilter
 
 if TYPE_CHECKING:
     from tenantry.framework.channel import ClientChannel
@@ -62,30 +60,10 @@ class CallSecrets:
         return await self._handle.names()
 
 
-class _RedactingLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Formats each record (traceback included) first, then removes the tenant's secret values."""
-
-    def __init__(self, logger: logging.Logger, extra: dict[str, Any], redactor: Callable[[], SecretRedactor]) -> None:
-        super().__init__(logger, extra)
-        self.redactor = redactor
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
-            return
-        redactor = self.redactor()
-        if not redactor:
-            super().log(level, msg, *args, **kwargs)
-            return
-        text = str(msg) % args if args else str(msg)
-        exc_info = kwargs.pop("exc_info", None)
-        if exc_info:
-            if exc_info is True:
-                exc_info = sys.exc_info()
-            if isinstance(exc_info, BaseException):
-                text += "\n" + "".join(traceback.format_exception(exc_info))
-            elif isinstance(exc_info, tuple) and exc_info[1] is not None:
-                text += "\n" + "".join(traceback.format_exception(exc_info[1]))
-        super().log(level, redactor.text(text), **kwargs)
+# ctx.log records are redacted whatever handlers the host configured (the server also puts the
+# same filter on its handler, for every other logger a call uses).
+_TOOL_LOGGER = logging.getLogger("tenantry.tool")
+_TOOL_LOGGER.addFilter(RedactingLogFilter())
 
 
 class ToolContext:
@@ -145,10 +123,9 @@ class ToolContext:
         self._files: FileHandle | None = None
         self._vectors: VectorHandle | None = None
         self._secrets: CallSecrets | None = None
-        self.log: logging.LoggerAdapter[logging.Logger] = _RedactingLog(
-            logging.getLogger("tenantry.tool"),
+        self.log = logging.LoggerAdapter(
+            _TOOL_LOGGER,
             {"tenant_id": tenant_id, "session_id": session_id, "request_id": request_id, "tool": tool_name},
-            lambda: SecretRedactor(self.secrets_read()),
         )
 
     @property

@@ -326,12 +326,11 @@ class Dispatcher:
             handles=self._handles(caller),
             client=channel,
         )
-        # What the tool sends the client mid-call (notifications, elicitation, sampling) and its own
-        # log lines are redacted too: the values it read, and the tenant's values known in memory.
+        # What the tool sends the client mid-call (notifications, elicitation, sampling) is redacted
+        # too; its log lines are, through CALL_REDACTOR, while it runs.
         context.client = RedactingChannel(
             channel, lambda: self._secret_values.redactor(caller.tenant_id, context.secrets_read())
         )
-        context.log.redactor = self._log_redactor(context)  # type: ignore[attr-defined]
         return context
 
     def _log_crash(self, exc: BaseException, context: ToolContext) -> None:

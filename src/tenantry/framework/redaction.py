@@ -153,8 +153,13 @@ class TenantSecretValues:
     def known_redactor(self, tenant_id: str, read_by_call: Iterable[str] = ()) -> SecretRedactor:
         """Without I/O (for log lines): the values already cached for the tenant, plus the call's."""
         cached = self._cache.get(tenant_id)
-        values = cached[1] if cached is not None else frozenset()
-        return SecretRedactor(values | set(read_by_call))
+        extra = set(read_by_call)
+        if cached is not None:
+            extra -= cached[1]
+            if not extra:
+                return cached[2]
+            return SecretRedactor(cached[1] | extra)
+        return SecretRedactor(extra)
 
     def forget(self, tenant_id: str) -> None:
         self._cache.pop(tenant_id, None)

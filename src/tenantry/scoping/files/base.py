@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,14 +47,14 @@ class FileHandle(Protocol):
         ...
 
 
-class TextOverBytes:
+class TextOverBytes(ABC):
     """``read_text``/``write_text`` (UTF-8) for a backend that implements the byte methods."""
 
-    async def read_bytes(self, path: str) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    async def read_bytes(self, path: str) -> bytes: ...
 
-    async def write_bytes(self, path: str, data: bytes) -> FileEntry:
-        raise NotImplementedError
+    @abstractmethod
+    async def write_bytes(self, path: str, data: bytes) -> FileEntry: ...
 
     async def read_text(self, path: str) -> str:
         data = await self.read_bytes(path)

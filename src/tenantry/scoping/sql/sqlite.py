@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,6 +18,7 @@ import anyio.to_thread
 
 from tenantry.core.errors import QueryFailed, ScopeViolation, StorageError, UsageError
 from tenantry.core.ids import validate_tenant_id
+from tenantry.scoping.open_files import OpenPerTenant
 from tenantry.scoping.sql.base import SqlValue
 
 __all__ = ["SqliteSqlScopes", "SqliteSqlHandle", "tenant_database_path"]
@@ -82,28 +82,20 @@ class SqliteSqlScopes:
     def __init__(self, data_dir: Path, *, row_limit: int = 10_000) -> None:
         self._data_dir = data_dir
         self._row_limit = row_limit
-        self._lock = threading.Lock()
-        self._open: OrderedDict[str, _TenantConnection] = OrderedDict()
+        self._open = OpenPerTenant(self._open_connection, limit=_MAX_OPEN)
 
     def for_tenant(self, tenant_id: str) -> SqliteSqlHandle:
         validate_tenant_id(tenant_id)
         return SqliteSqlHandle(self, tenant_id)
 
     def connection(self, tenant_id: str) -> _TenantConnection:
-        with self._lock:
-            existing = self._open.get(tenant_id)
-            if existing is not None:
-                self._open.move_to_end(tenant_id)
-                return existing
-            try:
-                opened = _TenantConnection(tenant_database_path(self._data_dir, tenant_id))
-            except (sqlite3.Error, OSError) as exc:
-                raise StorageError(f"cannot open the tenant database: {exc}") from None
-            self._open[tenant_id] = opened
-            while len(self._open) > _MAX_OPEN:
-                _, evicted = self._open.popitem(last=False)
-                evicted.close()
-            return opened
+        return self._open.get(tenant_id)
+
+    def _open_connection(self, tenant_id: str) -> _TenantConnection:
+        try:
+            return _TenantConnection(tenant_database_path(self._data_dir, tenant_id))
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open the tenant database: {exc}") from None
 
     def check(self) -> None:
         """Nothing to prove: each tenant's file is opened (and created) on first use."""
@@ -113,10 +105,7 @@ class SqliteSqlScopes:
         return self._row_limit
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._open.values():
-                conn.close()
-            self._open.clear()
+        self._open.close()
 
 
 class SqliteSqlHandle:

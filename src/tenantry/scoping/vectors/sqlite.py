@@ -24,7 +24,6 @@ import contextlib
 import logging
 import threading
 from array import array
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -34,6 +33,7 @@ import sqlite_vec
 
 from tenantry.core.errors import StorageError, TenantryError
 from tenantry.core.ids import validate_tenant_id
+from tenantry.scoping.open_files import OpenPerTenant
 from tenantry.scoping.vectors._checks import (
     PreparedDocument,
     load_metadata,
@@ -145,8 +145,7 @@ class SqliteVectorScopes:
     def __init__(self, data_dir: Path, embedder: Embedder) -> None:
         self._data_dir = data_dir
         self._embedder = embedder
-        self._lock = threading.Lock()
-        self._open: OrderedDict[str, _TenantStore] = OrderedDict()
+        self._open = OpenPerTenant(self._open_store, limit=_MAX_OPEN)
 
     @property
     def embedder(self) -> Embedder:
@@ -162,20 +161,13 @@ class SqliteVectorScopes:
 
         :raises StorageError: when the file cannot be opened or was filled by another embedder.
         """
-        with self._lock:
-            existing = self._open.get(tenant_id)
-            if existing is not None:
-                self._open.move_to_end(tenant_id)
-                return existing
-            try:
-                opened = _TenantStore(tenant_vectors_path(self._data_dir, tenant_id), tenant_id, self._embedder)
-            except (apsw.Error, OSError) as exc:
-                raise StorageError(f"cannot open the tenant vector store: {type(exc).__name__}") from None
-            self._open[tenant_id] = opened
-            while len(self._open) > _MAX_OPEN:
-                _, evicted = self._open.popitem(last=False)
-                evicted.close()
-            return opened
+        return self._open.get(tenant_id)
+
+    def _open_store(self, tenant_id: str) -> _TenantStore:
+        try:
+            return _TenantStore(tenant_vectors_path(self._data_dir, tenant_id), tenant_id, self._embedder)
+        except (apsw.Error, OSError) as exc:
+            raise StorageError(f"cannot open the tenant vector store: {type(exc).__name__}") from None
 
     def drop_tenant(self, tenant_id: str) -> None:
         """Close and delete the tenant's vector file (with its WAL). Blocking.
@@ -183,10 +175,8 @@ class SqliteVectorScopes:
         :raises StorageError: when a file cannot be removed.
         """
         path = tenant_vectors_path(self._data_dir, tenant_id)
-        with self._lock:
-            opened = self._open.pop(tenant_id, None)
-            if opened is not None:
-                opened.close()
+
+        def remove_files() -> None:
             try:
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     with contextlib.suppress(FileNotFoundError):
@@ -194,11 +184,10 @@ class SqliteVectorScopes:
             except OSError as exc:
                 raise StorageError(f"cannot delete the tenant vector store: {type(exc).__name__}") from None
 
+        self._open.discard(tenant_id, then=remove_files)
+
     def close(self) -> None:
-        with self._lock:
-            for opened in self._open.values():
-                opened.close()
-            self._open.clear()
+        self._open.close()
 
 
 class SqliteVectorHandle(CheckedVectorHandle):
