@@ -33,6 +33,9 @@ class DiscardingSink:
     async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
         return None
 
+    def submit(self, event: AuditEvent) -> None:
+        return None
+
     def add_observer(self, observer: AuditObserver) -> None:
         return None
 
@@ -44,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    runtime = Runtime(load_settings(server={"port": args.port}), serving=True)
+    runtime = Runtime(load_settings(server={"port": args.port}), serving=True, create=True)
     configure_logging("INFO", "json")
     runtime.audit = DiscardingSink()  # type: ignore[assignment]
     http = create_http_app(runtime, load_app("bench.trivial_app:app", demo=False))

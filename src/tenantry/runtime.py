@@ -22,12 +22,12 @@ from tenantry.audit.store.factory import open_audit_store
 from tenantry.audit.writer import DurableAuditSink
 from tenantry.auth.apikeys import ApiKeyVerifier
 from tenantry.auth.idp import IdentityProviderVerifier
-from tenantry.auth.keys import KeyRing, load_or_create_secret
+from tenantry.auth.keys import KeyRing, load_or_create_secret, load_or_create_token
 from tenantry.auth.tokens import JwtVerifier, TokenIssuer
 from tenantry.auth.verifiers import CredentialRouter
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.controlplane.factory import open_tenant_store
-from tenantry.core.errors import StorageError, UsageError
+from tenantry.core.errors import NotFound, StorageError, UsageError
 from tenantry.core.settings import DEFAULT_PORT, Settings
 from tenantry.scoping.files.factory import open_file_scopes
 from tenantry.scoping.handles import DataScopes
@@ -37,7 +37,7 @@ from tenantry.scoping.sql.postgres import PostgresSqlScopes
 from tenantry.scoping.sql.sqlite import SqliteSqlScopes
 from tenantry.scoping.vectors.factory import open_vector_scopes
 
-__all__ = ["Runtime", "Endpoints", "MCP_PATH", "sql_tenant_key", "SQL_TENANT_KEY_FILE"]
+__all__ = ["Runtime", "Endpoints", "MCP_PATH", "sql_tenant_key", "SQL_TENANT_KEY_FILE", "METRICS_TOKEN_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ def bound_url(host: str, port: int) -> str:
 
 
 SQL_TENANT_KEY_FILE = "sql-tenant.key"
+METRICS_TOKEN_FILE = "metrics.token"  # noqa: S105 - a file name, not a secret
+CONTROL_STORE_FILE = "control.sqlite3"
 
 
 def sql_tenant_key(settings: Settings, *, create: bool = False) -> bytes:
@@ -110,9 +112,16 @@ def sql_tenant_key(settings: Settings, *, create: bool = False) -> bytes:
 class Runtime:
     """Everything one deployment needs; cheap to open, close it when done."""
 
-    def __init__(self, settings: Settings, *, serving: bool = False) -> None:
+    def __init__(self, settings: Settings, *, serving: bool = False, create: bool = False) -> None:
+        """:param create: make the data dir and the embedded stores if missing (``serve`` only);
+        every other command refuses a missing store rather than silently starting an empty one.
+
+        :raises NotFound: no store at the data dir (and ``create`` is false).
+        """
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
+        if not create:
+            self._require_existing_store()
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             if self.data_dir.stat().st_mode & 0o077:
@@ -127,6 +136,13 @@ class Runtime:
         self._audit: DurableAuditSink | None = None
         self._scopes: DataScopes | None = None
         self._secrets: StoredSecretScopes | None = None
+
+    def _require_existing_store(self) -> None:
+        hint = "start `tenantry serve` there first, or pass the right --data-dir (or TENANTRY_DATA_DIR)"
+        if not self.data_dir.is_dir():
+            raise NotFound(f"no Tenantry data dir at {self.data_dir}: {hint}")
+        if self.settings.controlplane.url is None and not (self.data_dir / CONTROL_STORE_FILE).is_file():
+            raise NotFound(f"no Tenantry store in {self.data_dir} (no {CONTROL_STORE_FILE}): {hint}")
 
     @property
     def scopes(self) -> DataScopes:
@@ -178,14 +194,30 @@ class Runtime:
         )
 
     def _resolve_endpoints(self, serving: bool) -> Endpoints:
-        if self.settings.public_url:
-            url = self.settings.public_url
+        """``public_url`` from the configuration; else the URL recorded when the deployment first
+        served, then fixed: tokens must not stop verifying because another server on the same
+        store started on another address."""
+        configured = self.settings.public_url
+        recorded = self.store.get_meta("public_url")
+        if configured:
+            url = configured
+            if serving and recorded != configured:
+                self.store.set_meta("public_url", configured)
+        elif recorded:
+            url = recorded
+            bound = bound_url(self.settings.server.host, self.settings.server.port)
+            if serving and bound != recorded:
+                logger.warning(
+                    "serving on %s, but this deployment's public URL (token issuer and audience) is %s,"
+                    " fixed at its first start; set public_url to change it",
+                    bound,
+                    recorded,
+                )
         elif serving:
             url = bound_url(self.settings.server.host, self.settings.server.port)
-        else:
-            url = self.store.get_meta("public_url") or bound_url("127.0.0.1", DEFAULT_PORT)
-        if serving:
             self.store.set_meta("public_url", url)
+        else:
+            url = bound_url("127.0.0.1", DEFAULT_PORT)
         return Endpoints(public_url=url)
 
     def prepare_keys(self) -> None:
@@ -258,7 +290,7 @@ class Runtime:
         """The durable audit sink of a serving process (group commit in a writer thread)."""
         if self._audit is None:
             self.audit_store().close()  # fail fast, with a clear error, if the store cannot be opened
-            self._audit = DurableAuditSink(self.audit_store)
+            self._audit = DurableAuditSink(self.audit_store, spill_path=self.data_dir / "audit-spill.jsonl")
         return self._audit
 
     @audit.setter
@@ -277,6 +309,14 @@ class Runtime:
             store.append([event])
         finally:
             store.close()
+
+    def metrics_token(self) -> str:
+        """The bearer token ``/metrics`` requires: ``metrics.token``, else the one generated in
+        ``<data_dir>/keys/metrics.token`` (0600) at first use."""
+        configured = self.settings.metrics.token
+        if configured is not None:
+            return configured.get_secret_value()
+        return load_or_create_token(self.data_dir / "keys" / METRICS_TOKEN_FILE)
 
     def request_state_key(self) -> bytes:
         """The key sealing 2026-07-28 ``requestState`` tokens, shared by all replicas on this data dir."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tenantry.audit.anomaly import AnomalyAlert, AnomalyDetector, AnomalyThresholds
 from tenantry.audit.events import AuditEvent
+from tenantry.core.identity import Principal
 
 T0 = 1_800_000_000.0
 
@@ -20,7 +21,21 @@ def detector(**thresholds: float) -> tuple[AnomalyDetector, list[AnomalyAlert]]:
     return found, alerts
 
 
+def principal_of(tenant: str, subject: str = "agent") -> Principal:
+    return Principal(
+        issuer="https://issuer.test",
+        tenant_id=tenant,
+        subject=subject,
+        allowed_tools=frozenset(),
+        token_id=f"jti-{tenant}-{subject}",
+        expires_at=2_000_000_000,
+        issued_at=1_000_000_000,
+    )
+
+
 def event(kind: str, tenant: str = "acme", at: float = T0, **fields: object) -> AuditEvent:
+    """An event caused by one of the tenant's own principals (unless ``principal`` says otherwise)."""
+    fields.setdefault("principal", principal_of(tenant))
     return AuditEvent(event_type=kind, tenant_id=tenant, result_status="ok", created=at, **fields)  # type: ignore[arg-type]
 
 
@@ -108,3 +123,42 @@ def test_the_victims_side_of_a_hijack_is_not_an_attempt_by_the_victim() -> None:
     found, alerts = detector()
     found.observe(event("session_hijack_attempt", reason="another principal presented this session id"))
     assert alerts == []
+
+
+def test_attempts_made_against_a_tenant_never_count_toward_its_own_denial_burst() -> None:
+    # An attacker of globex holding acme's leaked session id makes many hijack attempts: each is
+    # recorded in both streams, but acme's copy was caused by globex's principal (or by nobody
+    # acme owns), so acme is never flagged -- with halt_tenant configured it would be halted.
+    found, alerts = detector(denial_burst=5)
+    attacker = principal_of("globex", "mallory")
+    for i in range(20):
+        found.observe(
+            event(
+                "session_hijack_attempt",
+                tenant="acme",
+                at=T0 + i,
+                principal=None,
+                reason="another principal presented this session id",
+            )
+        )
+        found.observe(
+            event(
+                "session_hijack_attempt",
+                tenant="globex",
+                at=T0 + i,
+                principal=attacker,
+                reason="session belongs to another principal",
+            )
+        )
+    assert {a.tenant_id for a in alerts} == {"globex"}  # positive control: the attacker is flagged
+    assert {a.kind for a in alerts} == {"denial_burst", "cross_tenant_attempt"}
+
+
+def test_events_of_another_tenants_principal_in_a_stream_are_ignored() -> None:
+    found, alerts = detector(denial_burst=3)
+    for i in range(10):
+        found.observe(event("tool_denied", tenant="acme", at=T0 + i, principal=principal_of("globex")))
+    assert alerts == []
+    for i in range(3):
+        found.observe(event("tool_denied", tenant="acme", at=T0 + i))
+    assert [a.kind for a in alerts] == ["denial_burst"]

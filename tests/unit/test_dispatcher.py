@@ -30,11 +30,19 @@ class RecordingSink:
         self.events: list[AuditEvent] = []
         self.writable = True
 
+    @property
+    def available(self) -> bool:
+        return self.writable
+
     def ensure_writable(self) -> None:
         if not self.writable:
             raise AuditUnavailable()
 
     async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
+        self.ensure_writable()
+        self.events.append(event)
+
+    def submit(self, event: AuditEvent) -> None:
         self.events.append(event)
 
     def add_observer(self, observer: object) -> None:
@@ -161,12 +169,14 @@ async def test_arguments_are_checked_before_the_handler(setup) -> None:
     assert RAN == []
 
 
-async def test_allowed_call_is_audited_once_with_its_outcome(setup) -> None:
+async def test_allowed_call_is_audited_at_its_start_and_with_its_outcome(setup) -> None:
     dispatcher, sink, _ = setup
     result = await dispatcher.call_tool(caller("acme", ALL), "shared", {"text": "hello"})
     assert result.structured_content == {"tenant": "acme", "text": "hello"}
     kinds = [e.event_type for e in sink.events]
-    assert kinds == ["tool_call"]
+    assert kinds == ["call_started", "tool_call"]
+    assert sink.events[0].request_id == sink.events[1].request_id  # the outcome closes its start
+    assert sink.events[0].detail == {"method": "tools/call"}
     assert all(e.args_hash and e.args_hash.startswith("sha256:") for e in sink.events)
     assert all("hello" not in str(e.to_dict()) for e in sink.events)
     assert sink.events[0].session_id == "jti:jti-1"  # sessionless: the token's jti
@@ -259,3 +269,32 @@ async def test_a_result_is_withheld_when_the_secrets_cannot_be_decrypted(tmp_pat
     assert result.is_error
     assert result.meta == {"io.tenantry/error": {"code": "secrets_unavailable"}}
     assert sink.events[-1].reason == "secrets_unavailable"
+
+
+async def test_a_call_is_not_run_when_its_start_cannot_be_recorded(setup) -> None:
+    dispatcher, sink, _ = setup
+    sink.writable = False
+    with pytest.raises(AuditUnavailable) as refused:
+        await dispatcher.call_tool(caller("acme", ALL), "shared", {"text": "x"})
+    assert "not run" in refused.value.message and not refused.value.data.get("ran")
+    assert RAN == []
+
+
+STORE_FAILS: list[RecordingSink] = []
+
+
+@app.tool()
+async def fails_the_store(ctx: tenantry.ToolContext) -> str:
+    STORE_FAILS[0].writable = False  # the audit store goes down while the tool runs
+    return "done"
+
+
+async def test_a_call_that_ran_while_the_store_failed_says_so_and_keeps_its_outcome(setup) -> None:
+    dispatcher, sink, store = setup
+    STORE_FAILS[:] = [sink]
+    store.grant("acme", ["fails_the_store"])
+    dispatcher._directory.refresh(force=True)
+    with pytest.raises(AuditUnavailable) as withheld:
+        await dispatcher.call_tool(caller("acme", {"fails_the_store"}), "fails_the_store", {})
+    assert withheld.value.data == {"ran": True} and "ran" in withheld.value.message
+    assert [e.event_type for e in sink.events][-2:] == ["call_started", "tool_call"]  # the outcome is kept

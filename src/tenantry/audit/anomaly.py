@@ -104,6 +104,12 @@ class AnomalyDetector:
         tenant_id = event.tenant_id
         if tenant_id == SYSTEM_STREAM or event.event_type == "anomaly_alert":
             return
+        principal = event.principal
+        if principal is None or principal.tenant_id != tenant_id:
+            # Only what a tenant's own principals did counts against it: the copy of an attempt
+            # made *against* the tenant (another principal presenting its session id) must never
+            # add to its denials, or an attacker could get the victim revoked or halted.
+            return
         state = self._state(tenant_id)
         now = event.created
         if event.event_type in _DENIALS or (event.event_type == "tool_call" and event.result_status == "denied"):

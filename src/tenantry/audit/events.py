@@ -11,9 +11,19 @@ from typing import Any, Literal
 import pydantic_core
 import rfc8785
 
+from tenantry.core.bounded import FIELD_LIMIT, NAME_LIMIT, bounded_text
 from tenantry.core.identity import Principal
 
-__all__ = ["AuditEvent", "EventType", "ResultStatus", "args_hash", "SYSTEM_STREAM", "utc_now_iso", "iso_timestamp"]
+__all__ = [
+    "AuditEvent",
+    "EventType",
+    "ResultStatus",
+    "CALL_OUTCOMES",
+    "args_hash",
+    "SYSTEM_STREAM",
+    "utc_now_iso",
+    "iso_timestamp",
+]
 
 SYSTEM_STREAM = "_system"
 """Stream for events that belong to no tenant (credentials that never verified)."""
@@ -22,6 +32,7 @@ EventType = Literal[
     "connection_opened",
     "connection_closed",
     "connection_rejected",
+    "call_started",
     "tool_call",
     "tool_denied",
     "resource_read",
@@ -48,7 +59,16 @@ EventType = Literal[
     "anomaly_alert",
     "admin_action",
 ]
-ResultStatus = Literal["ok", "error", "denied", "rejected", "timeout", "cancelled", "input_required"]
+ResultStatus = Literal[
+    "ok", "error", "denied", "rejected", "timeout", "cancelled", "input_required", "started", "interrupted"
+]
+
+CALL_OUTCOMES: dict[str, EventType] = {
+    "tools/call": "tool_call",
+    "resources/read": "resource_read",
+    "prompts/get": "prompt_get",
+}
+"""A ``call_started`` record's ``detail.method`` -> the event type of the outcome that closes it."""
 
 
 def utc_now_iso() -> str:
@@ -157,7 +177,29 @@ class AuditEvent:
     created: float = field(default_factory=time.time)
     """Seconds since the epoch; rendered as :attr:`timestamp`."""
     principal: Principal | None = field(default=None, repr=False, compare=False)
-    """Who caused the event, for observers in this process (automatic response); never recorded."""
+    """Who caused the event, for observers in this process (anomaly detection, automatic
+    response); never recorded. Events a principal did not cause itself (e.g. the copy of a
+    hijack attempt in the victim's stream) leave it unset, so they never count against it."""
+
+    def __post_init__(self) -> None:
+        # Every string a caller can influence is bounded once, here, so the store, the log
+        # lines, the alerts and `audit tail` all see the same safe value.
+        if self.tool_name is not None:
+            self.tool_name = bounded_text(self.tool_name, NAME_LIMIT)
+        if self.subject is not None:
+            self.subject = bounded_text(self.subject, FIELD_LIMIT)
+        if self.session_id is not None:
+            self.session_id = bounded_text(self.session_id, NAME_LIMIT)
+        if self.ip_address is not None:
+            self.ip_address = bounded_text(self.ip_address, NAME_LIMIT)
+        if self.request_id is not None:
+            self.request_id = bounded_text(self.request_id, NAME_LIMIT)
+        if self.reason is not None:
+            self.reason = bounded_text(self.reason, REASON_LIMIT)
+        if self.actor is not None:
+            self.actor = bounded_text(self.actor, FIELD_LIMIT)
+        if self.detail:
+            self.detail = _bounded_detail(self.detail, 0)
 
     @property
     def timestamp(self) -> str:
@@ -182,3 +224,29 @@ class AuditEvent:
 
 
 _FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name != "principal")
+
+REASON_LIMIT = 1024
+_DETAIL_ITEMS = 64
+_DETAIL_DEPTH = 4
+
+
+def _bounded_detail(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind is str:
+        return bounded_text(value, FIELD_LIMIT)
+    if kind is dict:
+        if depth >= _DETAIL_DEPTH:
+            return "[nested too deep]"
+        items = list(value.items())
+        bounded = {bounded_text(str(k), NAME_LIMIT): _bounded_detail(v, depth + 1) for k, v in items[:_DETAIL_ITEMS]}
+        if len(items) > _DETAIL_ITEMS:
+            bounded["_truncated"] = len(items) - _DETAIL_ITEMS
+        return bounded
+    if kind is list or kind is tuple:
+        if depth >= _DETAIL_DEPTH:
+            return "[nested too deep]"
+        kept = [_bounded_detail(v, depth + 1) for v in value[:_DETAIL_ITEMS]]
+        if len(value) > _DETAIL_ITEMS:
+            kept.append(f"[{len(value) - _DETAIL_ITEMS} more]")
+        return kept
+    return value

@@ -13,15 +13,26 @@ class AuditSink(Protocol):
     """Records audit events.
 
     ``record`` returns only once the event is as durable as the sink promises; the
-    dispatcher awaits it before a tool call's result is returned. ``ensure_writable`` is
+    dispatcher awaits it for a call's start, before the tool runs. ``ensure_writable`` is
     the cheap check made before a tool runs, so that a call fails closed instead of
     running while the store is known to be unable to record it.
 
     :raises AuditUnavailable: when the event cannot be recorded (callers fail closed).
     """
 
+    @property
+    def available(self) -> bool:
+        """Whether the sink can currently record events (cheap; checked before and after a call)."""
+        ...
+
     def ensure_writable(self) -> None:
         """:raises AuditUnavailable: when the sink cannot currently record events."""
+        ...
+
+    def submit(self, event: AuditEvent) -> None:
+        """Record ``event`` with the next transaction without waiting for it (a call's outcome,
+        whose start is already durable). Never raises: while the store is unavailable the event
+        is kept durably elsewhere and written once it recovers."""
         ...
 
     async def record(self, event: AuditEvent, *, alone: bool = False) -> None:

@@ -1,37 +1,103 @@
 """Durable audit with group commit: many concurrent calls share one transaction and one fsync.
 
-``record`` hands the event to a writer thread and waits until the transaction holding it is
-durable. While one batch commits, the next accumulates, so under load the cost of the flush
-is shared; alone, a call waits for one commit (about 0.15 ms on this project's machines).
+Two ways in:
 
-When the store cannot record (lost connection, full disk, lock held too long) the waiting
-calls fail with :class:`~tenantry.core.errors.AuditUnavailable`, the sink turns unavailable
-(``ensure_writable`` raises, so no tool starts), and the thread probes the store until it
-recovers, after which everything carries on by itself.
+* :meth:`DurableAuditSink.record` hands the event to a writer thread and waits until the
+  transaction holding it is durable (a call's start, a refusal, a connection event);
+* :meth:`DurableAuditSink.submit` queues it without waiting (a call's outcome): it rides the
+  next transaction, which the next ``record`` forces at once, or at the latest after
+  ``linger`` seconds. A call thus costs one synchronous flush, not two.
 
-A call that was already running when the store failed has had its effect: its result is
-withheld (the caller gets the error) and its record, marked as such, is held in memory and
-in the error log, and written first once the store is back.
+While one batch commits, the next accumulates, so under load the cost of the flush is
+shared; alone, a call commits inline without the thread hand-offs.
+
+When the store cannot record (lost connection, full disk, lock held too long) waiting
+callers fail with :class:`~tenantry.core.errors.AuditUnavailable`, the sink turns
+unavailable, and the thread probes the store until it recovers. Events describing what
+already happened (refusals, outcomes of calls that ran) are not lost meanwhile: they go to
+a local fsync'd spill file and are written first once the store is back (by this process
+or, after a restart, the next one). A start that could not be recorded is dropped: its call
+is refused and never runs.
+
+Calls are journaled in the store between start and outcome; a process that dies with calls
+in flight leaves them open, and the next writer on the store records each as
+``interrupted`` (the tool may have run) once that process is known to be gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from tenantry.audit.events import AuditEvent
+from tenantry.audit.chain import StoredRecord
+from tenantry.audit.events import CALL_OUTCOMES, AuditEvent
 from tenantry.audit.sink import AuditObserver
-from tenantry.audit.store.base import AuditStore, InlineAppend
+from tenantry.audit.spill import SpillFile
+from tenantry.audit.store.base import AuditStore, CallJournal, InlineAppend, ServerInstance
 from tenantry.core.errors import AuditUnavailable
 
-__all__ = ["DurableAuditSink"]
+__all__ = ["DurableAuditSink", "interrupted_outcome"]
 
 logger = logging.getLogger(__name__)
 
-_Pending = tuple[AuditEvent, asyncio.Future[None], asyncio.AbstractEventLoop]
+
+@dataclass(slots=True)
+class _Pending:
+    event: AuditEvent
+    done: asyncio.Future[None] | None
+    """``None`` for a submitted event nobody waits for."""
+    loop: asyncio.AbstractEventLoop | None
+    queued: float
+
+
+_HEARTBEAT_INTERVAL = 10.0
+_RECONCILE_INTERVAL = 30.0
+_STALE_AFTER = 60.0
+"""Seconds without a heartbeat after which an instance on another host is taken as gone."""
+
+
+def interrupted_outcome(start: StoredRecord, fields: dict[str, object], instance: str) -> AuditEvent | None:
+    """The outcome recorded for a call whose process died between its start and its outcome."""
+    detail = fields.get("detail")
+    method = detail.get("method") if isinstance(detail, dict) else None
+    outcome = CALL_OUTCOMES.get(method) if isinstance(method, str) else None
+    if outcome is None:
+        return None
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return value if isinstance(value, str) else None
+
+    return AuditEvent(
+        event_type=outcome,
+        tenant_id=start.tenant_id,
+        result_status="interrupted",
+        session_id=text("session_id"),
+        subject=text("subject"),
+        tool_name=text("tool_name"),
+        args_hash=text("args_hash"),
+        ip_address=text("ip_address"),
+        request_id=text("request_id"),
+        reason="the server stopped before the call's outcome was recorded; the tool may have run",
+        actor="tenantry:recovery",
+        detail={"started_seq": start.seq, "instance": instance},
+    )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class DurableAuditSink:
@@ -40,6 +106,8 @@ class DurableAuditSink:
     :param store_factory: opens the store inside the writer thread (and again after a failure).
     :param max_batch: events per transaction at most.
     :param probe_interval: seconds between recovery probes while the store is unavailable.
+    :param spill_path: the local file keeping events during an outage (``None``: memory only).
+    :param linger: seconds a submitted event may wait for a transaction to ride along with.
     """
 
     def __init__(
@@ -49,24 +117,34 @@ class DurableAuditSink:
         max_batch: int = 1000,
         probe_interval: float = 0.5,
         observers: Sequence[AuditObserver] = (),
+        spill_path: os.PathLike[str] | None = None,
+        linger: float = 0.005,
     ) -> None:
         self._factory = store_factory
         self._max_batch = max_batch
         self._probe_interval = probe_interval
+        self._linger = linger
         self._observers = list(observers)
+        self._spill = SpillFile(spill_path) if spill_path is not None else None  # type: ignore[arg-type]
+        self._held: list[AuditEvent] = []
+        """Events kept in memory during an outage when there is no spill file (or it failed)."""
         self._pending: list[_Pending] = []
-        self._backlog: list[AuditEvent] = []
+        self._urgent = 0
         self._committing = False
-        self._inline_failure: tuple[AuditEvent, BaseException] | None = None
+        self._inline_failure: tuple[list[AuditEvent], BaseException] | None = None
         self._condition = threading.Condition()
         self._available = True
         self._closing = False
         self._store: AuditStore | None = None
+        self.instance = ServerInstance(os.urandom(8).hex(), socket.gethostname(), os.getpid(), time.time(), 0.0)
+        self._last_heartbeat = 0.0
+        self._last_reconcile = 0.0
         self._thread = threading.Thread(target=self._run, name="tenantry-audit-writer", daemon=True)
         self._thread.start()
         self.committed = 0
         self.batches = 0
         self.inline_commits = 0
+        self.recovered_calls = 0
 
     @property
     def available(self) -> bool:
@@ -79,52 +157,70 @@ class DurableAuditSink:
         if not self._available:
             raise AuditUnavailable()
 
+    def _observe(self, event: AuditEvent) -> None:
+        for observer in self._observers:
+            observer.observe(event)
+
     async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
-        """Durably record ``event``.
+        """Durably record ``event`` (and everything submitted before it).
 
         :param alone: the caller knows no other call is in flight; if the writer is idle too,
             commit right here instead of handing over to the writer thread. With nothing to
             batch with, the two thread hand-offs would cost more than the commit itself.
+        :raises AuditUnavailable: the event is not recorded.
         """
         if not self._available or self._closing:
             raise AuditUnavailable()
         if alone and self._commit_inline(event):
-            for observer in self._observers:
-                observer.observe(event)
+            self._observe(event)
             return
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         with self._condition:
-            self._pending.append((event, done, loop))
+            self._pending.append(_Pending(event, done, loop, 0.0))
+            self._urgent += 1
             self._condition.notify()
         await done
-        for observer in self._observers:
-            observer.observe(event)
+        self._observe(event)
+
+    def submit(self, event: AuditEvent) -> None:
+        """Record ``event`` with the next transaction, without waiting for it. Never raises: while
+        the store is unavailable the event goes to the spill file (or memory) instead."""
+        self._observe(event)
+        if not self._available or self._closing:
+            self._keep([event])
+            return
+        with self._condition:
+            self._pending.append(_Pending(event, None, None, time.monotonic()))
+            if len(self._pending) == 1:
+                self._condition.notify()
 
     def _commit_inline(self, event: AuditEvent) -> bool:
         store = self._store
         if not isinstance(store, InlineAppend):
             return False  # e.g. PostgreSQL: a network round trip per statement would block the loop
         with self._condition:
-            if self._pending or self._committing or self._store is None:
+            if self._urgent or self._committing or self._store is None:
                 return False
             self._committing = True
+            riders, self._pending = self._pending, []
+        batch = [p.event for p in riders] + [event]
         try:
-            if store.append_if_free([event]) is None:  # another process is writing: queue instead
-                with self._condition:
-                    self._committing = False
-                return False
-        except Exception as exc:  # the writer thread handles the failure (backlog, recovery)
+            done = store.append_if_free(batch)
+        except Exception as exc:  # the writer thread handles the failure (spill, recovery)
             with self._condition:
                 self._committing = False
-                self._inline_failure = (event, exc)
+                self._inline_failure = (batch, exc)
                 self._condition.notify()
             raise AuditUnavailable() from None
         with self._condition:
             self._committing = False
+            if done is None:  # another process is writing: give the riders back, queue instead
+                self._pending[:0] = riders
+                return False
             if self._pending:
                 self._condition.notify()
-        self.committed += 1
+        self.committed += len(batch)
         self.inline_commits += 1
         return True
 
@@ -133,54 +229,81 @@ class DurableAuditSink:
             self._closing = True
             self._condition.notify()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
-        if self._backlog:
-            logger.error(
-                "%d audit records could not be written before shutdown; they are in the log", len(self._backlog)
-            )
+        if self._held:
+            logger.error("%d audit records could not be written before shutdown; they are in the log", len(self._held))
 
     # -- writer thread ----------------------------------------------------------------------
 
+    def _next_action(self) -> tuple[str, list[_Pending], list[AuditEvent]]:
+        """Wait (holding the condition) for the next thing the thread must do."""
+        while True:
+            now = time.monotonic()
+            if self._inline_failure is not None:
+                failed, self._inline_failure = self._inline_failure[0], None
+                self._committing = True
+                return "fail", [], failed
+            if (
+                self._pending
+                and not self._committing
+                and (self._urgent or self._closing or now - self._pending[0].queued >= self._linger)
+            ):
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                self._urgent -= sum(1 for p in batch if p.done is not None)
+                self._committing = True
+                return "commit", batch, []
+            if self._closing and not self._pending and not self._committing:
+                return "stop", [], []
+            housekeeping_due = self._last_heartbeat + _HEARTBEAT_INTERVAL - now
+            if housekeeping_due <= 0 and not self._committing:
+                self._committing = True
+                return "housekeeping", [], []
+            timeout = housekeeping_due
+            if self._pending and not self._committing:
+                timeout = min(timeout, self._pending[0].queued + self._linger - now)
+            self._condition.wait(max(timeout, 0.0005))
+
     def _run(self) -> None:
         try:
-            self._open()
+            self._start()
         except Exception:
+            logger.warning("audit store not available at start; calls fail closed until it is", exc_info=True)
             self._store = None
+            self._available = False
+            self._recover()
         while True:
             with self._condition:
-                while (not self._pending or self._committing) and not self._closing and self._inline_failure is None:
-                    self._condition.wait()
-                if self._inline_failure is not None:
-                    failed, self._inline_failure = self._inline_failure, None
-                    self._committing = True
-                elif not self._pending and self._closing:
-                    break
-                else:
-                    failed = None
-                    batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                    self._committing = True
+                action, batch, failed = self._next_action()
+            if action == "stop":
+                break
             try:
-                if failed is not None:
-                    self._fail_events([failed[0]], AuditUnavailable())
+                if action == "fail":
+                    self._fail_events(failed)
                     self._recover()
-                else:
+                elif action == "commit":
                     self._commit(batch)
+                else:
+                    self._housekeeping()
             finally:
                 with self._condition:
                     self._committing = False
-        if self._store is not None:
-            self._store.close()
+        self._shutdown()
+
+    def _start(self) -> None:
+        store = self._open()
+        if isinstance(store, CallJournal):
+            store.register_instance(self.instance)
+        self._last_heartbeat = time.monotonic()
+        self._drain_spill(store)
+        self._reconcile(store)
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             store = self._open()
-            store.append([event for event, _, _ in batch])
-        except AuditUnavailable as exc:
-            self._fail(batch, exc)
-            self._recover()
-            return
-        except Exception:  # a bug must not lose the writer thread or hang callers
-            logger.exception("audit writer failed")
-            self._fail(batch, AuditUnavailable())
+            store.append([p.event for p in batch])
+        except Exception as exc:
+            if not isinstance(exc, AuditUnavailable):  # a bug must not lose the writer thread or hang callers
+                logger.exception("audit writer failed")
+            self._fail(batch)
             self._recover()
             return
         self.committed += len(batch)
@@ -189,30 +312,28 @@ class DurableAuditSink:
 
     def _open(self) -> AuditStore:
         if self._store is None:
-            self._store = self._factory()
+            store = self._factory()
+            if isinstance(store, CallJournal):
+                store.register_instance(self.instance)
+            self._store = store
         return self._store
 
-    def _fail(self, batch: list[_Pending], error: AuditUnavailable) -> None:
+    def _fail(self, batch: list[_Pending]) -> None:
         with self._condition:
             queued, self._pending = self._pending, []
-        self._fail_events([event for event, _, _ in (*batch, *queued)], error)
-        _resolve([*batch, *queued], AuditUnavailable())
+            self._urgent = 0
+        everything = [*batch, *queued]
+        self._fail_events([p.event for p in everything])
+        _resolve(everything, AuditUnavailable())
 
-    def _fail_events(self, events: list[AuditEvent], error: AuditUnavailable) -> None:
+    def _fail_events(self, events: list[AuditEvent]) -> None:
         if self._available:
-            logger.error(
-                "audit store unavailable; tool calls fail closed until it recovers", extra={"code": error.code}
-            )
+            logger.error("audit store unavailable; tool calls fail closed until it recovers")
         self._available = False
-        # These events describe things that already happened (a tool that ran, a refusal):
-        # they are kept and written first when the store is back, and logged now, so that
-        # nothing that happened goes unrecorded. Their callers get the error (fail closed).
-        for event in events:
-            if event.event_type == "tool_call":
-                note = "result withheld: the audit store was unavailable"
-                event.reason = f"{event.reason}; {note}" if event.reason else note
-            self._backlog.append(event)
-            logger.error("audit record held until the store recovers", extra={"audit": event.present_fields()})
+        # A start that was not recorded belongs to a call that is refused and never runs; every
+        # other event describes something that happened and is kept until it can be written.
+        kept = [event for event in events if event.event_type != "call_started"]
+        self._keep(kept)
         if self._store is not None:
             try:
                 self._store.close()
@@ -220,16 +341,41 @@ class DurableAuditSink:
                 logger.debug("closing the failed audit store raised", exc_info=True)
             self._store = None
 
+    def _keep(self, events: list[AuditEvent]) -> None:
+        if not events:
+            return
+        for event in events:
+            logger.error("audit record held until the store recovers", extra={"audit": event.present_fields()})
+        if self._spill is not None:
+            try:
+                self._spill.append(events)
+                return
+            except OSError:
+                logger.exception("cannot write the audit spill file; records are held in memory only")
+        with self._condition:
+            self._held.extend(events)
+
+    def _drain_spill(self, store: AuditStore) -> None:
+        if self._held:
+            held, self._held = self._held, []
+            try:
+                store.append(held)
+            except BaseException:
+                self._held[:0] = held
+                raise
+            logger.warning("wrote %d held audit records", len(held))
+        if self._spill is not None:
+            count = self._spill.drain(store.append)
+            if count:
+                logger.warning("wrote %d audit records kept in %s during an outage", count, self._spill.path)
+
     def _recover(self) -> None:
         while not self._closing:
             time.sleep(self._probe_interval)
             try:
                 store = self._open()
                 store.ping()
-                if self._backlog:
-                    store.append(self._backlog)
-                    logger.warning("wrote %d held audit records", len(self._backlog))
-                    self._backlog = []
+                self._drain_spill(store)
             except Exception:
                 self._store = None
                 continue
@@ -237,11 +383,85 @@ class DurableAuditSink:
             self._available = True
             return
 
+    # -- housekeeping: heartbeat, and closing calls that a dead process left open -----------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        self._last_heartbeat = now
+        store = self._store
+        if store is None or not isinstance(store, CallJournal):
+            return
+        try:
+            store.heartbeat(self.instance.instance, time.time())
+            if now - self._last_reconcile >= _RECONCILE_INTERVAL:
+                self._reconcile(store)
+        except Exception:
+            logger.warning("audit housekeeping failed; will retry", exc_info=True)
+
+    def _reconcile(self, store: AuditStore) -> None:
+        self._last_reconcile = time.monotonic()
+        if not isinstance(store, CallJournal):
+            return
+        import pydantic_core
+
+        now = time.time()
+        for other in store.instances():
+            if other.instance == self.instance.instance:
+                continue
+            same_host = other.host == self.instance.host
+            gone = (same_host and not _process_alive(other.pid)) or now - max(other.heartbeat, other.started) > (
+                _STALE_AFTER if not same_host else _STALE_AFTER * 10
+            )
+            if not gone:
+                continue
+            outcomes = []
+            for call in store.open_calls(other.instance):
+                try:
+                    fields = pydantic_core.from_json(call.start.record)
+                except ValueError:
+                    continue
+                outcome = interrupted_outcome(call.start, fields, other.instance)
+                if outcome is not None:
+                    outcomes.append(outcome)
+            if outcomes:
+                store.append(outcomes)
+                self.recovered_calls += len(outcomes)
+                logger.warning(
+                    "recorded %d calls left open by a server process that stopped",
+                    len(outcomes),
+                    extra={"instance": other.instance},
+                )
+            store.retire_instance(other.instance)
+
+    def _shutdown(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        try:
+            if isinstance(store, CallJournal):
+                outcomes = []
+                import pydantic_core
+
+                for call in store.open_calls(self.instance.instance):
+                    outcome = interrupted_outcome(
+                        call.start, pydantic_core.from_json(call.start.record), self.instance.instance
+                    )
+                    if outcome is not None:
+                        outcomes.append(outcome)
+                if outcomes:
+                    store.append(outcomes)
+                store.retire_instance(self.instance.instance)
+        except Exception:
+            logger.warning("could not close the audit journal at shutdown", exc_info=True)
+        finally:
+            store.close()
+
 
 def _resolve(batch: list[_Pending], error: AuditUnavailable | None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for _, done, loop in batch:
-        by_loop.setdefault(loop, []).append(done)
+    for pending in batch:
+        if pending.done is not None and pending.loop is not None:
+            by_loop.setdefault(pending.loop, []).append(pending.done)
     for loop, futures in by_loop.items():
         try:
             loop.call_soon_threadsafe(_settle, futures, error)

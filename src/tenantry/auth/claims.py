@@ -76,9 +76,15 @@ def check_header(header: Mapping[str, Any], allowed_algs: frozenset[str], *, req
         raise InvalidCredential("token header lacks a key id")
 
 
-def check_time_claims(claims: Mapping[str, Any], now: float, *, leeway: int, max_lifetime: int) -> tuple[int, int]:
+def check_time_claims(
+    claims: Mapping[str, Any], now: float, *, leeway: int, max_lifetime: int, expiry_leeway: int | None = None
+) -> tuple[int, int]:
     """Check ``exp``, ``nbf``, ``iat`` and the lifetime; returns ``(exp, iat)``.
 
+    :param leeway: seconds of clock skew tolerated for ``nbf`` and ``iat`` (and ``exp`` unless
+        ``expiry_leeway`` is given).
+    :param expiry_leeway: seconds a token stays valid after ``exp``: ``0`` for tokens of our own
+        issuer, which shares the verifier's clock.
     :raises InvalidCredential: with the specific reason.
     """
     exp, iat = claims.get("exp"), claims.get("iat")
@@ -88,7 +94,7 @@ def check_time_claims(claims: Mapping[str, Any], now: float, *, leeway: int, max
         raise InvalidCredential(f"token lacks required claims: {missing}")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat, nbf)):
         raise InvalidCredential("token time claims must be integers")
-    if now > exp + leeway:
+    if now >= exp + (leeway if expiry_leeway is None else expiry_leeway):
         raise InvalidCredential("token expired")
     if nbf > now + leeway:
         raise InvalidCredential("token not yet valid")

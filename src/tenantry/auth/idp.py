@@ -81,7 +81,7 @@ class IdentityProviderVerifier:
         cached = self._cache.get(credential)
         if cached is not None and cached[0] == self.jwks.version:
             principal = cached[1]
-            if now > principal.expires_at + self._leeway:
+            if now >= principal.expires_at + self._leeway:
                 raise InvalidCredential("token expired")
             return principal
         header = read_header(credential, self._max_bytes)

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,15 @@ from joserfc.jwk import ECKey, OKPKey
 
 from tenantry.core.errors import StorageError
 
-__all__ = ["SigningKey", "KeyRing", "KeyStatus", "SigningAlg", "generate_signing_key", "load_or_create_secret"]
+__all__ = [
+    "SigningKey",
+    "KeyRing",
+    "KeyStatus",
+    "SigningAlg",
+    "generate_signing_key",
+    "load_or_create_secret",
+    "load_or_create_token",
+]
 
 KeyStatus = Literal["current", "previous", "retired"]
 SigningAlg = Literal["EdDSA", "ES256"]
@@ -276,3 +285,31 @@ def load_or_create_secret(path: Path, *, size: int = 32) -> bytes:
     if len(secret) != size:
         raise StorageError(f"secret file {path} is corrupt (expected {size} bytes)")
     return secret
+
+
+def load_or_create_token(path: Path) -> str:
+    """A random bearer token kept as text in ``path`` (mode 0600), created on first use (e.g. the
+    ``/metrics`` token, which Prometheus reads with ``credentials_file``).
+
+    :raises StorageError: when the file cannot be created or read, or is group/world readable.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(fd, secrets.token_urlsafe(32).encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if path.stat().st_mode & 0o077:
+            raise StorageError(f"token file {path} must not be readable by group or others (chmod 600)")
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise StorageError(f"cannot read or create {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise StorageError(f"token file {path} is corrupt (too short)")
+    return token

@@ -181,7 +181,7 @@ class JwtVerifier:
         cached = self._cache.get(credential)
         if cached is not None and cached[0] == self._keys.current_version() and current < cached[2]:
             principal = cached[1]
-            if current > principal.expires_at + self._leeway:
+            if current >= principal.expires_at:
                 raise InvalidCredential("token expired")
             return principal
         principal, key_retires = self._verify_uncached(credential, current)
@@ -214,7 +214,7 @@ class JwtVerifier:
         if claims["iss"] != self._issuer:
             raise InvalidCredential("token issuer not accepted")
         check_audience(claims, self._audiences)
-        exp, iat = check_time_claims(claims, now, leeway=self._leeway, max_lifetime=self._max_lifetime)
+        exp, iat = check_time_claims(claims, now, leeway=self._leeway, max_lifetime=self._max_lifetime, expiry_leeway=0)
         tenant_id, jti = claims["tenant_id"], claims["jti"]
         if not is_valid_tenant_id(tenant_id):
             raise InvalidCredential("token tenant_id is invalid")

@@ -46,7 +46,8 @@ def settings_from(data_dir: Path | None, config: Path | None, **overrides: Any) 
 def open_runtime(
     data_dir: Path | None, config: Path | None, *, serving: bool = False, **overrides: Any
 ) -> Iterator[Runtime]:
-    runtime = Runtime(settings_from(data_dir, config, **overrides), serving=serving)
+    """The runtime on the data dir; only ``serving`` (``tenantry serve``) may create a new store."""
+    runtime = Runtime(settings_from(data_dir, config, **overrides), serving=serving, create=serving)
     try:
         yield runtime
     finally:

@@ -95,6 +95,10 @@ def run_http(
             lifespan="on",
             timeout_graceful_shutdown=5,
             server_header=False,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local client could
+            # forge its audited address. Only configured proxies are believed.
+            proxy_headers=bool(settings.server.trusted_proxies),
+            forwarded_allow_ips=list(settings.server.trusted_proxies) or [],
         )
         server = _AnnouncingServer(config_, "\n".join(lines) + "\n")
         # Everything loaded so far (SDK, pydantic models, the app) lives as long as the process:

@@ -7,6 +7,7 @@ Nested keys use ``__`` in the environment: ``TENANTRY_SERVER__PORT=9000``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -73,8 +74,22 @@ class ServerSettings(_Section):
     """Browser origins allowed besides this server's own (``scheme://host[:port]``; ``:*`` for any port)."""
     allowed_hosts: tuple[str, ...] = ()
     """Host header values allowed besides the bound address, localhost and the public URL's host."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (``10.0.0.5``, ``10.1.0.0/16``) of reverse proxies whose
+    ``X-Forwarded-For``/``X-Forwarded-Proto`` are believed. Default: none, so the client address
+    is always the socket's peer and a client cannot forge the audited ``ip_address``."""
 
     _secs = field_validator("session_idle_timeout", mode="before")(_seconds)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (no host names, no '*')") from None
+        return value
 
 
 class AuthSettings(_Section):
@@ -82,6 +97,8 @@ class AuthSettings(_Section):
     default_token_ttl: int = Field(default=15 * 60, gt=0)
     max_token_lifetime: int = Field(default=60 * 60, gt=0)
     clock_leeway: int = Field(default=30, ge=0, le=300)
+    """Seconds of clock skew tolerated for ``nbf``/``iat``, and for ``exp`` of external identity
+    providers' tokens. Tokens of Tenantry's own issuer expire exactly at ``exp``."""
     max_token_bytes: int = Field(default=8192, ge=1024)
     failed_attempts: str = "10/minute"
     """Failed API-key attempts (at ``/oauth/token`` or as a bearer credential) allowed per client
@@ -269,7 +286,8 @@ class AlertSettings(_Section):
 
 class MetricsSettings(_Section):
     token: SecretStr | None = None
-    """When set, ``/metrics`` requires ``Authorization: Bearer <token>``."""
+    """``/metrics`` always requires ``Authorization: Bearer <token>``: this token, or when unset the
+    one generated at first start in ``<data_dir>/keys/metrics.token`` (0600)."""
     max_tenant_labels: int = Field(default=100, gt=0)
     """Tenants beyond this many share the label ``_other`` (bounded cardinality)."""
 

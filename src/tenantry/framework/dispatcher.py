@@ -41,6 +41,7 @@ from tenantry.controlplane.base import Tenant
 from tenantry.controlplane.directory import ControlSnapshot, TenantDirectory
 from tenantry.core.calls import Caller
 from tenantry.core.errors import (
+    AuditUnavailable,
     InvalidArguments,
     NotFound,
     ScopeViolation,
@@ -235,7 +236,9 @@ class Dispatcher:
             await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=exc.code)
             raise
         detail = {"cross_tenant_reference": True} if names_other_tenant else None
-        self._audit.ensure_writable()  # fail closed: never run a tool the audit cannot record
+        # The start is durable before the tool runs (fail closed: never run what the audit
+        # cannot record); the outcome rides the next group commit.
+        await self._start(caller, "tools/call", name, hashed, started, detail)
         status: ResultStatus = "ok"
         reason: str | None = None
         result: ToolOutcome
@@ -246,14 +249,10 @@ class Dispatcher:
             if isinstance(result, InputRequiredResult):
                 status = "input_required"
         except TenantryError as exc:
-            status, reason = ("denied" if isinstance(exc, ScopeViolation) else "error"), exc.code
-            if isinstance(exc, ToolTimedOut):
-                status = "timeout"
-            elif isinstance(exc, CallCancelled):
-                status = "cancelled"
+            status, reason = _failure_status(exc)
             result = _error_result(exc.message, exc.code)
         except MCPError as exc:
-            await self._record(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
+            self._outcome(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
             redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
             raise redactor.error(exc) from None
         except Exception as exc:
@@ -261,17 +260,13 @@ class Dispatcher:
             status, reason = "error", "tool_failed"
             result = _error_result(f"The tool failed (reference {caller.request_id})", "tool_failed")
         finally:
-            # Alone: no other tool call running and (over HTTP) no other request being served.
-            alone = self._in_flight == 1 and (self._requests is None or self._requests.count <= 1)
             self._in_flight -= 1
         try:
             result = await self._redacted(caller, result, context.secrets_read())
         except SecretsUnavailable as exc:
             status, reason = "error", exc.code
             result = _error_result(exc.message, exc.code)
-        await self._record(
-            caller, "tool_call", status, name, hashed, started, reason=reason, detail=detail, alone=alone
-        )
+        self._outcome(caller, "tool_call", status, name, hashed, started, reason=reason, detail=detail)
         return result
 
     def _validated_arguments(
@@ -407,8 +402,27 @@ class Dispatcher:
             raise ResourceNotFound(uri)
         resource, variables = found
         tenant = self._live_tenant(caller)
-        await self._record(caller, "resource_read", "ok", resource.name, args_hash({"uri": uri}), started)
+        hashed = args_hash({"uri": uri})
+        await self._start(caller, "resources/read", resource.name, hashed, started, None)
         context = self._context(caller, tenant, resource.name, channel or _NO_CHANNEL)
+        try:
+            result = await self._read(resource, variables, context, caller, uri)
+        except (TenantryError, MCPError) as exc:
+            status, code = _failure_status(exc)
+            self._outcome(caller, "resource_read", status, resource.name, hashed, started, reason=code)
+            raise
+        status = "input_required" if isinstance(result, InputRequiredResult) else "ok"
+        self._outcome(caller, "resource_read", status, resource.name, hashed, started)
+        return result
+
+    async def _read(
+        self,
+        resource: ResourceDefinition,
+        variables: dict[str, Any],
+        context: ToolContext,
+        caller: Caller,
+        uri: str,
+    ) -> ReadResourceResult | InputRequiredResult:
         content = await self._call_plain(resource, variables, context, tenant_id=caller.tenant_id)
         result: ReadResourceResult | InputRequiredResult
         if isinstance(content, InputRequiredResult | ReadResourceResult):
@@ -462,8 +476,22 @@ class Dispatcher:
         except ValidationError as exc:
             raise _argument_error(exc) from None
         tenant = self._live_tenant(caller)
-        await self._record(caller, "prompt_get", "ok", name, args_hash(arguments), started)
+        hashed = args_hash(arguments)
+        await self._start(caller, "prompts/get", name, hashed, started, None)
         context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
+        try:
+            result = await self._render(prompt, kwargs, context, caller)
+        except (TenantryError, MCPError) as exc:
+            status, code = _failure_status(exc)
+            self._outcome(caller, "prompt_get", status, name, hashed, started, reason=code)
+            raise
+        status = "input_required" if isinstance(result, InputRequiredResult) else "ok"
+        self._outcome(caller, "prompt_get", status, name, hashed, started)
+        return result
+
+    async def _render(
+        self, prompt: PromptDefinition, kwargs: dict[str, Any], context: ToolContext, caller: Caller
+    ) -> GetPromptResult | InputRequiredResult:
         value = await self._call_plain(prompt, kwargs, context, tenant_id=caller.tenant_id)
         result: GetPromptResult | InputRequiredResult
         if isinstance(value, InputRequiredResult | GetPromptResult):
@@ -504,6 +532,53 @@ class Dispatcher:
 
     # -- audit ------------------------------------------------------------------------------
 
+    async def _start(
+        self,
+        caller: Caller,
+        method: str,
+        name: str,
+        hashed: str | None,
+        started: float,
+        detail: dict[str, Any] | None,
+    ) -> None:
+        """Durably record that a call starts (before anything runs).
+
+        :raises AuditUnavailable: nothing ran; the caller may safely retry.
+        """
+        alone = self._in_flight == 0 and (self._requests is None or self._requests.count <= 1)
+        await self._audit.record(
+            self._event(
+                caller, "call_started", "started", name, hashed, started, None, {"method": method, **(detail or {})}
+            ),
+            alone=alone,
+        )
+
+    def _outcome(
+        self,
+        caller: Caller,
+        event_type: EventType,
+        status: ResultStatus,
+        name: str | None,
+        hashed: str | None,
+        started: float,
+        *,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a call's outcome with the next group commit (its start is already durable).
+
+        :raises AuditUnavailable: the store became unavailable while the call ran: the outcome
+            is kept (spill file) and written on recovery, but the result is withheld, and the
+            error says the call ran.
+        """
+        available = self._audit.available
+        self._audit.submit(self._event(caller, event_type, status, name, hashed, started, reason, detail))
+        if not available:
+            raise AuditUnavailable(
+                "The call ran, but its result is withheld: the audit store became unavailable while it ran",
+                data={"ran": True},
+            )
+
     async def _record(
         self,
         caller: Caller,
@@ -515,26 +590,45 @@ class Dispatcher:
         *,
         reason: str | None = None,
         detail: dict[str, Any] | None = None,
-        alone: bool = False,
     ) -> None:
-        await self._audit.record(
-            AuditEvent(
-                event_type=event_type,
-                tenant_id=caller.tenant_id,
-                result_status=status,
-                session_id=caller.audit_session,
-                subject=caller.principal.subject,
-                tool_name=name,
-                args_hash=hashed,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                ip_address=caller.client_address,
-                request_id=caller.request_id,
-                reason=reason,
-                detail=detail or {},
-                principal=caller.principal,
-            ),
-            alone=alone,
+        await self._audit.record(self._event(caller, event_type, status, name, hashed, started, reason, detail))
+
+    @staticmethod
+    def _event(
+        caller: Caller,
+        event_type: EventType,
+        status: ResultStatus,
+        name: str | None,
+        hashed: str | None,
+        started: float,
+        reason: str | None,
+        detail: dict[str, Any] | None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            event_type=event_type,
+            tenant_id=caller.tenant_id,
+            result_status=status,
+            session_id=caller.audit_session,
+            subject=caller.principal.subject,
+            tool_name=name,
+            args_hash=hashed,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            ip_address=caller.client_address,
+            request_id=caller.request_id,
+            reason=reason,
+            detail=detail or {},
+            principal=caller.principal,
         )
+
+
+def _failure_status(exc: TenantryError | MCPError) -> tuple[ResultStatus, str]:
+    if isinstance(exc, TenantryError):
+        if isinstance(exc, ToolTimedOut):
+            return "timeout", exc.code
+        if isinstance(exc, CallCancelled):
+            return "cancelled", exc.code
+        return ("denied" if isinstance(exc, ScopeViolation) else "error"), exc.code
+    return "error", f"protocol_error {exc.code}"
 
 
 def _error_result(message: str, code: str) -> CallToolResult:

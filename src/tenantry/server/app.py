@@ -42,6 +42,7 @@ from tenantry.server.alerts import AlertRecorder, WebhookNotifier
 from tenantry.server.authn import Authenticator
 from tenantry.server.gate import McpGate
 from tenantry.server.guards import HostOriginPolicy
+from tenantry.server.host_guard import HostGuard
 from tenantry.server.mcp import build_mcp_server, http_caller
 from tenantry.server.metrics import TenantMetrics, metrics_route
 from tenantry.server.oauth import token_route
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 class HttpApp:
     """The ASGI app plus the parts tests and operators may want to look at."""
 
-    asgi: Starlette
+    asgi: HostGuard
     dispatcher: Dispatcher
     mcp_server: Server[Any]
     sessions: SessionRegistry
@@ -184,9 +185,17 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         ),
         *discovery_routes(runtime.endpoints, runtime.keys, signing_alg=settings.auth.signing_alg),
         *health_routes(runtime.directory, runtime.keys, lambda: {"audit_store": runtime.audit.available}),
-        metrics_route(metrics, settings.metrics.token),
+        metrics_route(metrics, runtime.metrics_token()),
     ]
-    asgi = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    starlette = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    # No trailing-slash redirects: a redirect is built from the request's Host header.
+    starlette.router.redirect_slashes = False
+    asgi = HostGuard(
+        starlette,
+        HostOriginPolicy(allowed_hosts=hosts, allowed_origins=origins),
+        skip_path=MCP_PATH,
+        public_prefixes=("/.well-known/",),
+    )
     return HttpApp(asgi=asgi, dispatcher=dispatcher, mcp_server=mcp_server, sessions=sessions, session_manager=manager)
 
 

@@ -25,6 +25,7 @@ from tenantry.controlplane.directory import TenantDirectory
 from tenantry.core.errors import InvalidCredential, TenantHalted, TenantryError
 from tenantry.core.identity import Principal
 from tenantry.ratelimit.failures import FailedAttempts
+from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.server.headers import RequestHeaders
 
 __all__ = ["Authenticator", "sdk_identity", "check_standing", "failure_key"]
@@ -85,11 +86,13 @@ class Authenticator:
         directory: TenantDirectory,
         audit: AuditSink,
         failures: FailedAttempts | None = None,
+        budget: RecordBudget | None = None,
     ) -> None:
         self._verifier = verifier
         self._directory = directory
         self._audit = audit
         self._failures = failures
+        self._budget = budget or RecordBudget()
 
     async def authenticate(self, headers: RequestHeaders, *, address: str | None, request_id: str) -> Principal:
         """The verified principal of this request.
@@ -102,7 +105,7 @@ class Authenticator:
             principal = await self._verify(headers, address)
             check_standing(principal, self._directory)
         except TenantryError as exc:
-            await self._reject(exc, principal, address, request_id, headers.get("mcp-session-id"))
+            await self._reject(exc, principal, address, request_id)
             raise
         return principal
 
@@ -128,25 +131,43 @@ class Authenticator:
             raise
 
     async def _reject(
-        self,
-        error: TenantryError,
-        principal: Principal | None,
-        address: str | None,
-        request_id: str,
-        session_id: str | None,
+        self, error: TenantryError, principal: Principal | None, address: str | None, request_id: str
     ) -> None:
+        # Only verified facts go into the record: no client-chosen session id or header text.
+        stream = principal.tenant_id if principal is not None else SYSTEM_STREAM
+        source = address or "unknown"
+        if not self._budget.admit(stream, source):
+            return
         try:
             await self._audit.record(
                 AuditEvent(
                     event_type="connection_rejected",
-                    tenant_id=principal.tenant_id if principal is not None else SYSTEM_STREAM,
+                    tenant_id=stream,
                     result_status="rejected",
-                    session_id=session_id,
                     subject=principal.subject if principal is not None else None,
                     ip_address=address,
                     request_id=request_id,
                     reason=f"{error.code}: {error.message}",
+                    principal=principal,
                 )
             )
         except TenantryError:
             logger.warning("could not audit a rejected connection", extra={"request_id": request_id})
+
+    async def record_suppressed(self) -> None:
+        """One summary record per stream for the refusals over the record budget since last time."""
+        for stream, counts in self._budget.take_suppressed().items():
+            top = dict(sorted(counts.items(), key=lambda item: -item[1])[:20])
+            total = sum(counts.values())
+            try:
+                await self._audit.record(
+                    AuditEvent(
+                        event_type="connection_rejected",
+                        tenant_id=stream,
+                        result_status="rejected",
+                        reason=f"{total} further refused requests not recorded one by one (audit record budget)",
+                        detail={"suppressed": total, "sources": len(counts), "by_source": top},
+                    )
+                )
+            except TenantryError:
+                logger.warning("could not audit suppressed rejections", extra={"tenant_id": stream})

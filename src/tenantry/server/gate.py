@@ -73,16 +73,19 @@ class McpGate:
         except TenantryError as exc:
             await self._refuse(exc, request_id, scope, receive, send)
             return
-        session_id = headers.get("mcp-session-id")
-        caller = Caller(principal=principal, request_id=request_id, session_id=session_id, client_address=address)
-
         version = headers.get("mcp-protocol-version")
         handshake_era = version is None or version in HANDSHAKE_PROTOCOL_VERSIONS
+        # In the sessionless era a client's Mcp-Session-Id proves nothing: it never reaches the
+        # caller (audit records then carry the token's jti). In the handshake era it does only
+        # once the registry has confirmed the session belongs to this principal.
+        session_id = headers.get("mcp-session-id") if handshake_era else None
+        caller = Caller(principal=principal, request_id=request_id, client_address=address)
         bound: BoundSession | None = None
         method = scope["method"]
         try:
-            if handshake_era and session_id is not None:
+            if session_id is not None:
                 bound = await self._sessions.claim(session_id, caller)
+                caller.session_id = session_id
             if method == "POST":
                 body = await read_checked_body(receive, headers, max_bytes=self._max_body, max_depth=self._max_depth)
             elif method in ("GET", "DELETE"):

@@ -17,7 +17,6 @@ from collections.abc import Callable, Collection, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -117,21 +116,27 @@ class TenantMetrics(Collector):
             yield GaugeMetricFamily(name, help_text, value=reading)
 
 
-def metrics_route(metrics: TenantMetrics, token: SecretStr | None) -> Route:
-    """``GET /metrics`` in the Prometheus text format (bearer token required when configured)."""
+def metrics_route(metrics: TenantMetrics, token: str) -> Route:
+    """``GET /metrics`` in the Prometheus text format; always behind the bearer ``token`` (tenant
+    ids, call counts and denials are nobody else's business)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
-    expected = token.get_secret_value() if token is not None else None
+    expected = f"Bearer {token}".encode()
 
     async def scrape(request: Request) -> Response:
-        if expected is not None:
-            supplied = request.headers.get("authorization", "")
-            if not hmac.compare_digest(supplied.encode(), f"Bearer {expected}".encode()):
-                return JSONResponse(
-                    {"error": "invalid_token", "error_description": "metrics need the configured bearer token"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        supplied = request.headers.get("authorization", "")
+        if not hmac.compare_digest(supplied.encode(), expected):
+            return JSONResponse(
+                {
+                    "error": "invalid_token",
+                    "error_description": "metrics need the bearer token"
+                    " (metrics.token, or <data_dir>/keys/metrics.token)",
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"},
+            )
+        return Response(
+            generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
+        )
 
     return Route("/metrics", scrape, methods=["GET"])

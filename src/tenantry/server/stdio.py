@@ -51,8 +51,13 @@ async def serve_stdio(runtime: Runtime, app: App, principal: Principal) -> None:
         app, runtime.directory, runtime.scopes, runtime.audit, tool_timeout=runtime.settings.tools.timeout
     )
 
+    # Our own tokens expire exactly at ``exp`` (issuer and verifier share a clock); an external
+    # identity provider's get the configured clock leeway.
+    own = principal.issuer == runtime.endpoints.issuer
+    expiry_leeway = 0 if own else runtime.settings.auth.clock_leeway
+
     def caller_for(_: ServerRequestContext[Any, Any]) -> Caller:
-        if time.time() > principal.expires_at + runtime.settings.auth.clock_leeway:
+        if time.time() >= principal.expires_at + expiry_leeway:
             raise InvalidCredential("the start-up token has expired; restart with a fresh token")
         if principal.credential_kind == "api_key":
             key = runtime.directory.api_key(principal.token_id)

@@ -9,7 +9,17 @@ from typing import Literal, Protocol, runtime_checkable
 from tenantry.audit.chain import StoredRecord
 from tenantry.audit.events import AuditEvent
 
-__all__ = ["AuditStore", "InlineAppend", "StoredCheckpoint", "CheckpointKind", "PurgeOutcome", "Signer"]
+__all__ = [
+    "AuditStore",
+    "InlineAppend",
+    "CallJournal",
+    "ServerInstance",
+    "OpenCall",
+    "StoredCheckpoint",
+    "CheckpointKind",
+    "PurgeOutcome",
+    "Signer",
+]
 
 CheckpointKind = Literal["head", "purge"]
 
@@ -98,4 +108,48 @@ class InlineAppend(Protocol):
 
     def append_if_free(self, events: Sequence[AuditEvent]) -> list[StoredRecord] | None:
         """Append durably, or return ``None`` at once if the store is busy with another writer."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInstance:
+    """One running server process writing to the store (for finding calls a crash left open)."""
+
+    instance: str
+    host: str
+    pid: int
+    started: float
+    heartbeat: float
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCall:
+    """A ``call_started`` record whose outcome has not been recorded yet."""
+
+    instance: str
+    start: StoredRecord
+
+
+@runtime_checkable
+class CallJournal(Protocol):
+    """A store that tracks calls between their start and their outcome.
+
+    Appending a ``call_started`` event (with a ``request_id``) opens a call for the instance
+    registered on this store object; appending its outcome (``tool_call``, ``resource_read``,
+    ``prompt_get`` with the same tenant and ``request_id``) closes it, in the same transaction
+    as the record. A call still open when its instance is gone was interrupted.
+    """
+
+    def register_instance(self, instance: ServerInstance) -> None:
+        """Announce this process; later ``call_started`` appends on this object belong to it."""
+        ...
+
+    def heartbeat(self, instance: str, now: float) -> None: ...
+
+    def instances(self) -> list[ServerInstance]: ...
+
+    def open_calls(self, instance: str) -> list[OpenCall]: ...
+
+    def retire_instance(self, instance: str) -> None:
+        """Forget an instance (after its open calls were closed)."""
         ...

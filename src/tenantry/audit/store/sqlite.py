@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tenantry.audit.chain import StoredRecord, encode_record, genesis, link
 from tenantry.audit.events import AuditEvent
-from tenantry.audit.store.base import PurgeOutcome, Signer, StoredCheckpoint
+from tenantry.audit.store.base import OpenCall, PurgeOutcome, ServerInstance, Signer, StoredCheckpoint
+from tenantry.audit.store.journal import open_and_closed_calls
 from tenantry.core.errors import AuditUnavailable
 
 __all__ = ["SqliteAuditStore"]
@@ -63,6 +64,21 @@ CREATE TRIGGER IF NOT EXISTS audit_records_append_only_delete
 BEFORE DELETE ON audit_records
 WHEN OLD.seq > COALESCE((SELECT through_seq FROM audit_purges WHERE tenant_id = OLD.tenant_id), 0)
 BEGIN SELECT RAISE(ABORT, 'audit records are append-only; use tenantry audit purge'); END;
+CREATE TABLE IF NOT EXISTS audit_open_calls (
+    tenant_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_open_calls_instance ON audit_open_calls (instance);
+CREATE TABLE IF NOT EXISTS audit_instances (
+    instance TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_checkpoints_append_only
 BEFORE UPDATE ON audit_checkpoints
 BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
@@ -79,6 +95,7 @@ class SqliteAuditStore:
     def __init__(self, path: Path, *, busy_timeout: float = 2.0) -> None:
         self._path = path
         self._lock = threading.Lock()
+        self._instance: str | None = None
         deadline = time.monotonic() + busy_timeout
         while True:
             try:
@@ -144,8 +161,7 @@ class SqliteAuditStore:
                 return None
             raise
 
-    @staticmethod
-    def _append(cursor: sqlite3.Cursor, events: Sequence[AuditEvent]) -> list[StoredRecord]:
+    def _append(self, cursor: sqlite3.Cursor, events: Sequence[AuditEvent]) -> list[StoredRecord]:
         stored: list[StoredRecord] = []
         tenants = sorted({event.tenant_id for event in events})
         heads: dict[str, tuple[int, bytes]] = {}
@@ -165,7 +181,52 @@ class SqliteAuditStore:
             cursor.execute(insert, rows[0])  # a trigger advances audit_heads
         else:
             cursor.executemany(insert, rows)
+        opened, closed = open_and_closed_calls(events, stored, self._instance)
+        if opened:
+            cursor.executemany(
+                "INSERT OR REPLACE INTO audit_open_calls (tenant_id, request_id, instance, seq) VALUES (?, ?, ?, ?)",
+                opened,
+            )
+        if closed:
+            cursor.executemany("DELETE FROM audit_open_calls WHERE tenant_id = ? AND request_id = ?", closed)
         return stored
+
+    # -- call journal -----------------------------------------------------------------------
+
+    def register_instance(self, instance: ServerInstance) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO audit_instances (instance, host, pid, started, heartbeat)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (instance.instance, instance.host, instance.pid, instance.started, instance.heartbeat),
+            )
+        self._instance = instance.instance
+
+    def heartbeat(self, instance: str, now: float) -> None:
+        with self._transaction() as cursor:
+            cursor.execute("UPDATE audit_instances SET heartbeat = ? WHERE instance = ?", (now, instance))
+
+    def instances(self) -> list[ServerInstance]:
+        with self._read() as cursor:
+            rows = cursor.execute("SELECT instance, host, pid, started, heartbeat FROM audit_instances").fetchall()
+        return [ServerInstance(str(i), str(h), int(p), float(s), float(b)) for i, h, p, s, b in rows]
+
+    def open_calls(self, instance: str) -> list[OpenCall]:
+        with self._read() as cursor:
+            rows = cursor.execute(
+                "SELECT r.tenant_id, r.seq, r.record, r.hash, r.created FROM audit_open_calls o"
+                " JOIN audit_records r ON r.tenant_id = o.tenant_id AND r.seq = o.seq"
+                " WHERE o.instance = ? ORDER BY r.created",
+                (instance,),
+            ).fetchall()
+        return [
+            OpenCall(instance, StoredRecord(str(t), int(q), _bytes(r), _bytes(h), float(c))) for t, q, r, h, c in rows
+        ]
+
+    def retire_instance(self, instance: str) -> None:
+        with self._transaction() as cursor:
+            cursor.execute("DELETE FROM audit_open_calls WHERE instance = ?", (instance,))
+            cursor.execute("DELETE FROM audit_instances WHERE instance = ?", (instance,))
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         with self._read() as cursor:
