@@ -18,7 +18,11 @@ from tests.support.server import RunningServer, start_server
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data_dir = tmp_path_factory.mktemp("attack") / "data"
     # No clock leeway, so a 1-second token is really expired a moment later.
-    running = start_server(data_dir, env={"TENANTRY_AUTH__CLOCK_LEEWAY": "0"})
+    # Every refusal of the attack suite is checked in the audit trail: lift the per-address budget.
+    running = start_server(
+        data_dir,
+        env={"TENANTRY_AUTH__CLOCK_LEEWAY": "0", "TENANTRY_AUDIT__REFUSED_RECORDS_PER_SOURCE": "100000/minute"},
+    )
     yield running
     running.stop()
 

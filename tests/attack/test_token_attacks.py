@@ -15,7 +15,7 @@ from joserfc import jwt
 from joserfc.jwk import OKPKey
 
 from tests.support.rpc import modern_call, post, request
-from tests.support.server import RunningServer, run_cli
+from tests.support.server import RunningServer, run_cli, start_server
 
 
 def b64(data: bytes) -> str:
@@ -176,7 +176,7 @@ def test_token_from_another_deployment_is_rejected(
     server: RunningServer, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     other_dir = tmp_path_factory.mktemp("other") / "data"
-    run_cli("tenant", "create", "acme", "--tools", "whoami", data_dir=other_dir)
+    start_server(other_dir, env={"TENANTRY_PUBLIC_URL": server.base_url}).stop()  # another deployment's store
     token = run_cli(
         "token",
         "issue",

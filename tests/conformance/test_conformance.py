@@ -22,6 +22,7 @@ import pytest
 
 from tests.conformance.fixture_app import app as fixture_app
 from tests.support.server import free_port, run_cli, start_server
+from tests.support.store import init_store
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -90,7 +91,7 @@ def scenario_verdicts(out_dir: Path) -> dict[str, str]:
 
 def test_official_conformance_suite(tmp_path: Path) -> None:
     conformance = ensure_harness()
-    data_dir = tmp_path / "data"
+    data_dir = init_store(tmp_path / "data")
     names = ",".join(sorted(fixture_app.capability_names()))
     run_cli("tenant", "create", "conformance", "--tools", names, data_dir=data_dir)
     server = start_server(

@@ -19,6 +19,7 @@ import rfc8785
 
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, run_cli, start_server
+from tests.support.store import init_store
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +34,7 @@ def call(server: RunningServer, token: str, tool: str, arguments: dict) -> httpx
 
 @pytest.fixture(scope="module")
 def trail_server(tmp_path_factory: pytest.TempPathFactory):
-    data = tmp_path_factory.mktemp("trail") / "data"
+    data = init_store(tmp_path_factory.mktemp("trail") / "data")
     run_cli("tenant", "create", "initech", "--tools", "whoami,query_crm,list_files,read_file", data_dir=data)
     server = start_server(data)
     yield server
@@ -100,7 +101,7 @@ def test_verify_names_the_first_bad_record_and_exits_1(trail_server: RunningServ
 
 
 def test_purge_is_explicit_respects_retention_and_is_audited(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = init_store(tmp_path / "data")
     run_cli("tenant", "create", "acme", data_dir=data)
     too_recent = run_cli("audit", "purge", "--before", time.strftime("%Y-%m-%d"), "--yes", data_dir=data, check=False)
     assert too_recent.returncode == 2 and "retention is 365 days" in too_recent.stderr
@@ -241,7 +242,7 @@ def test_cli_purge_of_old_records_leaves_a_verifiable_stream(tmp_path: Path) -> 
     from tenantry.audit.events import AuditEvent
     from tenantry.audit.store.factory import open_audit_store
 
-    data = tmp_path / "data"
+    data = init_store(tmp_path / "data")
     run_cli("tenant", "create", "acme", data_dir=data)
     store = open_audit_store(None, data)
     two_years_ago = time.time() - 2 * 365 * 86400

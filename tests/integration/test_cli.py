@@ -10,11 +10,12 @@ import pytest
 
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, run_cli
+from tests.support.store import init_store
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+    return init_store(tmp_path / "data")
 
 
 def cli(data_dir: Path, *args: str) -> tuple[int, str, str]:

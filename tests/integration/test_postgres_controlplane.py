@@ -23,6 +23,7 @@ def test_server_on_a_postgres_control_plane(postgres_url: str, tmp_path: Path) -
         conn.execute("DROP SCHEMA IF EXISTS tenantry CASCADE")
     env = {"TENANTRY_CONTROLPLANE__URL": postgres_url}
     data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)  # the control plane is in PostgreSQL; keys live in the data dir
     run_cli("tenant", "create", "acme", "--tools", "whoami,query_crm", data_dir=data_dir, env=env)
     server = start_server(data_dir, demo=False, env=env)
     try:

@@ -14,6 +14,7 @@ import pytest
 from tenantry.core.errors import QueryFailed, ScopeViolation, StorageError
 from tenantry.scoping.sql.postgres import PostgresSqlScopes
 from tests.support.server import run_cli
+from tests.support.store import init_store
 from tests.support.tenant_sql import TenantDatabase, tenant_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
@@ -306,6 +307,7 @@ def schema_database(postgres_available: None, tmp_path_factory: pytest.TempPathF
     with tenant_database(data_dir) as db:
         config = data_dir.parent / "tenantry.toml"
         config.write_text('[sql]\nisolation = "schema"\n')
+        init_store(data_dir)
         for tenant in ("acme", "globex"):
             run_cli("tenant", "create", tenant, data_dir=data_dir)
         run_cli("db", "migrate", "--owner-url", db.owner_url, "--demo", "--tools-role", db.tools_role,

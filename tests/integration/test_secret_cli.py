@@ -17,13 +17,14 @@ from tenantry.controlplane.factory import open_tenant_store
 from tenantry.core.settings import SecretSettings
 from tenantry.scoping.secrets.store import open_secret_scopes
 from tests.support.server import TENANTRY, run_cli
+from tests.support.store import init_store
 
 VALUE = "acme-canary-secret-7f3a9c"
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
+    data = init_store(tmp_path / "data")
     run_cli("tenant", "create", "acme", data_dir=data)
     run_cli("tenant", "create", "globex", data_dir=data)
     return data

@@ -11,13 +11,14 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from tests.support.server import TENANTRY, run_cli
+from tests.support.store import init_store
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("stdio") / "data"
+    data = init_store(tmp_path_factory.mktemp("stdio") / "data")
     run_cli("tenant", "create", "acme", "--tools", "whoami,query_crm,read_file,list_files", data_dir=data)
     run_cli("tenant", "create", "globex", "--tools", "whoami,globex_forecast", data_dir=data)
     return data

@@ -10,6 +10,7 @@ from mcp.shared.exceptions import MCPError
 
 from tests.support.mcp_clients import mcp_client
 from tests.support.server import run_cli, start_server
+from tests.support.store import init_store
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +36,7 @@ USER_MODULE = dedent(
 
 async def test_user_app_tools_are_served_per_tenant(tmp_path: Path) -> None:
     (tmp_path / "my_notes.py").write_text(USER_MODULE)
-    data_dir = tmp_path / "data"
+    data_dir = init_store(tmp_path / "data")
     run_cli("tenant", "create", "acme", "--tools", "add_note,globex_only", data_dir=data_dir)
     run_cli("tenant", "create", "globex", "--tools", "add_note,globex_only", data_dir=data_dir)
     server = start_server(data_dir, demo=False, app="my_notes:app", cwd=tmp_path)

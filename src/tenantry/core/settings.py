@@ -267,6 +267,18 @@ class AuditSettings(_Section):
     """Records younger than this are never purged (at least 12 months)."""
     busy_timeout: float = Field(default=2.0, gt=0)
     """Seconds a write may wait for the store before the call fails closed."""
+    refused_records_per_source: str = "30/minute"
+    """Records that refused requests may write per client address (or refused tenant); beyond
+    it they are counted and summarised in one record per stream."""
+    refused_records_total: str = "600/minute"
+    """The same, for all sources together."""
+
+    @field_validator("refused_records_per_source", "refused_records_total")
+    @classmethod
+    def _check_budget(cls, value: str) -> str:
+        if not _RATE.fullmatch(value.strip()):
+            raise ValueError("must look like 30/minute (per second, minute or hour)")
+        return value.strip()
 
     _secs = field_validator("checkpoint_interval", "retention", mode="before")(_seconds)
 

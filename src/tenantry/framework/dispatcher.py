@@ -39,6 +39,7 @@ from tenantry.audit.events import AuditEvent, EventType, ResultStatus, args_hash
 from tenantry.audit.sink import AuditSink
 from tenantry.controlplane.base import Tenant
 from tenantry.controlplane.directory import ControlSnapshot, TenantDirectory
+from tenantry.core.bounded import NAME_LIMIT, bounded_text
 from tenantry.core.calls import Caller
 from tenantry.core.errors import (
     AuditUnavailable,
@@ -221,7 +222,7 @@ class Dispatcher:
             denial = "tenant_unknown" if tenant is None else "tenant_halted"
             await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=denial)
             if tenant is None:
-                raise ToolUnavailable(f"Tool not available: {name}")
+                raise ToolUnavailable(f"Tool not available: {bounded_text(name, NAME_LIMIT)}")
             raise TenantHalted()
         tool = self._app.tools.get(name)
         decision = decide_tool_call(name, caller.principal, tenant.grants, self._registered_for(tenant.id))
@@ -229,7 +230,7 @@ class Dispatcher:
             await self._record(
                 caller, "tool_denied", "denied", name, hashed, started, reason=decision.reason or "not_registered"
             )
-            raise ToolUnavailable(f"Tool not available: {name}")
+            raise ToolUnavailable(f"Tool not available: {bounded_text(name, NAME_LIMIT)}")
         try:
             kwargs, names_other_tenant = self._validated_arguments(tool, arguments, caller)
         except TenantryError as exc:
@@ -470,7 +471,7 @@ class Dispatcher:
         prompt = self._app.prompts.get(name)
         if prompt is None or name not in visible:
             await self._record(caller, "access_denied", "denied", name, None, started, reason="prompt_unavailable")
-            raise NotFound(f"Prompt not found: {name}")
+            raise NotFound(f"Prompt not found: {bounded_text(name, NAME_LIMIT)}")
         try:
             kwargs = prompt.metadata.validate_arguments(dict(arguments or {}))
         except ValidationError as exc:

@@ -37,6 +37,7 @@ from tenantry.core.load import InFlight
 from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
 from tenantry.ratelimit.failures import FailedAttempts
+from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.runtime import MCP_PATH, Runtime
 from tenantry.server.alerts import AlertRecorder, WebhookNotifier
 from tenantry.server.authn import Authenticator
@@ -114,12 +115,19 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         max_sessions=settings.server.max_sessions,
     )
     sessions = SessionRegistry(audit=runtime.audit, idle_timeout=settings.server.session_idle_timeout)
+    authenticator = Authenticator(
+        verifier=verifier,
+        directory=runtime.directory,
+        audit=runtime.audit,
+        failures=failures,
+        budget=RecordBudget(
+            per_source=settings.audit.refused_records_per_source, overall=settings.audit.refused_records_total
+        ),
+    )
     mcp_endpoint = McpGate(
         manager.handle_request,
         policy=HostOriginPolicy(allowed_hosts=hosts, allowed_origins=origins),
-        authenticator=Authenticator(
-            verifier=verifier, directory=runtime.directory, audit=runtime.audit, failures=failures
-        ),
+        authenticator=authenticator,
         sessions=sessions,
         resource_metadata_url=runtime.endpoints.resource_metadata,
         max_body_bytes=settings.server.max_body_bytes,
@@ -157,7 +165,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
             tasks.start_soon(runtime.directory.run)
             tasks.start_soon(sessions.reap_idle)
             tasks.start_soon(checkpointer.run, runtime.audit_store)
-            tasks.start_soon(_maintain_credentials, runtime, verifier)
+            tasks.start_soon(_maintain_credentials, runtime, verifier, authenticator)
             if notifier is not None:
                 tasks.start_soon(notifier.run)
             try:
@@ -242,9 +250,10 @@ _MAINTENANCE_INTERVAL = 2.0
 _PRUNE_EVERY = 30  # maintenance rounds between prunes of expired revocations
 
 
-async def _maintain_credentials(runtime: Runtime, verifier: CredentialRouter) -> None:
+async def _maintain_credentials(runtime: Runtime, verifier: CredentialRouter, authenticator: Authenticator) -> None:
     """Warm the identity providers' key caches, then periodically retire signing keys whose
-    overlap has passed (persisted and audited) and prune expired revocations."""
+    overlap has passed (persisted and audited), prune expired revocations, and summarise the
+    refusals that were over the audit record budget."""
     for provider in verifier.providers.values():
         if not await provider.jwks.prefetch():
             logger.warning(
@@ -268,6 +277,7 @@ async def _maintain_credentials(runtime: Runtime, verifier: CredentialRouter) ->
                 )
             if rounds % _PRUNE_EVERY == 0:
                 await anyio.to_thread.run_sync(lambda: runtime.store.prune_revocations(int(time.time())))
+            await authenticator.record_suppressed()
         except TenantryError as exc:
             logger.warning("credential maintenance failed; will retry", extra={"code": exc.code})
         await anyio.sleep(_MAINTENANCE_INTERVAL)

@@ -1,0 +1,18 @@
+"""Making an empty Tenantry store in-process, for tests that drive the CLI before any server ran.
+
+Every command but ``tenantry serve`` refuses a data dir without a store (a mistyped path must
+never silently become a new, empty deployment), so such tests create one first, as a server
+would at its first start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tenantry.core.settings import load_settings
+from tenantry.runtime import Runtime
+
+
+def init_store(data_dir: Path) -> Path:
+    Runtime(load_settings(data_dir=data_dir), create=True).close()
+    return data_dir
