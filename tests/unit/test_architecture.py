@@ -33,7 +33,7 @@ ALLOWED = {
     "scoping": {"core"},
     "controlplane": {"core"},
     "ratelimit": {"core"},
-    "admin": {"core", "auth", "audit", "controlplane"},
+    "admin": {"core", "policy", "auth", "audit", "controlplane"},
     "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane"},
     "demo": {"core", "framework", "scoping", "controlplane"},
     "server": {
