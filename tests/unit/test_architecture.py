@@ -35,7 +35,7 @@ ALLOWED = {
     "ratelimit": {"core"},
     "admin": {"core", "policy", "auth", "audit", "controlplane"},
     "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane"},
-    "demo": {"core", "framework", "scoping", "controlplane"},
+    "demo": {"core", "policy", "framework", "scoping", "controlplane"},
     "server": {
         "core",
         "policy",

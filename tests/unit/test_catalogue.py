@@ -6,6 +6,7 @@ import pytest
 
 import tenantry
 from tenantry.core.errors import UsageError
+from tenantry.demo.catalogue import DEMO_CATALOGUE
 from tenantry.demo.tools import demo_app
 from tenantry.policy.catalogue import Catalogue
 
@@ -89,8 +90,12 @@ def test_an_apps_catalogue_holds_tools_resources_and_prompts_with_their_tenants(
     )
 
 
+def test_the_demo_catalogue_the_cli_consults_is_what_the_demo_app_registers() -> None:
+    assert demo_app.catalogue() == DEMO_CATALOGUE
+
+
 def test_the_demo_catalogue_keeps_globex_forecast_private_to_globex() -> None:
-    catalogue = demo_app.catalogue()
+    catalogue = DEMO_CATALOGUE
     assert catalogue.refusal("globex_forecast", "acme") == "other_tenants_only"
     assert catalogue.refusal("globex_forecast", "globex") is None
     assert catalogue.refusal("whoami", "initech") is None

@@ -22,6 +22,7 @@ from tenantry.cli.common import (
     split_tools,
 )
 from tenantry.controlplane.base import ControlStore, Tenant
+from tenantry.demo.catalogue import DEMO_CATALOGUE
 from tenantry.policy.catalogue import Catalogue
 
 __all__ = ["tenant_app"]
@@ -41,9 +42,7 @@ PendingOption = Annotated[
 
 def _catalogue(store: ControlStore) -> Catalogue:
     """What can be granted: the demo tools (they ship with Tenantry) and every published catalogue."""
-    from tenantry.demo.tools import demo_app
-
-    return demo_app.catalogue().merged(published_catalogue(store))
+    return DEMO_CATALOGUE.merged(published_catalogue(store))
 
 
 def _as_dict(tenant: Tenant, catalogue: Catalogue) -> dict[str, Any]:
