@@ -49,7 +49,10 @@ def run_once(kind: str, calls: int) -> int:
         command = [*valgrind, sys.executable, str(REPO / "bench" / "bare_server.py"), "--port", str(port)]
     else:
         subprocess.run(
-            [TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True
+            [TENANTRY, "tenant", "create", "bench", "--tools", "echo", "--pending"],
+            env=env,
+            check=True,
+            capture_output=True,
         )
         if kind == "audit-off":
             command = [*valgrind, sys.executable, str(REPO / "bench" / "tenantry_audit_off.py"), "--port", str(port)]

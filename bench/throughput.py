@@ -111,7 +111,12 @@ def start_bare(workdir: Path) -> Target:
 def start_tenantry(workdir: Path) -> Target:
     data = workdir / "data"
     env = {**os.environ, "TENANTRY_DATA_DIR": str(data)}
-    subprocess.run([TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [TENANTRY, "tenant", "create", "bench", "--tools", "echo", "--pending"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     log = (workdir / "tenantry.log").open("wb")
     process = subprocess.Popen(

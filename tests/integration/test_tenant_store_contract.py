@@ -73,6 +73,16 @@ def test_meta_round_trip(store: TenantStore) -> None:
     assert store.get_meta("public_url") == "http://b"
 
 
+def test_list_meta_returns_the_entries_under_a_prefix(store: TenantStore) -> None:
+    store.set_meta("catalogue:notes", "1")
+    store.set_meta("catalogue:crm", "2")
+    store.set_meta("catalogue_other", "3")
+    store.set_meta("public_url", "http://a")
+    assert store.list_meta("catalogue:") == {"catalogue:notes": "1", "catalogue:crm": "2"}
+    assert store.list_meta("catalogue:%") == {}  # the prefix is matched literally, not as a pattern
+    assert store.list_meta("nothing:") == {}
+
+
 def test_unreachable_postgres_is_a_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot connect"):
         open_tenant_store("postgresql://postgres@127.0.0.1:1/none", tmp_path)

@@ -33,9 +33,9 @@ ALLOWED = {
     "scoping": {"core"},
     "controlplane": {"core"},
     "ratelimit": {"core"},
-    "admin": {"core", "auth", "audit", "controlplane"},
+    "admin": {"core", "policy", "auth", "audit", "controlplane"},
     "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane"},
-    "demo": {"core", "framework", "scoping", "controlplane"},
+    "demo": {"core", "policy", "framework", "scoping", "controlplane"},
     "server": {
         "core",
         "policy",

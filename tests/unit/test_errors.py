@@ -27,6 +27,7 @@ EXPECTED = {
     "UsageError": ("usage_error", 400, -32602),
     "NotFound": ("not_found", 404, -32602),
     "AlreadyExists": ("already_exists", 409, -32602),
+    "GrantRefused": ("grant_refused", 422, -32602),
 }
 
 

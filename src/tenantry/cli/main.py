@@ -19,7 +19,7 @@ from tenantry.cli.keys import keys_app
 from tenantry.cli.secret import secret_app
 from tenantry.cli.tenant import tenant_app
 from tenantry.cli.token import token_app
-from tenantry.core.errors import AlreadyExists, NotFound, TenantryError, UsageError
+from tenantry.core.errors import AlreadyExists, GrantRefused, NotFound, TenantryError, UsageError
 
 __all__ = ["app", "main"]
 
@@ -94,7 +94,7 @@ def version() -> None:
 
 
 def _exit_code(error: TenantryError) -> int:
-    if isinstance(error, NotFound | AlreadyExists):
+    if isinstance(error, NotFound | AlreadyExists | GrantRefused):
         return 1
     return 2 if isinstance(error, UsageError) else 1
 

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import uvicorn
 
+from tenantry.admin.grants import publish_catalogue
 from tenantry.cli.common import open_runtime
 from tenantry.core.errors import UsageError
 from tenantry.framework.app import App
@@ -19,7 +20,7 @@ from tenantry.framework.redaction import RedactingLogFilter
 from tenantry.logs import configure_logging
 from tenantry.runtime import MCP_PATH, Runtime
 
-__all__ = ["run_http", "run_stdio", "load_app"]
+__all__ = ["run_http", "run_stdio", "load_app", "publish_served"]
 
 
 def load_app(spec: str | None, *, demo: bool) -> App:
@@ -45,6 +46,13 @@ def load_app(spec: str | None, *, demo: bool) -> App:
         served.include(user_app)
         served.name = user_app.name
     return served
+
+
+def publish_served(runtime: Runtime, served: App, app_spec: str | None) -> None:
+    """Record what an ``--app`` serves in the control store, so its tools can be granted
+    (the demo tools are always known and need no publishing)."""
+    if app_spec:
+        publish_catalogue(runtime.store, served.name, served.catalogue())
 
 
 async def _seed(runtime: Runtime) -> list[str]:
@@ -77,6 +85,7 @@ def run_http(
         served = load_app(app_spec, demo=demo)
         runtime.prepare_keys()
         anyio.run(runtime.check_data_plane)
+        publish_served(runtime, served, app_spec)
         if demo:
             anyio.run(_seed, runtime)
         from tenantry.server.app import create_http_app
@@ -117,5 +126,6 @@ def run_stdio(data_dir: Path | None, config: Path | None, *, token: str, demo: b
         configure_logging(runtime.settings.logging.level, runtime.settings.logging.format, [RedactingLogFilter()])
         served = load_app(app_spec, demo=demo)
         anyio.run(runtime.check_data_plane)
+        publish_served(runtime, served, app_spec)
         principal = anyio.run(verify_startup_token, runtime, token)
         anyio.run(serve_stdio, runtime, served, principal)

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tenantry.admin.actions import halt_tenant, resume_tenant
+from tenantry.admin.grants import create_tenant, grant_tools, published_catalogue, unserved_grants
+from tenantry.audit.events import AuditEvent
 from tenantry.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -19,14 +21,31 @@ from tenantry.cli.common import (
     print_json,
     split_tools,
 )
-from tenantry.controlplane.base import Tenant
+from tenantry.controlplane.base import ControlStore, Tenant
+from tenantry.demo.catalogue import DEMO_CATALOGUE
+from tenantry.policy.catalogue import Catalogue
 
 __all__ = ["tenant_app"]
 
 tenant_app = typer.Typer(help="Manage tenants and their tool grants.", no_args_is_help=True, rich_markup_mode=None)
 
 
-def _as_dict(tenant: Tenant) -> dict[str, Any]:
+PendingOption = Annotated[
+    bool,
+    typer.Option(
+        "--pending",
+        help="Also grant tools no server here serves yet (an --app not started yet); "
+        "a tool registered for other tenants only is refused all the same.",
+    ),
+]
+
+
+def _catalogue(store: ControlStore) -> Catalogue:
+    """What can be granted: the demo tools (they ship with Tenantry) and every published catalogue."""
+    return DEMO_CATALOGUE.merged(published_catalogue(store))
+
+
+def _as_dict(tenant: Tenant, catalogue: Catalogue) -> dict[str, Any]:
     return {
         "id": tenant.id,
         "name": tenant.name,
@@ -35,14 +54,24 @@ def _as_dict(tenant: Tenant) -> dict[str, Any]:
         "halted_reason": tenant.halted_reason,
         "created_at": datetime.fromtimestamp(tenant.created_at, UTC).isoformat(),
         "grants": sorted(tenant.grants),
+        "pending_grants": unserved_grants(tenant, catalogue),
     }
 
 
-def _show(tenant: Tenant) -> None:
+def _show(tenant: Tenant, catalogue: Catalogue) -> None:
     table = Table(show_header=False, box=None)
-    for key, value in _as_dict(tenant).items():
+    shown = _as_dict(tenant, catalogue)
+    pending = shown.pop("pending_grants")
+    for key, value in shown.items():
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value or "-"))
+    if pending:
+        table.add_row("pending", ", ".join(pending) + "  (granted, but no server here serves them to this tenant yet)")
     Console().print(table)
+
+
+def _pending_note(event: AuditEvent) -> str:
+    pending = event.detail.get("pending")
+    return f" (pending until a server serves them: {', '.join(pending)})" if pending else ""
 
 
 @tenant_app.command("create")
@@ -51,18 +80,26 @@ def create(
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
     tools: Annotated[str | None, typer.Option(help="Comma-separated tools to grant.")] = None,
     tier: Annotated[str, typer.Option(help="Isolation tier: logical or dedicated.")] = "logical",
+    pending: PendingOption = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Create a tenant."""
+    """Create a tenant. Every granted tool must be served by a server here (see --pending)."""
     if tier not in ("logical", "dedicated"):
         raise typer.BadParameter("--tier must be logical or dedicated")
     with open_runtime(data_dir, config) as runtime:
-        tenant = runtime.store.create_tenant(tenant_id, name=name, tools=split_tools(tools) or [], tier=tier)  # type: ignore[arg-type]
-        runtime.record_admin(
-            admin_event("tenant_created", tenant.id, detail={"tier": tier, "grants": sorted(tenant.grants)})
+        tenant, event = create_tenant(
+            runtime.store,
+            tenant_id,
+            _catalogue(runtime.store),
+            actor=cli_actor(),
+            name=name,
+            tools=split_tools(tools) or [],
+            tier=tier,  # type: ignore[arg-type]
+            pending=pending,
         )
-    typer.echo(f"created tenant {tenant.id} with {len(tenant.grants)} granted tool(s)")
+        runtime.record_admin(event)
+    typer.echo(f"created tenant {tenant.id} with {len(tenant.grants)} granted tool(s){_pending_note(event)}")
 
 
 @tenant_app.command("list")
@@ -74,8 +111,9 @@ def list_(
     """List tenants."""
     with open_runtime(data_dir, config) as runtime:
         tenants = runtime.store.list_tenants()
+        catalogue = _catalogue(runtime.store)
     if as_json:
-        print_json([_as_dict(t) for t in tenants])
+        print_json([_as_dict(t, catalogue) for t in tenants])
         return
     table = Table("id", "name", "tier", "status", "grants")
     for t in tenants:
@@ -95,26 +133,34 @@ def show(
 
     with open_runtime(data_dir, config) as runtime:
         tenant = runtime.store.get_tenant(tenant_id)
-    if tenant is None:
-        raise NotFound(f"no tenant {tenant_id!r}")
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        catalogue = _catalogue(runtime.store)
     if as_json:
-        print_json(_as_dict(tenant))
+        print_json(_as_dict(tenant, catalogue))
     else:
-        _show(tenant)
+        _show(tenant, catalogue)
 
 
 @tenant_app.command("grant")
 def grant(
     tenant_id: Annotated[str, typer.Argument(metavar="ID")],
     tools: Annotated[list[str], typer.Argument(metavar="TOOL...", help="Tools to grant.")],
+    pending: PendingOption = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Grant tools to a tenant (a running server obeys within a second)."""
+    """Grant tools to a tenant (a running server obeys within a second).
+
+    Every tool must be served by a server here: the demo tools, or those of an --app whose
+    server has started on this store. Add --pending for a tool that will appear later.
+    """
     with open_runtime(data_dir, config) as runtime:
-        tenant = runtime.store.grant(tenant_id, tools)
-        runtime.record_admin(admin_event("tenant_granted", tenant.id, detail={"tools": sorted(set(tools))}))
-    typer.echo(f"{tenant.id} is granted: {', '.join(sorted(tenant.grants)) or '(nothing)'}")
+        tenant, event = grant_tools(
+            runtime.store, tenant_id, tools, _catalogue(runtime.store), actor=cli_actor(), pending=pending
+        )
+        runtime.record_admin(event)
+    typer.echo(f"{tenant.id} is granted: {', '.join(sorted(tenant.grants)) or '(nothing)'}{_pending_note(event)}")
 
 
 @tenant_app.command("ungrant")

@@ -70,6 +70,10 @@ class TenantStore(Protocol):
 
     def set_meta(self, key: str, value: str) -> None: ...
 
+    def list_meta(self, prefix: str) -> dict[str, str]:
+        """Every entry :meth:`set_meta` wrote whose key starts with ``prefix``, by key."""
+        ...
+
     def close(self) -> None: ...
 
 

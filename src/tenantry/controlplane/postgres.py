@@ -270,6 +270,13 @@ class PostgresTenantStore:
                 (f"x:{key}", value),
             )
 
+    def list_meta(self, prefix: str) -> dict[str, str]:
+        stored = f"x:{prefix}"
+        with self._tx() as cur:
+            cur.execute("SELECT key, value FROM tenantry.meta WHERE left(key, %s) = %s", (len(stored), stored))
+            rows = cur.fetchall()
+        return {str(key)[2:]: str(value) for key, value in rows}
+
     # -- revocations ------------------------------------------------------------------------
 
     def add_revocation(self, revocation: Revocation) -> None:

@@ -252,6 +252,14 @@ class SqliteTenantStore:
         except sqlite3.Error as exc:
             raise StorageError(f"control store write failed: {exc}") from None
 
+    def list_meta(self, prefix: str) -> dict[str, str]:
+        stored = f"x:{prefix}"
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(stored), stored)
+            ).fetchall()
+        return {str(key)[2:]: str(value) for key, value in rows}
+
     # -- revocations ------------------------------------------------------------------------
 
     def add_revocation(self, revocation: Revocation) -> None:

@@ -19,6 +19,7 @@ Hierarchy::
     |   +-- QueryFailed           an invalid SQL statement in the tenant's own database
     +-- UsageError                a bad value given to the CLI or the API (not found, invalid id, ...)
     +-- NotFound, AlreadyExists   control-plane lookups
+    +-- GrantRefused              a grant naming a tool no server serves, or one private to other tenants
 
 Every message is safe to show to the caller who caused it: it never names another
 tenant, another tenant's tool or any stored data. Codes are stable and never renamed.
@@ -49,6 +50,7 @@ __all__ = [
     "UsageError",
     "NotFound",
     "AlreadyExists",
+    "GrantRefused",
     "ALL_ERRORS",
     "driver_error_text",
 ]
@@ -212,6 +214,15 @@ class AlreadyExists(UsageError):
     default_message = "Already exists"
 
 
+class GrantRefused(UsageError):
+    """Granting a name no published catalogue serves (without ``pending``), or one registered for
+    other tenants only. Shown to an operator, who may know every tenant's tools."""
+
+    code = "grant_refused"
+    http_status = 422
+    default_message = "Grant refused"
+
+
 ALL_ERRORS: tuple[type[TenantryError], ...] = (
     TenantryError,
     InvalidCredential,
@@ -233,6 +244,7 @@ ALL_ERRORS: tuple[type[TenantryError], ...] = (
     UsageError,
     NotFound,
     AlreadyExists,
+    GrantRefused,
 )
 
 

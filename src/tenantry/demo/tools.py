@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from tenantry.demo.catalogue import GLOBEX_TOOLS, SHARED_TOOLS
 from tenantry.framework.app import App
 from tenantry.framework.context import ToolContext
 from tenantry.framework.markers import ResourcePath, ResourcePrefix
@@ -15,8 +16,6 @@ __all__ = ["demo_app", "SHARED_TOOLS", "GLOBEX_TOOLS", "ACME_GRANTS", "GLOBEX_GR
 
 demo_app = App("tenantry-demo")
 
-SHARED_TOOLS = ("whoami", "query_crm", "search_docs", "list_files", "read_file", "write_file", "send_email")
-GLOBEX_TOOLS = ("globex_forecast",)
 ACME_GRANTS = SHARED_TOOLS
 GLOBEX_GRANTS = ("whoami", "query_crm", "list_files", "read_file", "globex_forecast")
 

@@ -20,6 +20,7 @@ from tenantry.core.errors import UsageError
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
 from tenantry.framework.context import ToolContext
 from tenantry.framework.markers import ResourceArgument, find_resource_arguments
+from tenantry.policy.catalogue import Catalogue
 
 __all__ = ["App", "ToolDefinition", "ResourceDefinition", "PromptDefinition"]
 
@@ -304,4 +305,12 @@ class App:
             for registry in (self._tools, self._resources, self._prompts)
             for name, item in registry.items()
             if item.available_to(tenant_id)
+        )
+
+    def catalogue(self) -> Catalogue:
+        """Every capability name with the tenants it is registered for (``None``: all)."""
+        return Catalogue.of(
+            (name, item.tenants)
+            for registry in (self._tools, self._resources, self._prompts)
+            for name, item in registry.items()
         )
