@@ -58,19 +58,22 @@ def _require_tenant(runtime: Runtime, store: AuditStore, tenant_id: str) -> None
     raise NotFound(f"no tenant {tenant_id!r}: not in the control plane and no audit stream")
 
 
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def one_line(text: str) -> str:
     """``text`` with every character that could end, redraw or reorder a terminal line escaped.
 
     Backslashes, C0 and C1 controls (ESC included), DEL, line and paragraph separators,
-    bidirectional overrides and every other non-printing character become ``\\xNN``/``\\uNNNN``
-    escapes, so a record is exactly one line and cannot pass for another.
+    bidirectional overrides and every other non-printing character become ``\\n``, ``\\xNN``,
+    ``\\uNNNN`` escapes, so a record is exactly one line and cannot pass for another.
     """
     if text.isprintable() and "\\" not in text:
         return text
     out: list[str] = []
     for char in text:
-        if char == "\\":
-            out.append("\\\\")
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
         elif char.isprintable():
             out.append(char)
         elif (code := ord(char)) <= 0xFF:
@@ -196,7 +199,9 @@ def verify(
     ] = None,
     jwks: Annotated[
         Path | None,
-        typer.Option("--jwks", help="With --file: trust only the audit public keys in this JWKS file."),
+        typer.Option(
+            "--jwks", help="With --file: trust only the audit public keys in this JWKS (or earlier export's sidecar)."
+        ),
     ] = None,
     kid: Annotated[
         list[str] | None,
@@ -265,6 +270,8 @@ def _verify_file(
                 raise UsageError(f"cannot read {jwks}: {exc.strerror}") from None
             except ValueError:
                 raise UsageError(f"{jwks} is not JSON") from None
+            if isinstance(document, dict) and "keys" not in document and "jwks" in document:
+                document = document["jwks"]  # the sidecar of an earlier export kept somewhere safe
             pinned = TrustedKeys.from_jwks(document, source=f"--jwks {jwks.name}", pinned=True)
         elif data_dir is not None or config is not None:
             key_dir = settings_from(data_dir, config).data_dir.resolve() / "keys"
