@@ -4,13 +4,15 @@ end, tenants that must exist, tail output that cannot fake a line, and --follow 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
@@ -19,20 +21,29 @@ from tenantry.controlplane.factory import open_tenant_store
 from tests.support.server import TENANTRY, run_cli
 
 
-def event(tenant: str, n: int = 0, created: float | None = None, **fields: str) -> AuditEvent:
-    values: dict[str, str] = {"tool_name": "echo", **fields}
+def event(
+    tenant: str,
+    n: int = 0,
+    created: float | None = None,
+    *,
+    tool_name: str = "echo",
+    subject: str | None = None,
+    reason: str | None = None,
+) -> AuditEvent:
     return AuditEvent(
         event_type="tool_call",
         tenant_id=tenant,
         result_status="ok",
         args_hash=f"sha256:{n:064x}",
-        **values,  # type: ignore[arg-type]
-        **({"created": created} if created is not None else {}),  # type: ignore[arg-type]
+        tool_name=tool_name,
+        subject=subject,
+        reason=reason,
+        created=time.time() if created is None else created,
     )
 
 
-def append(data: Path, events: list[AuditEvent]) -> None:
-    store = open_audit_store(None, data)
+def append(data: Path, events: list[AuditEvent], url: str | None = None) -> None:
+    store = open_audit_store(url, data)
     try:
         store.append(events)
     finally:
@@ -169,12 +180,13 @@ def test_tail_prints_full_timestamps(data: Path) -> None:
 class Follower:
     """``tenantry audit tail --follow --json`` in the background, collecting its lines."""
 
-    def __init__(self, data: Path, *args: str) -> None:
+    def __init__(self, data: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [TENANTRY, "audit", "tail", "--follow", "--json", *args, "--data-dir", str(data)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.lines: list[dict] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -198,27 +210,43 @@ class Follower:
         return self.process.stderr.read()
 
 
-@pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[Path]:
+@dataclass
+class Fresh:
+    data: Path
+    url: str | None
+    env: dict[str, str]
+
+    def append(self, events: list[AuditEvent]) -> None:
+        append(self.data, events, self.url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Fresh:
+    url: str | None = None
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS tenantry_audit CASCADE")
+    env = {"TENANTRY_AUDIT__URL": url} if url else {}
     data = tmp_path / "data"
-    run_cli("tenant", "create", "acme", data_dir=data)
-    run_cli("tenant", "create", "globex", data_dir=data)
-    yield data
+    run_cli("tenant", "create", "acme", data_dir=data, env=env)
+    run_cli("tenant", "create", "globex", data_dir=data, env=env)
+    return Fresh(data, url, env)
 
 
-def test_follow_prints_every_new_record_once_in_stream_order(fresh: Path) -> None:
-    follower = Follower(fresh, "--limit", "5")
+def test_follow_prints_every_new_record_once_in_stream_order(fresh: Fresh) -> None:
+    follower = Follower(fresh.data, "--limit", "5", env=fresh.env)
     try:
         follower.wait_for(2)
         assert [(r["tenant_id"], r["seq"]) for r in follower.lines] == [("acme", 1), ("globex", 1)]
         now = time.time()
         # Same timestamp everywhere, more records than one poll used to fetch.
-        append(fresh, [event(t, n, created=now) for n in range(700) for t in ("acme", "globex")])
+        fresh.append([event(t, n, created=now) for n in range(700) for t in ("acme", "globex")])
         # Committed out of time order: each later seq was created earlier (concurrent writers).
-        append(fresh, [event("acme", n, created=now - n * 0.3) for n in range(20)])
+        fresh.append([event("acme", n, created=now - n * 0.3) for n in range(20)])
         # A slow writer commits a record created well before what was already printed.
-        append(fresh, [event("globex", 1, created=now - 30)])
-        append(fresh, [event(SYSTEM_STREAM, 1)])  # a stream that began after tail started
+        fresh.append([event("globex", 1, created=now - 30)])
+        fresh.append([event(SYSTEM_STREAM, 1)])  # a stream that began after tail started
         expected = {"acme": 1 + 700 + 20, "globex": 1 + 700 + 1, SYSTEM_STREAM: 1}
         follower.wait_for(sum(expected.values()))
     finally:
@@ -231,14 +259,32 @@ def test_follow_prints_every_new_record_once_in_stream_order(fresh: Path) -> Non
         assert seqs == list(range(1, head + 1)), f"{tenant}: gaps or out of order"
 
 
-def test_follow_of_one_tenant_continues_after_its_window(fresh: Path) -> None:
-    append(fresh, [event("acme", n) for n in range(10)])
-    follower = Follower(fresh, "--tenant", "acme", "--limit", "3")
+def test_follow_of_one_tenant_continues_after_its_window(fresh: Fresh) -> None:
+    fresh.append([event("acme", n) for n in range(10)])
+    follower = Follower(fresh.data, "--tenant", "acme", "--limit", "3", env=fresh.env)
     try:
         follower.wait_for(3)
-        append(fresh, [event("acme", n, created=time.time() - 60) for n in range(5)] + [event("globex")])
+        fresh.append([event("acme", n, created=time.time() - 60) for n in range(5)] + [event("globex")])
         follower.wait_for(8)
         time.sleep(1.2)  # two more polls: nothing else may appear
     finally:
         follower.stop()
     assert [(r["tenant_id"], r["seq"]) for r in follower.lines] == [("acme", s) for s in range(9, 17)]
+
+
+def test_the_first_window_shows_the_end_of_each_stream_without_holes(fresh: Fresh) -> None:
+    now = time.time()
+    fresh.append([event("acme", n, created=now - 100 - n) for n in range(5)])  # acme 2-6, each older
+    fresh.append([event("globex", 1, created=now)])
+    shown = [
+        (r["tenant_id"], r["seq"])
+        for r in map(
+            json.loads,
+            run_cli("audit", "tail", "--json", "--limit", "3", data_dir=fresh.data, env=fresh.env).stdout.splitlines(),
+        )
+    ]
+    assert len(shown) == 3
+    heads = {"acme": 6, "globex": 2}
+    for tenant in {t for t, _ in shown}:
+        seqs = [seq for t, seq in shown if t == tenant]
+        assert seqs == list(range(heads[tenant] - len(seqs) + 1, heads[tenant] + 1)), shown

@@ -64,6 +64,8 @@ class ExportOutcome:
     records: int
     first_seq: int
     last_seq: int
+    last_hash: bytes
+    file_sha256: str
     sidecar: Path
     kid: str
 
@@ -111,13 +113,14 @@ def write_export(store: AuditStore, signer: CheckpointSigner, tenant_id: str, ou
                 handle.write(data)
                 digest.update(data)
                 last_seq, previous = stored.seq, stored.hash
+        file_sha256 = "sha256:" + digest.hexdigest()
         statement = signer.sign_export(
             tenant_id,
             first_seq=start_seq + 1,
             anchor=anchor,
             last_seq=last_seq,
             last_hash=previous,
-            file_sha256="sha256:" + digest.hexdigest(),
+            file_sha256=file_sha256,
             created=time.time(),
         )
         keys = signer.trusted_keys(source="the audit key ring")
@@ -141,7 +144,7 @@ def write_export(store: AuditStore, signer: CheckpointSigner, tenant_id: str, ou
         partial.unlink(missing_ok=True)
         partial_sidecar.unlink(missing_ok=True)
     kid = verify_export_statement(statement, keys).kid
-    return ExportOutcome(tenant_id, last_seq - start_seq, start_seq + 1, last_seq, sidecar, kid)
+    return ExportOutcome(tenant_id, last_seq - start_seq, start_seq + 1, last_seq, previous, file_sha256, sidecar, kid)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tenantry.audit.chain import StoredRecord
+from tenantry.audit.chain import StoredRecord, to_hex
 from tenantry.audit.checkpoints import AUDIT_KEY_FILE, InvalidCheckpoint, TrustedKeys
 from tenantry.audit.events import SYSTEM_STREAM
 from tenantry.audit.export import StreamNotIntact, sidecar_path, verify_export_file, write_export
@@ -53,7 +53,9 @@ def _stream_id(value: str) -> str:
 def _require_tenant(runtime: Runtime, store: AuditStore, tenant_id: str) -> None:
     """:raises NotFound: when ``tenant_id`` is neither in the control plane nor has an audit stream
     (a deleted tenant's stream, or ``_system``, still counts)."""
-    if tenant_id in store.streams() or runtime.store.get_tenant(tenant_id) is not None:
+    if tenant_id in store.heads() or runtime.store.get_tenant(tenant_id) is not None:
+        return
+    if tenant_id in store.streams():  # records without a head: tampered, and verify must say so
         return
     raise NotFound(f"no tenant {tenant_id!r}: not in the control plane and no audit stream")
 
@@ -339,7 +341,14 @@ def export(
             admin_event(
                 "audit_exported",
                 tenant,
-                detail={"records": outcome.records, "last_seq": outcome.last_seq, "file": out.name},
+                detail={
+                    "records": outcome.records,
+                    "last_seq": outcome.last_seq,
+                    "last_hash": to_hex(outcome.last_hash),
+                    "file": out.name,
+                    "file_sha256": outcome.file_sha256,
+                    "kid": outcome.kid,
+                },
             )
         )
     typer.echo(
