@@ -63,7 +63,7 @@ def _require_tenant(runtime: Runtime, store: AuditStore, tenant_id: str) -> None
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def one_line(text: str) -> str:
+def _one_line(text: str) -> str:
     """``text`` with every character that could end, redraw or reorder a terminal line escaped.
 
     Backslashes, C0 and C1 controls (ESC included), DEL, line and paragraph separators,
@@ -101,7 +101,7 @@ def _print_record(record: bytes, as_json: bool) -> None:
         fields.get("subject"),
         fields.get("reason"),
     ]
-    sys.stdout.write("  ".join(one_line(str(p)) for p in parts if p not in (None, "")) + "\n")
+    sys.stdout.write("  ".join(_one_line(str(p)) for p in parts if p not in (None, "")) + "\n")
 
 
 def _by_time(streams: list[list[StoredRecord]]) -> Iterator[StoredRecord]:
@@ -134,9 +134,11 @@ def _window(store: AuditStore, tenant: str | None, limit: int) -> tuple[list[Sto
     return window[-limit:], cursors  # dropping the oldest keeps every stream's run contiguous
 
 
-def _poll(store: AuditStore, tenant: str | None, cursors: dict[str, int]) -> list[StoredRecord]:
-    """Every record committed after ``cursors`` (advanced), in time order, by per-stream seq."""
+def _poll(store: AuditStore, tenant: str | None, cursors: dict[str, int]) -> tuple[list[StoredRecord], bool]:
+    """Records committed after ``cursors`` (which advance), interleaved by time, each stream in
+    ``seq`` order; and whether a stream had more than one batch (poll again at once)."""
     runs: list[list[StoredRecord]] = []
+    behind = False
     for tenant_id, (seq, _) in sorted(store.heads().items()):
         after = cursors.get(tenant_id, 0)
         if (tenant is not None and tenant_id != tenant) or seq <= after:
@@ -148,7 +150,8 @@ def _poll(store: AuditStore, tenant: str | None, cursors: dict[str, int]) -> lis
         if run:
             cursors[tenant_id] = run[-1].seq
             runs.append(run)
-    return list(_by_time(runs))
+            behind = behind or len(run) == _FOLLOW_BATCH
+    return list(_by_time(runs)), behind
 
 
 @audit_app.command("tail")
@@ -177,10 +180,13 @@ def tail(
             records, cursors = _window(store, tenant, limit)
             for stored in records:
                 _print_record(stored.record, as_json)
+            behind = False
             while follow:
                 sys.stdout.flush()
-                time.sleep(_FOLLOW_INTERVAL)
-                for stored in _poll(store, tenant, cursors):
+                if not behind:
+                    time.sleep(_FOLLOW_INTERVAL)
+                records, behind = _poll(store, tenant, cursors)
+                for stored in records:
                     _print_record(stored.record, as_json)
         except KeyboardInterrupt:
             pass
