@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from tenantry.audit.checkpoints import Checkpointer, CheckpointSigner
+from tenantry.audit.checkpoints import AUDIT_KEY_FILE, Checkpointer, CheckpointSigner
 from tenantry.audit.events import AuditEvent
 from tenantry.audit.store.base import AuditStore
 from tenantry.audit.store.factory import open_audit_store
@@ -132,7 +132,7 @@ class Runtime:
         self.keys = KeyRing(self.data_dir / "keys", alg=settings.auth.signing_alg)
         self.endpoints = self._resolve_endpoints(serving)
         self.directory = TenantDirectory(self.store)
-        self.audit_keys = KeyRing(self.data_dir / "keys", alg="EdDSA", file_name="audit-signing-keys.json")
+        self.audit_keys = KeyRing(self.data_dir / "keys", alg="EdDSA", file_name=AUDIT_KEY_FILE)
         self._audit: DurableAuditSink | None = None
         self._scopes: DataScopes | None = None
         self._secrets: StoredSecretScopes | None = None

@@ -6,19 +6,21 @@ anchor a purge left), re-link every record and compare with the stored hash, che
 and check that no signed checkpoint lies beyond the stream's end (a truncated tail).
 
 From an export (``tenantry audit export``): re-canonicalise each line (RFC 8785), re-link,
-and check the chain, without the server or its database.
+check the chain from the anchor the signed export statement names to the head it ends at
+(so a cut-off or extended file fails), check the signed checkpoints that came with it, and
+compare the file's bytes with the digest in the statement, without the server or its database.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tenantry.audit.chain import from_hex, genesis, link, record_seq
-from tenantry.audit.checkpoints import CheckpointSigner, InvalidCheckpoint
+from tenantry.audit.checkpoints import CheckpointClaims, CheckpointSigner, ExportClaims, InvalidCheckpoint
 from tenantry.audit.events import canonical_json
 from tenantry.audit.store.base import AuditStore
 
@@ -37,17 +39,23 @@ class StreamReport:
     """The first bad record (or the first missing one)."""
     reason: str | None = None
     checkpoints: int = 0
+    note: str | None = None
+    """Said after ``ok`` (what an export was checked against)."""
 
     def line(self) -> str:
         if self.ok:
-            return f"{self.tenant_id}: ok, {self.records} records, {self.checkpoints} signed checkpoints"
-        return f"{self.tenant_id}: FAILED at seq {self.seq}: {self.reason}"
+            line = f"{self.tenant_id}: ok, {self.records} records, {self.checkpoints} signed checkpoints"
+            return f"{line}; {self.note}" if self.note else line
+        where = f" at seq {self.seq}" if self.seq is not None else ""
+        return f"{self.tenant_id}: FAILED{where}: {self.reason}"
 
 
 def verify_stream(
     store: AuditStore, signer: CheckpointSigner, tenant_id: str, *, progress: Progress | None = None
 ) -> StreamReport:
     """Verify one tenant's stream (see the module docstring for every check)."""
+    # The head is read before the walk: a record appended meanwhile must not look like a truncation.
+    recorded_head = store.heads().get(tenant_id)
     start_seq, previous = 0, genesis(tenant_id)
     heads: dict[int, bytes] = {}
     checkpoint_count = 0
@@ -99,7 +107,6 @@ def verify_stream(
             last + 1,
             f"stream truncated: a signed checkpoint is at seq {max(beyond)}, the stream ends at {last}",
         )
-    recorded_head = store.heads().get(tenant_id)
     if recorded_head is not None and recorded_head[0] > last:
         return _failed(
             tenant_id,
@@ -110,44 +117,86 @@ def verify_stream(
     return StreamReport(tenant_id, checked, True, checkpoints=checkpoint_count)
 
 
-def _failed(tenant_id: str, checked: int, seq: int, reason: str) -> StreamReport:
+def _failed(tenant_id: str, checked: int, seq: int | None, reason: str) -> StreamReport:
     return StreamReport(tenant_id, checked, False, seq, reason)
 
 
-def verify_export_lines(lines: Iterable[str]) -> list[StreamReport]:
-    """Verify an export file offline; one report per tenant found in it."""
-    state: dict[str, tuple[int, bytes, int]] = {}
-    failed: dict[str, StreamReport] = {}
-    for number, text in enumerate(lines, 1):
-        if not text.strip():
-            continue
+def verify_export_lines(
+    lines: Iterable[bytes], statement: ExportClaims, checkpoints: Sequence[CheckpointClaims] = ()
+) -> StreamReport:
+    """Verify the lines of an export file against its verified export statement and checkpoints.
+
+    Every line must be a record of the statement's stream, linked from its ``anchor`` at
+    ``first_seq`` through ``last_seq`` with exactly the ``last_hash`` it names; the signed head
+    checkpoints must agree with the chain and none may lie beyond its end; the file's bytes
+    must hash to the statement's ``file_sha256``.
+    """
+    tenant_id = statement.tenant_id
+    pinned: dict[int, bytes] = {}
+    for claims in checkpoints:
+        if claims.tenant_id != tenant_id:
+            return StreamReport(tenant_id, 0, False, claims.seq, "a checkpoint belongs to another tenant's stream")
+        if claims.kind == "purge" and claims.seq == statement.first_seq - 1:
+            if claims.hash != statement.anchor:
+                return _failed(tenant_id, 0, statement.first_seq, "the anchor differs from the purge checkpoint")
+        elif claims.seq >= statement.first_seq:
+            pinned[claims.seq] = claims.hash
+    if statement.first_seq == 1 and statement.anchor != genesis(tenant_id):
+        return StreamReport(tenant_id, 0, False, 1, "the export does not start from the stream's genesis")
+    file_digest = hashlib.sha256()
+    expected, previous, count = statement.first_seq, statement.anchor, 0
+    for number, raw in enumerate(lines, 1):
+        file_digest.update(raw)
         try:
-            fields: dict[str, Any] = json.loads(text)
-            tenant_id = str(fields["tenant_id"])
+            fields: dict[str, Any] = json.loads(raw)
+            line_tenant = str(fields["tenant_id"])
             seq = int(fields["seq"])
             claimed = from_hex(fields.pop("hash"))
-            previous = from_hex(fields.pop("prev_hash"))
+            prev_hash = from_hex(fields.pop("prev_hash"))
         except (ValueError, KeyError, TypeError) as exc:
-            return [StreamReport("?", number - 1, False, None, f"line {number} is not an audit record ({exc})")]
-        if tenant_id in failed:
-            continue
-        last_seq, last_hash, count = state.get(tenant_id, (seq - 1, previous, 0))
-        if count == 0 and seq == 1 and previous != genesis(tenant_id):
-            failed[tenant_id] = StreamReport(tenant_id, 0, False, seq, "first record does not start from the genesis")
-            continue
-        if seq != last_seq + 1:
-            failed[tenant_id] = StreamReport(
-                tenant_id, count, False, last_seq + 1, f"record missing: next is seq {seq}"
+            return _failed(tenant_id, count, expected, f"line {number} is not an audit record ({exc})")
+        if line_tenant != tenant_id:
+            return _failed(tenant_id, count, expected, f"line {number} is a record of another tenant's stream")
+        if seq > statement.last_seq:
+            return _failed(
+                tenant_id, count, seq, f"record beyond the end of the signed export (seq {statement.last_seq})"
             )
-            continue
-        if previous != last_hash:
-            failed[tenant_id] = StreamReport(
-                tenant_id, count, False, seq, "prev_hash does not match the previous record"
-            )
-            continue
+        if seq != expected:
+            if seq > expected:
+                return _failed(tenant_id, count, expected, f"record missing: next is seq {seq}")
+            return _failed(tenant_id, count, seq, "duplicate or out-of-order sequence number")
+        if prev_hash != previous:
+            reason = "prev_hash does not match the previous record"
+            if seq == statement.first_seq:
+                reason = "the first record does not link to the signed anchor"
+            return _failed(tenant_id, count, seq, reason)
         if link(previous, canonical_json(fields)) != claimed:
-            failed[tenant_id] = StreamReport(tenant_id, count, False, seq, "record does not match its hash (modified)")
-            continue
-        state[tenant_id] = (seq, claimed, count + 1)
-    reports = [StreamReport(t, count, True) for t, (_, _, count) in state.items() if t not in failed]
-    return sorted([*reports, *failed.values()], key=lambda r: r.tenant_id)
+            return _failed(tenant_id, count, seq, "record does not match its hash (modified)")
+        if pinned.get(seq, claimed) != claimed:
+            return _failed(tenant_id, count, seq, "chain rewritten: differs from a signed checkpoint")
+        previous = claimed
+        expected += 1
+        count += 1
+    last = expected - 1
+    if last < statement.last_seq:
+        return _failed(
+            tenant_id,
+            count,
+            last + 1,
+            f"export truncated: the signed export statement ends at seq {statement.last_seq}, the file at {last}",
+        )
+    if previous != statement.last_hash:
+        return _failed(tenant_id, count, last, "the last record differs from the signed export statement")
+    beyond = [seq for seq in pinned if seq > last]
+    if beyond:
+        return _failed(
+            tenant_id,
+            count,
+            last + 1,
+            f"export truncated: a signed checkpoint is at seq {max(beyond)}, the export ends at {last}",
+        )
+    if "sha256:" + file_digest.hexdigest() != statement.file_sha256:
+        return _failed(
+            tenant_id, count, None, "the file differs from the signed export (bytes changed outside the records)"
+        )
+    return StreamReport(tenant_id, count, True, checkpoints=len(checkpoints))
