@@ -19,6 +19,7 @@ from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
 from tenantry.audit.store.factory import open_audit_store
 from tenantry.controlplane.factory import open_tenant_store
 from tests.support.server import TENANTRY, run_cli
+from tests.support.store import init_store
 
 
 def event(
@@ -52,7 +53,7 @@ def append(data: Path, events: list[AuditEvent], url: str | None = None) -> None
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("audit-cli") / "data"
+    data = init_store(tmp_path_factory.mktemp("audit-cli") / "data")
     run_cli("tenant", "create", "acme", data_dir=data)
     run_cli("tenant", "create", "globex", data_dir=data)
     append(data, [event("acme", n) for n in range(8)])
@@ -228,7 +229,7 @@ def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Fresh:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DROP SCHEMA IF EXISTS tenantry_audit CASCADE")
     env = {"TENANTRY_AUDIT__URL": url} if url else {}
-    data = tmp_path / "data"
+    data = init_store(tmp_path / "data")
     run_cli("tenant", "create", "acme", data_dir=data, env=env)
     run_cli("tenant", "create", "globex", data_dir=data, env=env)
     return Fresh(data, url, env)
