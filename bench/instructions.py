@@ -48,6 +48,8 @@ def run_once(kind: str, calls: int) -> int:
     if kind == "bare":
         command = [*valgrind, sys.executable, str(REPO / "bench" / "bare_server.py"), "--port", str(port)]
     else:
+        (workdir / "data").mkdir(mode=0o700)
+        (workdir / "data" / "control.sqlite3").touch(mode=0o600)  # an empty store, made as serve would
         subprocess.run(
             [TENANTRY, "tenant", "create", "bench", "--tools", "echo", "--pending"],
             env=env,

@@ -111,12 +111,6 @@ def start_bare(workdir: Path) -> Target:
 def start_tenantry(workdir: Path) -> Target:
     data = workdir / "data"
     env = {**os.environ, "TENANTRY_DATA_DIR": str(data)}
-    subprocess.run(
-        [TENANTRY, "tenant", "create", "bench", "--tools", "echo", "--pending"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
     port = free_port()
     log = (workdir / "tenantry.log").open("wb")
     process = subprocess.Popen(
@@ -127,6 +121,9 @@ def start_tenantry(workdir: Path) -> Target:
         env=env,
     )
     wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+    # After the first start: the server made the store and published its tools.
+    subprocess.run([TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True)
+    time.sleep(0.5)  # the server's next control-plane poll sees the tenant
     token = subprocess.run(
         [TENANTRY, "token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m"],
         env=env,

@@ -11,7 +11,7 @@ reports that failure loudly.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,8 +19,10 @@ from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
 from tenantry.auth.apikeys import IssuedApiKey, api_key_subject, generate_api_key
 from tenantry.controlplane.base import ControlStore, Tenant
 from tenantry.core.credentials import ApiKeyRecord, Revocation, RevocationKind
+from tenantry.core.durations import parse_duration
 from tenantry.core.errors import NotFound, UsageError
 from tenantry.core.ids import validate_subject, validate_tenant_id
+from tenantry.core.limits import LIMIT_NAMES, parse_limit_overrides
 
 __all__ = [
     "Revoked",
@@ -29,6 +31,8 @@ __all__ = [
     "revoke_api_key",
     "halt_tenant",
     "resume_tenant",
+    "parse_limit_assignments",
+    "set_tenant_limits",
     "SecretWriter",
     "set_secret",
     "delete_secret",
@@ -208,6 +212,55 @@ def resume_tenant(
         actor=actor,
         reason=reason,
         detail={"was_halted": before.halted, "halted_reason": before.halted_reason},
+    )
+    return tenant, event
+
+
+_DURATION_LIMITS = frozenset({"tool_timeout", "session_idle", "sql_statement_timeout"})
+
+
+def parse_limit_assignments(assignments: Iterable[str]) -> dict[str, float | int]:
+    """``NAME=VALUE`` strings (durations may be written ``30s``, ``15m``) as validated overrides.
+
+    :raises UsageError: for a malformed assignment, an unknown limit or a bad value.
+    """
+    raw: dict[str, object] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise UsageError(f"limits are NAME=VALUE, e.g. calls_per_second=20 (got {assignment!r})")
+        raw[name] = parse_duration(value) if name in _DURATION_LIMITS and value[-1:].isalpha() else value
+    try:
+        return parse_limit_overrides(raw)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def set_tenant_limits(
+    store: ControlStore,
+    tenant_id: str,
+    values: Mapping[str, float | int],
+    *,
+    clear: Iterable[str] = (),
+    actor: str,
+) -> tuple[Tenant, AuditEvent]:
+    """Override some of the tenant's limits (``values``) and return others to the default (``clear``).
+
+    :raises NotFound: unknown tenant. :raises UsageError: an unknown limit name in ``clear``.
+    """
+    cleared = sorted(set(clear))
+    unknown = [name for name in cleared if name not in LIMIT_NAMES]
+    if unknown:
+        raise UsageError(f"unknown limit {unknown[0]!r} (known: {', '.join(LIMIT_NAMES)})")
+    _require_tenant(store, tenant_id)
+    tenant = store.set_limits(tenant_id, dict(values), cleared)
+    event = AuditEvent(
+        event_type="tenant_limits_changed",
+        tenant_id=tenant_id,
+        result_status="ok",
+        actor=actor,
+        detail={"set": dict(sorted(values.items())), "cleared": cleared},
     )
     return tenant, event
 

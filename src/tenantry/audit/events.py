@@ -50,6 +50,7 @@ EventType = Literal[
     "tenant_granted",
     "tenant_ungranted",
     "tenant_halted",
+    "tenant_limits_changed",
     "tenant_resumed",
     "secret_set",
     "secret_deleted",

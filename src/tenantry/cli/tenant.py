@@ -207,3 +207,42 @@ def resume(
         runtime.record_admin(event)
     was = "was halted" if event.detail.get("was_halted") else "was not halted"
     typer.echo(f"resumed tenant {tenant.id} ({was})")
+
+
+@tenant_app.command("limits")
+def limits(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID")],
+    assignments: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[NAME=VALUE]...", help="Limits to override, e.g. calls_per_second=20 burst=40."),
+    ] = None,
+    clear: Annotated[
+        list[str] | None, typer.Option("--clear", help="Return a limit to the configured default (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show the tenant's effective limits, or override some (a running server obeys within a second)."""
+    from tenantry.admin.actions import parse_limit_assignments, set_tenant_limits
+    from tenantry.core.errors import NotFound
+
+    values = parse_limit_assignments(assignments or [])
+    with open_runtime(data_dir, config) as runtime:
+        if values or clear:
+            tenant, event = set_tenant_limits(runtime.store, tenant_id, values, clear=clear or [], actor=cli_actor())
+            runtime.record_admin(event)
+        else:
+            found = runtime.store.get_tenant(tenant_id)
+            if found is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            tenant = found
+        effective = tenant.limits(runtime.settings.tenant_limits()).as_dict()
+    overridden = dict(tenant.limit_overrides)
+    if as_json:
+        print_json({"tenant_id": tenant.id, "limits": effective, "overridden": sorted(overridden)})
+        return
+    table = Table("limit", "value", "source")
+    for name, value in effective.items():
+        table.add_row(name, f"{value:g}", "tenant" if name in overridden else "default")
+    Console().print(table)

@@ -3,11 +3,12 @@ CLI and server. Every write bumps one revision counter, which readers poll."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from tenantry.core.credentials import ApiKeyRecord, Revocation
+from tenantry.core.limits import TenantLimits, parse_limit_overrides
 from tenantry.core.secrets import SecretInfo, SecretStore, WrappedKey
 
 __all__ = [
@@ -36,10 +37,18 @@ class Tenant:
     created_at: int
     grants: frozenset[str] = field(default_factory=frozenset)
     halted_reason: str | None = None
+    limit_overrides: tuple[tuple[str, float], ...] = ()
+    """``(name, value)`` of the limits an operator set for this tenant (see ``tenantry.core.limits``)."""
 
     @property
     def halted(self) -> bool:
         return self.status == "halted"
+
+    def limits(self, defaults: TenantLimits) -> TenantLimits:
+        """The tenant's effective limits: ``defaults`` with its overrides."""
+        if not self.limit_overrides:
+            return defaults
+        return defaults.with_overrides(parse_limit_overrides(dict(self.limit_overrides)))
 
 
 class TenantStore(Protocol):
@@ -63,6 +72,10 @@ class TenantStore(Protocol):
     def ungrant(self, tenant_id: str, tools: Iterable[str]) -> Tenant: ...
 
     def set_status(self, tenant_id: str, status: TenantStatus, reason: str | None = None) -> Tenant: ...
+
+    def set_limits(self, tenant_id: str, values: Mapping[str, float], clear: Iterable[str] = ()) -> Tenant:
+        """Set the tenant's limit overrides in ``values`` and drop those named in ``clear``."""
+        ...
 
     def revision(self) -> int: ...
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +45,12 @@ CREATE TABLE IF NOT EXISTS tenantry.grants (
     tenant_id TEXT NOT NULL REFERENCES tenantry.tenants(id) ON DELETE CASCADE,
     tool TEXT NOT NULL,
     PRIMARY KEY (tenant_id, tool)
+);
+CREATE TABLE IF NOT EXISTS tenantry.tenant_limits (
+    tenant_id TEXT NOT NULL REFERENCES tenantry.tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant_id, name)
 );
 CREATE TABLE IF NOT EXISTS tenantry.meta (
     key TEXT PRIMARY KEY,
@@ -112,7 +118,7 @@ _SELECT_API_KEYS = (
 )
 
 
-_TABLES = ("tenants", "grants", "meta", "revocations", "api_keys", "tenant_data_keys", "secrets")
+_TABLES = ("tenants", "grants", "tenant_limits", "meta", "revocations", "api_keys", "tenant_data_keys", "secrets")
 
 
 class PostgresTenantStore:
@@ -199,7 +205,11 @@ class PostgresTenantStore:
                 return None
             cur.execute("SELECT tool FROM tenantry.grants WHERE tenant_id = %s", (tenant_id,))
             grants = frozenset(r[0] for r in cur.fetchall())
-        return _tenant(row, grants)
+            cur.execute(
+                "SELECT name, value FROM tenantry.tenant_limits WHERE tenant_id = %s ORDER BY name", (tenant_id,)
+            )
+            limits = tuple((str(n), float(v)) for n, v in cur.fetchall())
+        return _tenant(row, grants, limits)
 
     def list_tenants(self) -> list[Tenant]:
         with self._tx() as cur:
@@ -209,7 +219,11 @@ class PostgresTenantStore:
             grants: dict[str, set[str]] = {}
             for tenant_id, tool in cur.fetchall():
                 grants.setdefault(tenant_id, set()).add(tool)
-        return [_tenant(row, frozenset(grants.get(row[0], ()))) for row in rows]
+            cur.execute("SELECT tenant_id, name, value FROM tenantry.tenant_limits ORDER BY name")
+            limits: dict[str, list[tuple[str, float]]] = {}
+            for tenant_id, name, value in cur.fetchall():
+                limits.setdefault(tenant_id, []).append((str(name), float(value)))
+        return [_tenant(row, frozenset(grants.get(row[0], ())), tuple(limits.get(row[0], ()))) for row in rows]
 
     def grant(self, tenant_id: str, tools: Iterable[str]) -> Tenant:
         tool_list = sorted({validate_tool_name(t) for t in tools})
@@ -232,6 +246,19 @@ class PostgresTenantStore:
         with self._write_existing(tenant_id) as cur:
             cur.execute(
                 "UPDATE tenantry.tenants SET status = %s, halted_reason = %s WHERE id = %s", (status, reason, tenant_id)
+            )
+        return self._require(tenant_id)
+
+    def set_limits(self, tenant_id: str, values: Mapping[str, float], clear: Iterable[str] = ()) -> Tenant:
+        with self._write_existing(tenant_id) as cur:
+            cur.executemany(
+                "INSERT INTO tenantry.tenant_limits (tenant_id, name, value) VALUES (%s, %s, %s)"
+                " ON CONFLICT (tenant_id, name) DO UPDATE SET value = EXCLUDED.value",
+                [(tenant_id, name, float(value)) for name, value in sorted(values.items())],
+            )
+            cur.executemany(
+                "DELETE FROM tenantry.tenant_limits WHERE tenant_id = %s AND name = %s",
+                [(tenant_id, n) for n in sorted(set(clear))],
             )
         return self._require(tenant_id)
 
@@ -424,7 +451,7 @@ class PostgresTenantStore:
                 self._conn.close()
 
 
-def _tenant(row: tuple[Any, ...], grants: frozenset[str]) -> Tenant:
+def _tenant(row: tuple[Any, ...], grants: frozenset[str], limits: tuple[tuple[str, float], ...] = ()) -> Tenant:
     tenant_id, name, tier, status, created_at, halted_reason = row
     return Tenant(
         id=str(tenant_id),
@@ -434,4 +461,5 @@ def _tenant(row: tuple[Any, ...], grants: frozenset[str]) -> Tenant:
         created_at=int(created_at),
         grants=grants,
         halted_reason=None if halted_reason is None else str(halted_reason),
+        limit_overrides=limits,
     )

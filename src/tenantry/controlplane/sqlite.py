@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS grants (
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     tool TEXT NOT NULL,
     PRIMARY KEY (tenant_id, tool)
+);
+CREATE TABLE IF NOT EXISTS tenant_limits (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (tenant_id, name)
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -184,7 +190,13 @@ class SqliteTenantStore:
             if row is None:
                 return None
             grants = frozenset(r[0] for r in cur.execute("SELECT tool FROM grants WHERE tenant_id = ?", (tenant_id,)))
-        return _tenant(row, grants)
+            limits = tuple(
+                (str(n), float(v))
+                for n, v in cur.execute(
+                    "SELECT name, value FROM tenant_limits WHERE tenant_id = ? ORDER BY name", (tenant_id,)
+                )
+            )
+        return _tenant(row, grants, limits)
 
     def list_tenants(self) -> list[Tenant]:
         with self._read() as cur:
@@ -194,7 +206,10 @@ class SqliteTenantStore:
             grants: dict[str, set[str]] = {}
             for tenant_id, tool in cur.execute("SELECT tenant_id, tool FROM grants"):
                 grants.setdefault(tenant_id, set()).add(tool)
-        return [_tenant(row, frozenset(grants.get(row[0], ()))) for row in rows]
+            limits: dict[str, list[tuple[str, float]]] = {}
+            for tenant_id, name, value in cur.execute("SELECT tenant_id, name, value FROM tenant_limits ORDER BY name"):
+                limits.setdefault(tenant_id, []).append((str(name), float(value)))
+        return [_tenant(row, frozenset(grants.get(row[0], ())), tuple(limits.get(row[0], ()))) for row in rows]
 
     def grant(self, tenant_id: str, tools: Iterable[str]) -> Tenant:
         tool_list = sorted({validate_tool_name(t) for t in tools})
@@ -213,6 +228,19 @@ class SqliteTenantStore:
     def set_status(self, tenant_id: str, status: TenantStatus, reason: str | None = None) -> Tenant:
         with self._write_existing(tenant_id) as cur:
             cur.execute("UPDATE tenants SET status = ?, halted_reason = ? WHERE id = ?", (status, reason, tenant_id))
+        return self._require(tenant_id)
+
+    def set_limits(self, tenant_id: str, values: Mapping[str, float], clear: Iterable[str] = ()) -> Tenant:
+        with self._write_existing(tenant_id) as cur:
+            cur.executemany(
+                "INSERT INTO tenant_limits (tenant_id, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (tenant_id, name) DO UPDATE SET value = excluded.value",
+                [(tenant_id, name, float(value)) for name, value in sorted(values.items())],
+            )
+            cur.executemany(
+                "DELETE FROM tenant_limits WHERE tenant_id = ? AND name = ?",
+                [(tenant_id, n) for n in sorted(set(clear))],
+            )
         return self._require(tenant_id)
 
     @contextmanager
@@ -402,7 +430,7 @@ class SqliteTenantStore:
             self._conn.close()
 
 
-def _tenant(row: tuple[object, ...], grants: frozenset[str]) -> Tenant:
+def _tenant(row: tuple[object, ...], grants: frozenset[str], limits: tuple[tuple[str, float], ...] = ()) -> Tenant:
     tenant_id, name, tier, status, created_at, halted_reason = row
     return Tenant(
         id=str(tenant_id),
@@ -412,4 +440,5 @@ def _tenant(row: tuple[object, ...], grants: frozenset[str]) -> Tenant:
         created_at=int(created_at),  # type: ignore[call-overload]
         grants=grants,
         halted_reason=None if halted_reason is None else str(halted_reason),
+        limit_overrides=limits,
     )

@@ -22,12 +22,14 @@ from pydantic_settings import (
 
 from tenantry.core.durations import parse_duration
 from tenantry.core.errors import UsageError
+from tenantry.core.limits import TenantLimits
 
 __all__ = [
     "Settings",
     "ServerSettings",
     "AuthSettings",
     "ToolSettings",
+    "LimitSettings",
     "ControlPlaneSettings",
     "SqlSettings",
     "VectorSettings",
@@ -184,6 +186,38 @@ class ToolSettings(_Section):
     sql_row_limit: int = Field(default=10_000, gt=0)
 
     _secs = field_validator("timeout", mode="before")(_seconds)
+
+
+class LimitSettings(_Section):
+    """Per-tenant limits every tenant gets unless ``tenantry tenant limits`` overrides them.
+
+    The defaults of ``tool_timeout`` and ``session_idle`` are ``[tools] timeout`` and
+    ``[server] session_idle_timeout``. Rates and quotas are counted in ``storage``: in memory
+    (one server) or Redis (``async+redis://host:6379``) so that replicas share one budget.
+    """
+
+    calls_per_second: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=100, gt=0)
+    concurrent_calls: int = Field(default=16, gt=0)
+    daily_calls: int = Field(default=1_000_000, gt=0)
+    sessions: int = Field(default=100, gt=0)
+    file_bytes: int = Field(default=1024 * _MIB, gt=0)
+    file_count: int = Field(default=100_000, gt=0)
+    sql_statement_timeout: float = Field(default=10.0, gt=0)
+    blocking_threads: int = Field(default=4, gt=0, le=64)
+    storage: str = "memory://"
+    """``memory://`` or ``async+redis://host:port[/db]`` (the ``limits`` library's storage URIs)."""
+    on_storage_error: Literal["fail_closed", "allow"] = "fail_closed"
+    """What happens to calls while the limit storage (Redis) is unreachable."""
+
+    _secs = field_validator("sql_statement_timeout", mode="before")(_seconds)
+
+    @field_validator("storage")
+    @classmethod
+    def _check_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "async+redis://", "async+rediss://")):
+            raise ValueError("must be memory:// or async+redis://host:port")
+        return value
 
 
 class ControlPlaneSettings(_Section):
@@ -343,6 +377,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     tools: ToolSettings = ToolSettings()
+    limits: LimitSettings = LimitSettings()
     controlplane: ControlPlaneSettings = ControlPlaneSettings()
     sql: SqlSettings = SqlSettings()
     vectors: VectorSettings = VectorSettings()
@@ -354,6 +389,13 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     identity_providers: tuple[IdentityProviderSettings, ...] = ()
     response: ResponseSettings = ResponseSettings()
+
+    def tenant_limits(self) -> TenantLimits:
+        """The limits of a tenant without overrides."""
+        configured = self.limits.model_dump(exclude={"storage", "on_storage_error"})
+        return TenantLimits(
+            **configured, tool_timeout=float(self.tools.timeout), session_idle=float(self.server.session_idle_timeout)
+        )
 
     @field_validator("identity_providers")
     @classmethod
