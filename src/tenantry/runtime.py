@@ -131,7 +131,7 @@ class Runtime:
         self.store = open_tenant_store(settings.controlplane.url, self.data_dir)
         self.keys = KeyRing(self.data_dir / "keys", alg=settings.auth.signing_alg)
         self.endpoints = self._resolve_endpoints(serving)
-        self.directory = TenantDirectory(self.store)
+        self.directory = TenantDirectory(self.store, default_limits=settings.tenant_limits())
         self.audit_keys = KeyRing(self.data_dir / "keys", alg="EdDSA", file_name=AUDIT_KEY_FILE)
         self._audit: DurableAuditSink | None = None
         self._scopes: DataScopes | None = None

@@ -20,6 +20,7 @@ import anyio.to_thread
 from tenantry.controlplane.base import ControlStore, Tenant
 from tenantry.core.credentials import ApiKeyRecord, RevocationList
 from tenantry.core.errors import StorageError
+from tenantry.core.limits import TenantLimits
 
 __all__ = ["TenantDirectory", "ControlSnapshot", "ChangeListener"]
 
@@ -41,8 +42,12 @@ ChangeListener = Callable[[ControlSnapshot, ControlSnapshot], Awaitable[None]]
 
 
 class TenantDirectory:
-    def __init__(self, store: ControlStore, *, poll_interval: float = 0.25) -> None:
+    def __init__(
+        self, store: ControlStore, *, poll_interval: float = 0.25, default_limits: TenantLimits | None = None
+    ) -> None:
         self._store = store
+        self._default_limits = default_limits or TenantLimits()
+        self._limits: dict[str, TenantLimits] = {}
         self._poll_interval = poll_interval
         self._snapshot = ControlSnapshot()
         self._lock = threading.Lock()
@@ -60,6 +65,20 @@ class TenantDirectory:
 
     def get(self, tenant_id: str) -> Tenant | None:
         return self._snapshot.tenants.get(tenant_id)
+
+    def limits(self, tenant_id: str) -> TenantLimits:
+        """The tenant's effective limits (the defaults for a tenant not known here)."""
+        found = self._limits.get(tenant_id)
+        if found is None:
+            tenant = self._snapshot.tenants.get(tenant_id)
+            found = self._default_limits if tenant is None else tenant.limits(self._default_limits)
+            if tenant is not None:
+                self._limits[tenant_id] = found
+        return found
+
+    @property
+    def default_limits(self) -> TenantLimits:
+        return self._default_limits
 
     def all(self) -> list[Tenant]:
         return sorted(self._snapshot.tenants.values(), key=lambda t: t.id)
@@ -90,6 +109,7 @@ class TenantDirectory:
                 api_keys={k.key_id: k for k in self._store.list_api_keys()},
                 revision=revision,
             )
+            self._limits = {}
             self.healthy = True
             return True
 

@@ -11,7 +11,13 @@ Hierarchy::
     +-- InvalidArguments          tool arguments do not match the tool's schema
     +-- ScopeViolation            a resource outside the tenant's partition or prefix
     +-- RequestRejected           malformed JSON-RPC, wrong content type, too deep, too large
-    +-- RateLimited               429
+    +-- RateLimited               429, with retry_after
+    |   +-- ConcurrencyLimited    too many of the tenant's calls in flight
+    |   +-- QuotaExceeded         the tenant's daily call quota is used up
+    |   +-- SessionLimitReached   too many open sessions of the tenant
+    +-- StorageQuotaExceeded      507: the tenant's file bytes or count quota is used up
+    +-- ResultTooLarge            a result over the size limit
+    +-- LimitsUnavailable         503: the rate-limit store (Redis) is down; fail closed
     +-- AuditUnavailable          503: the audit store cannot record; fail closed
     +-- StorageError              503: a data store failed (wraps driver errors)
     +-- SecretsUnavailable        503: the tenant's secrets cannot be decrypted (key shredded or wrong)
@@ -42,6 +48,12 @@ __all__ = [
     "PayloadTooLarge",
     "UnsupportedMediaType",
     "RateLimited",
+    "ConcurrencyLimited",
+    "QuotaExceeded",
+    "SessionLimitReached",
+    "StorageQuotaExceeded",
+    "ResultTooLarge",
+    "LimitsUnavailable",
     "AuditUnavailable",
     "StorageError",
     "SecretsUnavailable",
@@ -162,6 +174,42 @@ class RateLimited(TenantryError):
         self.retry_after = retry_after
 
 
+class ConcurrencyLimited(RateLimited):
+    code = "concurrency_limited"
+    default_message = "Too many calls of this tenant are in flight; retry shortly"
+
+
+class QuotaExceeded(RateLimited):
+    code = "quota_exceeded"
+    default_message = "The tenant's call quota for today is used up"
+
+
+class SessionLimitReached(RateLimited):
+    code = "session_limit"
+    default_message = "The tenant has too many open sessions; close one or let it expire"
+
+
+class StorageQuotaExceeded(TenantryError):
+    code = "storage_quota_exceeded"
+    http_status = 507
+    jsonrpc_code = -32010
+    default_message = "The tenant's storage quota is used up"
+
+
+class ResultTooLarge(TenantryError):
+    code = "result_too_large"
+    http_status = 502
+    jsonrpc_code = -32011
+    default_message = "The result is larger than this deployment allows"
+
+
+class LimitsUnavailable(TenantryError):
+    code = "limits_unavailable"
+    http_status = 503
+    jsonrpc_code = -32012
+    default_message = "The rate-limit store is unavailable; calls are refused until it is back"
+
+
 class AuditUnavailable(TenantryError):
     code = "audit_unavailable"
     http_status = 503
@@ -236,6 +284,12 @@ ALL_ERRORS: tuple[type[TenantryError], ...] = (
     PayloadTooLarge,
     UnsupportedMediaType,
     RateLimited,
+    ConcurrencyLimited,
+    QuotaExceeded,
+    SessionLimitReached,
+    StorageQuotaExceeded,
+    ResultTooLarge,
+    LimitsUnavailable,
     AuditUnavailable,
     StorageError,
     SecretsUnavailable,
