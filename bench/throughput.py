@@ -123,7 +123,7 @@ def start_tenantry(workdir: Path) -> Target:
     wait_ready(f"http://127.0.0.1:{port}/healthz", process)
     # After the first start: the server made the store and published its tools.
     subprocess.run([TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True)
-    time.sleep(0.5)  # the server's next control-plane poll sees the tenant
+    time.sleep(2.0)  # the server's next control-plane poll sees the tenant (slow on a loaded machine)
     token = subprocess.run(
         [TENANTRY, "token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m"],
         env=env,

@@ -29,6 +29,7 @@ from tenantry.controlplane.directory import TenantDirectory
 from tenantry.controlplane.factory import open_tenant_store
 from tenantry.core.errors import NotFound, StorageError, UsageError
 from tenantry.core.settings import DEFAULT_PORT, Settings
+from tenantry.ratelimit.tenant_limits import TenantLimiter, open_limit_storage
 from tenantry.scoping.files.factory import open_file_scopes
 from tenantry.scoping.handles import DataScopes
 from tenantry.scoping.secrets.store import StoredSecretScopes, open_secret_scopes
@@ -309,6 +310,14 @@ class Runtime:
             store.append([event])
         finally:
             store.close()
+
+    def tenant_limiter(self) -> TenantLimiter:
+        """Admission by per-tenant rate, quota and concurrency, counted in ``limits.storage``."""
+        limits = self.settings.limits
+        return TenantLimiter(
+            open_limit_storage(limits.storage, key_prefix=limits.key_prefix),
+            fail_closed=limits.on_storage_error == "fail_closed",
+        )
 
     def metrics_token(self) -> str:
         """The bearer token ``/metrics`` requires: ``metrics.token``, else the one generated in

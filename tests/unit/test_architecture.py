@@ -34,7 +34,7 @@ ALLOWED = {
     "controlplane": {"core"},
     "ratelimit": {"core"},
     "admin": {"core", "policy", "auth", "audit", "controlplane"},
-    "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane"},
+    "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit"},
     "demo": {"core", "policy", "framework", "scoping", "controlplane"},
     "server": {
         "core",

@@ -21,6 +21,8 @@ class Caller:
     session_id: str | None = None
     """The MCP session (handshake era); ``None`` for sessionless requests and stdio."""
     client_address: str | None = None
+    body_bytes: int = 0
+    """Size of the request body that carried the call (large arguments are hashed off the loop)."""
 
     @property
     def audit_session(self) -> str:

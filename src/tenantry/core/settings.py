@@ -184,6 +184,8 @@ class ToolSettings(_Section):
     """Seconds a tool call may run before it is cancelled."""
     max_file_bytes: int = Field(default=10 * _MIB, gt=0)
     sql_row_limit: int = Field(default=10_000, gt=0)
+    max_result_bytes: int = Field(default=4 * _MIB, gt=0)
+    """The largest result (as JSON) a tool call, resource read or prompt may return."""
 
     _secs = field_validator("timeout", mode="before")(_seconds)
 
@@ -207,6 +209,8 @@ class LimitSettings(_Section):
     blocking_threads: int = Field(default=4, gt=0, le=64)
     storage: str = "memory://"
     """``memory://`` or ``async+redis://host:port[/db]`` (the ``limits`` library's storage URIs)."""
+    key_prefix: str = Field(default="tenantry", pattern=r"^[A-Za-z0-9_:.-]{1,64}$")
+    """Prefix of every key in Redis: deployments sharing one Redis need different prefixes."""
     on_storage_error: Literal["fail_closed", "allow"] = "fail_closed"
     """What happens to calls while the limit storage (Redis) is unreachable."""
 
@@ -392,7 +396,7 @@ class Settings(BaseSettings):
 
     def tenant_limits(self) -> TenantLimits:
         """The limits of a tenant without overrides."""
-        configured = self.limits.model_dump(exclude={"storage", "on_storage_error"})
+        configured = self.limits.model_dump(exclude={"storage", "on_storage_error", "key_prefix"})
         return TenantLimits(
             **configured, tool_timeout=float(self.tools.timeout), session_idle=float(self.server.session_idle_timeout)
         )

@@ -1,11 +1,18 @@
-"""The enforcement path every tool call, resource read and prompt takes, whatever the transport.
+"""The enforcement pipeline every tool call, resource read and prompt takes, whatever the transport.
 
-For a ``tools/call``, in order: the tenant exists and is not halted; the tool is registered
-for the tenant, granted to it and in the token (one error for every refusal, so nothing of
-another tenant's catalogue can be probed); the arguments match the schema exactly;
-arguments that name resources stay inside the tenant's partition and prefix; the start is
-known to be writable (fail closed); the handler runs with scoped handles and a deadline;
-the outcome is audited before the result is returned.
+Three stages, the same for tools, resources and prompts:
+
+1. **Admission** (cheap, before any expensive work): the tenant exists and is not halted;
+   the call fits the tenant's limits (rate with burst, daily quota, calls in flight); the
+   name is registered for the tenant, granted to it and in the token (one error for every
+   refusal, so nothing of another tenant's catalogue can be probed); the arguments match the
+   schema exactly; arguments that name resources stay inside the tenant's partition and
+   prefix. Every refusal is audited (refusals of a flood within a budget, then summarised).
+2. **Invocation**: the call's start is made durable (fail closed: nothing runs that the
+   audit cannot record), then an :class:`~tenantry.framework.invoker.Invoker` runs it with
+   scoped handles and the tenant's timeout.
+3. **Outcome**: the result is size-checked and redacted of the tenant's secret values, and
+   its real outcome is audited with the next group commit.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     BlobResourceContents,
@@ -45,6 +53,7 @@ from tenantry.core.errors import (
     AuditUnavailable,
     InvalidArguments,
     NotFound,
+    ResultTooLarge,
     ScopeViolation,
     SecretsUnavailable,
     TenantHalted,
@@ -52,14 +61,17 @@ from tenantry.core.errors import (
     ToolFailed,
     ToolUnavailable,
 )
+from tenantry.core.limits import TenantLimits
 from tenantry.core.load import InFlight
 from tenantry.core.paths import within_prefix
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, ToolDefinition
 from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
-from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch, Interrupted
-from tenantry.framework.redaction import CALL_REDACTOR, RedactingChannel, SecretRedactor, TenantSecretValues
+from tenantry.framework.invoker import CallCancelled, InProcessInvoker, Invocation, Invoker, ToolTimedOut
+from tenantry.framework.redaction import RedactingChannel, SecretRedactor, TenantSecretValues
 from tenantry.policy.acl import decide_tool_call, effective_tools
+from tenantry.ratelimit.record_budget import RecordBudget
+from tenantry.ratelimit.tenant_limits import Slot, TenantLimiter
 from tenantry.scoping.files.local import resolve_scoped_path
 from tenantry.scoping.handles import DataScopes
 
@@ -70,16 +82,9 @@ logger = logging.getLogger(__name__)
 _NO_CHANNEL = NoClientChannel()
 
 
-class ToolTimedOut(TenantryError):
-    code = "tool_timeout"
-    http_status = 504
-    jsonrpc_code = -32008
-    default_message = "The tool did not finish in time"
-
-
-class CallCancelled(TenantHalted):
-    code = "call_cancelled"
-    default_message = "The tenant was halted by an administrator while the call ran; the call was cancelled"
+_LARGE_ARGUMENTS = 16 * 1024
+"""Request bodies above this many bytes have their arguments hashed off the event loop."""
+_DEFAULT_MAX_RESULT = 4 * 1024 * 1024
 
 
 class ResourceNotFound(NotFound):
@@ -102,6 +107,12 @@ _Result = TypeVar("_Result", bound=BaseModel)
 
 
 class Dispatcher:
+    """:param tool_timeout: overrides every tenant's ``tool_timeout`` limit (tests).
+    :param limiter: admission by per-tenant rate, quota and concurrency; ``None`` admits everything.
+    :param invoker: where admitted calls run (default: in this process).
+    :param max_result_bytes: the largest result (as JSON) a call may return.
+    """
+
     def __init__(
         self,
         app: App,
@@ -109,15 +120,22 @@ class Dispatcher:
         scopes: DataScopes,
         audit: AuditSink,
         *,
-        tool_timeout: float = 30.0,
+        tool_timeout: float | None = None,
         requests_in_flight: InFlight | None = None,
+        limiter: TenantLimiter | None = None,
+        invoker: Invoker | None = None,
+        max_result_bytes: int = _DEFAULT_MAX_RESULT,
+        refusal_budget: RecordBudget | None = None,
     ) -> None:
         self._app = app
         self._directory = directory
         self._scopes = scopes
         self._audit = audit
         self._tool_timeout = tool_timeout
-        self._deadlines = DeadlineWatch()
+        self._invoker: Invoker = invoker or InProcessInvoker()
+        self._limiter = limiter
+        self._max_result = max_result_bytes
+        self._refusals = refusal_budget or RecordBudget(per_source="60/minute", overall="6000/minute")
         self._in_flight = 0
         self._requests = requests_in_flight
         self._registered: dict[str, frozenset[str]] = {}
@@ -131,7 +149,12 @@ class Dispatcher:
     def cancel_tenant_calls(self, tenant_id: str) -> int:
         """Cancel the tenant's tool calls, resource reads and prompts in flight (its kill switch);
         each ends with ``call_cancelled`` in its result and its audit record. Returns how many."""
-        return self._deadlines.interrupt(tenant_id)
+        return self._invoker.cancel_tenant(tenant_id)
+
+    def catalogue_changed(self) -> None:
+        """Forget what was derived from the app's registrations (tools that appeared or went)."""
+        self._registered.clear()
+        self._tool_models.clear()
 
     async def on_control_change(self, before: ControlSnapshot, after: ControlSnapshot) -> None:
         """A :data:`~tenantry.controlplane.directory.ChangeListener`: a newly halted tenant's
@@ -205,70 +228,138 @@ class Dispatcher:
         arguments: Mapping[str, Any] | None,
         channel: ClientChannel | None = None,
     ) -> ToolOutcome:
-        """Run one tool call through the full enforcement path.
+        """Run one tool call through the pipeline.
 
         :raises ToolUnavailable: unknown or not granted (indistinguishable), handler not run.
         :raises TenantHalted: the tenant's kill switch is on.
+        :raises RateLimited: over one of the tenant's limits (``retry_after`` in the data).
         :raises InvalidArguments: arguments do not match the schema, handler not run.
         :raises ScopeViolation: a resource argument leaves the tenant's partition or prefix.
         :raises AuditUnavailable: the audit store cannot record (handler not run), or failed while
-            the handler ran (the result is withheld; the record is written once the store is back).
+            the handler ran (the result is withheld; ``data.ran`` says so).
         :raises MCPError: a protocol error the tool raised on purpose (e.g. a missing client capability).
         """
         started = time.perf_counter()
-        hashed = args_hash(arguments)
-        tenant = self._directory.get(caller.tenant_id)
-        if tenant is None or tenant.halted:
-            denial = "tenant_unknown" if tenant is None else "tenant_halted"
-            await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=denial)
-            if tenant is None:
+        # -- admission
+        tenant = await self._admit_tenant(caller, "tool_denied", name, arguments, started)
+        limits = self._directory.limits(tenant.id)
+        slot = await self._admit_limits(caller, limits, "tool_denied", name, arguments, started)
+        try:
+            tool = self._app.tools.get(name)
+            decision = decide_tool_call(name, caller.principal, tenant.grants, self._registered_for(tenant.id))
+            if tool is None or not decision.allowed:
+                hashed = await self._hash(caller, arguments)
+                await self._record(
+                    caller, "tool_denied", "denied", name, hashed, started, reason=decision.reason or "not_registered"
+                )
                 raise ToolUnavailable(f"Tool not available: {bounded_text(name, NAME_LIMIT)}")
-            raise TenantHalted()
-        tool = self._app.tools.get(name)
-        decision = decide_tool_call(name, caller.principal, tenant.grants, self._registered_for(tenant.id))
-        if tool is None or not decision.allowed:
-            await self._record(
-                caller, "tool_denied", "denied", name, hashed, started, reason=decision.reason or "not_registered"
-            )
-            raise ToolUnavailable(f"Tool not available: {bounded_text(name, NAME_LIMIT)}")
-        try:
-            kwargs, names_other_tenant = self._validated_arguments(tool, arguments, caller)
-        except TenantryError as exc:
-            await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=exc.code)
-            raise
-        detail = {"cross_tenant_reference": True} if names_other_tenant else None
-        # The start is durable before the tool runs (fail closed: never run what the audit
-        # cannot record); the outcome rides the next group commit.
-        await self._start(caller, "tools/call", name, hashed, started, detail)
-        status: ResultStatus = "ok"
-        reason: str | None = None
-        result: ToolOutcome
-        context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
-        self._in_flight += 1
-        try:
-            result = await self._run(tool, kwargs, caller, context)
-            if isinstance(result, InputRequiredResult):
-                status = "input_required"
-        except TenantryError as exc:
-            status, reason = _failure_status(exc)
-            result = _error_result(exc.message, exc.code)
-        except MCPError as exc:
-            self._outcome(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
-            redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
-            raise redactor.error(exc) from None
-        except Exception as exc:
-            self._log_crash(exc, context)
-            status, reason = "error", "tool_failed"
-            result = _error_result(f"The tool failed (reference {caller.request_id})", "tool_failed")
+            try:
+                kwargs, names_other_tenant = self._validated_arguments(tool, arguments, caller)
+            except TenantryError as exc:
+                hashed = await self._hash(caller, arguments)
+                await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=exc.code)
+                raise
+            hashed = await self._hash(caller, arguments)
+            detail = {"cross_tenant_reference": True} if names_other_tenant else None
+            # -- invocation: the start is durable before the tool runs
+            await self._start(caller, "tools/call", name, hashed, started, detail)
+            context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
+            status: ResultStatus = "ok"
+            reason: str | None = None
+            result: ToolOutcome
+            self._in_flight += 1
+            try:
+                value = await self._invoker.invoke(self._invocation(tool, kwargs, context, limits))
+                result = tool.metadata.convert_result(value)
+                if isinstance(result, InputRequiredResult):
+                    status = "input_required"
+            except TenantryError as exc:
+                status, reason = _failure_status(exc)
+                result = _error_result(exc.message, exc.code)
+            except MCPError as exc:
+                self._outcome(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
+                redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
+                raise redactor.error(exc) from None
+            except Exception as exc:
+                self._log_crash(exc, context)
+                status, reason = "error", "tool_failed"
+                result = _error_result(f"The tool failed (reference {caller.request_id})", "tool_failed")
+            finally:
+                self._in_flight -= 1
         finally:
-            self._in_flight -= 1
+            slot.release()
+        # -- outcome
         try:
-            result = await self._redacted(caller, result, context.secrets_read())
-        except SecretsUnavailable as exc:
+            result = await self._redacted(caller.tenant_id, result, context.secrets_read())
+        except (SecretsUnavailable, ResultTooLarge) as exc:
             status, reason = "error", exc.code
             result = _error_result(exc.message, exc.code)
         self._outcome(caller, "tool_call", status, name, hashed, started, reason=reason, detail=detail)
         return result
+
+    # -- admission --------------------------------------------------------------------------
+
+    async def _admit_tenant(
+        self, caller: Caller, denial: EventType, name: str | None, arguments: Any, started: float
+    ) -> Tenant:
+        tenant = self._directory.get(caller.tenant_id)
+        if tenant is None or tenant.halted:
+            reason = "tenant_unknown" if tenant is None else "tenant_halted"
+            await self._record(
+                caller, denial, "denied", name, await self._hash(caller, arguments), started, reason=reason
+            )
+            if tenant is None:
+                raise ToolUnavailable("Not available")
+            raise TenantHalted()
+        return tenant
+
+    async def _admit_limits(
+        self, caller: Caller, limits: TenantLimits, denial: EventType, name: str | None, arguments: Any, started: float
+    ) -> Slot:
+        if self._limiter is None:
+            return Slot(caller.tenant_id, None)
+        try:
+            return await self._limiter.admit(caller.tenant_id, limits)
+        except TenantryError as exc:
+            # A flood of refusals must not become a flood of durable records: the first ones of
+            # each principal are recorded one by one, the rest counted and summarised.
+            if self._refusals.admit(caller.tenant_id, f"{caller.principal.subject}"):
+                hashed = await self._hash(caller, arguments)
+                await self._record(caller, denial, "denied", name, hashed, started, reason=exc.code)
+            raise
+
+    async def _hash(self, caller: Caller, arguments: Any) -> str:
+        """``args_hash`` of the request's arguments; large ones off the event loop."""
+        if caller.body_bytes > _LARGE_ARGUMENTS:
+            return await anyio.to_thread.run_sync(args_hash, arguments)
+        return args_hash(arguments)
+
+    async def record_suppressed(self) -> None:
+        """One summary record per tenant for the limit refusals not recorded one by one."""
+        for tenant_id, counts in self._refusals.take_suppressed().items():
+            total = sum(counts.values())
+            try:
+                await self._audit.record(
+                    AuditEvent(
+                        event_type="tool_denied",
+                        tenant_id=tenant_id,
+                        result_status="denied",
+                        reason=f"{total} further calls refused by the tenant's limits, not recorded one by one",
+                        detail={"suppressed": total, "by_subject": dict(sorted(counts.items())[:20])},
+                    )
+                )
+            except TenantryError:
+                logger.warning("could not audit suppressed refusals", extra={"tenant_id": tenant_id})
+
+    def _invocation(
+        self,
+        target: ToolDefinition | ResourceDefinition | PromptDefinition,
+        arguments: dict[str, Any],
+        context: ToolContext,
+        limits: TenantLimits,
+    ) -> Invocation:
+        timeout = self._tool_timeout if self._tool_timeout is not None else limits.tool_timeout
+        return Invocation(target, arguments, context, timeout, self._log_redactor(context))
 
     def _validated_arguments(
         self, tool: ToolDefinition, arguments: Mapping[str, Any] | None, caller: Caller
@@ -338,27 +429,16 @@ class Dispatcher:
             extra={"tenant_id": context.tenant_id, "tool": context.tool_name, "request_id": context.request_id},
         )
 
-    async def _redacted(self, caller: Caller, result: _Result, read_by_call: list[str]) -> _Result:
-        """``result`` without any of the tenant's secret values (fail closed if they cannot be read)."""
-        redactor = await self._secret_values.redactor(caller.tenant_id, read_by_call)
-        return redactor.model(result)
+    async def _redacted(self, tenant_id: str, result: _Result, read_by_call: list[str]) -> _Result:
+        """``result`` without any of the tenant's secret values (fail closed if they cannot be read).
 
-    async def _run(
-        self, tool: ToolDefinition, kwargs: dict[str, Any], caller: Caller, context: ToolContext
-    ) -> ToolOutcome:
-        direct = {tool.context_param: context} if tool.context_param else None
-        token = CALL_REDACTOR.set(self._log_redactor(context))
-        try:
-            value = await self._deadlines.run(
-                tool.metadata.call_fn(tool.fn, True, kwargs, direct), self._tool_timeout, tag=caller.tenant_id
-            )
-        except DeadlineExceeded:
-            raise ToolTimedOut(f"The tool did not finish within {self._tool_timeout:g}s") from None
-        except Interrupted:
-            raise CallCancelled() from None
-        finally:
-            CALL_REDACTOR.reset(token)
-        return tool.metadata.convert_result(value)
+        :raises ResultTooLarge: the result is larger than the deployment allows.
+        """
+        redactor = await self._secret_values.redactor(tenant_id, read_by_call)
+        encoded = result.model_dump_json(by_alias=True, exclude_unset=True)
+        if len(encoded) > self._max_result:
+            raise ResultTooLarge(f"the result is larger than the {self._max_result} byte limit")
+        return redactor.model(result, encoded)
 
     def _log_redactor(self, context: ToolContext) -> Callable[[], SecretRedactor]:
         return lambda: self._secret_values.known_redactor(context.tenant_id, context.secrets_read())
@@ -402,17 +482,22 @@ class Dispatcher:
             await self._record(caller, "access_denied", "denied", None, None, started, reason="resource_unavailable")
             raise ResourceNotFound(uri)
         resource, variables = found
-        tenant = self._live_tenant(caller)
-        hashed = args_hash({"uri": uri})
-        await self._start(caller, "resources/read", resource.name, hashed, started, None)
-        context = self._context(caller, tenant, resource.name, channel or _NO_CHANNEL)
+        tenant = await self._admit_tenant(caller, "access_denied", resource.name, {"uri": uri}, started)
+        limits = self._directory.limits(tenant.id)
+        slot = await self._admit_limits(caller, limits, "access_denied", resource.name, {"uri": uri}, started)
         try:
-            result = await self._read(resource, variables, context, caller, uri)
-        except (TenantryError, MCPError) as exc:
-            status, code = _failure_status(exc)
-            self._outcome(caller, "resource_read", status, resource.name, hashed, started, reason=code)
-            raise
-        status = "input_required" if isinstance(result, InputRequiredResult) else "ok"
+            hashed = args_hash({"uri": uri})
+            await self._start(caller, "resources/read", resource.name, hashed, started, None)
+            context = self._context(caller, tenant, resource.name, channel or _NO_CHANNEL)
+            try:
+                result = await self._read(resource, variables, context, caller, uri, limits)
+            except (TenantryError, MCPError) as exc:
+                failed, code = _failure_status(exc)
+                self._outcome(caller, "resource_read", failed, resource.name, hashed, started, reason=code)
+                raise
+        finally:
+            slot.release()
+        status: ResultStatus = "input_required" if isinstance(result, InputRequiredResult) else "ok"
         self._outcome(caller, "resource_read", status, resource.name, hashed, started)
         return result
 
@@ -423,8 +508,9 @@ class Dispatcher:
         context: ToolContext,
         caller: Caller,
         uri: str,
+        limits: TenantLimits,
     ) -> ReadResourceResult | InputRequiredResult:
-        content = await self._call_plain(resource, variables, context, tenant_id=caller.tenant_id)
+        content = await self._call_plain(self._invocation(resource, variables, context, limits))
         result: ReadResourceResult | InputRequiredResult
         if isinstance(content, InputRequiredResult | ReadResourceResult):
             result = content
@@ -439,7 +525,7 @@ class Dispatcher:
             result = ReadResourceResult(
                 contents=[TextResourceContents(uri=uri, mime_type=resource.mime_type, text=text)]
             )
-        return await self._redacted(caller, result, context.secrets_read())
+        return await self._redacted(caller.tenant_id, result, context.secrets_read())
 
     # -- prompts ----------------------------------------------------------------------------
 
@@ -472,28 +558,33 @@ class Dispatcher:
         if prompt is None or name not in visible:
             await self._record(caller, "access_denied", "denied", name, None, started, reason="prompt_unavailable")
             raise NotFound(f"Prompt not found: {bounded_text(name, NAME_LIMIT)}")
+        tenant = await self._admit_tenant(caller, "access_denied", name, arguments, started)
+        limits = self._directory.limits(tenant.id)
+        slot = await self._admit_limits(caller, limits, "access_denied", name, arguments, started)
         try:
-            kwargs = prompt.metadata.validate_arguments(dict(arguments or {}))
-        except ValidationError as exc:
-            raise _argument_error(exc) from None
-        tenant = self._live_tenant(caller)
-        hashed = args_hash(arguments)
-        await self._start(caller, "prompts/get", name, hashed, started, None)
-        context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
-        try:
-            result = await self._render(prompt, kwargs, context, caller)
-        except (TenantryError, MCPError) as exc:
-            status, code = _failure_status(exc)
-            self._outcome(caller, "prompt_get", status, name, hashed, started, reason=code)
-            raise
-        status = "input_required" if isinstance(result, InputRequiredResult) else "ok"
+            try:
+                kwargs = prompt.metadata.validate_arguments(dict(arguments or {}))
+            except ValidationError as exc:
+                raise _argument_error(exc) from None
+            hashed = args_hash(arguments)
+            await self._start(caller, "prompts/get", name, hashed, started, None)
+            context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
+            try:
+                result = await self._render(prompt, kwargs, context, limits)
+            except (TenantryError, MCPError) as exc:
+                failed, code = _failure_status(exc)
+                self._outcome(caller, "prompt_get", failed, name, hashed, started, reason=code)
+                raise
+        finally:
+            slot.release()
+        status: ResultStatus = "input_required" if isinstance(result, InputRequiredResult) else "ok"
         self._outcome(caller, "prompt_get", status, name, hashed, started)
         return result
 
     async def _render(
-        self, prompt: PromptDefinition, kwargs: dict[str, Any], context: ToolContext, caller: Caller
+        self, prompt: PromptDefinition, kwargs: dict[str, Any], context: ToolContext, limits: TenantLimits
     ) -> GetPromptResult | InputRequiredResult:
-        value = await self._call_plain(prompt, kwargs, context, tenant_id=caller.tenant_id)
+        value = await self._call_plain(self._invocation(prompt, kwargs, context, limits))
         result: GetPromptResult | InputRequiredResult
         if isinstance(value, InputRequiredResult | GetPromptResult):
             result = value
@@ -503,33 +594,20 @@ class Dispatcher:
             else:
                 messages = [m if isinstance(m, PromptMessage) else PromptMessage.model_validate(m) for m in value]
             result = GetPromptResult(description=prompt.description, messages=messages)
-        return await self._redacted(caller, result, context.secrets_read())
+        return await self._redacted(context.tenant_id, result, context.secrets_read())
 
-    async def _call_plain(
-        self,
-        item: ResourceDefinition | PromptDefinition,
-        kwargs: dict[str, Any],
-        context: ToolContext,
-        *,
-        tenant_id: str,
-    ) -> Any:
-        if item.context_param:
-            kwargs = {**kwargs, item.context_param: context}
-        token = CALL_REDACTOR.set(self._log_redactor(context))
+    async def _call_plain(self, call: Invocation) -> Any:
+        """A resource or prompt through the invoker; every failure becomes a :class:`TenantryError`
+        or MCP protocol error with the tenant's secrets redacted."""
+        context = call.context
         try:
-            return await self._deadlines.run(item.fn(**kwargs), self._tool_timeout, tag=tenant_id)
+            return await self._invoker.invoke(call)
         except (TenantryError, MCPError) as exc:
-            redactor = await self._secret_values.redactor(tenant_id, context.secrets_read())
+            redactor = await self._secret_values.redactor(context.tenant_id, context.secrets_read())
             raise redactor.error(exc) from None
-        except DeadlineExceeded:
-            raise ToolTimedOut(f"{item.name} did not finish within {self._tool_timeout:g}s") from None
-        except Interrupted:
-            raise CallCancelled() from None
         except Exception as exc:
             self._log_crash(exc, context)
-            raise ToolFailed(f"{item.name} failed (reference {context.request_id})") from None
-        finally:
-            CALL_REDACTOR.reset(token)
+            raise ToolFailed(f"{call.target.name} failed (reference {context.request_id})") from None
 
     # -- audit ------------------------------------------------------------------------------
 

@@ -104,11 +104,14 @@ class SecretRedactor:
             return [self.value(v) for v in value]
         return value
 
-    def model(self, result: _M) -> _M:
-        """A copy of a pydantic model (an MCP result) with every secret value replaced."""
+    def model(self, result: _M, encoded: str | None = None) -> _M:
+        """A copy of a pydantic model (an MCP result) with every secret value replaced.
+
+        :param encoded: the model's JSON, if the caller already has it.
+        """
         if self._pattern is None:
             return result
-        if self._json_safe and self._pattern.search(result.model_dump_json()) is None:
+        if self._json_safe and self._pattern.search(encoded or result.model_dump_json()) is None:
             return result
         dumped = result.model_dump(by_alias=True, exclude_unset=True)
         redacted = self.value(dumped)

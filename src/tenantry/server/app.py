@@ -92,8 +92,9 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         runtime.directory,
         runtime.scopes,
         runtime.audit,
-        tool_timeout=settings.tools.timeout,
         requests_in_flight=in_flight,
+        limiter=runtime.tenant_limiter(),
+        max_result_bytes=settings.tools.max_result_bytes,
     )
     mcp_server = build_mcp_server(
         dispatcher,
@@ -165,7 +166,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
             tasks.start_soon(runtime.directory.run)
             tasks.start_soon(sessions.reap_idle)
             tasks.start_soon(checkpointer.run, runtime.audit_store)
-            tasks.start_soon(_maintain_credentials, runtime, verifier, authenticator)
+            tasks.start_soon(_maintain_credentials, runtime, verifier, authenticator, dispatcher)
             if notifier is not None:
                 tasks.start_soon(notifier.run)
             try:
@@ -250,7 +251,9 @@ _MAINTENANCE_INTERVAL = 2.0
 _PRUNE_EVERY = 30  # maintenance rounds between prunes of expired revocations
 
 
-async def _maintain_credentials(runtime: Runtime, verifier: CredentialRouter, authenticator: Authenticator) -> None:
+async def _maintain_credentials(
+    runtime: Runtime, verifier: CredentialRouter, authenticator: Authenticator, dispatcher: Dispatcher
+) -> None:
     """Warm the identity providers' key caches, then periodically retire signing keys whose
     overlap has passed (persisted and audited), prune expired revocations, and summarise the
     refusals that were over the audit record budget."""
@@ -278,6 +281,7 @@ async def _maintain_credentials(runtime: Runtime, verifier: CredentialRouter, au
             if rounds % _PRUNE_EVERY == 0:
                 await anyio.to_thread.run_sync(lambda: runtime.store.prune_revocations(int(time.time())))
             await authenticator.record_suppressed()
+            await dispatcher.record_suppressed()
         except TenantryError as exc:
             logger.warning("credential maintenance failed; will retry", extra={"code": exc.code})
         await anyio.sleep(_MAINTENANCE_INTERVAL)

@@ -118,6 +118,8 @@ class McpGate:
         # an open session, or sessionless) goes straight through.
         tracked = opening or method == "DELETE"
 
+        if body is not None:
+            caller.body_bytes = len(body)
         replayed = receive if body is None else _replay(body, receive)
         scope[CALLER_SCOPE_KEY] = caller
         user, credentials = sdk_identity(principal)

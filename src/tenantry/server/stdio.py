@@ -48,7 +48,12 @@ async def verify_startup_token(runtime: Runtime, token: str) -> Principal:
 async def serve_stdio(runtime: Runtime, app: App, principal: Principal) -> None:
     session_id = f"stdio-{uuid.uuid4().hex}"
     dispatcher = Dispatcher(
-        app, runtime.directory, runtime.scopes, runtime.audit, tool_timeout=runtime.settings.tools.timeout
+        app,
+        runtime.directory,
+        runtime.scopes,
+        runtime.audit,
+        limiter=runtime.tenant_limiter(),
+        max_result_bytes=runtime.settings.tools.max_result_bytes,
     )
 
     # Our own tokens expire exactly at ``exp`` (issuer and verifier share a clock); an external
