@@ -10,16 +10,19 @@ inside the database — is a channel to the rows the policy hides.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from textwrap import dedent
 
 import psycopg
 import pytest
 
 from tenantry.core.errors import QueryFailed, ScopeViolation
 from tenantry.scoping.sql.postgres import PostgresSqlHandle, PostgresSqlScopes
-from tests.support.server import run_cli
+from tests.support.mcp_clients import mcp_client
+from tests.support.server import run_cli, start_server
 from tests.support.tenant_sql import TenantDatabase, tenant_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
@@ -216,7 +219,12 @@ async def test_in_database_routes_to_plans_counts_and_sizes_are_refused(
     assert await acme.fetchone("SELECT count(*) AS n FROM customers") == {"n": 3000}
 
 
-async def test_statistics_views_hide_tenant_tables(scopes: PostgresSqlScopes, seeded: None) -> None:
+async def test_statistics_views_hide_tenant_tables(
+    scopes: PostgresSqlScopes, database: TenantDatabase, seeded: None
+) -> None:
+    with psycopg.connect(database.admin_url) as conn:  # positive control: the statistics exist
+        assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'customers'").fetchone() != (0,)
+        assert conn.execute("SELECT count(*) FROM pg_stats_ext WHERE tablename = 'customers'").fetchone() != (0,)
     acme = scopes.for_tenant("acme")
     assert await acme.fetch("SELECT attname, n_distinct, most_common_vals::text FROM pg_stats"
                             " WHERE tablename = 'customers'") == []  # fmt: skip
@@ -354,3 +362,59 @@ def test_migrate_refuses_a_database_with_a_planted_index(database: TenantDatabas
     """An index added out of band is found the next time `db migrate` runs (it checks every table)."""
     code, _, stderr = _migrate(database, tmp_path, "SELECT 1;")
     assert code == 2 and "index customers_email_c on tenant_data.customers must lead with tenant_id" in stderr
+
+
+SQL_TOOL = dedent(
+    """
+    import tenantry
+
+    app = tenantry.App("sql-console")
+
+    @app.tool()
+    async def run_sql(ctx: tenantry.ToolContext, query: str) -> list:
+        \"\"\"Run any SQL the agent writes (the worst case: injection is the design).\"\"\"
+        return await ctx.sql.fetch(query)
+    """
+)
+
+
+async def test_a_tool_running_an_attackers_sql_gets_no_plan_and_no_values_in_errors(
+    database: TenantDatabase, seeded: None, tmp_path: Path
+) -> None:
+    (tmp_path / "sql_console.py").write_text(SQL_TOOL)
+    config = tmp_path / "tenantry.toml"
+    config.write_text(f'[sql]\nurl = "{database.tools_url}"\n')
+    data_dir = tmp_path / "server-data"
+    (data_dir / "keys").mkdir(parents=True, mode=0o700)
+    data_dir.chmod(0o700)
+    (data_dir / "keys" / "sql-tenant.key").write_bytes(database.tenant_key)
+    (data_dir / "keys" / "sql-tenant.key").chmod(0o600)
+    run_cli("tenant", "create", "acme", "--tools", "run_sql", "--config", str(config), data_dir=data_dir)
+    server = start_server(data_dir, demo=False, app="sql_console:app", config=config, cwd=tmp_path)
+    try:
+        async with mcp_client(server.mcp_url, server.token("acme")) as client:
+
+            async def run(query: str) -> tuple[bool, str]:
+                result = await client.call_tool("run_sql", {"query": query})
+                body = json.dumps([c.model_dump() for c in result.content]) + json.dumps(result.structured_content)
+                return result.is_error, body
+
+            attacks = [
+                "EXPLAIN (ANALYZE) " + _range_query("ceo", "cep"),
+                "/* x */ explain(analyze) " + _range_query("ceo", "cep"),
+                "SELECT query_to_xml('EXPLAIN ANALYZE SELECT 1 FROM customers', true, true, '')",
+                "DO $$BEGIN RAISE EXCEPTION '%', (SELECT count(*) FROM customers); END$$",
+                "SELECT reltuples FROM pg_class WHERE relname = 'customers'",
+                "SELECT email::int FROM customers",
+            ]
+            for attack in attacks:
+                failed, body = await run(attack)
+                assert failed, attack
+                for leak in ("Rows Removed", "globex", "ceo.private", "acme.example"):
+                    assert leak not in body, (attack, body)
+            assert "SQL error 22P02 (invalid_text_representation)" in body
+            # Positive control: the same tool answers ordinary SQL over acme's rows.
+            failed, body = await run("SELECT count(*) AS n FROM customers")
+            assert not failed and '"n": 3000' in body
+    finally:
+        server.stop()
