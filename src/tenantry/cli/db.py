@@ -59,10 +59,10 @@ REVOKE SELECT ON pg_catalog.pg_stat_activity, pg_catalog.pg_prepared_statements,
 
 # What would let SQL a tool runs observe rows it cannot read (row-level security filters rows
 # after the scan and the planner's statistics cover every tenant): plans through code that runs
-# inside the database (DO blocks in any language; functions executing SQL text), row counts and
-# sizes (pg_class.reltuples/relpages/relallvisible, the *_size functions), other sessions' write
-# volume and running transactions (WAL positions, snapshots) and the in-statement clocks that
-# time a scan without network noise. Revoked from PUBLIC; the owner and application roles get
+# inside the database (DO blocks in any language; functions executing SQL text), row counts
+# and sizes (pg_class.reltuples/relpages/relallvisible/relallfrozen, the *_size functions),
+# other sessions' write volume and running transactions (WAL positions, snapshots) and the
+# in-statement clocks that time a scan without network noise. Revoked from PUBLIC; the owner and application roles get
 # them back, the tools role does not. (EXPLAIN itself is refused by the handle: it is a
 # statement, not a privilege.)
 _REVOKE_SIDE_CHANNELS_SQL = r"""
@@ -89,7 +89,7 @@ BEGIN
     END LOOP;
     SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO c FROM pg_attribute
         WHERE attrelid = 'pg_catalog.pg_class'::regclass AND attnum > 0 AND NOT attisdropped
-        AND attname NOT IN ('reltuples', 'relpages', 'relallvisible');
+        AND attname NOT IN ('reltuples', 'relpages', 'relallvisible', 'relallfrozen');
     REVOKE SELECT ON pg_catalog.pg_class FROM PUBLIC;
     EXECUTE format('GRANT SELECT (%s) ON pg_catalog.pg_class TO PUBLIC', c);
     EXECUTE format('GRANT SELECT ON pg_catalog.pg_class TO %I, %I', {owner}, {app});
