@@ -112,7 +112,7 @@ async def test_a_session_level_tenant_setting_left_by_a_tool_does_not_reach_the_
 async def test_a_held_cursor_does_not_carry_rows_to_the_next_tenant(scopes: PostgresSqlScopes, seeded: None) -> None:
     for _ in range(6):  # every pooled connection
         await scopes.for_tenant("globex").execute("DECLARE held CURSOR WITH HOLD FOR SELECT name FROM customers")
-        with pytest.raises(QueryFailed, match="does not exist"):
+        with pytest.raises(QueryFailed, match="34000"):
             await scopes.for_tenant("acme").fetch("FETCH ALL FROM held")
 
 
@@ -129,7 +129,8 @@ async def test_a_session_setting_made_by_any_means_does_not_reach_the_next_tenan
 ) -> None:
     scopes = PostgresSqlScopes(database.tools_url, tenant_key=database.tenant_key, pool_max=1)
     try:
-        await scopes.for_tenant("acme").fetch(f"SELECT {setting} AS s")
+        with contextlib.suppress(ScopeViolation):  # query_to_xml is revoked from the tools role
+            await scopes.for_tenant("acme").fetch(f"SELECT {setting} AS s")
         globex = scopes.for_tenant("globex")
         assert await globex.execute("INSERT INTO outbox (recipient, subject, body, queued_at) VALUES (?, ?, ?, ?)",
                                     "x@y", "s", "b", "t") == 1  # fmt: skip
@@ -229,7 +230,7 @@ async def test_control_plane_and_audit_are_out_of_reach_of_tool_sql(
 
 
 async def test_two_statements_in_one_call_are_refused(scopes: PostgresSqlScopes, seeded: None) -> None:
-    with pytest.raises(QueryFailed, match="multiple commands"):
+    with pytest.raises(QueryFailed, match="42601"):
         await scopes.for_tenant("acme").fetch("SELECT 1; COMMIT; SELECT name FROM customers")
 
 

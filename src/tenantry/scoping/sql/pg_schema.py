@@ -134,8 +134,9 @@ GRANT EXECUTE ON FUNCTION tenantry_rls.current_tenant() TO {tools};
 def secure_tenant_tables(conn: psycopg.Connection[Any], schema: str, roles: DataRoles) -> list[str]:
     """Put every table of ``schema`` under tenant isolation; return their names. Run as the owner.
 
-    Each table must have a ``tenant_id text`` column, and every unique index must include it
-    (otherwise one tenant could learn that another holds a value from a unique violation).
+    Each table must have a ``tenant_id text`` column; every index (primary keys included) must
+    lead with it, and every unique index must have it among its key columns (otherwise one tenant
+    could learn that another holds a value from a unique violation).
     Views become ``security_invoker`` so they cannot lend the owner's rights.
 
     :raises UsageError: naming the table or index that breaks a rule.
@@ -169,6 +170,19 @@ def secure_tenant_tables(conn: psycopg.Connection[Any], schema: str, roles: Data
             raise UsageError(
                 f"unique or exclusion index {loose[0]} on {schema}.{table} must have tenant_id among its key"
                 " columns (otherwise a violation reveals another tenant's values)"
+            )
+        # An index scan visits entries before row-level security filters rows: unless the index
+        # leads with tenant_id (and the scan narrows to the tenant first), it walks other tenants'
+        # entries, which its timing (and any plan) describes.
+        stray = conn.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = %s::regclass AND i.indkey[0] <> %s ORDER BY c.relname",
+            (regclass, column[0]),
+        ).fetchone()
+        if stray is not None:
+            raise UsageError(
+                f"index {stray[0]} on {schema}.{table} must lead with tenant_id, e.g. (tenant_id, ...)"
+                " (an index scan that does not narrow to the tenant first walks other tenants' entries)"
             )
         # Foreign-key checks ignore row-level security: a reference to another tenant table must
         # carry tenant_id onto tenant_id, or it could point at (and probe for) another tenant's rows.

@@ -45,6 +45,11 @@ _ENTER_SCHEMA = _ENTER + ", pg_catalog.set_config('search_path', %s, true)"
 # statements). After such a call the connection is closed instead of returned to the pool; so is
 # a connection whose call failed. Session-level settings a call made by any means (escaped
 # identifiers, dynamic SQL) are undone by the RESET ALL that follows every transaction.
+_WORD = re.compile(r"[A-Za-z_]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# Errors raised while parsing the tool's own statement: their text quotes only that statement
+# and the catalog.
+_ECHOED_CLASSES = ("42", "0A")
 _SESSION_STATE = re.compile(
     r"\b(?:set|reset|discard|deallocate|declare|listen|prepare|do|execute|load|copy)\b|set_config|advisory",
     re.IGNORECASE,
@@ -125,14 +130,14 @@ class PostgresSqlScopes:
             raise ScopeViolation("this SQL statement is not allowed in a tenant database") from None
         except psycopg.errors.QueryCanceled:
             raise QueryFailed(f"SQL statement exceeded the {self._statement_timeout} time limit") from None
-        except psycopg.errors.InvalidSchemaName:
+        except psycopg.errors.InvalidSchemaName as exc:
+            if self._isolation != "schema":
+                raise _query_failed(exc) from None
             raise StorageError("the tenant's schema does not exist; run `tenantry db migrate`") from None
         except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
             raise StorageError(f"the tenant database is unavailable: {driver_error_text(exc)}") from None
         except psycopg.Error as exc:
-            diag = getattr(exc, "diag", None)
-            primary = getattr(diag, "message_primary", None) or driver_error_text(exc)
-            raise QueryFailed(f"SQL error: {primary}") from None
+            raise _query_failed(exc) from None
 
     def _transaction(self, conn: _Conn, tenant_id: str, work: _Work[_T]) -> _T:
         proof = self._proof.for_backend(tenant_id, conn.info.backend_pid)
@@ -247,7 +252,59 @@ class PostgresSqlHandle:
 
 
 def _prepare(sql: str, params: Sequence[SqlValue]) -> str:
+    if _first_keyword(sql) == "explain":
+        # Row-level security filters rows after the scan, and the planner's estimates come from
+        # statistics over every tenant: any plan (estimated or ANALYZEd) describes hidden rows.
+        raise ScopeViolation("EXPLAIN is not allowed in tool SQL: a plan describes other tenants' rows")
     query, count = qmark_to_pyformat(sql)
     if count != len(params):
         raise UsageError(f"the SQL has {count} placeholders but {len(params)} values were given")
     return query
+
+
+def _first_keyword(sql: str) -> str:
+    """The statement's first word as PostgreSQL reads it: after whitespace, ``--`` comments and
+    (nested) ``/* */`` comments; lowercased."""
+    i, n = 0, len(sql)
+    while i < n:
+        if sql[i].isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if sql.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif sql.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        else:
+            break
+    word = _WORD.match(sql, i)
+    return word.group(0).lower() if word else ""
+
+
+def _query_failed(exc: psycopg.Error) -> QueryFailed:
+    """The error a tool sees for a failed statement.
+
+    The engine's text is echoed only for errors found while parsing the tool's own statement
+    (SQLSTATE classes 42 and 0A with a position in the statement: syntax, unknown column or
+    table...), which quote that statement and the catalog. Anything raised while executing it
+    — data exceptions, constraint violations, errors raised from code in the database — can
+    carry values, so the tool gets the SQLSTATE and its condition name; the full text is
+    logged at DEBUG.
+    """
+    diag = exc.diag
+    state = diag.sqlstate or ""
+    primary = diag.message_primary
+    if primary and diag.statement_position and state[:2] in _ECHOED_CLASSES:
+        return QueryFailed(f"SQL error: {primary}")
+    logger.debug("tool SQL failed with SQLSTATE %s: %s", state or "-", primary or driver_error_text(exc))
+    if not state:
+        return QueryFailed("SQL error")
+    if getattr(type(exc), "sqlstate", None) == state:
+        return QueryFailed(f"SQL error {state} ({_CAMEL.sub('_', type(exc).__name__).lower()})")
+    return QueryFailed(f"SQL error {state}")
