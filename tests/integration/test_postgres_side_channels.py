@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from textwrap import dedent
 
+import anyio
 import psycopg
 import pytest
 
@@ -389,9 +390,10 @@ async def test_a_tool_running_an_attackers_sql_gets_no_plan_and_no_values_in_err
     data_dir.chmod(0o700)
     (data_dir / "keys" / "sql-tenant.key").write_bytes(database.tenant_key)
     (data_dir / "keys" / "sql-tenant.key").chmod(0o600)
-    run_cli("tenant", "create", "acme", "--tools", "run_sql", "--config", str(config), data_dir=data_dir)
     server = start_server(data_dir, demo=False, app="sql_console:app", config=config, cwd=tmp_path)
     try:
+        server.cli("tenant", "create", "acme", "--tools", "run_sql", "--config", str(config))
+        await anyio.sleep(0.6)  # the running server's next control-plane poll
         async with mcp_client(server.mcp_url, server.token("acme")) as client:
 
             async def run(query: str) -> tuple[bool, str]:

@@ -16,7 +16,7 @@ from tenantry.controlplane.postgres import CONTROLPLANE_SCHEMA_SQL
 from tenantry.core.errors import StorageError, UsageError, driver_error_text
 from tenantry.demo.schema import POSTGRES_DEMO_SCHEMA
 from tenantry.demo.seed import DEMO_TENANTS
-from tenantry.runtime import sql_tenant_key
+from tenantry.runtime import Runtime, sql_tenant_key
 from tenantry.scoping.sql.pg_migrations import Migration, SchemaMigrated, migrate_schemas, record_roles, recorded_roles
 from tenantry.scoping.sql.pg_schema import DataRoles, install_tenant_proof, tenant_schema_name
 
@@ -179,6 +179,8 @@ def init(
                 record_roles(conn, owner=owner, app=app_role, tools=tools_role)
     except psycopg.Error as exc:
         raise StorageError(f"db init failed: {driver_error_text(exc)}") from None
+    # `db init` (like `serve`) may create the deployment's store; every other command needs one.
+    Runtime(settings, create=True).close()
     typer.echo(f"database {database}: roles {owner} (owner), {app_role} (application), {tools_role} (tools) ready")
     typer.echo(f"  servers:      controlplane.url and audit.url as {app_role}")
     typer.echo(f"  tools' SQL:   sql.url as {tools_role}")
