@@ -50,12 +50,11 @@ def run_once(kind: str, calls: int) -> int:
     else:
         (workdir / "data").mkdir(mode=0o700)
         (workdir / "data" / "control.sqlite3").touch(mode=0o600)  # an empty store, made as serve would
-        subprocess.run(
-            [TENANTRY, "tenant", "create", "bench", "--tools", "echo", "--pending"],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        for command in (
+            ["tenant", "create", "bench", "--tools", "echo", "--pending"],
+            ["tenant", "limits", "bench", "calls_per_second=1000000", "burst=1000000", "concurrent_calls=1024"],
+        ):
+            subprocess.run([TENANTRY, *command], env=env, check=True, capture_output=True)
         if kind == "audit-off":
             command = [*valgrind, sys.executable, str(REPO / "bench" / "tenantry_audit_off.py"), "--port", str(port)]
         else:

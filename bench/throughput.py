@@ -123,6 +123,13 @@ def start_tenantry(workdir: Path) -> Target:
     wait_ready(f"http://127.0.0.1:{port}/healthz", process)
     # After the first start: the server made the store and published its tools.
     subprocess.run([TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True)
+    # The benchmark measures the enforcement path, not the default limits: lift them well above the load.
+    subprocess.run(
+        [TENANTRY, "tenant", "limits", "bench", "calls_per_second=1000000", "burst=1000000", "concurrent_calls=1024"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     time.sleep(2.0)  # the server's next control-plane poll sees the tenant (slow on a loaded machine)
     token = subprocess.run(
         [TENANTRY, "token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m"],
@@ -196,8 +203,9 @@ async def load(target: Target, concurrency: int, seconds: float) -> Result:
 def start_audit_off(workdir: Path) -> Target:
     """Tenantry with the audit sink discarding (bench-only; no setting can do this)."""
     data = workdir / "data"  # shares the tenant and keys with start_tenantry's data dir
-    env = {**os.environ, "TENANTRY_DATA_DIR": str(data)}
     port = free_port()
+    # Its own public URL (token issuer and audience); the store's recorded one is the other server's.
+    env = {**os.environ, "TENANTRY_DATA_DIR": str(data), "TENANTRY_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     log = (workdir / "audit-off.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, str(REPO / "bench" / "tenantry_audit_off.py"), "--port", str(port)],
@@ -209,7 +217,7 @@ def start_audit_off(workdir: Path) -> Target:
     wait_ready(f"http://127.0.0.1:{port}/healthz", process)
     token = subprocess.run(
         [TENANTRY, "token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m"],
-        env={**env, "TENANTRY_PUBLIC_URL": f"http://127.0.0.1:{port}"},
+        env=env,
         check=True,
         capture_output=True,
         text=True,

@@ -87,20 +87,24 @@ def test_halt_stops_a_busy_tenant_within_a_second_and_spares_the_others(server: 
         assert {status for _, status, _ in hammer.results} == {200}, "another tenant was refused"
 
 
-def test_resume_lets_the_same_session_work_again(server: RunningServer) -> None:
+def test_a_halt_closes_the_tenants_sessions_and_resume_lets_it_open_new_ones(server: RunningServer) -> None:
     server.cli("tenant", "create", "halt-resume", "--tools", "whoami")
-    session = LegacySession(server.mcp_url, server.token("halt-resume", "agent"))
+    token = server.token("halt-resume", "agent")
+    session = LegacySession(server.mcp_url, token)
     server.cli("tenant", "halt", "halt-resume", "--reason", "maintenance")
     deadline = time.monotonic() + 2
     while session.call("tools/call", WHOAMI).status_code == 200:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    time.sleep(0.5)
+    closed = [r for r in server.audit_records("halt-resume") if r["event_type"] == "connection_closed"]
+    assert [r["reason"] for r in closed] == ["tenant_halted"]  # the halt frees its sessions
     result = server.cli("tenant", "resume", "halt-resume", "--reason", "all clear")
     assert "was halted" in result.stdout
-    deadline = time.monotonic() + 2
-    while session.call("tools/call", WHOAMI).status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    time.sleep(0.5)
+    assert session.call("tools/call", WHOAMI).status_code == 404  # the old session is gone for good
+    fresh = LegacySession(server.mcp_url, token)
+    assert fresh.call("tools/call", WHOAMI).status_code == 200
     events = [r for r in server.audit_records("halt-resume") if r["event_type"] in ("tenant_halted", "tenant_resumed")]
     assert [(e["event_type"], e["reason"]) for e in events] == [
         ("tenant_halted", "maintenance"),

@@ -143,6 +143,25 @@ class App:
         self._tools: dict[str, ToolDefinition] = {}
         self._resources: dict[str, ResourceDefinition] = {}
         self._prompts: dict[str, PromptDefinition] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever a tool, resource or prompt is registered or removed."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def remove(self, name: str) -> bool:
+        """Unregister the tool, resource or prompt ``name`` (it disappears for every tenant at once);
+        ``True`` if it was registered."""
+        removed = any(
+            registry.pop(name, None) is not None for registry in (self._tools, self._resources, self._prompts)
+        )
+        if removed:
+            self._changed()
+        return removed
 
     # -- registration ---------------------------------------------------------------------
 
@@ -184,6 +203,7 @@ class App:
                 annotations=annotations,
                 argument_names=names,
             )
+            self._changed()
             return fn
 
         return register
@@ -227,6 +247,7 @@ class App:
                 title=title,
                 template=template,
             )
+            self._changed()
             return fn
 
         return register
@@ -261,6 +282,7 @@ class App:
                 arguments=arguments,
                 title=title,
             )
+            self._changed()
             return fn
 
         return register
@@ -276,6 +298,7 @@ class App:
         for prompt in other._prompts.values():
             self._claim(prompt.name)
             self._prompts[prompt.name] = prompt
+        self._changed()
 
     def _claim(self, name: str) -> None:
         if name in self._tools or name in self._resources or name in self._prompts:

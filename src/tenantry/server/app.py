@@ -8,10 +8,11 @@ body is parsed. The other routes are discovery documents and health checks.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ from tenantry.audit.anomaly import AnomalyDetector, AnomalyThresholds
 from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
 from tenantry.auth.apikeys import ApiKeyVerifier
 from tenantry.auth.verifiers import CredentialRouter
+from tenantry.controlplane.directory import ChangeListener, ControlSnapshot
 from tenantry.core.errors import TenantryError
 from tenantry.core.load import InFlight
 from tenantry.framework.app import App
@@ -44,11 +46,12 @@ from tenantry.server.authn import Authenticator
 from tenantry.server.gate import McpGate
 from tenantry.server.guards import HostOriginPolicy
 from tenantry.server.host_guard import HostGuard
+from tenantry.server.list_changed import ListChangedNotifier
 from tenantry.server.mcp import build_mcp_server, http_caller
 from tenantry.server.metrics import TenantMetrics, metrics_route
 from tenantry.server.oauth import token_route
 from tenantry.server.response import AutomaticResponse
-from tenantry.server.sessions import SessionRegistry
+from tenantry.server.sessions import SessionCloser, SessionRegistry
 from tenantry.server.wellknown import discovery_routes, health_routes
 
 __all__ = ["create_http_app", "HttpApp", "allowed_hosts_and_origins"]
@@ -96,9 +99,12 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         limiter=runtime.tenant_limiter(),
         max_result_bytes=settings.tools.max_result_bytes,
     )
+    list_changed = ListChangedNotifier(resources=bool(app.resources), prompts=bool(app.prompts))
+    app.add_change_listener(_on_catalogue_change(dispatcher, list_changed))
     mcp_server = build_mcp_server(
         dispatcher,
         http_caller,
+        notifier=list_changed,
         name=app.name,
         version=__version__,
         request_state_security=RequestStateSecurity(keys=[runtime.request_state_key()]),
@@ -115,7 +121,12 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         session_idle_timeout=settings.server.session_idle_timeout,
         max_sessions=settings.server.max_sessions,
     )
-    sessions = SessionRegistry(audit=runtime.audit, idle_timeout=settings.server.session_idle_timeout)
+    sessions = SessionRegistry(
+        audit=runtime.audit,
+        idle_timeout=settings.server.session_idle_timeout,
+        limits_for=runtime.directory.limits,
+        closer=_session_closer(manager),
+    )
     authenticator = Authenticator(
         verifier=verifier,
         directory=runtime.directory,
@@ -139,6 +150,8 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     checkpointer = runtime.checkpointer()
     detector, notifier = _anomaly_detection(runtime, app)
     runtime.directory.add_listener(dispatcher.on_control_change)
+    runtime.directory.add_listener(_close_sessions_of_halted_tenants(sessions))
+    runtime.directory.add_listener(_notify_grant_changes(list_changed))
     metrics = TenantMetrics(
         tools=app.tools.keys(),
         max_tenant_labels=settings.metrics.max_tenant_labels,
@@ -206,6 +219,63 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         public_prefixes=("/.well-known/",),
     )
     return HttpApp(asgi=asgi, dispatcher=dispatcher, mcp_server=mcp_server, sessions=sessions, session_manager=manager)
+
+
+def _session_closer(manager: StreamableHTTPSessionManager) -> SessionCloser:
+    """Ends a session in the SDK's manager. ``_server_instances`` is private to the SDK (pinned
+    version): a session's transport ends when its idle scope is cancelled, and the manager then
+    discards it exactly as after an idle timeout."""
+
+    async def close(session_id: str) -> None:
+        transport = manager._server_instances.get(session_id)
+        if transport is None:
+            return
+        if transport.idle_scope is not None:
+            transport.idle_scope.cancel()
+        else:
+            await transport.terminate()
+
+    return close
+
+
+def _close_sessions_of_halted_tenants(sessions: SessionRegistry) -> ChangeListener:
+    async def on_change(before: ControlSnapshot, after: ControlSnapshot) -> None:
+        for tenant in after.tenants.values():
+            was = before.tenants.get(tenant.id)
+            if tenant.halted and (was is None or not was.halted):
+                await sessions.close_tenant(tenant.id, "tenant_halted")
+
+    return on_change
+
+
+def _notify_grant_changes(notifier: ListChangedNotifier) -> ChangeListener:
+    async def on_change(before: ControlSnapshot, after: ControlSnapshot) -> None:
+        changed = {
+            tenant.id
+            for tenant in after.tenants.values()
+            if (was := before.tenants.get(tenant.id)) is not None and was.grants != tenant.grants
+        }
+        if changed and before.revision is not None:
+            await notifier.notify(changed)
+
+    return on_change
+
+
+def _on_catalogue_change(dispatcher: Dispatcher, notifier: ListChangedNotifier) -> Callable[[], None]:
+    """Tools that appear or disappear while serving: forget derived views, tell every session."""
+    tasks: set[asyncio.Task[int]] = set()
+
+    def changed() -> None:
+        dispatcher.catalogue_changed()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # registered before the server runs: nobody to tell
+        task = loop.create_task(notifier.notify(None))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return changed
 
 
 def _anomaly_detection(runtime: Runtime, app: App) -> tuple[AnomalyDetector, WebhookNotifier | None]:

@@ -97,7 +97,13 @@ class McpGate:
             await self._refuse(exc, request_id, scope, receive, send, extra)
             return
 
-        opening = handshake_era and session_id is None
+        opening = handshake_era and session_id is None and method == "POST"
+        if opening:
+            try:
+                self._sessions.reserve(caller.tenant_id)
+            except TenantryError as exc:
+                await self._refuse(exc, request_id, scope, receive, send)
+                return
         assigned: str | None = None
         status = 0
 
@@ -133,6 +139,8 @@ class McpGate:
         try:
             await self._handler(scope, replayed, send_tracked if tracked else send)
         finally:
+            if opening:
+                self._sessions.unreserve(caller.tenant_id)
             self._in_flight.count -= 1
             auth_context_var.reset(auth_token)
             CURRENT_CALLER.reset(caller_token)

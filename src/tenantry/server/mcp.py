@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import mcp_types as types
 from mcp.server.caching import CacheHint
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel.server import Server
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
@@ -25,6 +26,7 @@ from tenantry.core.errors import InvalidCredential, TenantryError
 from tenantry.framework.dispatcher import Dispatcher, ResourceNotFound
 from tenantry.server.channel import McpClientChannel
 from tenantry.server.errors import to_mcp_error, unexpected_to_mcp_error
+from tenantry.server.list_changed import ListChangedNotifier
 
 __all__ = ["build_mcp_server", "CallerResolver", "CURRENT_CALLER", "http_caller", "CALLER_SCOPE_KEY"]
 
@@ -63,6 +65,7 @@ def build_mcp_server(
     instructions: str | None = None,
     request_state_security: RequestStateSecurity | None = None,
     audience: str | None = None,
+    notifier: ListChangedNotifier | None = None,
 ) -> Server[Any]:
     """A low-level MCP server serving ``dispatcher``'s app to whoever ``caller_for`` names.
 
@@ -74,6 +77,12 @@ def build_mcp_server(
         caller: Caller | None = None
         try:
             caller = caller_for(ctx)
+            if notifier is not None and caller.session_id is not None:
+                # The connection-scoped object (private to the pinned SDK) writes to the session's
+                # standalone stream; ``ctx.session`` is scoped to this one request.
+                connection = getattr(ctx.session, "_connection", None)
+                if connection is not None:
+                    notifier.remember(caller.session_id, caller.tenant_id, connection)
             return await work(caller)
         except TenantryError as exc:
             raise to_mcp_error(exc) from None
@@ -174,7 +183,7 @@ def build_mcp_server(
     with warnings.catch_warnings():
         # logging/setLevel is deprecated at 2026-07-28 but still part of the handshake era we serve.
         warnings.simplefilter("ignore", MCPDeprecationWarning)
-        server: Server[Any] = Server(  # type: ignore[misc]
+        server: Server[Any] = _ListChangedServer(  # type: ignore[misc]
             name,
             version=version,
             instructions=instructions,
@@ -195,6 +204,22 @@ def build_mcp_server(
     security = request_state_security or RequestStateSecurity.ephemeral()
     server.middleware.append(RequestStateBoundary(security, default_audience=audience or name))
     return server
+
+
+class _ListChangedServer(Server[Any]):
+    """Advertises ``listChanged`` in the handshake era: grants and registrations change while the
+    server runs, and its sessions are told (see :mod:`tenantry.server.list_changed`)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        options = notification_options or NotificationOptions(
+            prompts_changed=True, resources_changed=True, tools_changed=True
+        )
+        return super().create_initialization_options(options, experimental_capabilities, extensions)
 
 
 async def _empty() -> types.EmptyResult:

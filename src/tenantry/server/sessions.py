@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -18,10 +19,11 @@ import anyio
 from tenantry.audit.events import AuditEvent, EventType
 from tenantry.audit.sink import AuditSink
 from tenantry.core.calls import Caller
-from tenantry.core.errors import SessionNotFound, TenantryError
+from tenantry.core.errors import SessionLimitReached, SessionNotFound, TenantryError
 from tenantry.core.identity import PrincipalKey
+from tenantry.core.limits import TenantLimits
 
-__all__ = ["SessionRegistry", "BoundSession"]
+__all__ = ["SessionRegistry", "BoundSession", "SessionCloser"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +38,57 @@ class BoundSession:
     in_flight: int = 0
 
 
+SessionCloser = Callable[[str], Awaitable[None]]
+"""Ends the transport (and server task) of a session id, e.g. in the SDK's session manager."""
+
+
 class SessionRegistry:
-    def __init__(self, *, audit: AuditSink, idle_timeout: float) -> None:
+    """:param limits_for: a tenant's effective limits (``sessions``, ``session_idle``).
+    :param closer: ends a session's transport when the registry closes it (idle, halted tenant).
+    """
+
+    def __init__(
+        self,
+        *,
+        audit: AuditSink,
+        idle_timeout: float,
+        limits_for: Callable[[str], TenantLimits] | None = None,
+        closer: SessionCloser | None = None,
+    ) -> None:
         self._audit = audit
         self._idle_timeout = idle_timeout
+        self._limits_for = limits_for or (lambda tenant_id: TenantLimits(session_idle=idle_timeout))
+        self._closer = closer
         self._sessions: dict[str, BoundSession] = {}
+        self._per_tenant: dict[str, int] = {}
+        self._opening: dict[str, int] = {}
 
     @property
     def sessions(self) -> dict[str, BoundSession]:
         return self._sessions
+
+    def open_count(self, tenant_id: str) -> int:
+        return self._per_tenant.get(tenant_id, 0)
+
+    def reserve(self, tenant_id: str) -> None:
+        """Hold a place for a session the tenant is opening (before the SDK creates it).
+
+        :raises SessionLimitReached: the tenant already has its limit of sessions open.
+        """
+        limit = self._limits_for(tenant_id).sessions
+        if self._per_tenant.get(tenant_id, 0) + self._opening.get(tenant_id, 0) >= limit:
+            raise SessionLimitReached(
+                f"this tenant already has {limit} open sessions (its limit); close one (DELETE) or let it expire",
+                retry_after=60,
+            )
+        self._opening[tenant_id] = self._opening.get(tenant_id, 0) + 1
+
+    def unreserve(self, tenant_id: str) -> None:
+        count = self._opening.get(tenant_id, 0) - 1
+        if count > 0:
+            self._opening[tenant_id] = count
+        else:
+            self._opening.pop(tenant_id, None)
 
     async def claim(self, session_id: str, caller: Caller) -> BoundSession:
         """The session ``caller`` presented, if it is theirs.
@@ -64,6 +108,8 @@ class SessionRegistry:
         """Bind a session the SDK just created to its principal. Called before the response that
         reveals the id is sent, so the client's next request always finds the binding."""
         now = time.monotonic()
+        if session_id not in self._sessions:
+            self._per_tenant[caller.tenant_id] = self._per_tenant.get(caller.tenant_id, 0) + 1
         self._sessions[session_id] = BoundSession(
             owner=caller.principal.key,
             tenant_id=caller.tenant_id,
@@ -75,11 +121,28 @@ class SessionRegistry:
     async def record_opened(self, session_id: str, caller: Caller) -> None:
         await self._record("connection_opened", caller.tenant_id, caller.principal.subject, session_id, caller)
 
-    async def close(self, session_id: str, caller: Caller | None, reason: str) -> None:
+    async def close(self, session_id: str, caller: Caller | None, reason: str, *, end_transport: bool = False) -> None:
         bound = self._sessions.pop(session_id, None)
         if bound is None:
             return
+        count = self._per_tenant.get(bound.tenant_id, 0) - 1
+        if count > 0:
+            self._per_tenant[bound.tenant_id] = count
+        else:
+            self._per_tenant.pop(bound.tenant_id, None)
+        if end_transport and self._closer is not None:
+            try:
+                await self._closer(session_id)
+            except Exception:
+                logger.exception("could not end a session's transport", extra={"session_id": session_id})
         await self._record("connection_closed", bound.tenant_id, bound.subject, session_id, caller, reason=reason)
+
+    async def close_tenant(self, tenant_id: str, reason: str) -> int:
+        """Close every session of the tenant (its kill switch); returns how many."""
+        ids = [sid for sid, bound in self._sessions.items() if bound.tenant_id == tenant_id]
+        for session_id in ids:
+            await self.close(session_id, None, reason, end_transport=True)
+        return len(ids)
 
     async def _audit_hijack(self, caller: Caller, session_id: str, bound: BoundSession) -> None:
         await self._record(
@@ -129,11 +192,19 @@ class SessionRegistry:
             logger.warning("could not audit a session event", extra={"session_id": session_id})
 
     async def reap_idle(self) -> None:
-        """Forget sessions idle longer than the SDK keeps them; runs until cancelled."""
-        interval = max(1.0, min(60.0, self._idle_timeout / 4))
+        """Close sessions idle longer than their tenant's ``session_idle``; runs until cancelled."""
+        interval = 2.0  # per-tenant idle limits may be short; a sweep is a pass over a dict
         while True:
             await anyio.sleep(interval)
-            deadline = time.monotonic() - self._idle_timeout - interval
-            stale = [sid for sid, b in self._sessions.items() if b.in_flight == 0 and b.last_seen < deadline]
-            for session_id in stale:
-                await self.close(session_id, None, "idle_timeout")
+            await self.reap_once()
+
+    async def reap_once(self, now: float | None = None) -> int:
+        current = time.monotonic() if now is None else now
+        stale = [
+            sid
+            for sid, bound in self._sessions.items()
+            if bound.in_flight == 0 and bound.last_seen < current - self._limits_for(bound.tenant_id).session_idle
+        ]
+        for session_id in stale:
+            await self.close(session_id, None, "idle_timeout", end_transport=True)
+        return len(stale)
