@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tenantry.audit.events import AuditEvent
-from tenantry.controlplane.base import ControlStore, Tenant, Tier
+from tenantry.controlplane.base import ControlStore, Tenant, TenantSpec, Tier
 from tenantry.core.errors import GrantRefused, NotFound, StorageError, UsageError
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
 from tenantry.policy.catalogue import Catalogue
@@ -28,6 +28,8 @@ __all__ = [
     "check_grants",
     "create_tenant",
     "grant_tools",
+    "parse_tenant_specs",
+    "import_tenants",
     "unserved_grants",
 ]
 
@@ -127,6 +129,80 @@ def create_tenant(
         detail["pending"] = pending_names
     event = AuditEvent(event_type="tenant_created", tenant_id=tenant.id, result_status="ok", actor=actor, detail=detail)
     return tenant, event
+
+
+def parse_tenant_specs(lines: Iterable[str], *, source: str = "input") -> list[TenantSpec]:
+    """Tenants to create in bulk, one JSON object per line: ``{"id": "t1", "name": "...",
+    "tools": ["whoami"], "tier": "logical"}`` (only ``id`` is required; blank lines and lines
+    starting with ``#`` are skipped).
+
+    :raises UsageError: naming the first bad line (nothing is created then).
+    """
+    specs: list[TenantSpec] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            entry = json.loads(text)
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+            tenant_id = validate_tenant_id(entry["id"])
+            name = entry.get("name") or tenant_id
+            tools = entry.get("tools") or []
+            tier = entry.get("tier", "logical")
+            if not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable():
+                raise ValueError("name must be 1-200 printable characters")
+            if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+                raise ValueError("tools must be a list of names")
+            if tier not in ("logical", "dedicated"):
+                raise ValueError("tier must be logical or dedicated")
+            if tenant_id in seen:
+                raise ValueError(f"tenant {tenant_id!r} appears twice")
+        except (ValueError, KeyError, TypeError, UsageError) as exc:
+            reason = exc.message if isinstance(exc, UsageError) else str(exc) or type(exc).__name__
+            raise UsageError(f"{source} line {number}: {reason}") from None
+        seen.add(tenant_id)
+        specs.append(TenantSpec(tenant_id, name, tuple(sorted({validate_tool_name(t) for t in tools})), tier))
+    if not specs:
+        raise UsageError(f"{source} holds no tenants")
+    return specs
+
+
+def import_tenants(
+    store: ControlStore,
+    specs: list[TenantSpec],
+    catalogue: Catalogue,
+    *,
+    actor: str,
+    pending: bool = False,
+    chunk: int = 2000,
+    progress: Callable[[int], None] | None = None,
+) -> list[AuditEvent]:
+    """Create many tenants fast: every grant is checked first (nothing is created if one is
+    refused), then the tenants go in a few large transactions. Returns one ``tenant_created``
+    event per tenant for the caller to record.
+
+    :raises GrantRefused: see :func:`check_grants`. :raises AlreadyExists: an id that exists.
+    """
+    pending_by_tenant = {spec.id: check_grants(catalogue, spec.id, spec.tools, pending=pending) for spec in specs}
+    events: list[AuditEvent] = []
+    for start in range(0, len(specs), chunk):
+        part = specs[start : start + chunk]
+        store.create_tenants(part)
+        for spec in part:
+            detail: dict[str, Any] = {"tier": spec.tier, "grants": list(spec.tools), "bulk": True}
+            if pending_by_tenant[spec.id]:
+                detail["pending"] = pending_by_tenant[spec.id]
+            events.append(
+                AuditEvent(
+                    event_type="tenant_created", tenant_id=spec.id, result_status="ok", actor=actor, detail=detail
+                )
+            )
+        if progress is not None:
+            progress(len(part))
+    return events
 
 
 def grant_tools(

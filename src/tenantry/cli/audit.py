@@ -253,7 +253,15 @@ def verify(
             ) as bar:
                 task = bar.add_task("audit streams", total=total)
                 for tenant_id in tenants:
-                    reports.append(verify_stream(store, signer, tenant_id, progress=lambda n: bar.advance(task, n)))
+                    reports.append(
+                        verify_stream(
+                            store,
+                            signer,
+                            tenant_id,
+                            progress=lambda n: bar.advance(task, n),
+                            head=heads.get(tenant_id),
+                        )
+                    )
         finally:
             store.close()
     _report(reports)

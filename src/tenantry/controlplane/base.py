@@ -3,7 +3,7 @@ CLI and server. Every write bumps one revision counter, which readers poll."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -13,6 +13,7 @@ from tenantry.core.secrets import SecretInfo, SecretStore, WrappedKey
 
 __all__ = [
     "Tenant",
+    "TenantSpec",
     "TenantStore",
     "RevocationStore",
     "ApiKeyStore",
@@ -51,6 +52,16 @@ class Tenant:
         return defaults.with_overrides(parse_limit_overrides(dict(self.limit_overrides)))
 
 
+@dataclass(frozen=True, slots=True)
+class TenantSpec:
+    """A tenant to create in bulk (already validated)."""
+
+    id: str
+    name: str
+    tools: tuple[str, ...] = ()
+    tier: Tier = "logical"
+
+
 class TenantStore(Protocol):
     """Durable tenant records. Every write bumps :meth:`revision`, which readers poll.
 
@@ -62,6 +73,13 @@ class TenantStore(Protocol):
     def create_tenant(
         self, tenant_id: str, *, name: str | None = None, tools: Iterable[str] = (), tier: Tier = "logical"
     ) -> Tenant: ...
+
+    def create_tenants(self, tenants: Sequence[TenantSpec]) -> int:
+        """Create many tenants in one transaction (all or none); returns how many.
+
+        :raises AlreadyExists: naming the first id that exists (nothing is created then).
+        """
+        ...
 
     def get_tenant(self, tenant_id: str) -> Tenant | None: ...
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 
-from tenantry.controlplane.base import Tenant, TenantStatus, Tier
+from tenantry.controlplane.base import Tenant, TenantSpec, TenantStatus, Tier
 from tenantry.controlplane.rows import (
     api_key_from_row,
     api_key_row,
@@ -193,6 +193,28 @@ class PostgresTenantStore:
         except pg_errors.UniqueViolation:
             raise AlreadyExists(f"tenant {tenant_id!r} already exists") from None
         return self._require(tenant_id)
+
+    def create_tenants(self, tenants: Sequence[TenantSpec]) -> int:
+        now = int(time.time())
+        try:
+            with self._tx() as cur:
+                cur.execute("SELECT id FROM tenantry.tenants WHERE id = ANY(%s) LIMIT 1", ([t.id for t in tenants],))
+                existing = cur.fetchone()
+                if existing is not None:
+                    raise AlreadyExists(f"tenant {existing[0]!r} already exists")
+                cur.executemany(
+                    "INSERT INTO tenantry.tenants (id, name, tier, status, created_at)"
+                    " VALUES (%s, %s, %s, 'active', %s)",
+                    [(t.id, t.name, t.tier, now) for t in tenants],
+                )
+                cur.executemany(
+                    "INSERT INTO tenantry.grants (tenant_id, tool) VALUES (%s, %s)",
+                    [(t.id, tool) for t in tenants for tool in sorted(set(t.tools))],
+                )
+                self._bump(cur)
+        except pg_errors.UniqueViolation:
+            raise AlreadyExists("a tenant id appears twice") from None
+        return len(tenants)
 
     def get_tenant(self, tenant_id: str) -> Tenant | None:
         with self._tx() as cur:

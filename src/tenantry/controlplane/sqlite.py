@@ -5,11 +5,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from tenantry.controlplane.base import Tenant, TenantStatus, Tier
+from tenantry.controlplane.base import Tenant, TenantSpec, TenantStatus, Tier
 from tenantry.controlplane.rows import (
     api_key_from_row,
     api_key_row,
@@ -181,6 +182,28 @@ class SqliteTenantStore:
         except sqlite3.Error as exc:
             raise StorageError(f"control store write failed: {exc}") from None
         return self._require(tenant_id)
+
+    def create_tenants(self, tenants: Sequence[TenantSpec]) -> int:
+        now = int(time.time())
+        try:
+            with self._tx() as cur:
+                existing = _first_existing(cur, [t.id for t in tenants], "?")
+                if existing is not None:
+                    raise AlreadyExists(f"tenant {existing!r} already exists")
+                cur.executemany(
+                    "INSERT INTO tenants (id, name, tier, status, created_at) VALUES (?, ?, ?, 'active', ?)",
+                    [(t.id, t.name, t.tier, now) for t in tenants],
+                )
+                cur.executemany(
+                    "INSERT INTO grants (tenant_id, tool) VALUES (?, ?)",
+                    [(t.id, tool) for t in tenants for tool in sorted(set(t.tools))],
+                )
+                self._bump(cur)
+        except sqlite3.IntegrityError:
+            raise AlreadyExists("a tenant id appears twice") from None
+        except sqlite3.Error as exc:
+            raise StorageError(f"control store write failed: {exc}") from None
+        return len(tenants)
 
     def get_tenant(self, tenant_id: str) -> Tenant | None:
         with self._read() as cur:
@@ -428,6 +451,16 @@ class SqliteTenantStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _first_existing(cur: Any, ids: list[str], placeholder: str) -> str | None:
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join([placeholder] * len(chunk))
+        row = cur.execute(f"SELECT id FROM tenants WHERE id IN ({marks}) LIMIT 1", chunk).fetchone()  # noqa: S608
+        if row is not None:
+            return str(row[0])
+    return None
 
 
 def _tenant(row: tuple[object, ...], grants: frozenset[str], limits: tuple[tuple[str, float], ...] = ()) -> Tenant:
