@@ -10,7 +10,10 @@ opens N handshake-era sessions and calls the tool in a closed loop from N concur
 workers. Rounds alternate a, b, c, a, b, c so machine noise hits every side; the ratios
 b/a and b/c of calls per second are what count, never an absolute time.
 
-    .venv/bin/python bench/throughput.py [--seconds 3] [--rounds 5] [--concurrency 1 16]
+Both protocol eras: ``handshake`` (``initialize``, then calls with ``Mcp-Session-Id``) and
+``sessionless`` (2026-07-28: every request carries its own envelope, as ``mcp.Client`` sends).
+
+    .venv/bin/python bench/throughput.py [--seconds 3] [--rounds 5] [--concurrency 1 16] [--era handshake sessionless]
 """
 
 from __future__ import annotations
@@ -88,9 +91,9 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(target: Target, concurrency: int, seconds: float) -> Result:
+def measured(target: Target, concurrency: int, seconds: float, era: str) -> Result:
     before = process_cpu_seconds(target.process.pid)
-    result = asyncio.run(load(target, concurrency, seconds))
+    result = asyncio.run(load(target, concurrency, seconds, era))
     result.server_cpu = process_cpu_seconds(target.process.pid) - before
     return result
 
@@ -141,10 +144,20 @@ def start_tenantry(workdir: Path) -> Target:
     return Target("Tenantry", f"http://127.0.0.1:{port}/mcp", token, process)
 
 
-async def open_session(client: httpx2.AsyncClient, target: Target) -> dict[str, str]:
+MODERN = "2026-07-28"
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
+}
+
+
+async def open_session(client: httpx2.AsyncClient, target: Target, era: str) -> dict[str, str]:
     headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
     if target.token:
         headers["Authorization"] = f"Bearer {target.token}"
+    if era == "sessionless":
+        return {**headers, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
     init = await client.post(
         target.mcp_url,
         headers=headers,
@@ -169,10 +182,13 @@ async def open_session(client: httpx2.AsyncClient, target: Target) -> dict[str, 
     return headers
 
 
-async def load(target: Target, concurrency: int, seconds: float) -> Result:
+async def load(target: Target, concurrency: int, seconds: float, era: str = "handshake") -> Result:
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    arguments: dict[str, object] = {"name": "echo", "arguments": {"text": "hello"}}
+    if era == "sessionless":
+        arguments["_meta"] = MODERN_META
     async with httpx2.AsyncClient(limits=limits, timeout=30) as client:
-        sessions = [await open_session(client, target) for _ in range(concurrency)]
+        sessions = [await open_session(client, target, era) for _ in range(concurrency)]
         latencies: list[float] = []
         stop_at = time.perf_counter() + seconds
 
@@ -183,7 +199,7 @@ async def load(target: Target, concurrency: int, seconds: float) -> Result:
                     "jsonrpc": "2.0",
                     "id": request_id,
                     "method": "tools/call",
-                    "params": {"name": "echo", "arguments": {"text": "hello"}},
+                    "params": arguments,
                 }
                 started = time.perf_counter()
                 response = await client.post(target.mcp_url, headers=headers, json=body)
@@ -196,7 +212,8 @@ async def load(target: Target, concurrency: int, seconds: float) -> Result:
         await asyncio.gather(*(worker(h) for h in sessions))
         elapsed = time.perf_counter() - began
         for headers in sessions:
-            await client.delete(target.mcp_url, headers=headers)
+            if "Mcp-Session-Id" in headers:
+                await client.delete(target.mcp_url, headers=headers)
     return Result(len(latencies), elapsed, latencies)
 
 
@@ -240,6 +257,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--era", nargs="+", choices=["handshake", "sessionless"], default=["handshake", "sessionless"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tenantry-bench-") as tmp:
         workdir = Path(tmp)
@@ -247,13 +265,14 @@ def main() -> None:
         targets.append(start_audit_off(workdir))
         try:
             print(f"{'sessions':>8} {'server':<10} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU/call':>16}")
-            for concurrency in args.concurrency:
+            for era, concurrency in ((e, c) for e in args.era for c in args.concurrency):
+                print(f"-- {era} era")
                 for target in targets:
-                    asyncio.run(load(target, concurrency, 1.0))  # warm-up
+                    asyncio.run(load(target, concurrency, 1.0, era))  # warm-up
                 runs: dict[str, list[Result]] = {t.name: [] for t in targets}
                 for _ in range(args.rounds):
                     for target in targets:
-                        runs[target.name].append(measured(target, concurrency, args.seconds))
+                        runs[target.name].append(measured(target, concurrency, args.seconds, era))
                 merged = {}
                 for name, results in runs.items():
                     merged[name] = Result(

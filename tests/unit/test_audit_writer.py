@@ -175,7 +175,10 @@ async def test_a_call_left_open_by_a_dead_process_is_recorded_as_interrupted(tmp
     crashed = SqliteAuditStore(path)
     beyond_pid_max = 2**22 + 17  # no process can have it: the instance is gone
     crashed.register_instance(ServerInstance("dead0instance", socket.gethostname(), beyond_pid_max, 0.0, 0.0))
-    crashed.append([start("acme", "r-open"), start("globex", "r-done")])
+    open_start, done_start = start("acme", "r-open"), start("globex", "r-done")
+    for started in (open_start, done_start):
+        started.detail["instance"] = "dead0instance"
+    crashed.append([open_start, done_start])
     crashed.append([outcome("globex", "r-done")])  # this one finished before the crash
     crashed.close()
     sink = DurableAuditSink(lambda: SqliteAuditStore(path))
@@ -189,7 +192,7 @@ async def test_a_call_left_open_by_a_dead_process_is_recorded_as_interrupted(tmp
         "call_started",
         "tool_call",
     ]  # positive control: a closed call gets no extra record
-    assert store.open_calls("dead0instance") == [] and all(i.instance != "dead0instance" for i in store.instances())
+    assert all(i.instance != "dead0instance" for i in store.instances())
     store.close()
 
 
@@ -197,9 +200,22 @@ async def test_a_live_process_calls_are_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite3"
     live = SqliteAuditStore(path)
     live.register_instance(ServerInstance("live0instance", socket.gethostname(), os.getpid(), time.time(), time.time()))
-    live.append([start("acme", "r-running")])
+    running = start("acme", "r-running")
+    running.detail["instance"] = "live0instance"
+    live.append([running])
     sink = DurableAuditSink(lambda: SqliteAuditStore(path))
     await sink.aclose()
     assert sink.recovered_calls == 0
-    assert [c.start.tenant_id for c in live.open_calls("live0instance")] == ["acme"]
+    assert [pydantic_core.from_json(r.record)["event_type"] for r in live.read("acme")] == ["call_started"]
     live.close()
+
+
+async def test_starts_carry_the_instance_and_the_low_water_mark_follows_open_calls(tmp_path: Path) -> None:
+    sink = DurableAuditSink(lambda: SqliteAuditStore(tmp_path / "a.sqlite3"))
+    first = start("acme", "r1")
+    await sink.record(first)
+    assert first.detail["instance"] == sink.instance.instance
+    assert sink._low_water() == first.created  # the oldest call still open
+    sink.submit(outcome("acme", "r1"))
+    assert sink._low_water() > first.created  # nothing open: now
+    await sink.aclose()

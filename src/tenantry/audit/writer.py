@@ -35,14 +35,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tenantry.audit.chain import StoredRecord
 from tenantry.audit.events import CALL_OUTCOMES, AuditEvent
 from tenantry.audit.sink import AuditObserver
 from tenantry.audit.spill import SpillFile
 from tenantry.audit.store.base import AuditStore, CallJournal, InlineAppend, ServerInstance
+from tenantry.audit.store.journal import interrupted_calls
 from tenantry.core.errors import AuditUnavailable
 
-__all__ = ["DurableAuditSink", "interrupted_outcome"]
+__all__ = ["DurableAuditSink"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,38 +56,11 @@ class _Pending:
     queued: float
 
 
+_OUTCOME_TYPES = frozenset(CALL_OUTCOMES.values())
 _HEARTBEAT_INTERVAL = 10.0
 _RECONCILE_INTERVAL = 30.0
 _STALE_AFTER = 60.0
 """Seconds without a heartbeat after which an instance on another host is taken as gone."""
-
-
-def interrupted_outcome(start: StoredRecord, fields: dict[str, object], instance: str) -> AuditEvent | None:
-    """The outcome recorded for a call whose process died between its start and its outcome."""
-    detail = fields.get("detail")
-    method = detail.get("method") if isinstance(detail, dict) else None
-    outcome = CALL_OUTCOMES.get(method) if isinstance(method, str) else None
-    if outcome is None:
-        return None
-
-    def text(name: str) -> str | None:
-        value = fields.get(name)
-        return value if isinstance(value, str) else None
-
-    return AuditEvent(
-        event_type=outcome,
-        tenant_id=start.tenant_id,
-        result_status="interrupted",
-        session_id=text("session_id"),
-        subject=text("subject"),
-        tool_name=text("tool_name"),
-        args_hash=text("args_hash"),
-        ip_address=text("ip_address"),
-        request_id=text("request_id"),
-        reason="the server stopped before the call's outcome was recorded; the tool may have run",
-        actor="tenantry:recovery",
-        detail={"started_seq": start.seq, "instance": instance},
-    )
 
 
 def _process_alive(pid: int) -> bool:
@@ -139,6 +112,9 @@ class DurableAuditSink:
         self.instance = ServerInstance(os.urandom(8).hex(), socket.gethostname(), os.getpid(), time.time(), 0.0)
         self._last_heartbeat = 0.0
         self._last_reconcile = 0.0
+        self._open_starts: dict[tuple[str, str], float] = {}
+        """Calls of this process started and not yet given an outcome (for the low-water mark)."""
+        self._flush_armed = False
         self._thread = threading.Thread(target=self._run, name="tenantry-audit-writer", daemon=True)
         self._thread.start()
         self.committed = 0
@@ -171,29 +147,65 @@ class DurableAuditSink:
         """
         if not self._available or self._closing:
             raise AuditUnavailable()
-        if alone and self._commit_inline(event):
-            self._observe(event)
-            return
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        with self._condition:
-            self._pending.append(_Pending(event, done, loop, 0.0))
-            self._urgent += 1
-            self._condition.notify()
-        await done
+        start_key = self._track_start(event)
+        try:
+            if alone and self._commit_inline(event):
+                self._observe(event)
+                return
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()
+            with self._condition:
+                self._pending.append(_Pending(event, done, loop, 0.0))
+                self._urgent += 1
+                self._condition.notify()
+            await done
+        except BaseException:
+            if start_key is not None:  # the start was not recorded: its call never runs
+                with self._condition:
+                    self._open_starts.pop(start_key, None)
+            raise
         self._observe(event)
+
+    def _track_start(self, event: AuditEvent) -> tuple[str, str] | None:
+        if event.event_type != "call_started" or event.request_id is None:
+            return None
+        event.detail["instance"] = self.instance.instance  # whose crash would leave it open
+        key = (event.tenant_id, event.request_id)
+        with self._condition:
+            self._open_starts[key] = event.created
+        return key
 
     def submit(self, event: AuditEvent) -> None:
         """Record ``event`` with the next transaction, without waiting for it. Never raises: while
         the store is unavailable the event goes to the spill file (or memory) instead."""
         self._observe(event)
+        if event.request_id is not None and event.event_type in _OUTCOME_TYPES:
+            with self._condition:
+                self._open_starts.pop((event.tenant_id, event.request_id), None)
         if not self._available or self._closing:
             self._keep([event])
             return
         with self._condition:
             self._pending.append(_Pending(event, None, None, time.monotonic()))
-            if len(self._pending) == 1:
+            arm = not self._flush_armed
+            self._flush_armed = True
+        if arm:
+            # No thread wake-up per call: the next start takes the outcome along (inline or in the
+            # writer's next batch); only if none comes within ``linger`` is the writer woken.
+            try:
+                asyncio.get_running_loop().call_later(self._linger, self._flush_if_waiting)
+            except RuntimeError:
+                self._flush_if_waiting()
+
+    def _flush_if_waiting(self) -> None:
+        with self._condition:
+            self._flush_armed = False
+            if self._pending:
                 self._condition.notify()
+
+    def _low_water(self) -> float:
+        with self._condition:
+            return min(self._open_starts.values(), default=time.time())
 
     def _commit_inline(self, event: AuditEvent) -> bool:
         store = self._store
@@ -392,7 +404,7 @@ class DurableAuditSink:
         if store is None or not isinstance(store, CallJournal):
             return
         try:
-            store.heartbeat(self.instance.instance, time.time())
+            store.heartbeat(self.instance.instance, time.time(), self._low_water())
             if now - self._last_reconcile >= _RECONCILE_INTERVAL:
                 self._reconcile(store)
         except Exception:
@@ -402,27 +414,16 @@ class DurableAuditSink:
         self._last_reconcile = time.monotonic()
         if not isinstance(store, CallJournal):
             return
-        import pydantic_core
-
         now = time.time()
         for other in store.instances():
             if other.instance == self.instance.instance:
                 continue
             same_host = other.host == self.instance.host
-            gone = (same_host and not _process_alive(other.pid)) or now - max(other.heartbeat, other.started) > (
-                _STALE_AFTER if not same_host else _STALE_AFTER * 10
-            )
+            stale = _STALE_AFTER if not same_host else _STALE_AFTER * 10
+            gone = (same_host and not _process_alive(other.pid)) or now - max(other.heartbeat, other.started) > stale
             if not gone:
                 continue
-            outcomes = []
-            for call in store.open_calls(other.instance):
-                try:
-                    fields = pydantic_core.from_json(call.start.record)
-                except ValueError:
-                    continue
-                outcome = interrupted_outcome(call.start, fields, other.instance)
-                if outcome is not None:
-                    outcomes.append(outcome)
+            outcomes = interrupted_calls(store.records_since(other.low_water or other.started), other.instance)
             if outcomes:
                 store.append(outcomes)
                 self.recovered_calls += len(outcomes)
@@ -439,17 +440,12 @@ class DurableAuditSink:
             return
         try:
             if isinstance(store, CallJournal):
-                outcomes = []
-                import pydantic_core
-
-                for call in store.open_calls(self.instance.instance):
-                    outcome = interrupted_outcome(
-                        call.start, pydantic_core.from_json(call.start.record), self.instance.instance
-                    )
-                    if outcome is not None:
-                        outcomes.append(outcome)
-                if outcomes:
-                    store.append(outcomes)
+                # Calls still without an outcome at a clean shutdown (e.g. a cancelled task that
+                # never reported) are closed here rather than left for the next process.
+                if self._open_starts:
+                    outcomes = interrupted_calls(store.records_since(self._low_water()), self.instance.instance)
+                    if outcomes:
+                        store.append(outcomes)
                 store.retire_instance(self.instance.instance)
         except Exception:
             logger.warning("could not close the audit journal at shutdown", exc_info=True)

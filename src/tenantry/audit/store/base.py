@@ -14,7 +14,6 @@ __all__ = [
     "InlineAppend",
     "CallJournal",
     "ServerInstance",
-    "OpenCall",
     "StoredCheckpoint",
     "CheckpointKind",
     "PurgeOutcome",
@@ -120,35 +119,28 @@ class ServerInstance:
     pid: int
     started: float
     heartbeat: float
-
-
-@dataclass(frozen=True, slots=True)
-class OpenCall:
-    """A ``call_started`` record whose outcome has not been recorded yet."""
-
-    instance: str
-    start: StoredRecord
+    low_water: float = 0.0
+    """Every call this instance started before this time has its outcome recorded."""
 
 
 @runtime_checkable
 class CallJournal(Protocol):
-    """A store that tracks calls between their start and their outcome.
-
-    Appending a ``call_started`` event (with a ``request_id``) opens a call for the instance
-    registered on this store object; appending its outcome (``tool_call``, ``resource_read``,
-    ``prompt_get`` with the same tenant and ``request_id``) closes it, in the same transaction
-    as the record. A call still open when its instance is gone was interrupted.
+    """A store that knows which server processes write to it, so that the calls a dead one
+    left between their start (``call_started`` with ``detail.instance``) and their outcome can be
+    found and closed: every start after the dead instance's ``low_water`` without an outcome
+    (same tenant and ``request_id``) was interrupted. No per-call bookkeeping: a call costs its
+    two records only.
     """
 
-    def register_instance(self, instance: ServerInstance) -> None:
-        """Announce this process; later ``call_started`` appends on this object belong to it."""
-        ...
+    def register_instance(self, instance: ServerInstance) -> None: ...
 
-    def heartbeat(self, instance: str, now: float) -> None: ...
+    def heartbeat(self, instance: str, now: float, low_water: float) -> None: ...
 
     def instances(self) -> list[ServerInstance]: ...
 
-    def open_calls(self, instance: str) -> list[OpenCall]: ...
+    def records_since(self, created: float) -> Iterator[StoredRecord]:
+        """Every record created at or after ``created`` (all streams, oldest first)."""
+        ...
 
     def retire_instance(self, instance: str) -> None:
         """Forget an instance (after its open calls were closed)."""

@@ -19,8 +19,7 @@ from psycopg import sql
 
 from tenantry.audit.chain import StoredRecord, encode_record, genesis, link
 from tenantry.audit.events import AuditEvent
-from tenantry.audit.store.base import OpenCall, PurgeOutcome, ServerInstance, Signer, StoredCheckpoint
-from tenantry.audit.store.journal import open_and_closed_calls
+from tenantry.audit.store.base import PurgeOutcome, ServerInstance, Signer, StoredCheckpoint
 from tenantry.core.errors import AuditUnavailable, driver_error_text
 
 __all__ = ["PostgresAuditStore", "AUDIT_SCHEMA_SQL", "audit_grants_sql"]
@@ -54,20 +53,13 @@ CREATE TABLE IF NOT EXISTS tenantry_audit.purges (
     tenant_id TEXT PRIMARY KEY,
     through_seq BIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS tenantry_audit.open_calls (
-    tenant_id TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    instance TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    PRIMARY KEY (tenant_id, request_id)
-);
-CREATE INDEX IF NOT EXISTS open_calls_instance ON tenantry_audit.open_calls (instance);
 CREATE TABLE IF NOT EXISTS tenantry_audit.instances (
     instance TEXT PRIMARY KEY,
     host TEXT NOT NULL,
     pid BIGINT NOT NULL,
     started DOUBLE PRECISION NOT NULL,
-    heartbeat DOUBLE PRECISION NOT NULL
+    heartbeat DOUBLE PRECISION NOT NULL,
+    low_water DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 CREATE OR REPLACE FUNCTION tenantry_audit.append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -99,7 +91,6 @@ REVOKE ALL ON ALL TABLES IN SCHEMA tenantry_audit FROM {role};
 GRANT SELECT, INSERT ON tenantry_audit.records, tenantry_audit.checkpoints TO {role};
 GRANT SELECT, INSERT, UPDATE ON tenantry_audit.heads TO {role};
 GRANT SELECT ON tenantry_audit.purges TO {role};
-GRANT SELECT, INSERT, DELETE ON tenantry_audit.open_calls TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenantry_audit.instances TO {role};
 """
 
@@ -116,11 +107,10 @@ class PostgresAuditStore:
         self._timeout_ms = int(statement_timeout * 1000)
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
-        self._instance: str | None = None
         with self._transaction() as cursor:
             cursor.execute(
                 "SELECT to_regclass('tenantry_audit.records') IS NOT NULL"
-                " AND to_regclass('tenantry_audit.open_calls') IS NOT NULL"
+                " AND to_regclass('tenantry_audit.instances') IS NOT NULL"
             )
             row = cursor.fetchone()
             exists = bool(row and row[0])
@@ -191,18 +181,6 @@ class PostgresAuditStore:
                 " ON CONFLICT (tenant_id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
                 [(tenant_id, seq, digest) for tenant_id, (seq, digest) in heads.items()],
             )
-            opened, closed = open_and_closed_calls(events, stored, self._instance)
-            if opened:
-                cursor.executemany(
-                    "INSERT INTO tenantry_audit.open_calls (tenant_id, request_id, instance, seq)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, request_id) DO UPDATE"
-                    " SET instance = EXCLUDED.instance, seq = EXCLUDED.seq",
-                    opened,
-                )
-            if closed:
-                cursor.executemany(
-                    "DELETE FROM tenantry_audit.open_calls WHERE tenant_id = %s AND request_id = %s", closed
-                )
         return stored
 
     # -- call journal -----------------------------------------------------------------------
@@ -210,38 +188,50 @@ class PostgresAuditStore:
     def register_instance(self, instance: ServerInstance) -> None:
         with self._transaction() as cursor:
             cursor.execute(
-                "INSERT INTO tenantry_audit.instances (instance, host, pid, started, heartbeat)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (instance) DO UPDATE SET heartbeat = EXCLUDED.heartbeat",
-                (instance.instance, instance.host, instance.pid, instance.started, instance.heartbeat),
+                "INSERT INTO tenantry_audit.instances (instance, host, pid, started, heartbeat, low_water)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (instance) DO UPDATE SET heartbeat = EXCLUDED.heartbeat",
+                (
+                    instance.instance,
+                    instance.host,
+                    instance.pid,
+                    instance.started,
+                    instance.heartbeat,
+                    instance.started,
+                ),
             )
-        self._instance = instance.instance
 
-    def heartbeat(self, instance: str, now: float) -> None:
+    def heartbeat(self, instance: str, now: float, low_water: float) -> None:
         with self._transaction() as cursor:
-            cursor.execute("UPDATE tenantry_audit.instances SET heartbeat = %s WHERE instance = %s", (now, instance))
+            cursor.execute(
+                "UPDATE tenantry_audit.instances SET heartbeat = %s, low_water = %s WHERE instance = %s",
+                (now, low_water, instance),
+            )
 
     def instances(self) -> list[ServerInstance]:
         with self._transaction() as cursor:
-            cursor.execute("SELECT instance, host, pid, started, heartbeat FROM tenantry_audit.instances")
+            cursor.execute("SELECT instance, host, pid, started, heartbeat, low_water FROM tenantry_audit.instances")
             rows = cursor.fetchall()
-        return [ServerInstance(str(i), str(h), int(p), float(s), float(b)) for i, h, p, s, b in rows]
+        return [ServerInstance(str(i), str(h), int(p), float(s), float(b), float(w)) for i, h, p, s, b, w in rows]
 
-    def open_calls(self, instance: str) -> list[OpenCall]:
-        with self._transaction() as cursor:
-            cursor.execute(
-                "SELECT r.tenant_id, r.seq, r.record, r.hash, r.created FROM tenantry_audit.open_calls o"
-                " JOIN tenantry_audit.records r ON r.tenant_id = o.tenant_id AND r.seq = o.seq"
-                " WHERE o.instance = %s ORDER BY r.created",
-                (instance,),
-            )
-            rows = cursor.fetchall()
-        return [
-            OpenCall(instance, StoredRecord(str(t), int(q), bytes(r), bytes(h), float(c))) for t, q, r, h, c in rows
-        ]
+    def records_since(self, created: float) -> Iterator[StoredRecord]:
+        try:
+            with (
+                psycopg.connect(self._url, application_name="tenantry-audit-reader") as reader,
+                reader.cursor(name="audit_since") as cursor,
+            ):
+                cursor.itersize = 5_000
+                cursor.execute(
+                    "SELECT tenant_id, seq, record, hash, created FROM tenantry_audit.records"
+                    " WHERE created >= %s ORDER BY created",
+                    (created,),
+                )
+                for t, q, r, h, c in cursor:
+                    yield StoredRecord(str(t), int(q), bytes(r), bytes(h), float(c))
+        except psycopg.Error as exc:
+            raise AuditUnavailable(f"cannot read the audit store: {driver_error_text(exc)}") from None
 
     def retire_instance(self, instance: str) -> None:
         with self._transaction() as cursor:
-            cursor.execute("DELETE FROM tenantry_audit.open_calls WHERE instance = %s", (instance,))
             cursor.execute("DELETE FROM tenantry_audit.instances WHERE instance = %s", (instance,))
 
     def heads(self) -> dict[str, tuple[int, bytes]]:

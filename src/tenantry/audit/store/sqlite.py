@@ -17,8 +17,7 @@ from pathlib import Path
 
 from tenantry.audit.chain import StoredRecord, encode_record, genesis, link
 from tenantry.audit.events import AuditEvent
-from tenantry.audit.store.base import OpenCall, PurgeOutcome, ServerInstance, Signer, StoredCheckpoint
-from tenantry.audit.store.journal import open_and_closed_calls
+from tenantry.audit.store.base import PurgeOutcome, ServerInstance, Signer, StoredCheckpoint
 from tenantry.core.errors import AuditUnavailable
 
 __all__ = ["SqliteAuditStore"]
@@ -64,20 +63,13 @@ CREATE TRIGGER IF NOT EXISTS audit_records_append_only_delete
 BEFORE DELETE ON audit_records
 WHEN OLD.seq > COALESCE((SELECT through_seq FROM audit_purges WHERE tenant_id = OLD.tenant_id), 0)
 BEGIN SELECT RAISE(ABORT, 'audit records are append-only; use tenantry audit purge'); END;
-CREATE TABLE IF NOT EXISTS audit_open_calls (
-    tenant_id TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    instance TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, request_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS audit_open_calls_instance ON audit_open_calls (instance);
 CREATE TABLE IF NOT EXISTS audit_instances (
     instance TEXT PRIMARY KEY,
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
     started REAL NOT NULL,
-    heartbeat REAL NOT NULL
+    heartbeat REAL NOT NULL,
+    low_water REAL NOT NULL DEFAULT 0
 );
 CREATE TRIGGER IF NOT EXISTS audit_checkpoints_append_only
 BEFORE UPDATE ON audit_checkpoints
@@ -95,7 +87,6 @@ class SqliteAuditStore:
     def __init__(self, path: Path, *, busy_timeout: float = 2.0) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._instance: str | None = None
         deadline = time.monotonic() + busy_timeout
         while True:
             try:
@@ -161,7 +152,8 @@ class SqliteAuditStore:
                 return None
             raise
 
-    def _append(self, cursor: sqlite3.Cursor, events: Sequence[AuditEvent]) -> list[StoredRecord]:
+    @staticmethod
+    def _append(cursor: sqlite3.Cursor, events: Sequence[AuditEvent]) -> list[StoredRecord]:
         stored: list[StoredRecord] = []
         tenants = sorted({event.tenant_id for event in events})
         heads: dict[str, tuple[int, bytes]] = {}
@@ -181,14 +173,6 @@ class SqliteAuditStore:
             cursor.execute(insert, rows[0])  # a trigger advances audit_heads
         else:
             cursor.executemany(insert, rows)
-        opened, closed = open_and_closed_calls(events, stored, self._instance)
-        if opened:
-            cursor.executemany(
-                "INSERT OR REPLACE INTO audit_open_calls (tenant_id, request_id, instance, seq) VALUES (?, ?, ?, ?)",
-                opened,
-            )
-        if closed:
-            cursor.executemany("DELETE FROM audit_open_calls WHERE tenant_id = ? AND request_id = ?", closed)
         return stored
 
     # -- call journal -----------------------------------------------------------------------
@@ -196,36 +180,48 @@ class SqliteAuditStore:
     def register_instance(self, instance: ServerInstance) -> None:
         with self._transaction() as cursor:
             cursor.execute(
-                "INSERT OR REPLACE INTO audit_instances (instance, host, pid, started, heartbeat)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (instance.instance, instance.host, instance.pid, instance.started, instance.heartbeat),
+                "INSERT OR REPLACE INTO audit_instances (instance, host, pid, started, heartbeat, low_water)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    instance.instance,
+                    instance.host,
+                    instance.pid,
+                    instance.started,
+                    instance.heartbeat,
+                    instance.started,
+                ),
             )
-        self._instance = instance.instance
 
-    def heartbeat(self, instance: str, now: float) -> None:
+    def heartbeat(self, instance: str, now: float, low_water: float) -> None:
         with self._transaction() as cursor:
-            cursor.execute("UPDATE audit_instances SET heartbeat = ? WHERE instance = ?", (now, instance))
+            cursor.execute(
+                "UPDATE audit_instances SET heartbeat = ?, low_water = ? WHERE instance = ?", (now, low_water, instance)
+            )
 
     def instances(self) -> list[ServerInstance]:
         with self._read() as cursor:
-            rows = cursor.execute("SELECT instance, host, pid, started, heartbeat FROM audit_instances").fetchall()
-        return [ServerInstance(str(i), str(h), int(p), float(s), float(b)) for i, h, p, s, b in rows]
-
-    def open_calls(self, instance: str) -> list[OpenCall]:
-        with self._read() as cursor:
             rows = cursor.execute(
-                "SELECT r.tenant_id, r.seq, r.record, r.hash, r.created FROM audit_open_calls o"
-                " JOIN audit_records r ON r.tenant_id = o.tenant_id AND r.seq = o.seq"
-                " WHERE o.instance = ? ORDER BY r.created",
-                (instance,),
+                "SELECT instance, host, pid, started, heartbeat, low_water FROM audit_instances"
             ).fetchall()
-        return [
-            OpenCall(instance, StoredRecord(str(t), int(q), _bytes(r), _bytes(h), float(c))) for t, q, r, h, c in rows
-        ]
+        return [ServerInstance(str(i), str(h), int(p), float(s), float(b), float(w)) for i, h, p, s, b, w in rows]
+
+    def records_since(self, created: float) -> Iterator[StoredRecord]:
+        reader = sqlite3.connect(self._path, check_same_thread=False)
+        try:
+            cursor = reader.execute(
+                "SELECT tenant_id, seq, record, hash, created FROM audit_records WHERE created >= ? ORDER BY created",
+                (created,),
+            )
+            while rows := cursor.fetchmany(5_000):
+                for t, q, r, h, c in rows:
+                    yield StoredRecord(str(t), int(q), _bytes(r), _bytes(h), float(c))
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"cannot read the audit store: {exc}") from None
+        finally:
+            reader.close()
 
     def retire_instance(self, instance: str) -> None:
         with self._transaction() as cursor:
-            cursor.execute("DELETE FROM audit_open_calls WHERE instance = ?", (instance,))
             cursor.execute("DELETE FROM audit_instances WHERE instance = ?", (instance,))
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
