@@ -1,0 +1,78 @@
+"""Admission by per-tenant limits (memory storage): exact counts, isolation, leases, failures."""
+
+from __future__ import annotations
+
+import pytest
+from limits.aio.storage import MemoryStorage
+
+from tenantry.core.errors import ConcurrencyLimited, LimitsUnavailable, QuotaExceeded, RateLimited
+from tenantry.core.limits import TenantLimits
+from tenantry.ratelimit.tenant_limits import TenantLimiter, open_limit_storage
+
+pytestmark = pytest.mark.anyio
+
+LOOSE = {"calls_per_second": 1e6, "burst": 10**6, "daily_calls": 10**9, "concurrent_calls": 10**6}
+
+
+async def admitted(limiter: TenantLimiter, tenant: str, limits: TenantLimits, attempts: int) -> int:
+    count = 0
+    for _ in range(attempts):
+        try:
+            (await limiter.admit(tenant, limits)).release()
+            count += 1
+        except RateLimited:
+            pass
+    return count
+
+
+@pytest.mark.parametrize("daily", [1, 7, 40, 333, 1000])
+async def test_a_daily_quota_admits_exactly_its_amount_even_with_leases(daily: int) -> None:
+    limiter = TenantLimiter(open_limit_storage("memory://"))
+    limits = TenantLimits(**{**LOOSE, "daily_calls": daily})  # type: ignore[arg-type]
+    assert await admitted(limiter, "acme", limits, daily + 50) == daily
+
+
+async def test_the_burst_is_per_tenant_and_the_refusal_says_when_to_retry() -> None:
+    limiter = TenantLimiter(open_limit_storage("memory://"))
+    limits = TenantLimits(**{**LOOSE, "burst": 5})  # type: ignore[arg-type]
+    assert await admitted(limiter, "acme", limits, 20) == 5
+    with pytest.raises(RateLimited) as refused:
+        await limiter.admit("acme", limits)
+    assert refused.value.retry_after == 1 and "burst" in refused.value.message
+    assert await admitted(limiter, "globex", limits, 5) == 5  # another tenant's budget is untouched
+
+
+async def test_the_quota_refusal_is_its_own_code() -> None:
+    limiter = TenantLimiter(open_limit_storage("memory://"))
+    limits = TenantLimits(**{**LOOSE, "daily_calls": 2})  # type: ignore[arg-type]
+    await admitted(limiter, "acme", limits, 2)
+    with pytest.raises(QuotaExceeded) as refused:
+        await limiter.admit("acme", limits)
+    assert refused.value.code == "quota_exceeded" and 0 < (refused.value.retry_after or 0) <= 86400
+
+
+async def test_calls_in_flight_are_bounded_and_released() -> None:
+    limiter = TenantLimiter(open_limit_storage("memory://"))
+    limits = TenantLimits(**{**LOOSE, "concurrent_calls": 2})  # type: ignore[arg-type]
+    first, second = await limiter.admit("acme", limits), await limiter.admit("acme", limits)
+    with pytest.raises(ConcurrencyLimited):
+        await limiter.admit("acme", limits)
+    (await limiter.admit("globex", limits)).release()
+    first.release()
+    first.release()  # releasing twice is harmless
+    assert limiter.in_flight("acme") == 1
+    (await limiter.admit("acme", limits)).release()
+    second.release()
+    assert limiter.in_flight("acme") == 0
+
+
+class BrokenStorage(MemoryStorage):
+    async def acquire_sliding_window_entry(self, *args: object, **kwargs: object) -> bool:
+        raise ConnectionError("redis is down")
+
+
+async def test_an_unreachable_storage_fails_closed_or_open_as_configured() -> None:
+    limits = TenantLimits()
+    with pytest.raises(LimitsUnavailable):
+        await TenantLimiter(BrokenStorage(), fail_closed=True).admit("acme", limits)
+    (await TenantLimiter(BrokenStorage(), fail_closed=False).admit("acme", limits)).release()
