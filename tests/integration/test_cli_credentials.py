@@ -14,13 +14,14 @@ import pytest
 
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, run_cli
+from tests.support.store import init_store
 
 WHOAMI = {"name": "whoami", "arguments": {}}
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "data"
+    path = init_store(tmp_path / "data")
     run_cli("tenant", "create", "initech", "--tools", "whoami,list_files", data_dir=path)
     return path
 
