@@ -99,3 +99,58 @@ def test_an_emergency_rotation_refuses_the_old_keys_tokens_within_a_second(tmp_p
         assert modern_call(server.mcp_url, fresh, "tools/call", WHOAMI).status_code == 200
     finally:
         server.stop()
+
+
+def test_keys_retire_refuses_the_retired_keys_tokens_within_a_second_and_is_audited(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data")
+    try:
+        old_token = server.token("acme", "victim")
+        old_kid = kid_of(old_token)
+        session = LegacySession(server.mcp_url, old_token)
+        assert session.call("tools/call", WHOAMI).status_code == 200
+        server.cli("keys", "rotate")
+        new_token = server.token("acme", "victim")
+        assert session.call("tools/call", WHOAMI).status_code == 200  # still in its overlap
+        refused = server.cli("keys", "retire", kid_of(new_token), check=False)
+        assert refused.returncode == 2 and "is the current signing key" in refused.stderr
+        assert server.cli("keys", "retire", old_kid, "--reason", "leaked").stdout == (
+            f"retired key {old_kid}: tokens it signed are refused\n"
+        )
+        response, elapsed = first_change(
+            lambda: session.call("tools/call", WHOAMI), lambda r: r.status_code != 200, within=3
+        )
+        assert response.status_code == 401 and "unknown or retired key" in response.text
+        assert elapsed < 1.5
+        assert published(server.base_url) == {kid_of(new_token)}
+        assert modern_call(server.mcp_url, new_token, "tools/call", WHOAMI).status_code == 200
+        listed = {k["kid"]: k["state"] for k in json.loads(server.cli("keys", "list", "--json").stdout)}
+        assert listed == {old_kid: "retired", kid_of(new_token): "current"}
+        retirements = [r for r in server.audit_records("_system") if r["event_type"] == "key_retired"]
+        assert [(r["detail"]["kid"], r["reason"], r["actor"].startswith("cli:")) for r in retirements] == [
+            (old_kid, "leaked", True)
+        ]
+        assert server.cli("keys", "retire", old_kid).stdout == f"key {old_kid} was already retired\n"
+        unknown = server.cli("keys", "retire", "nope", check=False)
+        assert unknown.returncode == 1 and "no signing key 'nope'" in unknown.stderr
+    finally:
+        server.stop()
+
+
+def test_an_emergency_rotation_after_a_normal_one_refuses_both_older_keys(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data")
+    try:
+        first = server.token("acme", "a")
+        server.cli("keys", "rotate")
+        second = server.token("acme", "a")
+        out = server.cli("keys", "rotate", "--retire-old-now").stdout
+        assert kid_of(first) in out and kid_of(second) in out
+        for token in (first, second):
+            response, _ = first_change(
+                lambda token=token: modern_call(server.mcp_url, token, "tools/call", WHOAMI),
+                lambda r: r.status_code != 200,
+                within=3,
+            )
+            assert response.status_code == 401
+        assert modern_call(server.mcp_url, server.token("acme", "a"), "tools/call", WHOAMI).status_code == 200
+    finally:
+        server.stop()

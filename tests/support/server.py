@@ -33,12 +33,13 @@ def run_cli(
     env: dict[str, str] | None = None,
     check: bool = True,
     timeout: float = 60,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     cmd = [TENANTRY, *args]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
     result = subprocess.run(
-        cmd, capture_output=True, text=True, input=input, timeout=timeout, env={**os.environ, **(env or {})}
+        cmd, capture_output=True, text=True, input=input, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr}")

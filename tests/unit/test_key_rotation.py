@@ -88,3 +88,49 @@ def test_a_second_rotation_keeps_every_key_that_may_still_verify(ring: KeyRing) 
     published = {k["kid"] for k in ring.jwks()["keys"]}
     assert published == {first.kid, second.kid, third.kid}
     assert ring.current().kid == third.kid
+
+
+def test_an_emergency_rotation_after_a_normal_one_retires_every_older_key(ring: KeyRing) -> None:
+    """Regression: it retired only the key current at the time and left the one before it verifying."""
+    first = ring.current()
+    first_token = issuer(ring).issue(tenant_id="acme", subject="a", allowed_tools=["whoami"]).token
+    second = ring.rotate(overlap=3600)
+    second_token = issuer(ring).issue(tenant_id="acme", subject="a", allowed_tools=["whoami"]).token
+    third = ring.rotate(overlap=3600, retire_old_now=True)
+    states = {k.kid: k.state(time.time()) for k in ring.all()}
+    assert states == {first.kid: "retired", second.kid: "retired", third.kid: "current"}
+    assert {k["kid"] for k in ring.jwks()["keys"]} == {third.kid}
+    check = verifier(ring)
+    for token in (first_token, second_token):
+        with pytest.raises(InvalidCredential, match="unknown or retired key"):
+            check.verify_sync(token)
+    fresh = issuer(ring).issue(tenant_id="acme", subject="a", allowed_tools=["whoami"]).token
+    assert check.verify_sync(fresh).tenant_id == "acme"
+
+
+def test_retiring_a_previous_key_refuses_its_tokens_and_keeps_the_current_one(ring: KeyRing) -> None:
+    old_token = issuer(ring).issue(tenant_id="acme", subject="a", allowed_tools=["whoami"]).token
+    old = ring.current()
+    fresh = ring.rotate(overlap=3600)
+    new_token = issuer(ring).issue(tenant_id="acme", subject="a", allowed_tools=["whoami"]).token
+    check = verifier(ring)
+    assert check.verify_sync(old_token).subject == "a"  # cached: the retirement must still reach it
+    retired, changed = ring.retire(old.kid)
+    assert changed and retired.status == "retired"
+    with pytest.raises(InvalidCredential, match="unknown or retired key"):
+        check.verify_sync(old_token)
+    assert check.verify_sync(new_token).subject == "a"
+    assert ring.current().kid == fresh.kid
+    assert {k["kid"] for k in ring.jwks()["keys"]} == {fresh.kid}
+    assert ring.retire(old.kid)[1] is False  # idempotent
+
+
+def test_the_current_key_and_unknown_keys_cannot_be_retired(ring: KeyRing) -> None:
+    from tenantry.core.errors import NotFound, UsageError
+
+    current = ring.current()
+    with pytest.raises(UsageError, match="is the current signing key"):
+        ring.retire(current.kid)
+    with pytest.raises(NotFound, match="no signing key"):
+        ring.retire("no-such-kid")
+    assert ring.current().kid == current.kid and ring.current().status == "current"

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from joserfc.jwk import ECKey, OKPKey
 
-from tenantry.core.errors import StorageError
+from tenantry.core.errors import NotFound, StorageError, UsageError
 
 __all__ = [
     "SigningKey",
@@ -175,7 +175,8 @@ class KeyRing:
     def rotate(self, *, overlap: int, retire_old_now: bool = False, now: int | None = None) -> SigningKey:
         """Add a new current key; the old current key becomes ``previous`` and verifies the tokens
         it signed for ``overlap`` more seconds (the longest token lifetime plus clock leeway), then
-        retires by itself. ``retire_old_now`` retires it at once (a compromised key).
+        retires by itself. ``retire_old_now`` (a compromised key) retires every older key at once,
+        the old current one and any previous one still in its overlap: only the new key verifies.
 
         :raises StorageError: when the key file cannot be written.
         """
@@ -186,17 +187,43 @@ class KeyRing:
             fresh = generate_signing_key(self._alg, now=at)
             kept: list[SigningKey] = []
             for key in self._keys.values():
-                if key.status == "current":
-                    if retire_old_now:
-                        key = replace(key, status="retired", retire_after=at)
-                    else:
-                        key = replace(key, status="previous", retire_after=at + overlap)
+                if retire_old_now and key.status != "retired":
+                    key = replace(key, status="retired", retire_after=min(at, key.retire_after or at))
+                elif key.status == "current":
+                    key = replace(key, status="previous", retire_after=at + overlap)
                 elif key.state(at) == "retired" and key.status != "retired":
                     key = replace(key, status="retired")
                 kept.append(key)
             self._write([*kept, fresh])
         self._reload(force=True)
         return fresh
+
+    def retire(self, kid: str, *, now: int | None = None) -> tuple[SigningKey, bool]:
+        """Retire one previous key at once (its tokens are refused from now on).
+
+        Returns the key as stored and whether this call retired it (``False``: it already was).
+
+        :raises NotFound: no key has this id. :raises UsageError: it is the current key
+            (rotate first). :raises StorageError: when the key file cannot be written.
+        """
+        at = int(time.time()) if now is None else now
+        self.ensure()
+        with self._file_lock():
+            self._reload(force=True)
+            key = self._keys.get(kid)
+            if key is None:
+                raise NotFound(f"no signing key {kid!r} (see `tenantry keys list`)")
+            if key.status == "current":
+                raise UsageError(
+                    f"key {kid} is the current signing key; `tenantry keys rotate` replaces it "
+                    "(`--retire-old-now` retires it at once)"
+                )
+            if key.status == "retired":
+                return key, False
+            retired = replace(key, status="retired", retire_after=min(at, key.retire_after or at))
+            self._write([retired if k.kid == kid else k for k in self._keys.values()])
+        self._reload(force=True)
+        return retired, True
 
     def retire_expired(self, now: float | None = None) -> list[SigningKey]:
         """Persist the retirement of previous keys whose overlap has passed; returns them."""

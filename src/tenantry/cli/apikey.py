@@ -6,8 +6,6 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Column, Table
 
 from tenantry.admin.actions import create_api_key, revoke_api_key
 from tenantry.auth.apikeys import key_id_of
@@ -15,10 +13,13 @@ from tenantry.cli.common import (
     ConfigOption,
     DataDirOption,
     cli_actor,
-    format_time,
+    iso_time,
+    new_table,
     open_runtime,
     print_json,
+    print_table,
     split_tools,
+    warn_if_halted,
 )
 from tenantry.core.durations import parse_duration
 from tenantry.core.errors import NotFound
@@ -49,6 +50,9 @@ def create(
             runtime.store, tenant, actor=cli_actor(), tools=split_tools(tools), name=name, expires_at=expires_at
         )
         runtime.record_admin(event)
+        tenant_record = runtime.store.get_tenant(tenant)
+    if tenant_record is not None:
+        warn_if_halted(tenant_record, "this API key")
     typer.echo(issued.key)
 
 
@@ -71,9 +75,9 @@ def list_(
             "name": k.name,
             "tools": sorted(k.tools),
             "state": "revoked" if not k.active else "expired" if k.expired(now) else "active",
-            "created_at": format_time(k.created_at),
-            "expires_at": format_time(k.expires_at),
-            "revoked_at": format_time(k.revoked_at),
+            "created_at": iso_time(k.created_at),
+            "expires_at": iso_time(k.expires_at),
+            "revoked_at": iso_time(k.revoked_at),
             "created_by": k.created_by,
         }
         for k in keys
@@ -81,18 +85,18 @@ def list_(
     if as_json:
         print_json(rows)
         return
-    table = Table(Column("key id", no_wrap=True), "name", "state", "tools", "created", "expires", "revoked")
+    table = new_table("key id", "name", "state", "tools", "created", "expires", "revoked", wrap=("name", "tools"))
     for row in rows:
         table.add_row(
             row["key_id"],
             row["name"],
             row["state"],
             ", ".join(row["tools"]),
-            row["created_at"],
-            row["expires_at"],
-            row["revoked_at"],
+            row["created_at"] or "-",
+            row["expires_at"] or "-",
+            row["revoked_at"] or "-",
         )
-    Console().print(table)
+    print_table(table)
 
 
 @apikey_app.command("revoke")

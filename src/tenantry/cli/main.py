@@ -33,6 +33,22 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tenantry {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Tenantry: a multi-tenant MCP server that keeps tenants strictly apart."""
+
+
 @app.command("serve")
 def serve(
     data_dir: DataDirOption = None,

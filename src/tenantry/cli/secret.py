@@ -10,11 +10,18 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Column, Table
 
 from tenantry.admin.actions import delete_secret, set_secret
-from tenantry.cli.common import ConfigOption, DataDirOption, cli_actor, format_time, open_runtime, print_json
+from tenantry.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    cli_actor,
+    iso_time,
+    new_table,
+    open_runtime,
+    print_json,
+    print_table,
+)
 from tenantry.core.errors import NotFound, UsageError
 from tenantry.core.secrets import MAX_SECRET_BYTES, validate_secret_name
 from tenantry.runtime import Runtime
@@ -88,16 +95,15 @@ def list_(
             raise NotFound(f"no tenant {tenant!r}")
         infos = runtime.store.list_secrets(tenant)
     rows: list[dict[str, Any]] = [
-        {"name": i.name, "created_at": format_time(i.created_at), "updated_at": format_time(i.updated_at)}
-        for i in infos
+        {"name": i.name, "created_at": iso_time(i.created_at), "updated_at": iso_time(i.updated_at)} for i in infos
     ]
     if as_json:
         print_json(rows)
         return
-    table = Table(Column("name", no_wrap=True), "created", "updated")
+    table = new_table("name", "created", "updated")
     for row in rows:
-        table.add_row(row["name"], row["created_at"], row["updated_at"])
-    Console().print(table)
+        table.add_row(row["name"], row["created_at"] or "-", row["updated_at"] or "-")
+    print_table(table)
 
 
 @secret_app.command("delete")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import importlib
+import os
 import socket
 import sys
+import sysconfig
+import traceback
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio
@@ -14,7 +19,7 @@ import uvicorn
 
 from tenantry.admin.grants import publish_catalogue
 from tenantry.cli.common import open_runtime
-from tenantry.core.errors import UsageError
+from tenantry.core.errors import TenantryError, UsageError
 from tenantry.framework.app import App
 from tenantry.framework.redaction import RedactingLogFilter
 from tenantry.logs import configure_logging
@@ -24,7 +29,11 @@ __all__ = ["run_http", "run_stdio", "load_app", "publish_served"]
 
 
 def load_app(spec: str | None, *, demo: bool) -> App:
-    """The tools to serve: ``--app module:object``, the demo tools, or both."""
+    """The tools to serve: ``--app module:object``, the demo tools, or both.
+
+    :raises UsageError: a malformed spec, a module that cannot be imported (with the file and
+        line of the error in the user's code, never a traceback) or an object that is not an App.
+    """
     served = App("tenantry")
     if demo:
         from tenantry.demo.tools import demo_app
@@ -36,13 +45,12 @@ def load_app(spec: str | None, *, demo: bool) -> App:
             raise UsageError("--app must look like module:object, e.g. my_tools:app")
         if str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise UsageError(f"cannot import {module_name!r}: {exc}") from None
+        module = _import_user_module(module_name)
         user_app = getattr(module, attribute, None)
+        if user_app is None:
+            raise UsageError(f"module {module_name!r} has no attribute {attribute!r}")
         if not isinstance(user_app, App):
-            raise UsageError(f"{spec} is not a tenantry.App")
+            raise UsageError(f"{spec} is not a tenantry.App (found {type(user_app).__name__})")
         served.include(user_app)
         served.name = user_app.name
     return served
@@ -55,10 +63,79 @@ def publish_served(runtime: Runtime, served: App, app_spec: str | None) -> None:
         publish_catalogue(runtime.store, served.name, served.catalogue())
 
 
+def _import_user_module(module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except SyntaxError as exc:  # str() is "invalid syntax (my_tools.py, line 3)"
+        raise UsageError(f"cannot import {module_name!r}: {exc}") from None
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            where = f"in {Path.cwd()} or on sys.path" if "." not in module_name else "on sys.path"
+            raise UsageError(f"cannot import {module_name!r}: no module named {exc.name!r} {where}") from None
+        raise UsageError(f"cannot import {module_name!r}: {_describe(exc)}") from None
+    except Exception as exc:
+        raise UsageError(f"cannot import {module_name!r}: {_describe(exc)}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message (file, line N)``, the line being the last one in the user's own code."""
+    text = exc.message if isinstance(exc, TenantryError) else f"{type(exc).__name__}: {exc}"
+    frame = _user_frame(exc)
+    return text if frame is None else f"{text} ({frame[0]}, line {frame[1]})"
+
+
+def _user_frame(exc: BaseException) -> tuple[str, int] | None:
+    """The innermost traceback frame outside the interpreter's and installed packages' files."""
+    library_roots = tuple(
+        str(Path(p).resolve()) + os.sep
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (p := sysconfig.get_paths().get(key))
+    )
+    own_root = str(Path(__file__).resolve().parents[1]) + os.sep  # tenantry itself
+    found: tuple[str, int] | None = None
+    for entry in traceback.extract_tb(exc.__traceback__):
+        if entry.filename.startswith("<") or entry.lineno is None:
+            continue
+        resolved = str(Path(entry.filename).resolve())
+        if resolved.startswith(library_roots) or resolved.startswith(own_root):
+            continue
+        try:
+            shown = str(Path(resolved).relative_to(Path.cwd()))
+        except ValueError:
+            shown = resolved
+        found = (shown, entry.lineno)
+    return found
+
+
 async def _seed(runtime: Runtime) -> list[str]:
     from tenantry.demo.seed import seed_demo
 
     return await seed_demo(runtime.store, runtime.scopes, runtime.secrets)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The bound (not yet listening) socket ``serve`` hands to the ASGI server, so a taken port
+    is one clear error before anything starts.
+
+    :raises TenantryError: the address is in use, not on this machine, or not allowed.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise TenantryError(
+                f"port {port} on {host} is already in use (another tenantry serve?); use --port"
+            ) from None
+        raise TenantryError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except (OverflowError, socket.gaierror) as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -83,6 +160,7 @@ def run_http(
         settings = runtime.settings
         configure_logging(settings.logging.level, settings.logging.format, [RedactingLogFilter()])
         served = load_app(app_spec, demo=demo)
+        listener = listen_socket(settings.server.host, settings.server.port)
         runtime.prepare_keys()
         anyio.run(runtime.check_data_plane)
         publish_served(runtime, served, app_spec)
@@ -114,9 +192,12 @@ def run_http(
         # keep it out of the cyclic GC's generations so collections stay cheap under load.
         gc.collect()
         gc.freeze()
-        server.run()
+        try:
+            server.run(sockets=[listener])
+        finally:
+            listener.close()
         if not server.started:
-            raise UsageError(f"could not start on {settings.server.host}:{settings.server.port} (is the port in use?)")
+            raise TenantryError("the server stopped before it started serving (see the log lines above)")
 
 
 def run_stdio(data_dir: Path | None, config: Path | None, *, token: str, demo: bool, app_spec: str | None) -> None:

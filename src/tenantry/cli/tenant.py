@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from tenantry.admin.actions import halt_tenant, resume_tenant
 from tenantry.admin.grants import create_tenant, grant_tools, published_catalogue, unserved_grants
@@ -19,8 +17,11 @@ from tenantry.cli.common import (
     DataDirOption,
     admin_event,
     cli_actor,
+    iso_time,
+    new_table,
     open_runtime,
     print_json,
+    print_table,
     split_tools,
 )
 from tenantry.controlplane.base import ControlStore, Tenant
@@ -54,21 +55,21 @@ def _as_dict(tenant: Tenant, catalogue: Catalogue) -> dict[str, Any]:
         "tier": tenant.tier,
         "status": tenant.status,
         "halted_reason": tenant.halted_reason,
-        "created_at": datetime.fromtimestamp(tenant.created_at, UTC).isoformat(),
+        "created_at": iso_time(tenant.created_at),
         "grants": sorted(tenant.grants),
         "pending_grants": unserved_grants(tenant, catalogue),
     }
 
 
 def _show(tenant: Tenant, catalogue: Catalogue) -> None:
-    table = Table(show_header=False, box=None)
+    table = new_table("field", "value", wrap=("value",), show_header=False, box=None)
     shown = _as_dict(tenant, catalogue)
     pending = shown.pop("pending_grants")
     for key, value in shown.items():
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value or "-"))
     if pending:
         table.add_row("pending", ", ".join(pending) + "  (granted, but no server here serves them to this tenant yet)")
-    Console().print(table)
+    print_table(table)
 
 
 def _pending_note(event: AuditEvent) -> str:
@@ -117,10 +118,10 @@ def list_(
     if as_json:
         print_json([_as_dict(t, catalogue) for t in tenants])
         return
-    table = Table("id", "name", "tier", "status", "grants")
+    table = new_table("id", "name", "tier", "status", "grants", wrap=("name", "grants"))
     for t in tenants:
         table.add_row(t.id, t.name, t.tier, t.status, ", ".join(sorted(t.grants)))
-    Console().print(table)
+    print_table(table)
 
 
 @tenant_app.command("show")
@@ -244,10 +245,10 @@ def limits(
     if as_json:
         print_json({"tenant_id": tenant.id, "limits": effective, "overridden": sorted(overridden)})
         return
-    table = Table("limit", "value", "source")
+    table = new_table("limit", "value", "source")
     for name, value in effective.items():
         table.add_row(name, f"{value:g}", "tenant" if name in overridden else "default")
-    Console().print(table)
+    print_table(table)
 
 
 @tenant_app.command("import")

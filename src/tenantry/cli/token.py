@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
 
 from tenantry.admin.actions import revoke_tokens
+from tenantry.admin.issued import IssuedTokenRecord, find_issued_token, refuse_non_token_id
 from tenantry.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -14,10 +16,14 @@ from tenantry.cli.common import (
     cli_actor,
     format_time,
     open_runtime,
+    print_json,
     split_tools,
+    warn,
+    warn_if_halted,
 )
 from tenantry.core.durations import parse_duration
-from tenantry.core.errors import NotFound, UsageError
+from tenantry.core.errors import AuditUnavailable, NotFound, UsageError
+from tenantry.runtime import Runtime
 
 __all__ = ["token_app"]
 
@@ -35,10 +41,13 @@ def issue(
     ttl: Annotated[
         str | None, typer.Option(help="Lifetime, e.g. 15m (default 15m, at most the configured maximum).")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the token with its jti, tenant, subject, expiry, tools and prefix.")
+    ] = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Print a signed JWT for a tenant's agent (and nothing else)."""
+    """Print a signed JWT for a tenant's agent (and nothing else; --json adds its jti and claims)."""
     with open_runtime(data_dir, config) as runtime:
         record = runtime.store.get_tenant(tenant)
         if record is None:
@@ -71,7 +80,22 @@ def issue(
                 },
             )
         )
-    typer.echo(issued.token)
+    warn_if_halted(record, "this token")
+    if as_json:
+        claims = issued.claims
+        print_json(
+            {
+                "token": issued.token,
+                "jti": claims["jti"],
+                "tenant_id": claims["tenant_id"],
+                "sub": claims["sub"],
+                "expires_at": format_time(claims["exp"]),
+                "tools": claims["allowed_tools"],
+                "prefix": claims.get("resource_prefix"),
+            }
+        )
+    else:
+        typer.echo(issued.token)
 
 
 @token_app.command("revoke")
@@ -93,6 +117,12 @@ def revoke(
     if sub is not None and tenant is None:
         raise UsageError("--sub needs --tenant")
     with open_runtime(data_dir, config) as runtime:
+        known: IssuedTokenRecord | None = None
+        if jti is not None:
+            refuse_non_token_id(jti, runtime.store)
+            known = _issued_by_us(runtime, jti, tenant)
+            if known is not None and tenant is None and runtime.store.get_tenant(known.tenant_id) is not None:
+                tenant = known.tenant_id  # the revocation is recorded in the token's own tenant's stream
         revoked = revoke_tokens(
             runtime.store,
             actor=cli_actor(),
@@ -105,8 +135,32 @@ def revoke(
         runtime.record_admin(revoked.event)
     entry = revoked.revocation
     if entry.kind == "jti":
-        typer.echo(f"revoked token {jti}")
+        owner = "" if known is None else f" of tenant {known.tenant_id} (subject {known.subject})"
+        typer.echo(f"revoked token {jti}{owner}")
     elif entry.kind == "subject":
         typer.echo(f"revoked every token of {sub} in tenant {tenant} issued until {format_time(entry.cutoff)}")
     else:
         typer.echo(f"revoked every token of tenant {tenant} issued until {format_time(entry.cutoff)}")
+
+
+def _issued_by_us(runtime: Runtime, jti: str, tenant: str | None) -> IssuedTokenRecord | None:
+    """The audit record of our own token ``jti``; warns (without refusing) when there is none."""
+    try:
+        store = runtime.audit_store()
+        try:
+            known = find_issued_token(store, jti, tenant_id=tenant)
+        finally:
+            store.close()
+    except AuditUnavailable as exc:
+        warn(f"cannot check the audit trail for token {jti} ({exc.message}); revoking it anyway")
+        return None
+    if known is None:
+        where = f"tenant {tenant!r}" if tenant is not None else "this deployment"
+        warn(
+            f"no token with id {jti} was issued by this deployment's issuer for {where} (no token_issued "
+            "audit record names it); the revocation is recorded anyway and refuses any token with this jti, "
+            "e.g. an external identity provider's"
+        )
+    elif known.expires_at is not None and known.expires_at <= time.time():
+        warn(f"token {jti} already expired at {format_time(known.expires_at)}; revoking it changes nothing")
+    return known

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pydantic_core
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Receive
 
 from tenantry.core.errors import (
@@ -140,12 +141,20 @@ async def read_checked_body(receive: Receive, headers: RequestHeaders, *, max_by
         if not message.get("more_body", False):
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    check_envelope(body, max_depth)
+    version = headers.get("mcp-protocol-version")
+    check_envelope(body, max_depth, sessionless=version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS)
     return body
 
 
-def check_envelope(body: bytes, max_depth: int) -> None:
-    """Refuse a body that is not one well-formed JSON-RPC message (specific messages)."""
+def check_envelope(body: bytes, max_depth: int, *, sessionless: bool = False) -> None:
+    """Refuse a body that is not one well-formed JSON-RPC message (specific messages).
+
+    Everything that passes is a message the SDK's own envelope model accepts, so its validation
+    dump (library versions, internal type names) never reaches a client.
+
+    :param sessionless: the request is of the 2026-07-28 era, where the server never sends a
+        request of its own, so no response from the client can be expected.
+    """
     if json_depth_exceeds(body, max_depth):
         raise RequestRejected(f"JSON nested deeper than {max_depth} levels")
     try:
@@ -165,9 +174,36 @@ def check_envelope(body: bytes, max_depth: int) -> None:
     request_id = message.get("id")
     if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, str | int)):
         raise RequestRejected('"id" must be a string or an integer')
-    if "method" not in message and "result" not in message and "error" not in message:
-        raise RequestRejected("the message is neither a request, a notification nor a response")
+    if "method" not in message:
+        _check_response(message, sessionless=sessionless)
+        return
     _check_params(message.get("method"), message.get("params") or {})
+
+
+def _check_response(message: dict[str, Any], *, sessionless: bool) -> None:
+    """A message without ``method`` must be a well-formed response (JSON-RPC 2.0 section 5).
+
+    Handshake-era clients legitimately post responses to the server's own requests
+    (elicitation, sampling, roots) on their session; those pass to the SDK unchanged.
+    """
+    has_result, has_error = "result" in message, "error" in message
+    if not has_result and not has_error:
+        raise RequestRejected("the message is neither a request, a notification nor a response")
+    if has_result and has_error:
+        raise RequestRejected('a JSON-RPC response has either "result" or "error", not both')
+    if "id" not in message or (has_result and message["id"] is None):
+        raise RequestRejected('a JSON-RPC response needs the "id" of the request it answers')
+    if has_result and not isinstance(message["result"], dict):
+        raise RequestRejected('"result" of a JSON-RPC response must be an object')
+    if has_error:
+        error = message["error"]
+        code = error.get("code") if isinstance(error, dict) else None
+        if not isinstance(code, int) or isinstance(code, bool) or not isinstance(error.get("message"), str):
+            raise RequestRejected(
+                '"error" of a JSON-RPC response must be an object with an integer "code" and a string "message"'
+            )
+    if sessionless:
+        raise RequestRejected("unexpected JSON-RPC response: this server has no request with that id outstanding")
 
 
 _NAMED_PARAMS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
