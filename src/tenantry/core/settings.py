@@ -205,6 +205,9 @@ class LimitSettings(_Section):
     file_count: int = Field(default=100_000, gt=0)
     sql_statement_timeout: float = Field(default=10.0, gt=0)
     blocking_threads: int = Field(default=4, gt=0, le=64)
+    blocking_threads_total: int = Field(default=64, gt=0, le=1024)
+    """Worker threads all tenants' blocking work may occupy together (not per tenant); the
+    server's own work (control-plane polls, audit checkpoints) has 8 more that tenants never get."""
     storage: str = "memory://"
     """``memory://`` or ``async+redis://host:port[/db]`` (the ``limits`` library's storage URIs)."""
     on_storage_error: Literal["fail_closed", "allow"] = "fail_closed"
@@ -392,7 +395,7 @@ class Settings(BaseSettings):
 
     def tenant_limits(self) -> TenantLimits:
         """The limits of a tenant without overrides."""
-        configured = self.limits.model_dump(exclude={"storage", "on_storage_error"})
+        configured = self.limits.model_dump(exclude={"storage", "on_storage_error", "blocking_threads_total"})
         return TenantLimits(
             **configured, tool_timeout=float(self.tools.timeout), session_idle=float(self.server.session_idle_timeout)
         )
