@@ -23,11 +23,11 @@ def bulkheads(**kwargs: int) -> ThreadBulkheads:
     return ThreadBulkheads(lambda _tenant_id: limits, **kwargs)
 
 
-async def until_idle(heads: ThreadBulkheads, tenant_id: str | None, timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until_idle(heads: ThreadBulkheads, tenant_id: str | None) -> None:
+    deadline = time.monotonic() + 2.0
     while heads.busy_threads(tenant_id):
         assert time.monotonic() < deadline, "threads still busy"
-        await anyio.sleep(0.01)  # noqa: ASYNC110 - polling a counter, there is no event to wait on
+        await anyio.sleep(0.01)
 
 
 async def test_a_tenant_saturating_its_threads_does_not_delay_another() -> None:
