@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from textwrap import dedent
 
 import pytest
@@ -77,7 +76,7 @@ def test_a_tenant_flooding_slow_sql_spares_other_tenants_and_the_control_plane(s
     server.cli("tenant", "halt", "acme", "--reason", "flooding")
     halted_at = time.monotonic()
     while True:
-        elapsed, status, text = call(server, acme, "ping")
+        _elapsed, status, text = call(server, acme, "ping")
         if status == 403:
             break
         assert time.monotonic() - halted_at < 1.0, "the halt did not reach the server within a second"
