@@ -13,8 +13,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio.to_thread
-
 from tenantry.audit.checkpoints import AUDIT_KEY_FILE, Checkpointer, CheckpointSigner
 from tenantry.audit.events import AuditEvent
 from tenantry.audit.store.base import AuditStore
@@ -36,6 +34,7 @@ from tenantry.scoping.secrets.store import StoredSecretScopes, open_secret_scope
 from tenantry.scoping.sql.base import SqlScopes
 from tenantry.scoping.sql.postgres import PostgresSqlScopes
 from tenantry.scoping.sql.sqlite import SqliteSqlScopes
+from tenantry.scoping.threads import ThreadBulkheads
 from tenantry.scoping.vectors.factory import open_vector_scopes
 
 __all__ = ["Runtime", "Endpoints", "MCP_PATH", "sql_tenant_key", "SQL_TENANT_KEY_FILE", "METRICS_TOKEN_FILE"]
@@ -132,7 +131,14 @@ class Runtime:
         self.store = open_tenant_store(settings.controlplane.url, self.data_dir)
         self.keys = KeyRing(self.data_dir / "keys", alg=settings.auth.signing_alg)
         self.endpoints = self._resolve_endpoints(serving)
-        self.directory = TenantDirectory(self.store, default_limits=settings.tenant_limits())
+        # Each tenant's blocking work runs in its own bounded thread capacity; the control plane
+        # and the audit checkpointer have a reserve of their own (see tenantry.scoping.threads).
+        self.bulkheads = ThreadBulkheads(
+            lambda tenant_id: self.directory.limits(tenant_id), tenant_threads=settings.limits.blocking_threads_total
+        )
+        self.directory = TenantDirectory(
+            self.store, default_limits=settings.tenant_limits(), offload=self.bulkheads.run_system
+        )
         self.audit_keys = KeyRing(self.data_dir / "keys", alg="EdDSA", file_name=AUDIT_KEY_FILE)
         self._audit: DurableAuditSink | None = None
         self._scopes: DataScopes | None = None
@@ -153,9 +159,15 @@ class Runtime:
             settings = self.settings
             self._scopes = DataScopes(
                 sql=self._sql_scopes(),
-                files=open_file_scopes(settings.files, self.data_dir, max_file_bytes=settings.tools.max_file_bytes),
-                vectors=open_vector_scopes(settings.vectors, self.data_dir),
+                files=open_file_scopes(
+                    settings.files,
+                    self.data_dir,
+                    max_file_bytes=settings.tools.max_file_bytes,
+                    bulkheads=self.bulkheads,
+                ),
+                vectors=open_vector_scopes(settings.vectors, self.data_dir, bulkheads=self.bulkheads),
                 secrets=self.secrets,
+                bulkheads=self.bulkheads,
             )
         return self._scopes
 
@@ -165,7 +177,7 @@ class Runtime:
         :raises StorageError: naming the store and what is wrong.
         """
         scopes = self.scopes
-        await anyio.to_thread.run_sync(scopes.sql.check)
+        await self.bulkheads.run_system(scopes.sql.check)
         check_files = getattr(scopes.files, "check", None)
         if check_files is not None:
             await check_files()
@@ -174,14 +186,16 @@ class Runtime:
     def secrets(self) -> StoredSecretScopes:
         """Tenants' secrets: read side for tools and redaction, write side for the admin actions."""
         if self._secrets is None:
-            self._secrets = open_secret_scopes(self.settings.secrets, self.data_dir, self.store)
+            self._secrets = open_secret_scopes(
+                self.settings.secrets, self.data_dir, self.store, bulkheads=self.bulkheads
+            )
         return self._secrets
 
     def _sql_scopes(self) -> SqlScopes:
         sql = self.settings.sql
         row_limit = self.settings.tools.sql_row_limit
         if sql.url is None:
-            return SqliteSqlScopes(self.data_dir, row_limit=row_limit)
+            return SqliteSqlScopes(self.data_dir, row_limit=row_limit, bulkheads=self.bulkheads)
         return PostgresSqlScopes(
             sql.url,
             tenant_key=sql_tenant_key(self.settings),
@@ -192,6 +206,7 @@ class Runtime:
             pool_timeout=sql.pool_timeout,
             statement_timeout=sql.statement_timeout,
             row_limit=row_limit,
+            bulkheads=self.bulkheads,
         )
 
     def _resolve_endpoints(self, serving: bool) -> Endpoints:
@@ -284,7 +299,11 @@ class Runtime:
         return CheckpointSigner(self.audit_keys, issuer=self.endpoints.issuer)
 
     def checkpointer(self) -> Checkpointer:
-        return Checkpointer(self.checkpoint_signer(), interval=self.settings.audit.checkpoint_interval)
+        return Checkpointer(
+            self.checkpoint_signer(),
+            interval=self.settings.audit.checkpoint_interval,
+            offload=self.bulkheads.run_system,
+        )
 
     @property
     def audit(self) -> DurableAuditSink:

@@ -67,7 +67,12 @@ async def test_keys_are_root_tenant_and_canonical_path(s3_server: MotoServer, bu
     scopes = make_scopes(s3_server.endpoint_url, bucket, root="custom-root")
     await scopes.for_tenant("acme").write_text("./reports//q3.txt", "x")
     await scopes.for_tenant("acme-evil").write_text("a", "y")
-    assert raw_keys(s3_server, bucket) == ["custom-root/acme-evil/a", "custom-root/acme/reports/q3.txt"]
+    assert raw_keys(s3_server, bucket) == [
+        "custom-root/acme-evil/.tenantry-usage.json",  # each tenant's storage usage ledger
+        "custom-root/acme-evil/a",
+        "custom-root/acme/.tenantry-usage.json",
+        "custom-root/acme/reports/q3.txt",
+    ]
     scopes.close()
 
 
@@ -182,9 +187,14 @@ async def test_drop_tenant_removes_only_that_tenant(scopes: S3FileScopes, s3_ser
     plant(s3_server, bucket, "tenants/acme/ctl\x01key", b"planted")  # cannot travel in DeleteObjects' XML
     await scopes.for_tenant("acme-evil").write_text("a.txt", "acme-evil-canary")
     await scopes.for_tenant("globex").write_text("a.txt", "globex-canary")
-    assert await scopes.drop_tenant("acme") == 4
+    assert await scopes.drop_tenant("acme") == 5  # four objects and the usage ledger
     assert await scopes.for_tenant("acme").list() == []
-    assert raw_keys(s3_server, bucket) == ["tenants/acme-evil/a.txt", "tenants/globex/a.txt"]
+    assert raw_keys(s3_server, bucket) == [
+        "tenants/acme-evil/.tenantry-usage.json",
+        "tenants/acme-evil/a.txt",
+        "tenants/globex/.tenantry-usage.json",
+        "tenants/globex/a.txt",
+    ]
     assert await scopes.drop_tenant("acme") == 0
     with pytest.raises(UsageError):
         await scopes.drop_tenant("../globex")
@@ -270,7 +280,7 @@ async def test_factory_builds_s3_scopes_from_settings(s3_server: MotoServer, buc
     assert isinstance(scopes, S3FileScopes)
     await scopes.check()
     await scopes.for_tenant("acme").write_text("x.txt", "hello")
-    assert raw_keys(s3_server, bucket) == ["objects/acme/x.txt"]
+    assert raw_keys(s3_server, bucket) == ["objects/acme/.tenantry-usage.json", "objects/acme/x.txt"]
     with pytest.raises(UsageError):
         await scopes.for_tenant("acme").write_bytes("big", b"x" * (LIMIT + 1))
     scopes.close()

@@ -104,3 +104,49 @@ async def test_missing_files_and_limits(scopes: LocalFileScopes) -> None:
         await files.write_bytes("big.bin", b"x" * 2048)
     assert await files.delete("README.md") is True
     assert await files.delete("README.md") is False
+
+
+# -- listing a deep tree -------------------------------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_listing_a_deep_tree_holds_a_bounded_number_of_descriptors(
+    scopes: LocalFileScopes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = scopes.for_tenant("acme")
+    depth = 200
+    deep = "/".join(f"d{level}" for level in range(depth))
+    await files.write_text(f"{deep}/leaf.txt", "deep")
+    await files.write_text("d0/d1/side.txt", "side")
+    baseline = open_fds()
+    peak = 0
+    real_scandir = os.scandir
+
+    def counting_scandir(fd):  # type: ignore[no-untyped-def]
+        nonlocal peak
+        peak = max(peak, open_fds())
+        return real_scandir(fd)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    paths = [entry.path for entry in await files.list()]
+    assert paths == ["README.md", f"{deep}/leaf.txt", "d0/d1/side.txt", "reports/q3.txt"]
+    assert peak - baseline <= 4, f"listing held {peak - baseline} descriptors at once"
+
+
+async def test_listing_still_refuses_a_symlinked_directory_in_a_deep_tree(
+    scopes: LocalFileScopes, tmp_path: Path
+) -> None:
+    files = scopes.for_tenant("acme")
+    await files.write_text("a/b/c/own.txt", "own")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("outside-canary")
+    os.symlink(outside, tenant_files_root(tmp_path, "acme") / "a" / "b" / "link")
+    paths = [entry.path for entry in await files.list()]
+    assert "a/b/c/own.txt" in paths  # positive control
+    assert not any("secret" in path for path in paths)
+    with pytest.raises(ScopeViolation):
+        await files.list("a/b/link")

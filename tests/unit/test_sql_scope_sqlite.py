@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
 
 from tenantry.core.errors import QueryFailed, ScopeViolation, UsageError
+from tenantry.core.limits import TenantLimits
+from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch
 from tenantry.scoping.sql.sqlite import SqliteSqlScopes
+from tenantry.scoping.threads import ThreadBulkheads
 
 pytestmark = pytest.mark.anyio
 
@@ -89,3 +94,98 @@ async def test_invalid_tenant_ids_never_become_paths(scopes: SqliteSqlScopes) ->
     for bad in ("../globex", "ACME", "", "a/b"):
         with pytest.raises(UsageError):
             scopes.for_tenant(bad)
+
+
+# -- statement time limit ---------------------------------------------------------------------
+
+ENDLESS = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM r) SELECT count(*) FROM r"
+
+
+def timed_scopes(tmp_path: Path, seconds: float) -> SqliteSqlScopes:
+    limits = replace(TenantLimits(), sql_statement_timeout=seconds)
+    return SqliteSqlScopes(tmp_path, bulkheads=ThreadBulkheads(lambda _tenant_id: limits))
+
+
+async def test_an_endless_recursive_query_is_stopped_at_the_statement_time_limit(tmp_path: Path) -> None:
+    scopes = timed_scopes(tmp_path, 0.5)
+    sql = scopes.for_tenant("acme")
+    started = time.monotonic()
+    with pytest.raises(QueryFailed, match=r"stopped after the 0\.5 s limit \(sql_statement_timeout\)"):
+        await sql.fetchone(ENDLESS)
+    assert time.monotonic() - started < 2.0
+    # Positive control: the same connection answers the next statement.
+    assert await sql.fetchone("SELECT 41 + 1 AS answer") == {"answer": 42}
+    scopes.close()
+
+
+async def test_a_statement_within_its_time_limit_completes(tmp_path: Path) -> None:
+    scopes = timed_scopes(tmp_path, 5)
+    bounded = (
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM r WHERE n < 100000) SELECT count(*) AS c FROM r"
+    )
+    assert await scopes.for_tenant("acme").fetchone(bounded) == {"c": 100000}
+    scopes.close()
+
+
+async def test_an_aborted_batch_rolls_back_and_leaves_the_connection_usable(tmp_path: Path) -> None:
+    scopes = timed_scopes(tmp_path, 0.3)
+    sql = scopes.for_tenant("acme")
+    await sql.execute("CREATE TABLE t (n INTEGER)")
+    slow_insert = (
+        "INSERT INTO t SELECT ? + (SELECT count(*) FROM ("
+        + ENDLESS.removesuffix(" SELECT count(*) FROM r")
+        + " SELECT n FROM r))"
+    )
+    with pytest.raises(QueryFailed, match="sql_statement_timeout"):
+        await sql.executemany(slow_insert, [(1,), (2,)])
+    assert await sql.fetchone("SELECT count(*) AS c FROM t") == {"c": 0}
+    await sql.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+    assert await sql.fetchone("SELECT count(*) AS c FROM t") == {"c": 2}
+    scopes.close()
+
+
+async def test_other_tenants_queries_are_served_while_one_runs_an_endless_query(tmp_path: Path) -> None:
+    scopes = timed_scopes(tmp_path, 2.0)
+    slowest = 0.0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _expect_timeout(scopes))
+        await anyio.sleep(0.1)
+        other = scopes.for_tenant("globex")
+        for _ in range(20):
+            started = time.monotonic()
+            assert await other.fetchone("SELECT 1 AS one") == {"one": 1}
+            slowest = max(slowest, time.monotonic() - started)
+            await anyio.sleep(0.02)
+    assert slowest < 0.25
+    scopes.close()
+
+
+async def _expect_timeout(scopes: SqliteSqlScopes) -> None:
+    with pytest.raises(QueryFailed):
+        await scopes.for_tenant("acme").fetchone(ENDLESS)
+
+
+async def test_a_cancelled_call_stops_its_statement_and_frees_the_thread(tmp_path: Path) -> None:
+    scopes = timed_scopes(tmp_path, 60)  # far beyond the test: only the cancellation can stop it
+    heads = scopes.bulkheads
+    with anyio.move_on_after(0.3):
+        await scopes.for_tenant("acme").fetchone(ENDLESS)
+    started = time.monotonic()
+    while heads.busy_threads("acme"):
+        assert time.monotonic() - started < 1.0, "the statement went on after its caller was cancelled"
+        await anyio.sleep(0.01)
+    assert await scopes.for_tenant("acme").fetchone("SELECT 1 AS one") == {"one": 1}
+    scopes.close()
+
+
+async def test_the_dispatcher_deadline_cancellation_stops_the_statement(tmp_path: Path) -> None:
+    """The dispatcher cancels overdue calls with a plain ``Task.cancel`` (DeadlineWatch)."""
+    scopes = timed_scopes(tmp_path, 60)
+    watch = DeadlineWatch(granularity=0.05)
+    with pytest.raises(DeadlineExceeded):
+        await watch.run(scopes.for_tenant("acme").fetchone(ENDLESS), 0.3)
+    started = time.monotonic()
+    while scopes.bulkheads.busy_threads("acme"):
+        assert time.monotonic() - started < 1.0, "the statement went on after its deadline"
+        await anyio.sleep(0.01)
+    scopes.close()

@@ -35,6 +35,7 @@ from tenantry.audit.events import canonical_json, iso_timestamp
 from tenantry.audit.store.base import AuditStore, CheckpointKind, StoredCheckpoint
 from tenantry.auth.keys import KeyRing
 from tenantry.core.errors import TenantryError
+from tenantry.core.threads import BlockingRunner
 
 __all__ = [
     "AUDIT_KEY_FILE",
@@ -328,9 +329,12 @@ class Checkpointer:
     truncated or rewritten tail.
     """
 
-    def __init__(self, signer: CheckpointSigner, *, interval: float) -> None:
+    def __init__(self, signer: CheckpointSigner, *, interval: float, offload: BlockingRunner | None = None) -> None:
+        """:param offload: runs the blocking store work (default: anyio's shared thread pool);
+        the server passes the system's reserved thread capacity."""
         self._signer = signer
         self._interval = interval
+        self._offload: BlockingRunner = offload or anyio.to_thread.run_sync
         self._signed: dict[str, int] = {}
 
     def checkpoint_now(self, store: AuditStore) -> int:
@@ -353,7 +357,7 @@ class Checkpointer:
         """Checkpoint until cancelled; a failing store is retried at the next interval."""
         while True:
             await anyio.sleep(self._interval)
-            await anyio.to_thread.run_sync(self._once, store_factory)
+            await self._offload(lambda: self._once(store_factory))
 
     def final(self, store_factory: Callable[[], AuditStore]) -> None:
         """One last checkpoint at shutdown, so the heads at exit are pinned."""

@@ -21,6 +21,7 @@ from tenantry.controlplane.base import ControlStore, Tenant
 from tenantry.core.credentials import ApiKeyRecord, RevocationList
 from tenantry.core.errors import StorageError
 from tenantry.core.limits import TenantLimits
+from tenantry.core.threads import BlockingRunner
 
 __all__ = ["TenantDirectory", "ControlSnapshot", "ChangeListener"]
 
@@ -43,9 +44,17 @@ ChangeListener = Callable[[ControlSnapshot, ControlSnapshot], Awaitable[None]]
 
 class TenantDirectory:
     def __init__(
-        self, store: ControlStore, *, poll_interval: float = 0.25, default_limits: TenantLimits | None = None
+        self,
+        store: ControlStore,
+        *,
+        poll_interval: float = 0.25,
+        default_limits: TenantLimits | None = None,
+        offload: BlockingRunner | None = None,
     ) -> None:
+        """:param offload: runs the blocking store reads (default: anyio's shared thread pool); the
+        server passes the system's reserved thread capacity, so tenants' work never delays a poll."""
         self._store = store
+        self._offload: BlockingRunner = offload or anyio.to_thread.run_sync
         self._default_limits = default_limits or TenantLimits()
         self._limits: dict[str, TenantLimits] = {}
         self._poll_interval = poll_interval
@@ -129,7 +138,7 @@ class TenantDirectory:
 
         :raises StorageError: when the store cannot be read.
         """
-        await anyio.to_thread.run_sync(lambda: self.refresh(force=force))
+        await self._offload(lambda: self.refresh(force=force))
         current = self._snapshot
         before = self._notified
         if current is before:

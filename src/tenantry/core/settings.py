@@ -207,6 +207,9 @@ class LimitSettings(_Section):
     file_count: int = Field(default=100_000, gt=0)
     sql_statement_timeout: float = Field(default=10.0, gt=0)
     blocking_threads: int = Field(default=4, gt=0, le=64)
+    blocking_threads_total: int = Field(default=64, gt=0, le=1024)
+    """Worker threads all tenants' blocking work may occupy together (not per tenant); the
+    server's own work (control-plane polls, audit checkpoints) has 8 more that tenants never get."""
     storage: str = "memory://"
     """``memory://`` or ``async+redis://host:port[/db]`` (the ``limits`` library's storage URIs)."""
     key_prefix: str = Field(default="tenantry", pattern=r"^[A-Za-z0-9_:.-]{1,64}$")
@@ -396,7 +399,9 @@ class Settings(BaseSettings):
 
     def tenant_limits(self) -> TenantLimits:
         """The limits of a tenant without overrides."""
-        configured = self.limits.model_dump(exclude={"storage", "on_storage_error", "key_prefix"})
+        configured = self.limits.model_dump(
+            exclude={"storage", "on_storage_error", "key_prefix", "blocking_threads_total"}
+        )
         return TenantLimits(
             **configured, tool_timeout=float(self.tools.timeout), session_idle=float(self.server.session_idle_timeout)
         )

@@ -24,7 +24,6 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-import anyio.to_thread
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     BlobResourceContents,
@@ -331,7 +330,7 @@ class Dispatcher:
     async def _hash(self, caller: Caller, arguments: Any) -> str:
         """``args_hash`` of the request's arguments; large ones off the event loop."""
         if caller.body_bytes > _LARGE_ARGUMENTS:
-            return await anyio.to_thread.run_sync(args_hash, arguments)
+            return await self._scopes.bulkheads.run(lambda: args_hash(arguments), tenant_id=caller.tenant_id)
         return args_hash(arguments)
 
     async def record_suppressed(self) -> None:

@@ -173,8 +173,8 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(lambda: runtime.directory.refresh(force=True))
-        await anyio.to_thread.run_sync(_seed_known_addresses, runtime, detector)
+        await runtime.bulkheads.run_system(lambda: runtime.directory.refresh(force=True))
+        await runtime.bulkheads.run_system(lambda: _seed_known_addresses(runtime, detector))
         async with manager.run(), anyio.create_task_group() as tasks:
             tasks.start_soon(runtime.directory.run)
             tasks.start_soon(sessions.reap_idle)
@@ -187,7 +187,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
             finally:
                 tasks.cancel_scope.cancel()
         await runtime.audit.aclose()
-        await anyio.to_thread.run_sync(checkpointer.final, runtime.audit_store)
+        await runtime.bulkheads.run_system(lambda: checkpointer.final(runtime.audit_store))
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
@@ -337,7 +337,7 @@ async def _maintain_credentials(
     while True:
         rounds += 1
         try:
-            retired = await anyio.to_thread.run_sync(runtime.keys.retire_expired)
+            retired = await runtime.bulkheads.run_system(runtime.keys.retire_expired)
             for key in retired:
                 await runtime.audit.record(
                     AuditEvent(
@@ -349,7 +349,7 @@ async def _maintain_credentials(
                     )
                 )
             if rounds % _PRUNE_EVERY == 0:
-                await anyio.to_thread.run_sync(lambda: runtime.store.prune_revocations(int(time.time())))
+                await runtime.bulkheads.run_system(lambda: runtime.store.prune_revocations(int(time.time())))
             await authenticator.record_suppressed()
             await dispatcher.record_suppressed()
         except TenantryError as exc:

@@ -40,7 +40,7 @@ async def verify_startup_token(runtime: Runtime, token: str) -> Principal:
     for provider in verifier.providers.values():
         await provider.jwks.prefetch()
     principal = await verifier.verify(token)
-    await anyio.to_thread.run_sync(lambda: runtime.directory.refresh(force=True))
+    await runtime.bulkheads.run_system(lambda: runtime.directory.refresh(force=True))
     check_standing(principal, runtime.directory)
     return principal
 
@@ -97,4 +97,4 @@ async def serve_stdio(runtime: Runtime, app: App, principal: Principal) -> None:
         with anyio.CancelScope(shield=True):
             await record("connection_closed", "stdin closed")
             await runtime.audit.aclose()
-            await anyio.to_thread.run_sync(runtime.checkpointer().final, runtime.audit_store)
+            await runtime.bulkheads.run_system(lambda: runtime.checkpointer().final(runtime.audit_store))

@@ -3,39 +3,55 @@
 Every component is opened relative to its parent's descriptor with ``O_NOFOLLOW``, so a
 symlink anywhere in a path (planted by anyone, at any moment) ends the walk instead of
 being followed, and there is no window between checking a path and using it.
+
+A listing walks the tree depth first holding at most two descriptors, however deep the tree:
+it climbs back up through ``..`` and checks that it arrived at the directory it came from (device
+and inode), so a directory moved during the walk ends it instead of leading elsewhere.
+
+Storage usage (bytes and files) lives in a small ledger per tenant,
+``<data_dir>/tenants/<id>/files-usage.json``, under an exclusive ``flock``: a write or delete
+holds the lock from its quota check until the ledger is updated, so processes sharing the data
+dir (replicas, the CLI) serialise one tenant's changes and never pass its quota. The ledger is
+marked dirty before a change and clean after it; a lock holder that finds it dirty (its writer
+died), unreadable, missing or written before the machine last booted recounts the tree.
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import errno
+import fcntl
+import functools
+import json
 import os
 import stat
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import anyio.to_thread
-
 from tenantry.core.errors import NotFound, ScopeViolation, StorageError, UsageError
 from tenantry.core.ids import validate_tenant_id
+from tenantry.core.limits import TenantLimits
 from tenantry.core.paths import join_parts, normalize_prefix
-from tenantry.scoping.files.base import FileEntry, TextOverBytes
+from tenantry.scoping.files.base import FileEntry, FileListing, TextOverBytes
 from tenantry.scoping.files.scope import (
     HIDDEN_NAME_PREFIX,
     MAX_LIST_ENTRIES,
+    list_limit,
+    quota_check,
     resolve_file_path,
     resolve_scoped_path,
     scope_for_listing,
 )
+from tenantry.scoping.threads import ThreadBulkheads, default_bulkheads
 
-__all__ = ["LocalFileScopes", "LocalFileHandle", "tenant_files_root", "resolve_scoped_path"]
+__all__ = ["LocalFileScopes", "LocalFileHandle", "tenant_files_root", "resolve_scoped_path", "USAGE_LEDGER"]
 
 _T = TypeVar("_T")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_LIST = MAX_LIST_ENTRIES
+USAGE_LEDGER = "files-usage.json"
+"""Beside the tenant's ``files`` directory, so no tool path can reach it."""
 
 
 def tenant_files_root(data_dir: Path, tenant_id: str) -> Path:
@@ -43,25 +59,40 @@ def tenant_files_root(data_dir: Path, tenant_id: str) -> Path:
 
 
 class LocalFileScopes:
-    def __init__(self, data_dir: Path, *, max_file_bytes: int = 10 * 1024 * 1024) -> None:
+    """:param bulkheads: the per-tenant thread capacity, and each tenant's limits (quotas)."""
+
+    def __init__(
+        self, data_dir: Path, *, max_file_bytes: int = 10 * 1024 * 1024, bulkheads: ThreadBulkheads | None = None
+    ) -> None:
         self._data_dir = data_dir
         self.max_file_bytes = max_file_bytes
+        self.bulkheads = bulkheads or default_bulkheads()
 
     def for_tenant(self, tenant_id: str, *, prefix: str | None = None) -> LocalFileHandle:
-        return LocalFileHandle(tenant_files_root(self._data_dir, tenant_id), prefix=prefix, scopes=self)
+        return LocalFileHandle(
+            tenant_files_root(self._data_dir, tenant_id), prefix=prefix, scopes=self, tenant_id=tenant_id
+        )
+
+    def usage(self, tenant_id: str) -> tuple[int, int]:
+        """``(bytes, files)`` the tenant stores (blocking; recounts if the ledger needs it)."""
+        root = tenant_files_root(self._data_dir, tenant_id)
+        with _Ledger(root.parent / USAGE_LEDGER, lambda: _recount(root)) as ledger:
+            return ledger.bytes, ledger.files
 
 
 class LocalFileHandle(TextOverBytes):
     """``ctx.files`` on the local filesystem. See :class:`~tenantry.scoping.files.base.FileHandle`."""
 
-    def __init__(self, root: Path, *, prefix: str | None, scopes: LocalFileScopes) -> None:
+    def __init__(self, root: Path, *, prefix: str | None, scopes: LocalFileScopes, tenant_id: str) -> None:
         self._root = root
         self._prefix = normalize_prefix(prefix) if prefix else None
         self._scopes = scopes
+        self._tenant_id = tenant_id
 
-    async def list(self, prefix: str = "") -> list[FileEntry]:
+    async def list(self, prefix: str = "", *, limit: int = MAX_LIST_ENTRIES) -> FileListing:
         parts = self._scope_for_listing(prefix)
-        return await self._offload(lambda: self._list_sync(parts))
+        limit = list_limit(limit)
+        return await self._offload(lambda: self._list_sync(parts, limit))
 
     async def read_bytes(self, path: str) -> bytes:
         parts = self._file_parts(path)
@@ -71,7 +102,8 @@ class LocalFileHandle(TextOverBytes):
         parts = self._file_parts(path)
         if len(data) > self._scopes.max_file_bytes:
             raise UsageError(f"file larger than the {self._scopes.max_file_bytes} byte limit")
-        return await self._offload(lambda: self._write_sync(parts, data))
+        limits = self._scopes.bulkheads.limits_for(self._tenant_id)
+        return await self._offload(lambda: self._write_sync(parts, data, limits))
 
     async def delete(self, path: str) -> bool:
         parts = self._file_parts(path)
@@ -88,7 +120,11 @@ class LocalFileHandle(TextOverBytes):
     # -- I/O (worker thread) ------------------------------------------------------------
 
     async def _offload(self, work: Callable[[], _T]) -> _T:
-        return await anyio.to_thread.run_sync(work)
+        return await self._scopes.bulkheads.run(work, tenant_id=self._tenant_id)
+
+    def _ledger(self) -> _Ledger:
+        root = self._root
+        return _Ledger(root.parent / USAGE_LEDGER, lambda: _recount(root))
 
     def _open_root(self, *, create: bool) -> int:
         if create:
@@ -120,6 +156,27 @@ class LocalFileHandle(TextOverBytes):
             raise
         return fd
 
+    def _existing_size(self, parts: tuple[str, ...]) -> int | None:
+        """Size of the regular file at ``parts``; ``None`` when nothing is there.
+
+        :raises ScopeViolation: when something other than a regular file is there.
+        """
+        try:
+            dir_fd = self._open_dir(parts[:-1], create=False)
+        except NotFound:
+            return None
+        try:
+            info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _translate(exc) from None
+        finally:
+            os.close(dir_fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ScopeViolation("only regular files can be written")
+        return info.st_size
+
     def _read_sync(self, parts: tuple[str, ...]) -> bytes:
         dir_fd = self._open_dir(parts[:-1], create=False)
         try:
@@ -146,16 +203,26 @@ class LocalFileHandle(TextOverBytes):
         finally:
             os.close(fd)
 
-    def _write_sync(self, parts: tuple[str, ...], data: bytes) -> FileEntry:
+    def _write_sync(self, parts: tuple[str, ...], data: bytes, limits: TenantLimits) -> FileEntry:
+        with self._ledger() as ledger:
+            old_size = self._existing_size(parts)
+            after = quota_check(
+                used_bytes=ledger.bytes,
+                used_files=ledger.files,
+                old_size=old_size,
+                new_size=len(data),
+                limit_bytes=limits.file_bytes,
+                limit_files=limits.file_count,
+            )
+            ledger.begin()
+            entry = self._replace_file(parts, data)
+            ledger.commit(*after)
+            return entry
+
+    def _replace_file(self, parts: tuple[str, ...], data: bytes) -> FileEntry:
         dir_fd = self._open_dir(parts[:-1], create=True)
         tmp_name = f"{HIDDEN_NAME_PREFIX}{uuid.uuid4().hex}.tmp"
         try:
-            try:
-                existing = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                existing = None
-            if existing is not None and not stat.S_ISREG(existing.st_mode):
-                raise ScopeViolation("only regular files can be written")
             fd = os.open(
                 tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
             )
@@ -178,44 +245,222 @@ class LocalFileHandle(TextOverBytes):
             os.close(dir_fd)
 
     def _delete_sync(self, parts: tuple[str, ...]) -> bool:
-        try:
-            dir_fd = self._open_dir(parts[:-1], create=False)
-        except NotFound:
-            return False
-        try:
-            info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
-            if stat.S_ISDIR(info.st_mode):
-                raise ScopeViolation("only files can be deleted")
-            os.unlink(parts[-1], dir_fd=dir_fd)
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise _translate(exc) from None
-        finally:
-            os.close(dir_fd)
+        with self._ledger() as ledger:
+            try:
+                dir_fd = self._open_dir(parts[:-1], create=False)
+            except NotFound:
+                return False
+            try:
+                info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    raise ScopeViolation("only files can be deleted")
+                ledger.begin()
+                os.unlink(parts[-1], dir_fd=dir_fd)
+                if stat.S_ISREG(info.st_mode):
+                    ledger.commit(max(ledger.bytes - info.st_size, 0), max(ledger.files - 1, 0))
+                else:
+                    ledger.commit(ledger.bytes, ledger.files)
+                return True
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise _translate(exc) from None
+            finally:
+                os.close(dir_fd)
 
-    def _list_sync(self, parts: tuple[str, ...]) -> builtins.list[FileEntry]:
+    def _list_sync(self, parts: tuple[str, ...], limit: int) -> FileListing:
         try:
             top_fd = self._open_dir(parts, create=False)
         except NotFound:
-            return []
+            return FileListing(limit=limit)
         entries: list[FileEntry] = []
+        for rel, name, info in _walk(top_fd):
+            if name.startswith(HIDDEN_NAME_PREFIX) or not stat.S_ISREG(info.st_mode):
+                continue  # our own temporary files; symlinks, sockets and devices are never listed
+            if len(entries) == limit:
+                return FileListing(entries, truncated=True, limit=limit)
+            entries.append(FileEntry(join_parts(parts + rel + (name,)), info.st_size, info.st_mtime))
+        return FileListing(entries, limit=limit)
+
+
+def _walk(top_fd: int) -> Iterator[tuple[tuple[str, ...], str, os.stat_result]]:
+    """Every non-directory entry under ``top_fd`` as ``(directory parts, name, lstat)``, in the
+    order of the full paths as strings. Takes ownership of ``top_fd`` (closed at the end).
+
+    At most two descriptors are open at any time: the current directory's, and briefly the next
+    one's. Climbing back up goes through ``..``, checked against the device and inode recorded on
+    the way down.
+
+    :raises StorageError: when a directory moved during the walk.
+    """
+    fd = top_fd
+    rel: list[str] = []
+    # Per level entered: the directory's identity and what is left of it, last item first.
+    identities: list[tuple[int, int]] = []
+    pending: list[list[tuple[str, os.stat_result | None]]] = []
+    try:
+        while True:
+            if len(pending) == len(rel):  # just entered a directory: read it whole
+                info = os.fstat(fd)
+                identities.append((info.st_dev, info.st_ino))
+                pending.append(_read_directory(fd))
+            items = pending[-1]
+            if items:
+                name, entry_info = items.pop()
+                if entry_info is not None:
+                    yield tuple(rel), name, entry_info
+                    continue
+                try:
+                    next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    continue  # removed since it was read
+                except OSError as exc:
+                    raise _translate(exc) from None
+                os.close(fd)
+                fd = next_fd
+                rel.append(name)
+                continue
+            pending.pop()
+            identities.pop()
+            if not rel:
+                return
+            rel.pop()
+            parent_fd = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent_fd
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != identities[-1]:
+                raise StorageError("a directory moved while it was listed; list again")
+    finally:
+        os.close(fd)
+
+
+def _read_directory(fd: int) -> list[tuple[str, os.stat_result | None]]:
+    """The entries of directory ``fd``: ``(name, lstat)`` for non-directories, ``(name, None)`` for
+    subdirectories, in reverse full-path order (a subdirectory sorts as ``name/``, so "a-b" < "a/x" < "a0")."""
+    found: list[tuple[str, str, os.stat_result | None]] = []
+    with os.scandir(fd) as scan:
+        for entry in scan:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                found.append((entry.name + "/", entry.name, None))
+            else:
+                found.append((entry.name, entry.name, info))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [(name, info) for _key, name, info in found]
+
+
+def _recount(root: Path) -> tuple[int, int]:
+    """``(bytes, files)`` of the regular files under ``root``; leftover temporary files (of a writer
+    that died: every writer holds the ledger lock while its file exists) are removed on the way."""
+    try:
+        top_fd = os.open(root, _DIR_FLAGS)
+    except FileNotFoundError:
+        return 0, 0
+    except OSError as exc:
+        raise _translate(exc) from None
+    total, count = 0, 0
+    orphans: list[tuple[str, ...]] = []
+    for rel, name, info in _walk(top_fd):
+        if name.startswith(HIDDEN_NAME_PREFIX):
+            orphans.append((*rel, name))
+        elif stat.S_ISREG(info.st_mode):
+            total += info.st_size
+            count += 1
+    for parts in orphans:
+        with contextlib.suppress(OSError):
+            _unlink_below(root, parts)
+    return total, count
+
+
+def _unlink_below(root: Path, parts: tuple[str, ...]) -> None:
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        os.unlink(parts[-1], dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+class _Ledger:
+    """One tenant's stored bytes and files, read and written under an exclusive ``flock``.
+
+    Use as a context manager (blocking). Between :meth:`begin` and :meth:`commit` the file says
+    ``dirty``; if the holder dies there, the next holder recounts.
+    """
+
+    def __init__(self, path: Path, recount: Callable[[], tuple[int, int]]) -> None:
+        self._path = path
+        self._recount = recount
+        self._fd = -1
+        self.bytes = 0
+        self.files = 0
+
+    def __enter__(self) -> _Ledger:
         try:
-            for dirpath, _dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top_fd, follow_symlinks=False):
-                rel = tuple(p for p in dirpath.split("/") if p not in ("", "."))
-                for name in filenames:
-                    if name.startswith(HIDDEN_NAME_PREFIX):
-                        continue
-                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                    if not stat.S_ISREG(info.st_mode):
-                        continue  # symlinks, sockets and devices are never listed
-                    entries.append(FileEntry(join_parts(parts + rel + (name,)), info.st_size, info.st_mtime))
-                    if len(entries) > _MAX_LIST:
-                        raise UsageError(f"more than {_MAX_LIST} files; list a narrower prefix")
-        finally:
-            os.close(top_fd)
-        return sorted(entries, key=lambda e: e.path)
+            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _translate(exc) from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            recorded = self._read()
+            if recorded is None:
+                self.bytes, self.files = self._recount()
+                self._write("clean")
+            else:
+                self.bytes, self.files = recorded
+        except BaseException:
+            os.close(self._fd)
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        os.close(self._fd)  # releases the lock
+
+    def begin(self) -> None:
+        self._write("dirty")
+
+    def commit(self, used_bytes: int, used_files: int) -> None:
+        self.bytes, self.files = used_bytes, used_files
+        self._write("clean")
+
+    def _read(self) -> tuple[int, int] | None:
+        try:
+            record = json.loads(os.pread(self._fd, 4096, 0) or b"null")
+        except (ValueError, OSError):
+            return None
+        if not isinstance(record, dict) or record.get("state") != "clean" or record.get("boot") != _boot_id():
+            return None
+        used_bytes, used_files = record.get("bytes"), record.get("files")
+        if not (isinstance(used_bytes, int) and isinstance(used_files, int)) or used_bytes < 0 or used_files < 0:
+            return None
+        return used_bytes, used_files
+
+    def _write(self, state: str) -> None:
+        record = {"bytes": self.bytes, "files": self.files, "state": state, "boot": _boot_id()}
+        data = json.dumps(record).encode()
+        try:
+            os.pwrite(self._fd, data, 0)
+            os.ftruncate(self._fd, len(data))
+        except OSError as exc:
+            raise _translate(exc) from None
+
+
+@functools.cache
+def _boot_id() -> str:
+    """Identifies this boot of the machine: a ledger written before a power loss may have lost its
+    last update (it is not fsync'd), so it is recounted."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 def _translate(exc: OSError) -> Exception:

@@ -6,15 +6,23 @@ components. A listing asks for ``<root>/<tenant_id>/<sub>/`` with the trailing s
 ``acme`` never sees ``acme-evil``; keys the bucket holds that are not canonical (``a//b``,
 ``../x``, written by someone else) are skipped, never returned.
 
+Storage usage lives in one ledger object per tenant, ``<root>/<tenant_id>/.tenantry-usage.json``
+(a reserved name no path can reach), updated with conditional writes (``If-Match`` its ETag,
+``If-None-Match: *`` to create it): a write reserves its bytes in the ledger before it uploads, so
+concurrent writers, in any process, are serialised by the store itself and never pass the quota;
+an upload that fails gives its reservation back. A missing ledger is rebuilt from a listing.
+Deleting the ledger object makes the next write recount (after a crash between reservation and
+upload left the ledger counting more than is stored).
+
 One botocore client per :class:`S3FileScopes` (clients are thread-safe); every blocking call
-runs in a worker thread. botocore errors become :class:`~tenantry.core.errors.StorageError`
-whose text names the failure, never the endpoint, bucket or credentials.
+runs in a worker thread, within the tenant's bounded capacity. botocore errors become
+:class:`~tenantry.core.errors.StorageError` whose text names the failure, never the endpoint, bucket or credentials.
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
+import json
 import logging
 import re
 import threading
@@ -22,7 +30,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import anyio.to_thread
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
@@ -37,9 +44,18 @@ from botocore.exceptions import (
 
 from tenantry.core.errors import NotFound, StorageError, TenantryError, UsageError
 from tenantry.core.ids import validate_tenant_id
+from tenantry.core.limits import TenantLimits
 from tenantry.core.paths import PathRejected, join_parts, normalize_path, normalize_prefix, within_prefix
-from tenantry.scoping.files.base import FileEntry, TextOverBytes
-from tenantry.scoping.files.scope import HIDDEN_NAME_PREFIX, MAX_LIST_ENTRIES, resolve_file_path, scope_for_listing
+from tenantry.scoping.files.base import FileEntry, FileListing, TextOverBytes
+from tenantry.scoping.files.scope import (
+    HIDDEN_NAME_PREFIX,
+    MAX_LIST_ENTRIES,
+    list_limit,
+    quota_check,
+    resolve_file_path,
+    scope_for_listing,
+)
+from tenantry.scoping.threads import ThreadBulkheads, default_bulkheads
 
 __all__ = ["S3FileScopes", "S3FileHandle", "translate_boto_error"]
 
@@ -54,6 +70,8 @@ _DENIED = frozenset(
 _UNSAFE_CODE = re.compile(r"[^A-Za-z0-9._-]")
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 _NOT_XML_SAFE = re.compile("[^\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+USAGE_LEDGER = HIDDEN_NAME_PREFIX + "usage.json"
+_LEDGER_ATTEMPTS = 16
 
 
 class S3FileScopes:
@@ -81,7 +99,9 @@ class S3FileScopes:
         connect_timeout: float = 2.0,
         read_timeout: float = 10.0,
         max_attempts: int = 2,
+        bulkheads: ThreadBulkheads | None = None,
     ) -> None:
+        self.bulkheads = bulkheads or default_bulkheads()
         if not _ROOT.fullmatch(root):
             raise UsageError("files root must be 1-64 letters, digits, '_' or '-'")
         self.bucket = bucket
@@ -111,7 +131,7 @@ class S3FileScopes:
 
         :raises UsageError: for an invalid tenant id.
         """
-        return S3FileHandle(self, self._tenant_key_prefix(tenant_id), prefix=prefix)
+        return S3FileHandle(self, tenant_id, self._tenant_key_prefix(tenant_id), prefix=prefix)
 
     async def drop_tenant(self, tenant_id: str) -> int:
         """Delete every object under the tenant's key prefix (valid paths or not); returns how many.
@@ -119,14 +139,14 @@ class S3FileScopes:
         :raises StorageError: when the store fails or refuses a deletion.
         """
         key_prefix = self._tenant_key_prefix(tenant_id)
-        return await anyio.to_thread.run_sync(lambda: self._drop_sync(key_prefix))
+        return await self.bulkheads.run(lambda: self._drop_sync(key_prefix), tenant_id=tenant_id)
 
     async def check(self) -> None:
         """Readiness: the bucket exists and these credentials may use it.
 
         :raises StorageError: when it does not or they may not.
         """
-        await anyio.to_thread.run_sync(self._check_sync)
+        await self.bulkheads.run_system(self._check_sync)
 
     def close(self) -> None:
         """Release the client's connections."""
@@ -203,14 +223,16 @@ def _create_client(
 class S3FileHandle(TextOverBytes):
     """``ctx.files`` on S3-compatible storage. See :class:`~tenantry.scoping.files.base.FileHandle`."""
 
-    def __init__(self, scopes: S3FileScopes, key_prefix: str, *, prefix: str | None) -> None:
+    def __init__(self, scopes: S3FileScopes, tenant_id: str, key_prefix: str, *, prefix: str | None) -> None:
         self._scopes = scopes
+        self._tenant_id = tenant_id
         self._key_prefix = key_prefix
         self._prefix = normalize_prefix(prefix) if prefix else None
 
-    async def list(self, prefix: str = "") -> list[FileEntry]:
+    async def list(self, prefix: str = "", *, limit: int = MAX_LIST_ENTRIES) -> FileListing:
         parts = scope_for_listing(prefix, self._prefix)
-        return await self._offload(lambda: self._list_sync(parts))
+        limit = list_limit(limit)
+        return await self._offload(lambda: self._list_sync(parts, limit))
 
     async def read_bytes(self, path: str) -> bytes:
         parts = resolve_file_path(path, self._prefix)
@@ -220,7 +242,8 @@ class S3FileHandle(TextOverBytes):
         parts = resolve_file_path(path, self._prefix)
         if len(data) > self._scopes.max_file_bytes:
             raise UsageError(f"file larger than the {self._scopes.max_file_bytes} byte limit")
-        return await self._offload(lambda: self._write_sync(parts, data))
+        limits = self._scopes.bulkheads.limits_for(self._tenant_id)
+        return await self._offload(lambda: self._write_sync(parts, data, limits))
 
     async def delete(self, path: str) -> bool:
         parts = resolve_file_path(path, self._prefix)
@@ -229,7 +252,7 @@ class S3FileHandle(TextOverBytes):
     # -- worker thread ------------------------------------------------------------------
 
     async def _offload(self, work: Callable[[], _T]) -> _T:
-        return await anyio.to_thread.run_sync(work)
+        return await self._scopes.bulkheads.run(work, tenant_id=self._tenant_id)
 
     def _key(self, parts: tuple[str, ...]) -> str:
         return self._key_prefix + join_parts(parts)
@@ -249,9 +272,27 @@ class S3FileHandle(TextOverBytes):
             raise UsageError(f"file larger than the {limit} byte limit")
         return data
 
-    def _write_sync(self, parts: tuple[str, ...], data: bytes) -> FileEntry:
+    def _write_sync(self, parts: tuple[str, ...], data: bytes, limits: TenantLimits) -> FileEntry:
+        client, bucket, key = self._scopes._client, self._scopes.bucket, self._key(parts)
         with _storage_errors():
-            self._scopes._client.put_object(Bucket=self._scopes.bucket, Key=self._key(parts), Body=data)
+            old_size = self._existing_size(key)
+
+            def reserve(used_bytes: int, used_files: int) -> tuple[int, int]:
+                return quota_check(
+                    used_bytes=used_bytes,
+                    used_files=used_files,
+                    old_size=old_size,
+                    new_size=len(data),
+                    limit_bytes=limits.file_bytes,
+                    limit_files=limits.file_count,
+                )
+
+            before = self._update_usage(reserve)
+            try:
+                client.put_object(Bucket=bucket, Key=key, Body=data)
+            except BaseException:
+                self._give_back(before, reserve)
+                raise
         return FileEntry(path=join_parts(parts), size=len(data), modified=time.time())
 
     def _delete_sync(self, parts: tuple[str, ...]) -> bool:
@@ -263,21 +304,99 @@ class S3FileHandle(TextOverBytes):
             found = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
             if not found or found[0]["Key"] != key:
                 return False
+            size = int(found[0].get("Size") or 0)
             client.delete_object(Bucket=bucket, Key=key)
+            self._update_usage(
+                lambda used_bytes, used_files: (max(used_bytes - size, 0), max(used_files - 1, 0)),
+                recounted_includes_change=True,
+            )
         return True
 
-    def _list_sync(self, parts: tuple[str, ...]) -> builtins.list[FileEntry]:
+    # -- usage ledger (worker thread) ---------------------------------------------------------
+
+    def _existing_size(self, key: str) -> int | None:
+        try:
+            head = self._scopes._client.head_object(Bucket=self._scopes.bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING:
+                return None
+            raise
+        return int(head.get("ContentLength") or 0)
+
+    def _update_usage(
+        self, change: Callable[[int, int], tuple[int, int]], *, recounted_includes_change: bool = False
+    ) -> tuple[int, int]:
+        """Apply ``change`` to the ledger with a conditional write, retrying on a concurrent one;
+        returns the usage it replaced. ``change`` may raise (a refusal) to write nothing.
+
+        :param recounted_includes_change: the change is already in the store, so a ledger rebuilt
+            from a listing now must not apply it again.
+        """
+        client, bucket = self._scopes._client, self._scopes.bucket
+        ledger_key = self._key_prefix + USAGE_LEDGER
+        for _attempt in range(_LEDGER_ATTEMPTS):
+            current, etag, recounted = self._read_ledger(ledger_key)
+            after = current if recounted and recounted_includes_change else change(*current)
+            body = json.dumps({"bytes": after[0], "files": after[1]}).encode()
+            condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+            try:
+                client.put_object(Bucket=bucket, Key=ledger_key, Body=body, **condition)
+            except ClientError as exc:
+                if _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    continue  # another writer updated the ledger first: read it again
+                raise
+            return current
+        raise StorageError("the storage usage of this tenant is changing too fast; try again")
+
+    def _give_back(self, before: tuple[int, int], reserve: Callable[[int, int], tuple[int, int]]) -> None:
+        reserved = reserve(*before)
+        delta = (reserved[0] - before[0], reserved[1] - before[1])
+        with contextlib.suppress(Exception):  # the upload's own error is the one to report
+            self._update_usage(lambda b, f: (max(b - delta[0], 0), max(f - delta[1], 0)))
+
+    def _read_ledger(self, ledger_key: str) -> tuple[tuple[int, int], str | None, bool]:
+        """``((bytes, files), etag, recounted)``; a missing or unreadable ledger is recounted (etag
+        ``None`` for a missing one, so that only one writer creates it)."""
+        client, bucket = self._scopes._client, self._scopes.bucket
+        try:
+            response = client.get_object(Bucket=bucket, Key=ledger_key)
+        except ClientError as exc:
+            if _error_code(exc) not in _MISSING:
+                raise
+            return self._recount(), None, True
+        body = response["Body"]
+        try:
+            raw = body.read(4096)
+        finally:
+            body.close()
+        try:
+            record = json.loads(raw)
+            return (int(record["bytes"]), int(record["files"])), str(response["ETag"]), False
+        except (ValueError, KeyError, TypeError):
+            return self._recount(), str(response["ETag"]), True
+
+    def _recount(self) -> tuple[int, int]:
+        total, count = 0, 0
+        for obj in self._scopes._iter_objects(self._key_prefix):
+            if obj["Key"].rsplit("/", 1)[-1].startswith(HIDDEN_NAME_PREFIX):
+                continue
+            total += int(obj.get("Size") or 0)
+            count += 1
+        return total, count
+
+    def _list_sync(self, parts: tuple[str, ...], limit: int) -> FileListing:
         listed = self._key_prefix + "".join(f"{part}/" for part in parts)
         entries: list[FileEntry] = []
         with _storage_errors():
+            # Keys come in UTF-8 byte order, which is the order of the paths as strings.
             for obj in self._scopes._iter_objects(listed):
                 rel = self._relative_parts(obj["Key"], parts)
                 if rel is None:
                     continue
+                if len(entries) == limit:
+                    return FileListing(entries, truncated=True, limit=limit)
                 entries.append(FileEntry(join_parts(rel), int(obj.get("Size") or 0), obj["LastModified"].timestamp()))
-                if len(entries) > MAX_LIST_ENTRIES:
-                    raise UsageError(f"more than {MAX_LIST_ENTRIES} files; list a narrower prefix")
-        return sorted(entries, key=lambda e: e.path)
+        return FileListing(entries, limit=limit)
 
     def _relative_parts(self, key: str, listed: tuple[str, ...]) -> tuple[str, ...] | None:
         """The components of ``key`` below the tenant root, or ``None`` for a key no path could name."""

@@ -6,15 +6,24 @@ onto its own storage (directory descriptors, object keys).
 
 from __future__ import annotations
 
-from tenantry.core.errors import ScopeViolation
+from tenantry.core.errors import ScopeViolation, StorageQuotaExceeded, UsageError
 from tenantry.core.paths import PathRejected, normalize_path, within_prefix
 
-__all__ = ["MAX_LIST_ENTRIES", "HIDDEN_NAME_PREFIX", "resolve_scoped_path", "resolve_file_path", "scope_for_listing"]
+__all__ = [
+    "MAX_LIST_ENTRIES",
+    "HIDDEN_NAME_PREFIX",
+    "resolve_scoped_path",
+    "resolve_file_path",
+    "scope_for_listing",
+    "list_limit",
+    "quota_check",
+]
 
 MAX_LIST_ENTRIES = 10_000
-"""A listing longer than this is refused; the caller lists a narrower prefix."""
+"""The most entries one listing returns; a longer one is cut and marked ``truncated``."""
 HIDDEN_NAME_PREFIX = ".tenantry-"
-"""Names the backends use for their own temporary files; never listed."""
+"""Names the backends keep for themselves (temporary files, the usage ledger): never listed, and
+no path a tool passes may contain a component starting with it."""
 
 
 def resolve_scoped_path(path: str, prefix: str | None) -> tuple[str, ...]:
@@ -26,9 +35,15 @@ def resolve_scoped_path(path: str, prefix: str | None) -> tuple[str, ...]:
         parts = normalize_path(path)
     except PathRejected as exc:
         raise ScopeViolation(exc.reason) from None
+    _refuse_reserved(parts)
     if not within_prefix(parts, prefix):
         raise ScopeViolation("path is outside the prefix this credential may access")
     return parts
+
+
+def _refuse_reserved(parts: tuple[str, ...]) -> None:
+    if any(part.startswith(HIDDEN_NAME_PREFIX) for part in parts):
+        raise ScopeViolation(f"names starting with {HIDDEN_NAME_PREFIX!r} are reserved")
 
 
 def resolve_file_path(path: str, prefix: str | None) -> tuple[str, ...]:
@@ -53,6 +68,7 @@ def scope_for_listing(path: str, prefix: str | None) -> tuple[str, ...]:
         parts = normalize_path(path)
     except PathRejected as exc:
         raise ScopeViolation(exc.reason) from None
+    _refuse_reserved(parts)
     if not prefix:
         return parts
     allowed = tuple(prefix.split("/"))
@@ -61,3 +77,37 @@ def scope_for_listing(path: str, prefix: str | None) -> tuple[str, ...]:
     if allowed[: len(parts)] == parts:
         return allowed
     raise ScopeViolation("path is outside the prefix this credential may access")
+
+
+def list_limit(limit: int) -> int:
+    """``limit`` checked: 1 to :data:`MAX_LIST_ENTRIES`.
+
+    :raises UsageError: for anything else.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_ENTRIES:
+        raise UsageError(f"limit must be an integer from 1 to {MAX_LIST_ENTRIES}")
+    return limit
+
+
+def quota_check(
+    *, used_bytes: int, used_files: int, old_size: int | None, new_size: int, limit_bytes: int, limit_files: int
+) -> tuple[int, int]:
+    """The tenant's usage after writing ``new_size`` bytes over a file of ``old_size`` (``None``: new file).
+
+    A write that does not grow the usage is always allowed, so that a tenant over a lowered
+    quota can still shrink or delete its way back under it.
+
+    :raises StorageQuotaExceeded: naming the usage and the limit it would pass.
+    """
+    after_bytes = used_bytes - (old_size or 0) + new_size
+    after_files = used_files + (1 if old_size is None else 0)
+    if after_files > limit_files and after_files > used_files:
+        raise StorageQuotaExceeded(
+            f"file count quota exceeded: {used_files} of {limit_files} files stored; delete files first"
+        )
+    if after_bytes > limit_bytes and after_bytes > used_bytes:
+        raise StorageQuotaExceeded(
+            f"storage quota exceeded: {used_bytes} of {limit_bytes} bytes stored,"
+            f" this write needs {after_bytes - used_bytes} more; delete files first"
+        )
+    return after_bytes, after_files

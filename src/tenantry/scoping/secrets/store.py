@@ -16,13 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio.to_thread
-
 from tenantry.core.errors import NotFound, SecretsUnavailable
 from tenantry.core.ids import validate_tenant_id
 from tenantry.core.secrets import SecretInfo, SecretStore, validate_secret_name, validate_secret_value
 from tenantry.core.settings import SecretSettings
 from tenantry.scoping.secrets.envelope import DataKey, MasterKey, load_master_key
+from tenantry.scoping.threads import ThreadBulkheads, default_bulkheads
 
 __all__ = ["StoredSecretScopes", "StoredSecretHandle", "open_secret_scopes"]
 
@@ -47,7 +46,9 @@ class StoredSecretScopes:
         *,
         cache_ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        bulkheads: ThreadBulkheads | None = None,
     ) -> None:
+        self.bulkheads = bulkheads or default_bulkheads()
         self._store = store
         self._master = master_key
         self._ttl = cache_ttl
@@ -69,7 +70,7 @@ class StoredSecretScopes:
         :raises SecretsUnavailable: a stored value cannot be decrypted; the caller must then
             withhold the result it meant to redact (fail closed).
         """
-        return await anyio.to_thread.run_sync(self.read_values, tenant_id)
+        return await self.bulkheads.run(lambda: self.read_values(tenant_id), tenant_id=tenant_id)
 
     # -- blocking API (worker threads, the CLI) ------------------------------------------------
 
@@ -205,17 +206,24 @@ class StoredSecretHandle:
 
         :raises NotFound: no secret of that name. :raises SecretsUnavailable: it cannot be decrypted.
         """
-        return await anyio.to_thread.run_sync(self._scopes.read_secret, self.tenant_id, name)
+        scopes, tenant_id = self._scopes, self.tenant_id
+        return await scopes.bulkheads.run(lambda: scopes.read_secret(tenant_id, name), tenant_id=tenant_id)
 
     async def names(self) -> list[str]:
-        return await anyio.to_thread.run_sync(self._scopes.list_names, self.tenant_id)
+        scopes, tenant_id = self._scopes, self.tenant_id
+        return await scopes.bulkheads.run(lambda: scopes.list_names(tenant_id), tenant_id=tenant_id)
 
     def __repr__(self) -> str:
         return f"StoredSecretHandle(tenant_id={self.tenant_id!r})"
 
 
 def open_secret_scopes(
-    settings: SecretSettings, data_dir: Path, store: SecretStore, *, cache_ttl: float = 60.0
+    settings: SecretSettings,
+    data_dir: Path,
+    store: SecretStore,
+    *,
+    cache_ttl: float = 60.0,
+    bulkheads: ThreadBulkheads | None = None,
 ) -> StoredSecretScopes:
     """The deployment's secret scopes: the master key from ``settings`` or the data dir (created
     on first use), sealed values in ``store``.
@@ -223,4 +231,4 @@ def open_secret_scopes(
     :raises UsageError: a malformed ``secrets.master_key``. :raises StorageError: the key file
         cannot be created or read.
     """
-    return StoredSecretScopes(store, load_master_key(settings, data_dir), cache_ttl=cache_ttl)
+    return StoredSecretScopes(store, load_master_key(settings, data_dir), cache_ttl=cache_ttl, bulkheads=bulkheads)

@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
-import anyio.to_thread
 import psycopg
 import psycopg.errors
 from psycopg import Pipeline
@@ -26,6 +25,7 @@ from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.sql.base import SqlValue
 from tenantry.scoping.sql.pg_schema import TenantProof, tenant_schema_name
 from tenantry.scoping.sql.placeholders import qmark_to_pyformat
+from tenantry.scoping.threads import ThreadBulkheads, default_bulkheads
 
 __all__ = ["PostgresSqlScopes", "PostgresSqlHandle"]
 
@@ -73,8 +73,10 @@ class PostgresSqlScopes:
         pool_timeout: float = 5.0,
         statement_timeout: int = 30,
         row_limit: int = 10_000,
+        bulkheads: ThreadBulkheads | None = None,
     ) -> None:
         self._proof = TenantProof(tenant_key)
+        self.bulkheads = bulkheads or default_bulkheads()
         self._isolation = isolation
         self._schema_name = schema_name
         self._statement_timeout = f"{statement_timeout}s"
@@ -248,7 +250,9 @@ class PostgresSqlHandle:
 
     async def _run(self, work: _Work[_T], sql: str) -> _T:
         discard = _SESSION_STATE.search(sql) is not None
-        return await anyio.to_thread.run_sync(lambda: self._scopes.run(self._tenant_id, work, discard=discard))
+        return await self._scopes.bulkheads.run(
+            lambda: self._scopes.run(self._tenant_id, work, discard=discard), tenant_id=self._tenant_id
+        )
 
 
 def _prepare(sql: str, params: Sequence[SqlValue]) -> str:

@@ -4,22 +4,28 @@ Isolation is physical (each tenant's rows live in its own file) and the authoriz
 a statement inside that file: ``ATTACH``/``DETACH``, ``VACUUM INTO``, extension loading
 and engine-altering pragmas are refused, whatever SQL a tool (or an injected argument)
 manages to run.
+
+Every statement runs under a progress handler that aborts it once the tenant's
+``sql_statement_timeout`` has passed, or as soon as the calling tool call is cancelled (its
+deadline passed, the tenant was halted): a recursive CTE cannot run for ever, and a worker thread
+does not go on computing for a caller that has left. The connection stays usable afterwards.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-
-import anyio.to_thread
 
 from tenantry.core.errors import QueryFailed, ScopeViolation, StorageError, UsageError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.open_files import OpenPerTenant
 from tenantry.scoping.sql.base import SqlValue
+from tenantry.scoping.threads import Interrupt, ThreadBulkheads, default_bulkheads
 
 __all__ = ["SqliteSqlScopes", "SqliteSqlHandle", "tenant_database_path"]
 
@@ -32,6 +38,8 @@ _READ_ONLY_PRAGMAS = frozenset(
 _FORBIDDEN_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit", "zipfile"})
 _FORBIDDEN_TABLES = frozenset({"sqlite_dbpage", "zipfile", "fsdir"})
 _MAX_OPEN = 256
+_PROGRESS_STEPS = 10_000
+"""Virtual-machine steps between two checks of the statement's deadline (well under a millisecond)."""
 
 
 def tenant_database_path(data_dir: Path, tenant_id: str) -> Path:
@@ -66,8 +74,32 @@ class _TenantConnection:
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         conn.row_factory = sqlite3.Row
         conn.set_authorizer(_authorizer)
+        conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
         self.conn = conn
         self.lock = threading.Lock()
+        # The running call's budget, set under ``lock`` and read by the progress handler.
+        self.deadline = math.inf
+        self.interrupt: Interrupt | None = None
+        self.stopped: Literal["timeout", "cancelled"] | None = None
+
+    def _progress(self) -> int:
+        if self.interrupt is not None and self.interrupt.is_set():
+            self.stopped = "cancelled"
+        elif time.monotonic() > self.deadline:
+            self.stopped = "timeout"
+        else:
+            return 0
+        # Disarmed, so that the ROLLBACK after an aborted batch runs to completion.
+        self.deadline, self.interrupt = math.inf, None
+        return 1
+
+    def arm(self, seconds: float, interrupt: Interrupt | None) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.interrupt = interrupt
+        self.stopped = None
+
+    def disarm(self) -> None:
+        self.deadline, self.interrupt = math.inf, None
 
     def close(self) -> None:
         with self.lock:
@@ -79,9 +111,10 @@ class SqliteSqlScopes:
 
     dialect: Literal["sqlite"] = "sqlite"
 
-    def __init__(self, data_dir: Path, *, row_limit: int = 10_000) -> None:
+    def __init__(self, data_dir: Path, *, row_limit: int = 10_000, bulkheads: ThreadBulkheads | None = None) -> None:
         self._data_dir = data_dir
         self._row_limit = row_limit
+        self.bulkheads = bulkheads or default_bulkheads()
         self._open = OpenPerTenant(self._open_connection, limit=_MAX_OPEN)
 
     def for_tenant(self, tenant_id: str) -> SqliteSqlHandle:
@@ -146,25 +179,48 @@ class SqliteSqlHandle:
                 count = conn.executemany(sql, materialised).rowcount
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # an interrupted statement may have rolled it back already
+                    conn.execute("ROLLBACK")
                 raise
             return count
 
         return await self._run(run)
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await anyio.to_thread.run_sync(self._run_sync, work)
+        bulkheads = self._scopes.bulkheads
+        timeout = bulkheads.limits_for(self._tenant_id).sql_statement_timeout
+        interrupt = Interrupt()
+        return await bulkheads.run(
+            lambda: self._run_sync(work, timeout, interrupt), tenant_id=self._tenant_id, interrupt=interrupt
+        )
 
-    def _run_sync(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _run_sync(self, work: Callable[[sqlite3.Connection], _T], timeout: float, interrupt: Interrupt) -> _T:
         tenant_conn = self._scopes.connection(self._tenant_id)
         with tenant_conn.lock:
+            if interrupt.is_set():  # the caller left while this call waited for the connection
+                raise QueryFailed("SQL statement cancelled")
+            tenant_conn.arm(timeout, interrupt)
             try:
                 return work(tenant_conn.conn)
-            except sqlite3.DatabaseError as exc:
-                if any(marker in str(exc) for marker in ("not authorized", "authorization denied", "prohibited")):
-                    raise ScopeViolation("this SQL statement is not allowed in a tenant database") from None
-                if isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc):
-                    raise StorageError("the tenant database is busy; try again") from None
-                raise QueryFailed(f"SQL error: {exc}") from None
+            except sqlite3.OperationalError as exc:
+                if tenant_conn.stopped == "timeout":
+                    raise QueryFailed(
+                        f"SQL statement stopped after the {timeout:g} s limit (sql_statement_timeout);"
+                        " narrow the query or add a LIMIT"
+                    ) from None
+                if tenant_conn.stopped == "cancelled":
+                    raise QueryFailed("SQL statement cancelled") from None
+                raise self._translate(exc) from None
             except sqlite3.Error as exc:
-                raise QueryFailed(f"SQL error: {exc}") from None
+                raise self._translate(exc) from None
+            finally:
+                tenant_conn.disarm()
+
+    @staticmethod
+    def _translate(exc: sqlite3.Error) -> Exception:
+        if isinstance(exc, sqlite3.DatabaseError):
+            if any(marker in str(exc) for marker in ("not authorized", "authorization denied", "prohibited")):
+                return ScopeViolation("this SQL statement is not allowed in a tenant database")
+            if isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc):
+                return StorageError("the tenant database is busy; try again")
+        return QueryFailed(f"SQL error: {exc}")

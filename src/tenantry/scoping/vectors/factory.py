@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from tenantry.core.settings import VectorSettings
+from tenantry.scoping.threads import ThreadBulkheads
 from tenantry.scoping.vectors.base import VectorScopes
 from tenantry.scoping.vectors.embedders import load_embedder
 
 __all__ = ["open_vector_scopes"]
 
 
-def open_vector_scopes(settings: VectorSettings, data_dir: Path) -> VectorScopes:
+def open_vector_scopes(
+    settings: VectorSettings, data_dir: Path, *, bulkheads: ThreadBulkheads | None = None
+) -> VectorScopes:
     """The vector scopes named by ``settings``: per-tenant sqlite-vec files, or one Qdrant collection.
 
     Without ``qdrant_url``, Qdrant runs in local mode under ``<data_dir>/vectors/qdrant``,
@@ -31,7 +34,8 @@ def open_vector_scopes(settings: VectorSettings, data_dir: Path) -> VectorScopes
             api_key=api_key,
             path=None if settings.qdrant_url else data_dir / "vectors" / "qdrant",
             collection=settings.qdrant_collection,
+            bulkheads=bulkheads,
         )
     from tenantry.scoping.vectors.sqlite import SqliteVectorScopes
 
-    return SqliteVectorScopes(data_dir, embedder)
+    return SqliteVectorScopes(data_dir, embedder, bulkheads=bulkheads)

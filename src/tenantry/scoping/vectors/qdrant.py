@@ -33,6 +33,7 @@ from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
 from tenantry.core.errors import StorageError, TenantryError, UsageError
 from tenantry.core.ids import validate_tenant_id
+from tenantry.scoping.threads import ThreadBulkheads
 from tenantry.scoping.vectors._checks import (
     PreparedDocument,
 )
@@ -93,7 +94,9 @@ class QdrantVectorScopes:
         path: Path | None = None,
         collection: str = "tenantry",
         timeout: int = 10,
+        bulkheads: ThreadBulkheads | None = None,
     ) -> None:
+        self.bulkheads = bulkheads
         if (url is None) == (path is None):
             raise UsageError("Qdrant needs either a server url or a local path, not both")
         self._embedder = embedder
@@ -211,7 +214,7 @@ class QdrantVectorHandle(CheckedVectorHandle):
     """``ctx.vectors`` on Qdrant. See :class:`~tenantry.scoping.vectors.base.VectorHandle`."""
 
     def __init__(self, scopes: QdrantVectorScopes, tenant_id: str) -> None:
-        super().__init__(scopes.embedder, tenant_id)
+        super().__init__(scopes.embedder, tenant_id, scopes.bulkheads)
         self._scopes = scopes
 
     def _write(self, collection: str, documents: list[PreparedDocument], vectors: list[list[float]]) -> int:

@@ -34,6 +34,7 @@ import sqlite_vec
 from tenantry.core.errors import StorageError, TenantryError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.open_files import OpenPerTenant
+from tenantry.scoping.threads import ThreadBulkheads
 from tenantry.scoping.vectors._checks import (
     PreparedDocument,
     load_metadata,
@@ -142,9 +143,10 @@ class SqliteVectorScopes:
     :param embedder: turns texts into vectors; every file records its name and dimensions.
     """
 
-    def __init__(self, data_dir: Path, embedder: Embedder) -> None:
+    def __init__(self, data_dir: Path, embedder: Embedder, *, bulkheads: ThreadBulkheads | None = None) -> None:
         self._data_dir = data_dir
         self._embedder = embedder
+        self.bulkheads = bulkheads
         self._open = OpenPerTenant(self._open_store, limit=_MAX_OPEN)
 
     @property
@@ -194,7 +196,7 @@ class SqliteVectorHandle(CheckedVectorHandle):
     """``ctx.vectors`` on the embedded default. See :class:`~tenantry.scoping.vectors.base.VectorHandle`."""
 
     def __init__(self, scopes: SqliteVectorScopes, tenant_id: str) -> None:
-        super().__init__(scopes.embedder, tenant_id)
+        super().__init__(scopes.embedder, tenant_id, scopes.bulkheads)
         self._scopes = scopes
 
     def _write(self, collection: str, documents: list[PreparedDocument], vectors: list[list[float]]) -> int:
