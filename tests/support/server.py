@@ -109,7 +109,7 @@ def start_server(
     cwd: Path | None = None,
     timeout: float = 30,
 ) -> RunningServer:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     port = free_port()
     args = [TENANTRY, "serve", "--data-dir", str(data_dir), "--port", str(port)]
     if demo:

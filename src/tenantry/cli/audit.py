@@ -53,7 +53,7 @@ def _stream_id(value: str) -> str:
 def _require_tenant(runtime: Runtime, store: AuditStore, tenant_id: str) -> None:
     """:raises NotFound: when ``tenant_id`` is neither in the control plane nor has an audit stream
     (a deleted tenant's stream, or ``_system``, still counts)."""
-    if tenant_id in store.heads() or runtime.store.get_tenant(tenant_id) is not None:
+    if tenant_id == SYSTEM_STREAM or tenant_id in store.heads() or runtime.store.get_tenant(tenant_id) is not None:
         return
     if tenant_id in store.streams():  # records without a head: tampered, and verify must say so
         return
