@@ -166,13 +166,16 @@ class McpGate:
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
-    delivered = False
+    pending: bytes | None = body
 
     async def replay() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        # The SDK keeps its request (and so this receive) as long as it keeps the message: the
+        # body is handed over once and not held here beyond that.
+        nonlocal pending
+        if pending is not None:
+            message: Message = {"type": "http.request", "body": pending, "more_body": False}
+            pending = None
+            return message
         return await receive()
 
     return replay
