@@ -145,6 +145,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         resource_metadata_url=runtime.endpoints.resource_metadata,
         max_body_bytes=settings.server.max_body_bytes,
         max_json_depth=settings.server.max_json_depth,
+        body_timeout=settings.server.body_timeout,
         in_flight=in_flight,
     )
 
