@@ -220,25 +220,36 @@ def test_a_halted_tenant_cannot_exchange_its_keys(server: RunningServer) -> None
     assert "halted" in response.json()["error_description"]
 
 
-def test_failed_attempts_are_rate_limited_per_address(tmp_path: Path) -> None:
+def test_garbage_keys_from_a_shared_address_never_lock_out_valid_keys(tmp_path: Path) -> None:
     config = tmp_path / "tenantry.toml"
     config.write_text('[auth]\nfailed_attempts = "3/minute"\n')
     limited = start_server(tmp_path / "data", config=config)
     try:
-        key = new_key(limited)
-        bad = key[:-3] + "zzz"
-        statuses = [exchange(limited, bad).status_code for _ in range(3)]
+        acme_key = new_key(limited)
+        globex_key = new_key(limited, tenant="globex", tools="whoami")
+        wrong_secret = acme_key[:-3] + "zzz"  # a real key id with a wrong secret
+        unknown = "tnty_acme_" + "0" * 16 + "_" + "z" * 43  # no such key id
+        statuses = [exchange(limited, wrong_secret).status_code for _ in range(3)]
         assert statuses == [401, 401, 401]
-        response = exchange(limited, bad)
-        assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
-        # While limited, even the right key from this address is refused, unverified...
-        assert exchange(limited, key).status_code == 429
-        as_bearer = modern_call(limited.mcp_url, key, "tools/call", WHOAMI)
-        assert as_bearer.status_code == 429 and as_bearer.json()["error"]["data"]["code"] == "rate_limited"
-        # ...but built-in tokens are not API-key guesses and keep working.
+        # 20 garbage keys from 127.0.0.1, over the limit: 429 with Retry-After, whether the key
+        # id exists or not (nothing to learn about which keys exist)...
+        for attempt in range(20):
+            garbage = wrong_secret if attempt % 2 else unknown
+            response = exchange(limited, garbage)
+            assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1, response.text
+            as_bearer = modern_call(limited.mcp_url, garbage, "tools/call", WHOAMI)
+            assert as_bearer.status_code == 429 and as_bearer.json()["error"]["data"]["code"] == "rate_limited"
+            assert int(as_bearer.headers["retry-after"]) >= 1
+        # ...while valid keys of every tenant from the same address keep working, at once.
+        for key, tenant in ((globex_key, "globex"), (acme_key, "acme")):
+            assert exchange(limited, key).status_code == 200
+            answer = modern_call(limited.mcp_url, key, "tools/call", WHOAMI)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["result"]["structuredContent"]["tenant_id"] == tenant
         token = limited.token("acme", "alice")
         assert modern_call(limited.mcp_url, token, "tools/call", WHOAMI).status_code == 200
+        # Failures within the limit are audited one by one, those over it are not (bounded).
         refusals = [r for r in limited.audit_records("_system") if r["event_type"] == "token_refused"]
-        assert len(refusals) == 3 and all(key not in json.dumps(r) for r in refusals)
+        assert len(refusals) == 3 and all(acme_key not in json.dumps(r) for r in refusals)
     finally:
         limited.stop()

@@ -162,3 +162,22 @@ def test_events_of_another_tenants_principal_in_a_stream_are_ignored() -> None:
     for i in range(3):
         found.observe(event("tool_denied", tenant="acme", at=T0 + i))
     assert [a.kind for a in alerts] == ["denial_burst"]
+
+
+def test_spoofed_addresses_cannot_grow_a_tenants_state_or_alerts_without_bound() -> None:
+    found, alerts = detector(max_addresses=50, new_address_alerts=5, cooldown=300, denial_burst=10)
+    for i in range(5000):
+        address = f"2001:db8:{i // 65536:x}:{i % 65536:x}::1"
+        found.observe(event("tool_denied", at=T0 + i / 100, ip_address=address, reason="not_registered"))
+    # Before: one alert-cooldown entry per address ever seen (5000 here), one alert per address.
+    assert found.remembered("acme") <= 50 + 50 + 8 + 10 + 5
+    assert len([a for a in alerts if a.kind == "new_address"]) == 5
+
+
+def test_new_address_alerts_resume_after_the_cooldown() -> None:
+    found, alerts = detector(new_address_alerts=2, cooldown=60)
+    for i, address in enumerate(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]):
+        found.observe(event("tool_call", at=T0 + i, ip_address=address))
+    assert [a.detail["ip_address"] for a in alerts] == ["10.0.0.2", "10.0.0.3"]
+    found.observe(event("tool_call", at=T0 + 120, ip_address="10.0.0.9"))
+    assert alerts[-1].detail["ip_address"] == "10.0.0.9"

@@ -18,6 +18,7 @@ EXPECTED = {
     "RequestRejected": ("invalid_request", 400, -32600),
     "PayloadTooLarge": ("payload_too_large", 413, -32600),
     "UnsupportedMediaType": ("unsupported_media_type", 415, -32600),
+    "RequestTimeout": ("request_timeout", 408, -32600),
     "RateLimited": ("rate_limited", 429, -32005),
     "ConcurrencyLimited": ("concurrency_limited", 429, -32005),
     "QuotaExceeded": ("quota_exceeded", 429, -32005),

@@ -46,6 +46,10 @@ class AnomalyThresholds:
     """Minutes of history needed before a rate spike can be judged."""
     cooldown: float = 300.0
     max_addresses: int = 1000
+    """Addresses remembered per tenant (the least recently seen are forgotten first)."""
+    new_address_alerts: int = 10
+    """``new_address`` alerts per tenant per cooldown: a tenant's credential used from a stream
+    of made-up (or IPv6) addresses must not raise, and record, one alert per address."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class _TenantState:
     minutes_seen: int = 0
     addresses: OrderedDict[str, None] = field(default_factory=OrderedDict)
     last_alert: dict[str, float] = field(default_factory=dict)
+    """Alert key -> when it last fired; most recent last, at most ``max_addresses`` + kinds."""
+    address_alerts: deque[float] = field(default_factory=deque)
 
 
 AlertHandler = Callable[[AnomalyAlert], None]
@@ -100,6 +106,13 @@ class AnomalyDetector:
         """Seed an address as already seen (from the audit history at start-up)."""
         self._remember(self._state(tenant_id), address)
 
+    def remembered(self, tenant_id: str) -> int:
+        """How many per-caller entries (addresses, alert keys, recent times) the tenant's state holds."""
+        state = self._tenants.get(tenant_id)
+        if state is None:
+            return 0
+        return len(state.addresses) + len(state.last_alert) + len(state.denials) + len(state.address_alerts)
+
     def observe(self, event: AuditEvent) -> None:
         tenant_id = event.tenant_id
         if tenant_id == SYSTEM_STREAM or event.event_type == "anomaly_alert":
@@ -124,7 +137,7 @@ class AnomalyDetector:
 
     def _denial(self, state: _TenantState, event: AuditEvent, now: float) -> None:
         limits = self._thresholds
-        state.denials.append(now)
+        state.denials.append(now)  # at most denial_burst kept: enough to tell a burst
         while state.denials and state.denials[0] < now - limits.denial_window:
             state.denials.popleft()
         if len(state.denials) >= limits.denial_burst:
@@ -172,7 +185,7 @@ class AnomalyDetector:
             return
         first = not state.addresses
         self._remember(state, address)
-        if not first:
+        if not first and self._address_alert_allowed(state, event.created):
             self._alert(
                 state,
                 event.tenant_id,
@@ -208,8 +221,17 @@ class AnomalyDetector:
     def _state(self, tenant_id: str) -> _TenantState:
         state = self._tenants.get(tenant_id)
         if state is None:
-            state = self._tenants[tenant_id] = _TenantState()
+            state = self._tenants[tenant_id] = _TenantState(denials=deque(maxlen=self._thresholds.denial_burst))
         return state
+
+    def _address_alert_allowed(self, state: _TenantState, now: float) -> bool:
+        recent = state.address_alerts
+        while recent and recent[0] <= now - self._thresholds.cooldown:
+            recent.popleft()
+        if len(recent) >= self._thresholds.new_address_alerts:
+            return False
+        recent.append(now)
+        return True
 
     def _remember(self, state: _TenantState, address: str) -> None:
         state.addresses[address] = None
@@ -231,7 +253,10 @@ class AnomalyDetector:
         key = key or kind
         if now - state.last_alert.get(key, float("-inf")) < self._thresholds.cooldown:
             return
+        state.last_alert.pop(key, None)
         state.last_alert[key] = now
+        while len(state.last_alert) > self._thresholds.max_addresses + 8:  # + one key per other kind
+            del state.last_alert[next(iter(state.last_alert))]
         alert = AnomalyAlert(
             tenant_id, kind, message, {k: v for k, v in detail.items() if v is not None}, now, principal
         )

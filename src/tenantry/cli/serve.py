@@ -167,6 +167,7 @@ def run_http(
         if demo:
             anyio.run(_seed, runtime)
         from tenantry.server.app import create_http_app
+        from tenantry.server.connections import ConnectionPolicy, guarded_protocol
 
         http = create_http_app(runtime, served)
         url = runtime.endpoints.public_url + MCP_PATH
@@ -181,6 +182,15 @@ def run_http(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
+            http=guarded_protocol(
+                ConnectionPolicy(
+                    header_timeout=settings.server.header_timeout,
+                    body_timeout=settings.server.body_timeout,
+                    max_per_address=settings.server.max_connections_per_address,
+                    trusted_proxies=settings.server.trusted_proxies,
+                )
+            ),
+            timeout_keep_alive=settings.server.keep_alive_timeout,
             server_header=False,
             # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local client could
             # forge its audited address. Only configured proxies are believed.

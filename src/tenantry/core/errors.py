@@ -47,6 +47,7 @@ __all__ = [
     "RequestRejected",
     "PayloadTooLarge",
     "UnsupportedMediaType",
+    "RequestTimeout",
     "RateLimited",
     "ConcurrencyLimited",
     "QuotaExceeded",
@@ -161,6 +162,12 @@ class UnsupportedMediaType(RequestRejected):
     code = "unsupported_media_type"
     http_status = 415
     default_message = "Content-Type must be application/json"
+
+
+class RequestTimeout(RequestRejected):
+    code = "request_timeout"
+    http_status = 408
+    default_message = "The request body took too long to arrive"
 
 
 class RateLimited(TenantryError):
@@ -283,6 +290,7 @@ ALL_ERRORS: tuple[type[TenantryError], ...] = (
     RequestRejected,
     PayloadTooLarge,
     UnsupportedMediaType,
+    RequestTimeout,
     RateLimited,
     ConcurrencyLimited,
     QuotaExceeded,

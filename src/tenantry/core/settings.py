@@ -58,6 +58,16 @@ def _seconds(value: Any) -> Any:
     return value
 
 
+def _fractional_seconds(value: Any) -> Any:
+    """Like :func:`_seconds`, also accepting fractions (``"2.5"``)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return parse_duration(value)
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -72,6 +82,16 @@ class ServerSettings(_Section):
     max_json_depth: int = Field(default=64, ge=4, le=512)
     session_idle_timeout: int = Field(default=1800, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a client has to send a request's headers, from the connection opening or the
+    request's first byte; then ``408`` and the connection is closed (slow-header clients)."""
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a client has to send the whole body once the headers are in; then ``408``."""
+    keep_alive_timeout: int = Field(default=5, gt=0, le=300)
+    """Seconds an idle kept-alive connection stays open between requests."""
+    max_connections_per_address: int = Field(default=64, gt=0)
+    """Connections one client address (an IPv6 ``/64``) may hold open at once; more get ``503``.
+    Trusted proxies are exempt."""
     allowed_origins: tuple[str, ...] = ()
     """Browser origins allowed besides this server's own (``scheme://host[:port]``; ``:*`` for any port)."""
     allowed_hosts: tuple[str, ...] = ()
@@ -81,7 +101,8 @@ class ServerSettings(_Section):
     ``X-Forwarded-For``/``X-Forwarded-Proto`` are believed. Default: none, so the client address
     is always the socket's peer and a client cannot forge the audited ``ip_address``."""
 
-    _secs = field_validator("session_idle_timeout", mode="before")(_seconds)
+    _secs = field_validator("session_idle_timeout", "keep_alive_timeout", mode="before")(_seconds)
+    _fractional = field_validator("header_timeout", "body_timeout", mode="before")(_fractional_seconds)
 
     @field_validator("trusted_proxies")
     @classmethod

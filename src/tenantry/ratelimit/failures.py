@@ -1,44 +1,37 @@
-"""Failed credential attempts, counted per key (e.g. a client address).
+"""Failed credential attempts, counted per client (an address; an IPv6 ``/64``).
 
-When a count is over its limit, further attempts are refused with ``429`` before any
-verification runs, until the moving window has passed. Only failures count: a client that
-authenticates correctly is never slowed down. Storage is in-process (per replica) here;
-the ``limits`` storage URI makes it shared (``redis://``) when replicas must agree.
+Only failures count and only failures are refused: a valid credential is always verified
+and always accepted, whatever its address did before (verifying an API key is a dictionary
+lookup and one SHA-256, so there is nothing to save by refusing it unverified; refusing it
+let ten garbage keys from a shared address lock every tenant behind that address out).
+Once a client is over its limit, its further *failing* attempts are answered ``429`` with
+``Retry-After`` instead of ``401``, the same whether or not the key exists. Memory is
+bounded (:class:`~tenantry.ratelimit.windows.MovingWindow`); the count is per replica.
 """
 
 from __future__ import annotations
 
-import math
-import time
-
-from limits import parse
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
-
 from tenantry.core.errors import RateLimited
+from tenantry.ratelimit.windows import MovingWindow
 
 __all__ = ["FailedAttempts"]
 
 
 class FailedAttempts:
-    """:param limit: e.g. ``"10/minute"``; :param storage_uri: a ``limits`` storage URI."""
+    """:param limit: e.g. ``"10/minute"``; :param max_clients: clients remembered at once."""
 
-    def __init__(self, limit: str, *, storage_uri: str = "memory://", namespace: str = "tenantry-failures") -> None:
-        self._item = parse(limit)
-        self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
-        self._namespace = namespace
+    def __init__(self, limit: str, *, max_clients: int = 100_000) -> None:
+        self._window = MovingWindow(limit, max_keys=max_clients)
 
-    def check(self, *keys: str | None) -> None:
-        """:raises RateLimited: when any key has used up its failures (with ``retry_after`` seconds)."""
-        for key in keys:
-            if key is None:
-                continue
-            if not self._limiter.test(self._item, self._namespace, key):
-                reset = self._limiter.get_window_stats(self._item, self._namespace, key).reset_time
-                retry_after = max(1, math.ceil(reset - time.time()))
-                raise RateLimited(f"too many failed attempts; retry in {retry_after}s", retry_after=retry_after)
+    def __len__(self) -> int:
+        return len(self._window)
 
-    def failed(self, *keys: str | None) -> None:
-        for key in keys:
-            if key is not None:
-                self._limiter.hit(self._item, self._namespace, key)
+    def failed(self, key: str | None) -> None:
+        """Count a failed attempt by ``key`` (``None``: an unknown client, not counted).
+
+        :raises RateLimited: the client is over its limit: answer this failure with ``429``.
+        """
+        if key is None or self._window.hit(key):
+            return
+        retry_after = self._window.retry_after(key)
+        raise RateLimited(f"too many failed attempts; retry in {retry_after}s", retry_after=retry_after)

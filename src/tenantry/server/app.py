@@ -51,6 +51,7 @@ from tenantry.server.mcp import build_mcp_server, http_caller
 from tenantry.server.metrics import TenantMetrics, metrics_route
 from tenantry.server.oauth import token_route
 from tenantry.server.response import AutomaticResponse
+from tenantry.server.session_streams import ReleasingSessionManager
 from tenantry.server.sessions import SessionCloser, SessionRegistry
 from tenantry.server.wellknown import discovery_routes, health_routes
 
@@ -111,7 +112,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         audience=runtime.endpoints.resource,
     )
     hosts, origins = allowed_hosts_and_origins(runtime)
-    manager = StreamableHTTPSessionManager(
+    manager = ReleasingSessionManager(
         app=mcp_server,
         json_response=settings.server.response_mode == "json",
         security_settings=TransportSecuritySettings(
@@ -144,6 +145,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         resource_metadata_url=runtime.endpoints.resource_metadata,
         max_body_bytes=settings.server.max_body_bytes,
         max_json_depth=settings.server.max_json_depth,
+        body_timeout=settings.server.body_timeout,
         in_flight=in_flight,
     )
 

@@ -22,6 +22,7 @@ from tenantry.audit.sink import AuditSink
 from tenantry.auth.apikeys import looks_like_api_key
 from tenantry.auth.tokens import CredentialVerifier
 from tenantry.controlplane.directory import TenantDirectory
+from tenantry.core.addresses import address_bucket
 from tenantry.core.errors import InvalidCredential, TenantHalted, TenantryError
 from tenantry.core.identity import Principal
 from tenantry.ratelimit.failures import FailedAttempts
@@ -64,12 +65,13 @@ def check_standing(principal: Principal, directory: TenantDirectory) -> None:
 
 
 def failure_key(address: str | None) -> str | None:
-    """What failed API-key attempts count against: the client address.
+    """What failed API-key attempts count against: the client (an address; an IPv6 ``/64``).
 
-    Not the key id: ids are not secret, so counting per id would let anyone lock a key's
-    rightful holder out; and a 256-bit secret cannot be guessed from many addresses either.
+    Not the key id: ids are not secret, so counting per id would let anyone make a key's
+    rightful holder's mistakes costlier; and a 256-bit secret cannot be guessed from many
+    addresses either. Whatever the count, a valid key is always accepted.
     """
-    return None if address is None else "addr:" + address
+    return None if address is None else "addr:" + address_bucket(address)
 
 
 class Authenticator:
@@ -121,13 +123,12 @@ class Authenticator:
             raise InvalidCredential("Authorization must be 'Bearer <token>'")
         if self._failures is None or not looks_like_api_key(credential):
             return await self._verifier.verify(credential)
-        # API keys are long-lived secrets: failed attempts are counted and, past the limit, refused unverified.
-        key = failure_key(address)
-        self._failures.check(key)
+        # API keys are long-lived secrets: failures are counted per client and, past the limit,
+        # answered 429. Verification always runs first, so a valid key always works.
         try:
             return await self._verifier.verify(credential)
         except InvalidCredential:
-            self._failures.failed(key)
+            self._failures.failed(failure_key(address))
             raise
 
     async def _reject(

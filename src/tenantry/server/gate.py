@@ -47,6 +47,7 @@ class McpGate:
         resource_metadata_url: str,
         max_body_bytes: int,
         max_json_depth: int,
+        body_timeout: float | None = None,
         in_flight: InFlight | None = None,
     ) -> None:
         self._handler = handler
@@ -56,6 +57,7 @@ class McpGate:
         self._metadata_url = resource_metadata_url
         self._max_body = max_body_bytes
         self._max_depth = max_json_depth
+        self._body_timeout = body_timeout
         self._in_flight = in_flight or InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,7 +89,9 @@ class McpGate:
                 bound = await self._sessions.claim(session_id, caller)
                 caller.session_id = session_id
             if method == "POST":
-                body = await read_checked_body(receive, headers, max_bytes=self._max_body, max_depth=self._max_depth)
+                body = await read_checked_body(
+                    receive, headers, max_bytes=self._max_body, max_depth=self._max_depth, within=self._body_timeout
+                )
             elif method in ("GET", "DELETE"):
                 body = None
             else:
@@ -166,13 +170,16 @@ class McpGate:
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
-    delivered = False
+    pending: bytes | None = body
 
     async def replay() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        # The SDK keeps its request (and so this receive) as long as it keeps the message: the
+        # body is handed over once and not held here beyond that.
+        nonlocal pending
+        if pending is not None:
+            message: Message = {"type": "http.request", "body": pending, "more_body": False}
+            pending = None
+            return message
         return await receive()
 
     return replay

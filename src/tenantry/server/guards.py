@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import anyio
 import pydantic_core
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Receive
@@ -20,6 +21,7 @@ from tenantry.core.errors import (
     OriginNotAllowed,
     PayloadTooLarge,
     RequestRejected,
+    RequestTimeout,
     TenantryError,
     UnsupportedMediaType,
 )
@@ -116,10 +118,14 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return False
 
 
-async def read_checked_body(receive: Receive, headers: RequestHeaders, *, max_bytes: int, max_depth: int) -> bytes:
+async def read_checked_body(
+    receive: Receive, headers: RequestHeaders, *, max_bytes: int, max_depth: int, within: float | None = None
+) -> bytes:
     """Read a POST body, refusing it as soon as a rule is broken.
 
-    :raises UnsupportedMediaType, PayloadTooLarge, ParseError, RequestRejected, InvalidParams:
+    :param within: seconds the whole body may take to arrive (a client that trickles it
+        must not hold the request for ever).
+    :raises UnsupportedMediaType, PayloadTooLarge, RequestTimeout, ParseError, RequestRejected, InvalidParams:
     """
     content_type = headers.get("content-type") or ""
     if content_type.split(";")[0].strip().lower() != "application/json":
@@ -127,6 +133,21 @@ async def read_checked_body(receive: Receive, headers: RequestHeaders, *, max_by
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"Request body larger than {max_bytes} bytes")
+    if within is None:
+        body = await _read_body(receive, max_bytes)
+    else:
+        arrived: bytes | None = None
+        with anyio.move_on_after(within):
+            arrived = await _read_body(receive, max_bytes)
+        if arrived is None:
+            raise RequestTimeout(f"the request body did not arrive within {within:g}s")
+        body = arrived
+    version = headers.get("mcp-protocol-version")
+    check_envelope(body, max_depth, sessionless=version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS)
+    return body
+
+
+async def _read_body(receive: Receive, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -140,10 +161,7 @@ async def read_checked_body(receive: Receive, headers: RequestHeaders, *, max_by
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    version = headers.get("mcp-protocol-version")
-    check_envelope(body, max_depth, sessionless=version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS)
-    return body
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def check_envelope(body: bytes, max_depth: int, *, sessionless: bool = False) -> None:

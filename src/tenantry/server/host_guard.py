@@ -35,6 +35,11 @@ class HostGuard:
         self._skip = skip_path
         self._public = public_prefixes
 
+    @property
+    def app(self) -> ASGIApp:
+        """The guarded application (its lifespan is the whole server's)."""
+        return self._app
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == self._skip:
             await self._app(scope, receive, send)

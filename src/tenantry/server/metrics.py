@@ -4,13 +4,15 @@ Counting is a dictionary increment on the hot path; the Prometheus families are 
 only when ``/metrics`` is scraped. Label cardinality is bounded: the first
 ``max_tenant_labels`` tenants seen get their own ``tenant`` label and every later one is
 counted as ``_other``; ``tool`` is a registered tool name or ``_unknown``; ``reason`` and
-``status`` come from fixed vocabularies.
+``status`` come from fixed vocabularies (a reason that is not a code counts as ``_other``;
+refusals only counted in a summary record, as ``_unrecorded``).
 """
 
 from __future__ import annotations
 
 import bisect
 import hmac
+import re
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator
 
@@ -23,10 +25,30 @@ from starlette.routing import Route
 
 from tenantry.audit.events import AuditEvent
 
-__all__ = ["TenantMetrics", "OTHER_TENANTS", "metrics_route"]
+__all__ = ["TenantMetrics", "OTHER_TENANTS", "UNRECORDED", "metrics_route"]
 
 OTHER_TENANTS = "_other"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+UNRECORDED = "_unrecorded"
+"""The reason label of refusals over the audit record budget (counted from their summary record)."""
+
+_LABEL = re.compile(r"[a-z][a-z0-9_]{0,47}")
+
+
+def _reason_label(event: AuditEvent, default: str) -> tuple[str, int]:
+    """A bounded label for an event's reason (its leading ``code:``) and how many it counts for.
+
+    Reasons lead with a code from a fixed vocabulary; anything else (a summary record's
+    sentence with its count, free text) must never become a label of its own, or each
+    distinct text would add a time series.
+    """
+    suppressed = event.detail.get("suppressed")
+    if isinstance(suppressed, int) and not isinstance(suppressed, bool) and suppressed > 0:
+        return UNRECORDED, suppressed
+    head = (event.reason or default).split(":", 1)[0].strip()
+    return (head if _LABEL.fullmatch(head) else "_other"), 1
 
 
 class TenantMetrics(Collector):
@@ -72,13 +94,14 @@ class TenantMetrics(Collector):
                 counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
                 self._latency_sum[tenant] += seconds
         elif kind in ("tool_denied", "access_denied", "session_hijack_attempt"):
-            reason = (event.reason or kind).split(":")[0]
-            self._denials[(self._tenant(event.tenant_id), reason)] += 1
+            reason, count = _reason_label(event, kind)
+            self._denials[(self._tenant(event.tenant_id), reason)] += count
         elif kind == "connection_rejected":
-            code = (event.reason or "unknown").split(":")[0]
-            self._rejections[(self._tenant(event.tenant_id), code)] += 1
+            code, count = _reason_label(event, "unknown")
+            self._rejections[(self._tenant(event.tenant_id), code)] += count
         elif kind == "anomaly_alert":
-            self._alerts[(self._tenant(event.tenant_id), (event.reason or "alert").split(":")[0])] += 1
+            alert, _ = _reason_label(event, "alert")
+            self._alerts[(self._tenant(event.tenant_id), alert)] += 1
 
     def collect(self) -> Iterator[Metric]:
         calls = CounterMetricFamily("tenantry_tool_calls", "Tool calls by outcome", labels=["tenant", "tool", "status"])

@@ -6,7 +6,7 @@ body, never both. The answer is a short-lived JWT from the built-in issuer whose
 ``allowed_tools`` is the key's grant (and the tenant's current grants), narrowed by an
 optional ``scope`` of space-separated tool names; a scope can only narrow, never widen.
 Errors follow RFC 6749 §5.2. Failed client authentications are counted per client address;
-past the limit, attempts from it get ``429`` unverified until the window passes.
+past the limit, its further failures get ``429`` (a valid key is always accepted).
 """
 
 from __future__ import annotations
@@ -190,17 +190,17 @@ def token_route(
         return form.get("client_id", ""), form["client_secret"]
 
     async def _authenticate(client_id: str, secret: str, address: str | None, request_id: str) -> ApiKeyRecord:
-        key = failure_key(address)
-        try:
-            failures.check(key)
-        except RateLimited as exc:
-            raise OAuthError("invalid_request", exc.message, 429, exc.retry_after) from None
+        # Verified first, always: a valid key works whatever its address did before.
         try:
             if parse_api_key(secret).key_id != client_id:
                 raise InvalidCredential("client_id does not match the key")
             return await api_keys.authenticate(secret)
         except InvalidCredential as exc:
-            failures.failed(key)
+            try:
+                failures.failed(failure_key(address))
+            except RateLimited as limited:
+                # Over the limit: refused without another audit record (the limit bounds them).
+                raise OAuthError("invalid_request", limited.message, 429, limited.retry_after) from None
             await _audit_failed_client(exc.message, address, request_id)
             raise OAuthError("invalid_client", "client authentication failed", 401) from None
 
