@@ -405,3 +405,31 @@ async def test_set_and_reset_statements_never_reach_another_tenants_rows(
         assert {r["tenant_id"] for r in rows} == {"acme"}
     finally:
         scopes.close()
+
+
+async def test_a_table_lock_is_refused_so_one_tenant_cannot_queue_the_others(scopes: PostgresSqlScopes) -> None:
+    acme = scopes.for_tenant("acme")
+    for statement in ("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE", "/* x */ lock customers", "  LOCK customers"):
+        with pytest.raises(ScopeViolation):
+            await acme.execute(statement)
+    assert await acme.fetchone("SELECT count(*) AS n FROM customers") is not None  # positive control
+
+
+async def test_a_statement_is_cancelled_on_the_server_when_its_call_is(
+    database: TenantDatabase, scopes: PostgresSqlScopes
+) -> None:
+    marker = f"tenantry_cancel_probe_{random.randrange(10**9)}"
+    with anyio.move_on_after(1.0):
+        await scopes.for_tenant("acme").fetch(f"SELECT pg_sleep(20), '{marker}'")
+    deadline = anyio.current_time() + 5
+    while True:
+        with psycopg.connect(database.admin_url) as admin:
+            running = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND state = 'active'", (f"%{marker}%",)
+            ).fetchone()
+        if running is not None and running[0] == 0:
+            break
+        assert anyio.current_time() < deadline, "the statement outlived its call"
+        await anyio.sleep(0.2)
+    # positive control: the pool still serves both tenants
+    assert (await scopes.for_tenant("globex").fetchone("SELECT 1 AS one")) == {"one": 1}

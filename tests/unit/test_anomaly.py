@@ -181,3 +181,27 @@ def test_new_address_alerts_resume_after_the_cooldown() -> None:
     assert [a.detail["ip_address"] for a in alerts] == ["10.0.0.2", "10.0.0.3"]
     found.observe(event("tool_call", at=T0 + 120, ip_address="10.0.0.9"))
     assert alerts[-1].detail["ip_address"] == "10.0.0.9"
+
+
+def test_a_refused_name_of_another_tenant_never_triggers_an_automatic_response() -> None:
+    # Otherwise the response (a halt, a revoked token) tells the caller which refused names exist
+    # for other tenants: "Tool not available" would no longer be the same for both.
+    from tenantry.server.response import AutomaticResponse
+
+    found, alerts = detector()
+    found.observe(event("tool_denied", tool_name="globex_forecast", reason="not_registered"))
+    assert [a.kind for a in alerts] == ["cross_tenant_attempt"] and alerts[0].detail["actionable"] is False
+    acted: list[str] = []
+
+    class Recorder(AutomaticResponse):
+        async def _respond(self, alert: AnomalyAlert, action: str) -> None:  # pragma: no cover
+            acted.append(action)
+
+    from tenantry.core.settings import ResponseSettings
+
+    responder = Recorder(ResponseSettings(cross_tenant_attempt="halt_tenant"), None, None, longest_lifetime=60)  # type: ignore[arg-type]
+    responder(alerts[0])
+    assert acted == []
+    # positive control: an attempt on another tenant's files is acted upon, despite the earlier alert
+    found.observe(event("tool_denied", tool_name="read_file", reason="scope_violation"))
+    assert alerts[-1].detail.get("actionable", True) is True

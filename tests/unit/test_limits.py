@@ -25,7 +25,8 @@ def test_overrides_replace_only_what_they_name() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [{"nonsense": 1}, {"burst": 0}, {"burst": -3}, {"burst": "1.5"}, {"calls_per_second": "inf"},
-     {"calls_per_second": "nan"}, {"sessions": True}, {"file_bytes": None}],
+     {"calls_per_second": "nan"}, {"sessions": True}, {"file_bytes": None}, {"calls_per_second": "1e308"},
+     {"burst": "99999999999999999999"}, {"tool_timeout": 10**9}],
 )  # fmt: skip
 def test_bad_overrides_are_refused(overrides: dict) -> None:
     with pytest.raises(ValueError):

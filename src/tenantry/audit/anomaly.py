@@ -202,9 +202,14 @@ class AnomalyDetector:
             why = "presented another principal's session id"
         elif event.reason in _CROSS_TENANT_REASONS and event.event_type in ("tool_denied", "tool_call"):
             why = "a resource outside its partition or prefix (traversal or foreign prefix)"
-        elif event.event_type == "tool_denied" and event.tool_name in self._foreign_tools(event.tenant_id):
-            why = "a tool that exists only for another tenant"
-        elif event.detail.get("cross_tenant_reference"):
+        # A refusal must look the same whether the name exists for another tenant or not; an
+        # alert whose trigger depends on that may inform the operator, but must never cause an
+        # action the caller can observe (``actionable`` is false: no automatic response).
+        actionable = True
+        foreign = event.event_type == "tool_denied" and event.tool_name in self._foreign_tools(event.tenant_id)
+        if why is None and foreign:
+            why, actionable = "a tool that exists only for another tenant", False
+        elif why is None and event.detail.get("cross_tenant_reference"):
             why = "a path naming another tenant"
         if why is not None:
             self._alert(
@@ -212,7 +217,14 @@ class AnomalyDetector:
                 event.tenant_id,
                 "cross_tenant_attempt",
                 f"attempt to reach another tenant's resources: {why}",
-                {"tool_name": event.tool_name, "subject": event.subject, "request_id": event.request_id},
+                {
+                    "tool_name": event.tool_name,
+                    "subject": event.subject,
+                    "request_id": event.request_id,
+                    **({} if actionable else {"actionable": False}),
+                },
+                # Its own cooldown: it must not silence (or be silenced by) an actionable alert either.
+                key=None if actionable else "cross_tenant_attempt:not_actionable",
                 principal=event.principal,
             )
 

@@ -77,7 +77,8 @@ BEGIN
                           'pg_database_size', 'pg_tablespace_size', 'clock_timestamp', 'timeofday',
                           'pg_current_wal_lsn', 'pg_current_wal_insert_lsn', 'pg_current_wal_flush_lsn',
                           'pg_last_wal_receive_lsn', 'pg_last_wal_replay_lsn', 'pg_current_snapshot',
-                          'txid_current_snapshot')
+                          'txid_current_snapshot', 'pg_control_checkpoint', 'pg_control_system',
+                          'pg_control_init', 'pg_control_recovery')
             OR p.oid = 'pg_catalog.ts_rewrite(tsquery, text)'::regprocedure)
     LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);

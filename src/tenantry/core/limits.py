@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["TenantLimits", "LIMIT_NAMES", "parse_limit_overrides"]
+__all__ = ["TenantLimits", "LIMIT_NAMES", "LIMIT_MAXIMA", "parse_limit_overrides"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,20 @@ class TenantLimits:
 
 
 LIMIT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(TenantLimits))
+LIMIT_MAXIMA: dict[str, float] = {
+    "calls_per_second": 1_000_000,
+    "burst": 10_000_000,
+    "concurrent_calls": 100_000,
+    "daily_calls": 10**12,
+    "tool_timeout": 86_400,
+    "sessions": 1_000_000,
+    "session_idle": 30 * 86_400,
+    "file_bytes": 10**15,
+    "file_count": 10**9,
+    "sql_statement_timeout": 86_400,
+    "blocking_threads": 64,
+}
+"""Largest value each limit accepts (beyond them a number stops being a limit and starts breaking things)."""
 _INTEGER = frozenset(name for name in LIMIT_NAMES if isinstance(getattr(TenantLimits(), name), int))
 
 
@@ -70,5 +84,7 @@ def parse_limit_overrides(values: Mapping[str, Any]) -> dict[str, float | int]:
             raise ValueError(f"limit {name} must be {'an integer' if name in _INTEGER else 'a number'}") from None
         if not number > 0 or number != number or number == float("inf"):
             raise ValueError(f"limit {name} must be a positive, finite number")
+        if number > LIMIT_MAXIMA[name]:
+            raise ValueError(f"limit {name} must be at most {LIMIT_MAXIMA[name]:g}")
         parsed[name] = number
     return parsed

@@ -219,11 +219,11 @@ class LimitSettings(_Section):
     (one server) or Redis (``async+redis://host:6379``) so that replicas share one budget.
     """
 
-    calls_per_second: float = Field(default=50.0, gt=0)
-    burst: int = Field(default=100, gt=0)
-    concurrent_calls: int = Field(default=16, gt=0)
-    daily_calls: int = Field(default=1_000_000, gt=0)
-    sessions: int = Field(default=100, gt=0)
+    calls_per_second: float = Field(default=50.0, gt=0, le=1_000_000)
+    burst: int = Field(default=100, gt=0, le=10_000_000)
+    concurrent_calls: int = Field(default=16, gt=0, le=100_000)
+    daily_calls: int = Field(default=1_000_000, gt=0, le=10**12)
+    sessions: int = Field(default=100, gt=0, le=1_000_000)
     file_bytes: int = Field(default=1024 * _MIB, gt=0)
     file_count: int = Field(default=100_000, gt=0)
     sql_statement_timeout: float = Field(default=10.0, gt=0)

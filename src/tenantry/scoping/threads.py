@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -58,16 +59,30 @@ class Interrupt:
     The blocking function may poll :meth:`is_set` to stop early; setting a flag is atomic.
     """
 
-    __slots__ = ("_set",)
+    __slots__ = ("_callbacks", "_set")
 
     def __init__(self) -> None:
         self._set = False
+        self._callbacks: list[Callable[[], None]] = []
 
     def set(self) -> None:
         self._set = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # an interrupt is best effort; the thread's own checks still apply
+                logging.getLogger(__name__).debug("interrupt callback failed", exc_info=True)
 
     def is_set(self) -> bool:
         return self._set
+
+    def on_set(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (cheap, non-blocking) when the interrupt is set, or now if it is."""
+        if self._set:
+            callback()
+        else:
+            self._callbacks.append(callback)
 
 
 class _Abandoned(Exception):

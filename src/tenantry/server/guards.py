@@ -75,15 +75,16 @@ class HostOriginPolicy:
     """
 
     def __init__(self, *, allowed_hosts: Iterable[str], allowed_origins: Iterable[str]) -> None:
-        self._hosts = tuple(allowed_hosts)
-        self._origins = tuple(o.rstrip("/") for o in allowed_origins)
+        # Host names and URL schemes are case-insensitive (RFC 3986 3.1, 3.2.2).
+        self._hosts = tuple(h.lower() for h in allowed_hosts)
+        self._origins = tuple(o.rstrip("/").lower() for o in allowed_origins)
 
     def refusal(self, headers: RequestHeaders) -> TenantryError | None:
-        host = headers.get("host") or ""
+        host = (headers.get("host") or "").lower()
         if not any(_matches(host, allowed) for allowed in self._hosts):
             return MisdirectedRequest()
         origin = headers.get("origin")
-        if origin is not None and not any(_matches(origin.rstrip("/"), o) for o in self._origins):
+        if origin is not None and not any(_matches(origin.rstrip("/").lower(), o) for o in self._origins):
             return OriginNotAllowed()
         return None
 

@@ -147,7 +147,8 @@ def metrics_route(metrics: TenantMetrics, token: str) -> Route:
     expected = f"Bearer {token}".encode()
 
     async def scrape(request: Request) -> Response:
-        supplied = request.headers.get("authorization", "")
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        supplied = f"Bearer {credential.strip()}" if scheme.lower() == "bearer" else ""
         if not hmac.compare_digest(supplied.encode(), expected):
             return JSONResponse(
                 {

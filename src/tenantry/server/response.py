@@ -50,7 +50,9 @@ class AutomaticResponse:
 
     def __call__(self, alert: AnomalyAlert) -> None:
         action = getattr(self._policy, alert.kind, "none")
-        if action == "none":
+        if action == "none" or alert.detail.get("actionable") is False:
+            # e.g. a refused name that exists for another tenant: acting on it would let the
+            # caller tell such names from names that exist nowhere.
             return
         task = asyncio.get_running_loop().create_task(self._respond(alert, action))
         self._tasks.add(task)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -25,7 +26,7 @@ from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.sql.base import SqlValue
 from tenantry.scoping.sql.pg_schema import TenantProof, tenant_schema_name
 from tenantry.scoping.sql.placeholders import qmark_to_pyformat
-from tenantry.scoping.threads import ThreadBulkheads, default_bulkheads
+from tenantry.scoping.threads import Interrupt, ThreadBulkheads, default_bulkheads
 
 __all__ = ["PostgresSqlScopes", "PostgresSqlHandle"]
 
@@ -83,7 +84,9 @@ class PostgresSqlScopes:
         self._timeout = pool_timeout
         self.row_limit = row_limit
         # Session defaults travel in the startup packet.
-        options = f"-c statement_timeout={statement_timeout}s"
+        # A row lock wait is bounded too: one tenant's open transaction must not hold another's
+        # statement for the whole statement_timeout.
+        options = f"-c statement_timeout={statement_timeout}s -c lock_timeout={min(statement_timeout, 5)}s"
         if isolation == "rls":
             options += f" -c search_path={schema_name}"
         self._pool: ConnectionPool[_Conn] = ConnectionPool(
@@ -110,19 +113,30 @@ class PostgresSqlScopes:
             return f'"{tenant_schema_name(self._schema_name, tenant_id)}"'
         return f'"{self._schema_name}"'
 
-    def run(self, tenant_id: str, work: _Work[_T], *, discard: bool = True) -> _T:
+    def run(self, tenant_id: str, work: _Work[_T], *, discard: bool = True, interrupt: Interrupt | None = None) -> _T:
         """Run ``work`` in one transaction of ``tenant_id`` (worker thread); ``discard`` closes
-        the connection afterwards, ending any session state the statement may have left."""
+        the connection afterwards, ending any session state the statement may have left.
+
+        :param interrupt: set when the calling tool call is cancelled (its deadline, a halt): the
+            running statement is cancelled on the server, so it does not outlive the call.
+        """
         if not self._opened:
             self._pool.open(wait=False)
             self._opened = True
         try:
             with self._pool.connection(timeout=self._timeout) as conn:
+                canceller = _Canceller(conn)
+                if interrupt is not None:
+                    if interrupt.is_set():
+                        raise QueryFailed("SQL statement cancelled: the call was cancelled")
+                    interrupt.on_set(canceller.cancel_soon)
                 try:
                     result = self._transaction(conn, tenant_id, work)
                 except BaseException:
+                    canceller.disarm()
                     conn.close()  # whatever the failed call left in the session ends with it
                     raise
+                canceller.disarm()  # before the connection can serve another tenant
                 if discard:
                     conn.close()  # the pool replaces a closed connection
                 return result
@@ -250,16 +264,51 @@ class PostgresSqlHandle:
 
     async def _run(self, work: _Work[_T], sql: str) -> _T:
         discard = _SESSION_STATE.search(sql) is not None
+        interrupt = Interrupt()
         return await self._scopes.bulkheads.run(
-            lambda: self._scopes.run(self._tenant_id, work, discard=discard), tenant_id=self._tenant_id
+            lambda: self._scopes.run(self._tenant_id, work, discard=discard, interrupt=interrupt),
+            tenant_id=self._tenant_id,
+            interrupt=interrupt,
         )
 
 
+class _Canceller:
+    """Cancels one call's statement on the server, and never anything after the call ended: a
+    cancel in progress holds the lock that :meth:`disarm` takes before the connection is reused."""
+
+    def __init__(self, conn: _Conn) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._armed = True
+
+    def cancel_soon(self) -> None:
+        # Called on the event loop: cancelling is a network round trip, so it runs in a thread.
+        threading.Thread(target=self._cancel, name="tenantry-sql-cancel", daemon=True).start()
+
+    def _cancel(self) -> None:
+        with self._lock:
+            if not self._armed:
+                return
+            try:
+                self._conn.cancel_safe(timeout=5.0)
+            except Exception:  # the statement may have finished, or the server be gone
+                logger.debug("cancelling a tool's statement failed", exc_info=True)
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = False
+
+
 def _prepare(sql: str, params: Sequence[SqlValue]) -> str:
-    if _first_keyword(sql) == "explain":
+    first = _first_keyword(sql)
+    if first == "explain":
         # Row-level security filters rows after the scan, and the planner's estimates come from
         # statistics over every tenant: any plan (estimated or ANALYZEd) describes hidden rows.
         raise ScopeViolation("EXPLAIN is not allowed in tool SQL: a plan describes other tenants' rows")
+    if first == "lock":
+        # A table lock is taken on the whole shared table: every other tenant's statement would
+        # queue behind it (and behind a lock request that is itself waiting).
+        raise ScopeViolation("LOCK is not allowed in tool SQL: tables are shared by every tenant")
     query, count = qmark_to_pyformat(sql)
     if count != len(params):
         raise UsageError(f"the SQL has {count} placeholders but {len(params)} values were given")
