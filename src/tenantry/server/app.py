@@ -133,6 +133,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         max_body_bytes=settings.server.max_body_bytes,
         max_json_depth=settings.server.max_json_depth,
         in_flight=in_flight,
+        sse_responses=settings.server.response_mode == "sse",
     )
 
     checkpointer = runtime.checkpointer()

@@ -3,7 +3,10 @@
 :class:`HostOriginPolicy` stops DNS-rebinding and cross-site browser requests (foreign
 ``Origin`` -> 403, unexpected ``Host`` -> 421). :func:`read_checked_body` refuses what the
 MCP layer should never have to parse: wrong content type, oversized bodies, invalid or
-deeply nested JSON, batches, malformed envelopes. Every refusal is a
+deeply nested JSON, batches, malformed envelopes, an ``Accept`` header the response cannot
+satisfy. :func:`check_http_method` refuses what the era does not serve (the sessionless era is
+POST only). The SDK answers some of these itself with an empty body; refusing them here first
+gives every refusal a JSON-RPC error body. Every refusal is a
 :class:`~tenantry.core.errors.TenantryError` with a specific, caller-safe message.
 """
 
@@ -13,6 +16,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import pydantic_core
+from mcp_types import jsonrpc_message_adapter
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 from starlette.types import Receive
 
 from tenantry.core.errors import (
@@ -27,7 +33,10 @@ from tenantry.server.headers import RequestHeaders
 __all__ = [
     "HostOriginPolicy",
     "MethodNotAllowed",
+    "NotAcceptable",
     "InvalidParams",
+    "check_http_method",
+    "accepted_types",
     "read_checked_body",
     "check_envelope",
     "json_depth_exceeds",
@@ -44,6 +53,12 @@ class MethodNotAllowed(RequestRejected):
     code = "method_not_allowed"
     http_status = 405
     default_message = "Method not allowed on /mcp: use POST, GET or DELETE"
+
+
+class NotAcceptable(RequestRejected):
+    code = "not_acceptable"
+    http_status = 406
+    default_message = "Accept must include application/json (and text/event-stream when the server streams)"
 
 
 class InvalidParams(RequestRejected):
@@ -115,14 +130,43 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return False
 
 
-async def read_checked_body(receive: Receive, headers: RequestHeaders, *, max_bytes: int, max_depth: int) -> bytes:
+def check_http_method(method: str, *, handshake_era: bool) -> None:
+    """Refuse an HTTP method ``/mcp`` does not serve: anything but POST, GET and DELETE, and in the
+    sessionless era anything but POST (there is no session to stream from or to close).
+
+    :raises MethodNotAllowed:
+    """
+    if method == "POST":
+        return
+    if not handshake_era:
+        raise MethodNotAllowed(f"Method not allowed on /mcp: the 2026-07-28 protocol uses POST only, not {method[:16]}")
+    if method not in ("GET", "DELETE"):
+        raise MethodNotAllowed()
+
+
+def accepted_types(headers: RequestHeaders) -> tuple[bool, bool]:
+    """Whether ``Accept`` allows JSON and an event stream (the SDK's rules, wildcards included)."""
+    types = {part.split(";")[0].strip().lower() for part in (headers.get("accept") or "").split(",")}
+    anything = "*/*" in types
+    return anything or bool(types & {"application/json", "application/*"}), anything or bool(
+        types & {"text/event-stream", "text/*"}
+    )
+
+
+async def read_checked_body(
+    receive: Receive, headers: RequestHeaders, *, max_bytes: int, max_depth: int, sse_responses: bool = False
+) -> bytes:
     """Read a POST body, refusing it as soon as a rule is broken.
 
-    :raises UnsupportedMediaType, PayloadTooLarge, ParseError, RequestRejected, InvalidParams:
+    :param sse_responses: the server answers with event streams, so ``Accept`` must allow one.
+    :raises UnsupportedMediaType, NotAcceptable, PayloadTooLarge, ParseError, RequestRejected, InvalidParams:
     """
     content_type = headers.get("content-type") or ""
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
+    json_ok, sse_ok = accepted_types(headers)
+    if not json_ok or (sse_responses and not sse_ok):
+        raise NotAcceptable()
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"Request body larger than {max_bytes} bytes")
@@ -140,12 +184,18 @@ async def read_checked_body(receive: Receive, headers: RequestHeaders, *, max_by
         if not message.get("more_body", False):
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    check_envelope(body, max_depth)
+    message = check_envelope(body, max_depth)
+    if message.get("method") == "subscriptions/listen" and not sse_ok:
+        version = headers.get("mcp-protocol-version")
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            raise NotAcceptable(
+                "subscriptions/listen answers with an event stream: Accept must include text/event-stream"
+            )
     return body
 
 
-def check_envelope(body: bytes, max_depth: int) -> None:
-    """Refuse a body that is not one well-formed JSON-RPC message (specific messages)."""
+def check_envelope(body: bytes, max_depth: int) -> dict[str, Any]:
+    """Refuse a body that is not one well-formed JSON-RPC message (specific messages); return it."""
     if json_depth_exceeds(body, max_depth):
         raise RequestRejected(f"JSON nested deeper than {max_depth} levels")
     try:
@@ -165,9 +215,25 @@ def check_envelope(body: bytes, max_depth: int) -> None:
     request_id = message.get("id")
     if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, str | int)):
         raise RequestRejected('"id" must be a string or an integer')
-    if "method" not in message and "result" not in message and "error" not in message:
-        raise RequestRejected("the message is neither a request, a notification nor a response")
+    if "method" not in message:
+        if "result" not in message and "error" not in message:
+            raise RequestRejected("the message is neither a request, a notification nor a response")
+        _check_response(message)
     _check_params(message.get("method"), message.get("params") or {})
+    return message
+
+
+def _check_response(message: dict[str, Any]) -> None:
+    """A client's response to a server request, checked the way the SDK will check it, but refused
+    with a fixed message: the SDK's own would quote pydantic's error text. (Requests and
+    notifications that passed the checks above always validate, so the hot path skips this.)"""
+    try:
+        jsonrpc_message_adapter.validate_python(message, by_name=False)
+    except ValidationError:
+        raise RequestRejected(
+            'a JSON-RPC response needs an "id" (a string or an integer) and a "result" object, or an "error" '
+            'object with an integer "code" and a string "message"'
+        ) from None
 
 
 _NAMED_PARAMS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
