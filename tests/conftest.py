@@ -1,22 +1,21 @@
 """Suite-wide rules.
 
 * Async tests run on anyio's asyncio backend.
-* Tests marked ``postgres`` or ``redis`` talk to the real servers at 127.0.0.1. Without
-  them they skip with a clear message, except in CI (``CI=true``), where such a skip is
-  turned into a failure: a green run must have exercised the real backends.
+* Tests marked ``postgres`` or ``redis`` talk to the real servers at 127.0.0.1; tests marked
+  ``conformance`` or ``idp`` need npm (the MCP conformance suite, the OpenID provider harness).
+  Without their runtime they skip with a clear message, except in CI (``CI=true``), where any
+  skip of such a test is turned into a failure: a green run must have exercised them all.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-SERVICE_MARKERS = ("postgres", "redis")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.support.ci import IN_CI, RUNTIME_MARKERS
 
 
 @pytest.fixture
@@ -48,10 +47,13 @@ def redis_available() -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if IN_CI and report.skipped and any(item.get_closest_marker(m) for m in SERVICE_MARKERS):
+    if not (IN_CI and report.skipped):
+        return
+    needs = [what for marker, what in RUNTIME_MARKERS.items() if item.get_closest_marker(marker)]
+    if needs:
         report.outcome = "failed"
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
-        report.longrepr = f"CI=true forbids skipping a PostgreSQL/Redis test: {reason}"
+        report.longrepr = f"CI=true forbids skipping a test that needs {' and '.join(needs)}: {reason}"
 
 
 @pytest.fixture(scope="session")
