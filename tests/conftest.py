@@ -1,6 +1,13 @@
 """Suite-wide rules.
 
-* Async tests run on anyio's asyncio backend.
+* Async tests run on anyio's asyncio backend, in asyncio debug mode: a task step or callback
+  that holds the event loop longer than ``SLOW_CALLBACK_SECONDS`` (blocking I/O, a CPU-bound
+  step, a sync driver call) fails the test that ran it. The test's own task (its body, and
+  what it awaits directly) is exempt, since test bodies build stores and servers synchronously;
+  every task the code under test spawns (servers, task groups, writers, streams) and every
+  plain callback is watched. The real server process is checked the same way, whole, by
+  ``tests/integration/test_event_loop.py``. ``@pytest.mark.allow_slow_callbacks`` exempts a
+  test that blocks a loop on purpose.
 * Tests marked ``postgres`` or ``redis`` talk to the real servers at 127.0.0.1; tests marked
   ``conformance`` or ``idp`` need npm (the MCP conformance suite, the OpenID provider harness).
   Without their runtime they skip with a clear message, except in CI (``CI=true``), where any
@@ -9,18 +16,66 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support.ci import IN_CI, RUNTIME_MARKERS
 
+# asyncio's own default in debug mode. Wall time on a shared 2-core machine: steps that block
+# nothing are seen at 20-60 ms now and then (preemption, a worker thread holding the GIL), so a
+# tighter bound here would be flaky; a blocking call (sync I/O, a driver, a sleep) shows far above it.
+SLOW_CALLBACK_SECONDS = 0.1
+
+
+def _debug_event_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+    return loop
+
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return "asyncio", {"debug": True, "loop_factory": _debug_event_loop}
+
+
+# How asyncio names the task anyio runs each test body in.
+_TEST_TASK = "TestRunner._run_tests_and_fixtures"
+
+
+class SlowCallbacks(logging.Handler):
+    """Collects asyncio's debug-mode reports of callbacks that held the loop too long."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reports: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing ") and " took " in message and _TEST_TASK not in message:
+            self.reports.append(message)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    watching = "anyio" in item.keywords and item.get_closest_marker("allow_slow_callbacks") is None
+    if not watching:
+        return (yield)
+    slow = SlowCallbacks()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(slow)
+    try:
+        result = yield
+    finally:
+        asyncio_logger.removeHandler(slow)
+    if slow.reports:
+        listed = "\n".join(f"  {report}" for report in slow.reports[:10])
+        pytest.fail(f"the event loop was blocked longer than {SLOW_CALLBACK_SECONDS} s:\n{listed}", pytrace=False)
+    return result
 
 
 def _reachable(port: int) -> bool:

@@ -72,6 +72,10 @@ class ServerSettings(_Section):
     max_json_depth: int = Field(default=64, ge=4, le=512)
     session_idle_timeout: int = Field(default=1800, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
+    debug_slow_callbacks: float | None = Field(default=None, gt=0)
+    """Seconds (``TENANTRY_SERVER__DEBUG_SLOW_CALLBACKS``): run the server's event loop in asyncio
+    debug mode and log a warning (logger ``asyncio``, ``Executing ... took N seconds``) for every
+    callback that holds the loop longer. For tests and diagnosis: debug mode costs throughput."""
     allowed_origins: tuple[str, ...] = ()
     """Browser origins allowed besides this server's own (``scheme://host[:port]``; ``:*`` for any port)."""
     allowed_hosts: tuple[str, ...] = ()
