@@ -1,27 +1,81 @@
 """Suite-wide rules.
 
-* Async tests run on anyio's asyncio backend.
-* Tests marked ``postgres`` or ``redis`` talk to the real servers at 127.0.0.1. Without
-  them they skip with a clear message, except in CI (``CI=true``), where such a skip is
-  turned into a failure: a green run must have exercised the real backends.
+* Async tests run on anyio's asyncio backend, in asyncio debug mode: a task step or callback
+  that holds the event loop longer than ``SLOW_CALLBACK_SECONDS`` (blocking I/O, a CPU-bound
+  step, a sync driver call) fails the test that ran it. The test's own task (its body, and
+  what it awaits directly) is exempt, since test bodies build stores and servers synchronously;
+  every task the code under test spawns (servers, task groups, writers, streams) and every
+  plain callback is watched. The real server process is checked the same way, whole, by
+  ``tests/integration/test_event_loop.py``. ``@pytest.mark.allow_slow_callbacks`` exempts a
+  test that blocks a loop on purpose.
+* Tests marked ``postgres`` or ``redis`` talk to the real servers at 127.0.0.1; tests marked
+  ``conformance`` or ``idp`` need npm (the MCP conformance suite, the OpenID provider harness).
+  Without their runtime they skip with a clear message, except in CI (``CI=true``), where any
+  skip of such a test is turned into a failure: a green run must have exercised them all.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
+import logging
 import socket
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-SERVICE_MARKERS = ("postgres", "redis")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.support.ci import IN_CI, RUNTIME_MARKERS
+
+# asyncio's own default in debug mode. Wall time on a shared 2-core machine: steps that block
+# nothing are seen at 20-60 ms now and then (preemption, a worker thread holding the GIL), so a
+# tighter bound here would be flaky; a blocking call (sync I/O, a driver, a sleep) shows far above it.
+SLOW_CALLBACK_SECONDS = 0.1
+
+
+def _debug_event_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+    return loop
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return "asyncio", {"debug": True, "loop_factory": _debug_event_loop}
+
+
+# How asyncio names the task anyio runs each test body in.
+_TEST_TASK = "TestRunner._run_tests_and_fixtures"
+
+
+class SlowCallbacks(logging.Handler):
+    """Collects asyncio's debug-mode reports of callbacks that held the loop too long."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reports: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing ") and " took " in message and _TEST_TASK not in message:
+            self.reports.append(message)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    watching = "anyio" in item.keywords and item.get_closest_marker("allow_slow_callbacks") is None
+    if not watching:
+        return (yield)
+    slow = SlowCallbacks()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(slow)
+    try:
+        result = yield
+    finally:
+        asyncio_logger.removeHandler(slow)
+    if slow.reports:
+        listed = "\n".join(f"  {report}" for report in slow.reports[:10])
+        pytest.fail(f"the event loop was blocked longer than {SLOW_CALLBACK_SECONDS} s:\n{listed}", pytrace=False)
+    return result
 
 
 def _reachable(port: int) -> bool:
@@ -48,10 +102,13 @@ def redis_available() -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if IN_CI and report.skipped and any(item.get_closest_marker(m) for m in SERVICE_MARKERS):
+    if not (IN_CI and report.skipped):
+        return
+    needs = [what for marker, what in RUNTIME_MARKERS.items() if item.get_closest_marker(marker)]
+    if needs:
         report.outcome = "failed"
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
-        report.longrepr = f"CI=true forbids skipping a PostgreSQL/Redis test: {reason}"
+        report.longrepr = f"CI=true forbids skipping a test that needs {' and '.join(needs)}: {reason}"
 
 
 @pytest.fixture(scope="session")

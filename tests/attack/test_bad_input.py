@@ -8,7 +8,16 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
-from tests.support.rpc import ACCEPT, LegacySession, modern_call, post, request
+from tests.support.rpc import (
+    ACCEPT,
+    MODERN_VERSION,
+    LegacySession,
+    modern_call,
+    modern_headers,
+    modern_params,
+    post,
+    request,
+)
 from tests.support.server import RunningServer
 
 
@@ -155,3 +164,78 @@ def test_unknown_paths_are_json_404(server: RunningServer) -> None:
     response = httpx2.get(server.base_url + "/admin/../../etc/passwd")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+# Found by tests/attack/test_fuzz.py: the SDK answered these itself, with an empty body or with
+# pydantic's error text. The gate now refuses them first, with a JSON-RPC error body.
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_get_and_delete_in_the_sessionless_era_are_405_with_a_json_body(
+    server: RunningServer, acme_token: str, method: str
+) -> None:
+    response = httpx2.request(
+        method,
+        server.mcp_url,
+        headers={"Authorization": f"Bearer {acme_token}", "MCP-Protocol-Version": MODERN_VERSION, "Accept": ACCEPT},
+    )
+    body = assert_clean_error(response, 405, "method_not_allowed")
+    assert "POST only" in body["error"]["message"]
+    assert response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("accept", ["text/event-stream", "text/html", ""])
+@pytest.mark.parametrize("modern", [True, False], ids=["sessionless", "handshake"])
+def test_an_accept_header_without_json_is_406_with_a_json_body(
+    server: RunningServer, acme_token: str, accept: str, modern: bool
+) -> None:
+    if modern:
+        message = request("tools/list", modern_params({}))
+        headers = {**modern_headers("tools/list"), "Accept": accept}
+    else:
+        message = request("tools/list", {})
+        headers = {**LegacySession(server.mcp_url, acme_token).headers(), "Accept": accept}
+    assert_clean_error(post(server.mcp_url, message, token=acme_token, headers=headers), 406, "not_acceptable")
+
+
+@pytest.mark.parametrize("accept", ["application/json", "*/*", "application/*, text/*"])
+def test_an_accept_header_allowing_json_is_served(server: RunningServer, acme_token: str, accept: str) -> None:
+    headers = {**modern_headers("tools/list"), "Accept": accept}
+    response = post(server.mcp_url, request("tools/list", modern_params({})), token=acme_token, headers=headers)
+    assert response.status_code == 200, response.text
+    assert "whoami" in {tool["name"] for tool in response.json()["result"]["tools"]}
+
+
+def test_listen_without_an_event_stream_accept_is_406_with_a_json_body(server: RunningServer, acme_token: str) -> None:
+    headers = {**modern_headers("subscriptions/listen"), "Accept": "application/json"}
+    response = post(
+        server.mcp_url, request("subscriptions/listen", modern_params({})), token=acme_token, headers=headers
+    )
+    body = assert_clean_error(response, 406, "not_acceptable")
+    assert "text/event-stream" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"jsonrpc": "2.0", "id": None, "result": {}},
+        {"jsonrpc": "2.0", "id": 1, "result": 5},
+        {"jsonrpc": "2.0", "id": 1, "error": {"code": "x"}},
+    ],
+)
+def test_a_malformed_response_message_is_refused_without_pydantic_text(
+    server: RunningServer, acme_token: str, message: dict
+) -> None:
+    session = LegacySession(server.mcp_url, acme_token)
+    response = post(server.mcp_url, message, token=acme_token, headers=session.headers())
+    body = assert_clean_error(response, 400, "invalid_request")
+    assert "pydantic" not in response.text and "validation error" not in response.text.lower()
+    assert '"result" object' in body["error"]["message"]
+
+
+def test_a_well_formed_response_message_is_accepted(server: RunningServer, acme_token: str) -> None:
+    session = LegacySession(server.mcp_url, acme_token)
+    response = post(
+        server.mcp_url, {"jsonrpc": "2.0", "id": 99, "result": {}}, token=acme_token, headers=session.headers()
+    )
+    assert response.status_code == 202, response.text

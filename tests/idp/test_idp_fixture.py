@@ -12,6 +12,8 @@ from joserfc.jwk import KeySet
 
 from tests.support.idp import RunningIdp, generate_private_jwk, start_idp
 
+pytestmark = pytest.mark.idp
+
 RESOURCE = "http://127.0.0.1:8750/mcp"
 OTHER_RESOURCE = "http://127.0.0.1:8751/mcp"
 ACME = {

@@ -27,6 +27,8 @@ from tests.support.rpc import LegacySession, modern_call
 from tests.support.server import RunningServer, start_server
 from tests.support.timing import first_change
 
+pytestmark = pytest.mark.idp
+
 AUDIENCE = "https://tenantry.test/mcp"
 OTHER_AUDIENCE = "https://elsewhere.test/mcp"
 ENTRA_TID = "8d2f6a4e-3b1c-4c55-9a7e-1f0e2d3c4b5a"

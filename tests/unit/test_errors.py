@@ -1,9 +1,20 @@
-"""Error codes are a public contract: pin every one."""
+"""Error codes are a public contract: pin every one.
+
+Every :class:`~tenantry.core.errors.TenantryError` subclass anywhere in the package is found
+(all modules imported, ``__subclasses__`` walked), so a new error class fails these tests until
+its ``code``, ``http_status`` and ``jsonrpc_code`` are pinned here.
+"""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
 import pytest
 
+import tenantry
 from tenantry.core import errors
 
 EXPECTED = {
@@ -35,21 +46,116 @@ EXPECTED = {
     "NotFound": ("not_found", 404, -32602),
     "AlreadyExists": ("already_exists", 409, -32602),
     "GrantRefused": ("grant_refused", 422, -32602),
+    # Defined next to the code that raises them.
+    "MisdirectedRequest": ("misdirected_request", 421, -32600),
+    "MethodNotAllowed": ("method_not_allowed", 405, -32600),
+    "NotAcceptable": ("not_acceptable", 406, -32600),
+    "InvalidParams": ("invalid_params", 400, -32602),
+    "ParseError": ("parse_error", 400, -32700),
+    "ToolTimedOut": ("tool_timeout", 504, -32008),
+    "CallCancelled": ("call_cancelled", 403, -32004),
+    "ResourceNotFound": ("not_found", 404, -32602),  # NotFound's code: unknown and invisible look alike
 }
 
 
-def test_every_error_class_is_pinned() -> None:
-    assert {cls.__name__ for cls in errors.ALL_ERRORS} == set(EXPECTED)
+def all_error_classes() -> list[type[errors.TenantryError]]:
+    """Every TenantryError subclass the package defines, after importing all of its modules."""
+    for module in pkgutil.walk_packages(tenantry.__path__, "tenantry."):
+        importlib.import_module(module.name)
+    found: list[type[errors.TenantryError]] = []
+    pending = [errors.TenantryError]
+    while pending:
+        cls = pending.pop()
+        if cls.__module__.startswith("tenantry.") and cls not in found:
+            found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return sorted(found, key=lambda c: c.__name__)
 
 
-@pytest.mark.parametrize("cls", errors.ALL_ERRORS, ids=lambda c: c.__name__)
+ALL_CLASSES = all_error_classes()
+
+
+def test_every_error_class_in_the_package_is_pinned() -> None:
+    names = [cls.__name__ for cls in ALL_CLASSES]
+    assert len(names) == len(set(names)), "two error classes share a name: the table cannot tell them apart"
+    assert set(names) == set(EXPECTED)
+
+
+def test_the_core_table_lists_every_core_error() -> None:
+    core = {cls for cls in ALL_CLASSES if cls.__module__ == "tenantry.core.errors"}
+    assert core == set(errors.ALL_ERRORS)
+
+
+def test_discovery_finds_errors_outside_core() -> None:
+    """Positive control: the walk reaches classes that live next to the code raising them."""
+    modules = {cls.__name__: cls.__module__ for cls in ALL_CLASSES}
+    assert modules["ToolTimedOut"] == "tenantry.framework.invoker"
+    assert modules["NotAcceptable"] == "tenantry.server.guards"
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
 def test_error_code_status_and_jsonrpc_code_are_stable(cls: type[errors.TenantryError]) -> None:
     assert (cls.code, cls.http_status, cls.jsonrpc_code) == EXPECTED[cls.__name__]
 
 
 def test_codes_are_unique() -> None:
-    codes = [cls.code for cls in errors.ALL_ERRORS]
-    assert len(codes) == len(set(codes))
+    """A class that sets its own code takes a new one; only a subclass that keeps its parent's shares it."""
+    own = [cls.code for cls in ALL_CLASSES if "code" in vars(cls)]
+    assert len(own) == len(set(own))
+
+
+def test_jsonrpc_codes_are_standard_or_in_the_server_range() -> None:
+    standard = {-32700, -32600, -32601, -32602, -32603}
+    for cls in ALL_CLASSES:
+        assert cls.jsonrpc_code in standard or -32099 <= cls.jsonrpc_code <= -32000, cls.__name__
+
+
+# The OAuth token endpoint's errors are RFC 6749 codes (sections 4.1.2.1 and 5.2), pinned with their statuses.
+OAUTH_ERRORS = {
+    ("invalid_request", 400),
+    ("invalid_request", 413),
+    ("invalid_request", 429),
+    ("invalid_client", 401),
+    ("unsupported_grant_type", 400),
+    ("access_denied", 403),
+    ("invalid_scope", 400),
+    ("temporarily_unavailable", None),  # the status of the store error it wraps
+}
+RFC6749_CODES = {
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "access_denied",
+    "unsupported_response_type",
+    "server_error",
+    "temporarily_unavailable",
+}
+
+
+def oauth_errors_raised() -> set[tuple[str, int | None]]:
+    source = Path(tenantry.__file__).parent / "server" / "oauth.py"
+    raised: set[tuple[str, int | None]] = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "OAuthError":
+            code = node.args[0]
+            assert isinstance(code, ast.Constant) and isinstance(code.value, str), ast.unparse(node)
+            given = (
+                node.args[2]
+                if len(node.args) > 2
+                else next((keyword.value for keyword in node.keywords if keyword.arg == "status"), None)
+            )
+            status: int | None = 400 if given is None else (given.value if isinstance(given, ast.Constant) else None)
+            raised.add((code.value, status))
+    return raised
+
+
+def test_every_oauth_error_code_is_pinned_and_registered() -> None:
+    raised = oauth_errors_raised()
+    assert raised == OAUTH_ERRORS
+    assert {code for code, _ in raised} <= RFC6749_CODES
 
 
 def test_to_dict_carries_code_and_safe_message() -> None:

@@ -6,8 +6,16 @@ import anyio
 import pytest
 from starlette.types import Message, Receive
 
-from tenantry.core.errors import RequestTimeout
-from tenantry.server.guards import json_depth_exceeds, read_checked_body
+from tenantry.core.errors import RequestRejected, RequestTimeout
+from tenantry.server.guards import (
+    MethodNotAllowed,
+    NotAcceptable,
+    accepted_types,
+    check_envelope,
+    check_http_method,
+    json_depth_exceeds,
+    read_checked_body,
+)
 from tenantry.server.headers import RequestHeaders
 
 
@@ -38,10 +46,19 @@ def _trickle(chunks: list[bytes], pause: float) -> Receive:
         chunk = remaining.pop(0)
         return {"type": "http.request", "body": chunk, "more_body": bool(remaining)}
 
+
+def headers_of(**values: str) -> RequestHeaders:
+    return RequestHeaders([(name.replace("_", "-").encode(), value.encode()) for name, value in values.items()])
+
+
+def body_receiver(body: bytes) -> Receive:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
     return receive
 
 
-_HEADERS = RequestHeaders([(b"content-type", b"application/json")])
+_HEADERS = RequestHeaders([(b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream")])
 _MESSAGE = b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'
 
 
@@ -57,3 +74,88 @@ async def test_a_body_trickled_past_the_deadline_is_refused_with_408() -> None:
 async def test_a_body_in_time_is_read_whole() -> None:
     receive = _trickle([_MESSAGE[:10], _MESSAGE[10:]], pause=0.01)
     assert await read_checked_body(receive, _HEADERS, max_bytes=1024, max_depth=8, within=5) == _MESSAGE
+
+
+LIST = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("application/json, text/event-stream", (True, True)),
+        ("application/json;q=0.9", (True, False)),
+        ("text/event-stream", (False, True)),
+        ("*/*", (True, True)),
+        ("application/*", (True, False)),
+        ("TEXT/*", (False, True)),
+        ("", (False, False)),
+        ("text/html", (False, False)),
+    ],
+)
+def test_accepted_types_follow_the_sdk_rules(accept: str, expected: tuple[bool, bool]) -> None:
+    assert accepted_types(headers_of(accept=accept)) == expected
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("accept", "sse"), [("text/event-stream", False), ("application/json", True), ("", False)])
+async def test_a_body_whose_response_the_client_cannot_accept_is_refused(accept: str, sse: bool) -> None:
+    headers = headers_of(content_type="application/json", accept=accept)
+    with pytest.raises(NotAcceptable):
+        await read_checked_body(body_receiver(LIST), headers, max_bytes=1024, max_depth=8, sse_responses=sse)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("accept", "sse"), [("application/json", False), ("application/json, text/event-stream", True)]
+)
+async def test_a_body_whose_response_the_client_accepts_is_read(accept: str, sse: bool) -> None:
+    headers = headers_of(content_type="application/json", accept=accept)
+    assert await read_checked_body(body_receiver(LIST), headers, max_bytes=1024, max_depth=8, sse_responses=sse) == LIST
+
+
+@pytest.mark.parametrize(
+    ("method", "handshake_era", "refused"),
+    [
+        ("POST", True, False),
+        ("POST", False, False),
+        ("GET", True, False),
+        ("DELETE", True, False),
+        ("GET", False, True),
+        ("DELETE", False, True),
+        ("PUT", True, True),
+        ("PATCH", False, True),
+    ],
+)
+def test_http_methods_per_era(method: str, handshake_era: bool, refused: bool) -> None:
+    if refused:
+        with pytest.raises(MethodNotAllowed):
+            check_http_method(method, handshake_era=handshake_era)
+    else:
+        check_http_method(method, handshake_era=handshake_era)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"jsonrpc": "2.0", "id": None, "result": {}},
+        {"jsonrpc": "2.0", "id": 1, "result": [1]},
+        {"jsonrpc": "2.0", "id": 1, "error": {"message": "no code"}},
+        {"jsonrpc": "2.0", "id": 1, "error": "text"},
+    ],
+)
+def test_malformed_responses_are_refused_with_a_fixed_message(message: dict) -> None:
+    with pytest.raises(RequestRejected) as caught:
+        check_envelope(json.dumps(message).encode(), 8)
+    assert "pydantic" not in caught.value.message and "validation error" not in caught.value.message.lower()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"jsonrpc": "2.0", "id": 1, "result": {}},
+        {"jsonrpc": "2.0", "id": "a", "error": {"code": -1, "message": "declined"}},
+        {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}},
+    ],
+)
+def test_well_formed_responses_pass(message: dict) -> None:
+    assert check_envelope(json.dumps(message).encode(), 8) == message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import importlib
@@ -139,11 +140,16 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 class _AnnouncingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, announce: str) -> None:
+    def __init__(self, config: uvicorn.Config, announce: str, *, slow_callbacks: float | None = None) -> None:
         super().__init__(config)
         self._announce = announce
+        self._slow_callbacks = slow_callbacks
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._slow_callbacks is not None:
+            loop = asyncio.get_running_loop()
+            loop.set_debug(True)
+            loop.slow_callback_duration = self._slow_callbacks
         await super().startup(sockets)
         if self.started:
             sys.stdout.write(self._announce)
@@ -197,7 +203,9 @@ def run_http(
             proxy_headers=bool(settings.server.trusted_proxies),
             forwarded_allow_ips=list(settings.server.trusted_proxies) or [],
         )
-        server = _AnnouncingServer(config_, "\n".join(lines) + "\n")
+        server = _AnnouncingServer(
+            config_, "\n".join(lines) + "\n", slow_callbacks=settings.server.debug_slow_callbacks
+        )
         # Everything loaded so far (SDK, pydantic models, the app) lives as long as the process:
         # keep it out of the cyclic GC's generations so collections stay cheap under load.
         gc.collect()

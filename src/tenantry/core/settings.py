@@ -92,6 +92,10 @@ class ServerSettings(_Section):
     max_connections_per_address: int = Field(default=64, gt=0)
     """Connections one client address (an IPv6 ``/64``) may hold open at once; more get ``503``.
     Trusted proxies are exempt."""
+    debug_slow_callbacks: float | None = Field(default=None, gt=0)
+    """Seconds (``TENANTRY_SERVER__DEBUG_SLOW_CALLBACKS``): run the server's event loop in asyncio
+    debug mode and log a warning (logger ``asyncio``, ``Executing ... took N seconds``) for every
+    callback that holds the loop longer. For tests and diagnosis: debug mode costs throughput."""
     allowed_origins: tuple[str, ...] = ()
     """Browser origins allowed besides this server's own (``scheme://host[:port]``; ``:*`` for any port)."""
     allowed_hosts: tuple[str, ...] = ()

@@ -147,6 +147,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         max_json_depth=settings.server.max_json_depth,
         body_timeout=settings.server.body_timeout,
         in_flight=in_flight,
+        sse_responses=settings.server.response_mode == "sse",
     )
 
     checkpointer = runtime.checkpointer()

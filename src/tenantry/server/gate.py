@@ -24,7 +24,7 @@ from tenantry.core.errors import TenantryError
 from tenantry.core.load import InFlight
 from tenantry.server.authn import Authenticator, sdk_identity
 from tenantry.server.errors import error_response
-from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, read_checked_body
+from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, check_http_method, read_checked_body
 from tenantry.server.headers import RequestHeaders
 from tenantry.server.mcp import CALLER_SCOPE_KEY, CURRENT_CALLER
 from tenantry.server.sessions import BoundSession, SessionRegistry
@@ -49,8 +49,10 @@ class McpGate:
         max_json_depth: int,
         body_timeout: float | None = None,
         in_flight: InFlight | None = None,
+        sse_responses: bool = False,
     ) -> None:
         self._handler = handler
+        self._sse_responses = sse_responses
         self._policy = policy
         self._authenticator = authenticator
         self._sessions = sessions
@@ -88,16 +90,22 @@ class McpGate:
             if session_id is not None:
                 bound = await self._sessions.claim(session_id, caller)
                 caller.session_id = session_id
-            if method == "POST":
-                body = await read_checked_body(
-                    receive, headers, max_bytes=self._max_body, max_depth=self._max_depth, within=self._body_timeout
+            check_http_method(method, handshake_era=handshake_era)
+            body = (
+                await read_checked_body(
+                    receive,
+                    headers,
+                    max_bytes=self._max_body,
+                    max_depth=self._max_depth,
+                    within=self._body_timeout,
+                    sse_responses=self._sse_responses,
                 )
-            elif method in ("GET", "DELETE"):
-                body = None
-            else:
-                raise MethodNotAllowed()
+                if method == "POST"
+                else None
+            )
         except TenantryError as exc:
-            extra = {"Allow": "POST, GET, DELETE"} if isinstance(exc, MethodNotAllowed) else None
+            allow = "POST, GET, DELETE" if handshake_era else "POST"
+            extra = {"Allow": allow} if isinstance(exc, MethodNotAllowed) else None
             await self._refuse(exc, request_id, scope, receive, send, extra)
             return
 

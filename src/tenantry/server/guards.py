@@ -3,7 +3,10 @@
 :class:`HostOriginPolicy` stops DNS-rebinding and cross-site browser requests (foreign
 ``Origin`` -> 403, unexpected ``Host`` -> 421). :func:`read_checked_body` refuses what the
 MCP layer should never have to parse: wrong content type, oversized bodies, invalid or
-deeply nested JSON, batches, malformed envelopes. Every refusal is a
+deeply nested JSON, batches, malformed envelopes, an ``Accept`` header the response cannot
+satisfy. :func:`check_http_method` refuses what the era does not serve (the sessionless era is
+POST only). The SDK answers some of these itself with an empty body; refusing them here first
+gives every refusal a JSON-RPC error body. Every refusal is a
 :class:`~tenantry.core.errors.TenantryError` with a specific, caller-safe message.
 """
 
@@ -14,7 +17,9 @@ from typing import Any
 
 import anyio
 import pydantic_core
+from mcp_types import jsonrpc_message_adapter
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 from starlette.types import Receive
 
 from tenantry.core.errors import (
@@ -30,7 +35,10 @@ from tenantry.server.headers import RequestHeaders
 __all__ = [
     "HostOriginPolicy",
     "MethodNotAllowed",
+    "NotAcceptable",
     "InvalidParams",
+    "check_http_method",
+    "accepted_types",
     "read_checked_body",
     "check_envelope",
     "json_depth_exceeds",
@@ -47,6 +55,12 @@ class MethodNotAllowed(RequestRejected):
     code = "method_not_allowed"
     http_status = 405
     default_message = "Method not allowed on /mcp: use POST, GET or DELETE"
+
+
+class NotAcceptable(RequestRejected):
+    code = "not_acceptable"
+    http_status = 406
+    default_message = "Accept must include application/json (and text/event-stream when the server streams)"
 
 
 class InvalidParams(RequestRejected):
@@ -119,18 +133,52 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return False
 
 
+def check_http_method(method: str, *, handshake_era: bool) -> None:
+    """Refuse an HTTP method ``/mcp`` does not serve: anything but POST, GET and DELETE, and in the
+    sessionless era anything but POST (there is no session to stream from or to close).
+
+    :raises MethodNotAllowed:
+    """
+    if method == "POST":
+        return
+    if not handshake_era:
+        raise MethodNotAllowed(f"Method not allowed on /mcp: the 2026-07-28 protocol uses POST only, not {method[:16]}")
+    if method not in ("GET", "DELETE"):
+        raise MethodNotAllowed()
+
+
+def accepted_types(headers: RequestHeaders) -> tuple[bool, bool]:
+    """Whether ``Accept`` allows JSON and an event stream (the SDK's rules, wildcards included)."""
+    types = {part.split(";")[0].strip().lower() for part in (headers.get("accept") or "").split(",")}
+    anything = "*/*" in types
+    return anything or bool(types & {"application/json", "application/*"}), anything or bool(
+        types & {"text/event-stream", "text/*"}
+    )
+
+
 async def read_checked_body(
-    receive: Receive, headers: RequestHeaders, *, max_bytes: int, max_depth: int, within: float | None = None
+    receive: Receive,
+    headers: RequestHeaders,
+    *,
+    max_bytes: int,
+    max_depth: int,
+    within: float | None = None,
+    sse_responses: bool = False,
 ) -> bytes:
     """Read a POST body, refusing it as soon as a rule is broken.
 
     :param within: seconds the whole body may take to arrive (a client that trickles it
         must not hold the request for ever).
-    :raises UnsupportedMediaType, PayloadTooLarge, RequestTimeout, ParseError, RequestRejected, InvalidParams:
+    :param sse_responses: the server answers with event streams, so ``Accept`` must allow one.
+    :raises UnsupportedMediaType, NotAcceptable, PayloadTooLarge, RequestTimeout, ParseError, RequestRejected,
+        InvalidParams:
     """
     content_type = headers.get("content-type") or ""
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
+    json_ok, sse_ok = accepted_types(headers)
+    if not json_ok or (sse_responses and not sse_ok):
+        raise NotAcceptable()
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"Request body larger than {max_bytes} bytes")
@@ -144,7 +192,10 @@ async def read_checked_body(
             raise RequestTimeout(f"the request body did not arrive within {within:g}s")
         body = arrived
     version = headers.get("mcp-protocol-version")
-    check_envelope(body, max_depth, sessionless=version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS)
+    sessionless = version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
+    message = check_envelope(body, max_depth, sessionless=sessionless)
+    if message.get("method") == "subscriptions/listen" and not sse_ok and sessionless:
+        raise NotAcceptable("subscriptions/listen answers with an event stream: Accept must include text/event-stream")
     return body
 
 
@@ -165,8 +216,8 @@ async def _read_body(receive: Receive, max_bytes: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def check_envelope(body: bytes, max_depth: int, *, sessionless: bool = False) -> None:
-    """Refuse a body that is not one well-formed JSON-RPC message (specific messages).
+def check_envelope(body: bytes, max_depth: int, *, sessionless: bool = False) -> dict[str, Any]:
+    """Refuse a body that is not one well-formed JSON-RPC message (specific messages); return it.
 
     Everything that passes is a message the SDK's own envelope model accepts, so its validation
     dump (library versions, internal type names) never reaches a client.
@@ -195,8 +246,9 @@ def check_envelope(body: bytes, max_depth: int, *, sessionless: bool = False) ->
         raise RequestRejected('"id" must be a string or an integer')
     if "method" not in message:
         _check_response(message, sessionless=sessionless)
-        return
+        return message
     _check_params(message.get("method"), message.get("params") or {})
+    return message
 
 
 def _check_response(message: dict[str, Any], *, sessionless: bool) -> None:
@@ -223,6 +275,14 @@ def _check_response(message: dict[str, Any], *, sessionless: bool) -> None:
             )
     if sessionless:
         raise RequestRejected("unexpected JSON-RPC response: this server has no request with that id outstanding")
+    # Whatever else the SDK's envelope model would refuse gets a fixed message, never pydantic's text.
+    try:
+        jsonrpc_message_adapter.validate_python(message, by_name=False)
+    except ValidationError:
+        raise RequestRejected(
+            'a JSON-RPC response needs an "id" (a string or an integer) and a "result" object, or an "error" '
+            'object with an integer "code" and a string "message"'
+        ) from None
 
 
 _NAMED_PARAMS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}

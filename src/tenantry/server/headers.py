@@ -13,6 +13,7 @@ _WANTED = frozenset(
         b"mcp-protocol-version",
         b"content-type",
         b"content-length",
+        b"accept",
     }
 )
 
