@@ -46,6 +46,8 @@ def _trickle(chunks: list[bytes], pause: float) -> Receive:
         chunk = remaining.pop(0)
         return {"type": "http.request", "body": chunk, "more_body": bool(remaining)}
 
+    return receive
+
 
 def headers_of(**values: str) -> RequestHeaders:
     return RequestHeaders([(name.replace("_", "-").encode(), value.encode()) for name, value in values.items()])
