@@ -212,8 +212,11 @@ class Follower:
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=10)
         self._reader.join(timeout=5)
-        assert self.process.stderr is not None
-        return self.process.stderr.read()
+        assert self.process.stdout is not None and self.process.stderr is not None
+        errors = self.process.stderr.read()
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return errors
 
 
 @dataclass

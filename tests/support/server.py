@@ -119,9 +119,9 @@ def start_server(
     if config:
         args += ["--config", str(config)]
     log_path = data_dir.parent / f"server-{port}.log"
-    log = log_path.open("wb")
     full_env = {**os.environ, **(env or {})}
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
+    with log_path.open("wb") as log:  # the child holds its own copy of the descriptor
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
     server = RunningServer(f"http://127.0.0.1:{port}", data_dir, process, log_path, env or {})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
