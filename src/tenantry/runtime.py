@@ -12,6 +12,7 @@ import getpass
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tenantry.audit.checkpoints import AUDIT_KEY_FILE, Checkpointer, CheckpointSigner
 from tenantry.audit.events import AuditEvent
@@ -19,7 +20,6 @@ from tenantry.audit.store.base import AuditStore
 from tenantry.audit.store.factory import open_audit_store
 from tenantry.audit.writer import DurableAuditSink
 from tenantry.auth.apikeys import ApiKeyVerifier
-from tenantry.auth.idp import IdentityProviderVerifier
 from tenantry.auth.keys import KeyRing, load_or_create_secret, load_or_create_token
 from tenantry.auth.tokens import JwtVerifier, TokenIssuer
 from tenantry.auth.verifiers import CredentialRouter
@@ -27,15 +27,16 @@ from tenantry.controlplane.directory import TenantDirectory
 from tenantry.controlplane.factory import open_tenant_store
 from tenantry.core.errors import NotFound, StorageError, UsageError
 from tenantry.core.settings import DEFAULT_PORT, Settings
-from tenantry.ratelimit.tenant_limits import TenantLimiter, open_limit_storage
 from tenantry.scoping.files.factory import open_file_scopes
 from tenantry.scoping.handles import DataScopes
 from tenantry.scoping.secrets.store import StoredSecretScopes, open_secret_scopes
 from tenantry.scoping.sql.base import SqlScopes
-from tenantry.scoping.sql.postgres import PostgresSqlScopes
 from tenantry.scoping.sql.sqlite import SqliteSqlScopes
 from tenantry.scoping.threads import ThreadBulkheads
 from tenantry.scoping.vectors.factory import open_vector_scopes
+
+if TYPE_CHECKING:
+    from tenantry.ratelimit.tenant_limits import TenantLimiter
 
 __all__ = ["Runtime", "Endpoints", "MCP_PATH", "sql_tenant_key", "SQL_TENANT_KEY_FILE", "METRICS_TOKEN_FILE"]
 
@@ -192,6 +193,8 @@ class Runtime:
         return self._secrets
 
     def _sql_scopes(self) -> SqlScopes:
+        from tenantry.scoping.sql.postgres import PostgresSqlScopes  # psycopg: only when configured
+
         sql = self.settings.sql
         row_limit = self.settings.tools.sql_row_limit
         if sql.url is None:
@@ -262,6 +265,8 @@ class Runtime:
 
     def credential_verifier(self) -> CredentialRouter:
         """Every credential this deployment accepts: its own tokens, API keys, configured providers."""
+        from tenantry.auth.idp import IdentityProviderVerifier
+
         auth = self.settings.auth
         providers = [
             IdentityProviderVerifier(
@@ -332,6 +337,8 @@ class Runtime:
 
     def tenant_limiter(self) -> TenantLimiter:
         """Admission by per-tenant rate, quota and concurrency, counted in ``limits.storage``."""
+        from tenantry.ratelimit.tenant_limits import TenantLimiter, open_limit_storage
+
         limits = self.settings.limits
         return TenantLimiter(
             open_limit_storage(limits.storage, key_prefix=limits.key_prefix),

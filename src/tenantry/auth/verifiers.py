@@ -6,13 +6,16 @@ verifier that will refuse the token."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from tenantry.auth.apikeys import ApiKeyVerifier, looks_like_api_key
 from tenantry.auth.claims import peek_issuer
-from tenantry.auth.idp import IdentityProviderVerifier
 from tenantry.auth.tokens import JwtVerifier
 from tenantry.core.errors import InvalidCredential
 from tenantry.core.identity import Principal
+
+if TYPE_CHECKING:  # the provider verifier (and its HTTP client) loads only when providers are configured
+    from tenantry.auth.idp import IdentityProviderVerifier
 
 __all__ = ["CredentialRouter"]
 

@@ -14,8 +14,8 @@ from tenantry.audit.store.postgres import AUDIT_SCHEMA_SQL, audit_grants_sql
 from tenantry.cli.common import ConfigOption, DataDirOption, open_runtime, settings_from
 from tenantry.controlplane.postgres import CONTROLPLANE_SCHEMA_SQL
 from tenantry.core.errors import StorageError, UsageError, driver_error_text
+from tenantry.demo.catalogue import DEMO_TENANTS
 from tenantry.demo.schema import POSTGRES_DEMO_SCHEMA
-from tenantry.demo.seed import DEMO_TENANTS
 from tenantry.runtime import Runtime, sql_tenant_key
 from tenantry.scoping.sql.pg_migrations import Migration, SchemaMigrated, migrate_schemas, record_roles, recorded_roles
 from tenantry.scoping.sql.pg_schema import DataRoles, install_tenant_proof, tenant_schema_name

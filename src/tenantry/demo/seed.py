@@ -6,8 +6,8 @@ import secrets
 from typing import Protocol
 
 from tenantry.controlplane.base import TenantStore
+from tenantry.demo.catalogue import DEMO_TENANTS
 from tenantry.demo.schema import SQLITE_DEMO_SCHEMA
-from tenantry.demo.tools import ACME_GRANTS, GLOBEX_GRANTS
 from tenantry.scoping.handles import DataScopes
 from tenantry.scoping.vectors.base import VectorDocument
 
@@ -19,11 +19,6 @@ class DemoSecretWriter(Protocol):
 
     def set_secret(self, tenant_id: str, name: str, value: str) -> bool: ...
 
-
-DEMO_TENANTS = {
-    "acme": ("Acme Corporation", ACME_GRANTS),
-    "globex": ("Globex Corporation", GLOBEX_GRANTS),
-}
 
 _CUSTOMERS = {
     "acme": [

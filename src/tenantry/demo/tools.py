@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from tenantry.demo.catalogue import GLOBEX_TOOLS, SHARED_TOOLS
+from tenantry.demo.catalogue import ACME_GRANTS, GLOBEX_GRANTS, GLOBEX_TOOLS, SHARED_TOOLS
 from tenantry.framework.app import App
 from tenantry.framework.context import ToolContext
 from tenantry.framework.markers import ResourcePath, ResourcePrefix
@@ -15,9 +15,6 @@ from tenantry.framework.markers import ResourcePath, ResourcePrefix
 __all__ = ["demo_app", "SHARED_TOOLS", "GLOBEX_TOOLS", "ACME_GRANTS", "GLOBEX_GRANTS"]
 
 demo_app = App("tenantry-demo")
-
-ACME_GRANTS = SHARED_TOOLS
-GLOBEX_GRANTS = ("whoami", "query_crm", "list_files", "read_file", "globex_forecast")
 
 
 @demo_app.tool()
