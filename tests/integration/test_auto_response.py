@@ -14,6 +14,7 @@ from tests.support.timing import first_change
 
 WHOAMI = {"name": "whoami", "arguments": {}}
 FOREIGN_TOOL = {"name": "globex_forecast", "arguments": {"quarter": "Q1"}}
+TRAVERSAL = {"name": "read_file", "arguments": {"path": "../globex/files/reports/q3.txt"}}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,13 @@ def test_a_cross_tenant_attempt_revokes_the_token_that_made_it(server: RunningSe
     colleague = server.token("acme", "curious-agent")  # same subject, another token
     session = LegacySession(server.mcp_url, attacker)
     assert session.call("tools/call", WHOAMI).status_code == 200
+    # A refused name that exists for another tenant triggers no action (that would be an oracle)...
     probe = session.call("tools/call", FOREIGN_TOOL)
     assert probe.json()["error"]["data"]["code"] == "tool_unavailable"
+    time.sleep(1.0)
+    assert session.call("tools/call", WHOAMI).status_code == 200
+    # ...an attempt on another tenant's files does.
+    session.call("tools/call", TRAVERSAL)
     response, _ = first_change(lambda: session.call("tools/call", WHOAMI), lambda r: r.status_code != 200, within=2)
     assert response.status_code == 401 and "revoked" in response.text
     assert modern_call(server.mcp_url, colleague, "tools/call", WHOAMI).status_code == 200
@@ -48,10 +54,10 @@ def test_a_cross_tenant_attempt_revokes_the_token_that_made_it(server: RunningSe
 
 
 def test_an_api_key_caught_crossing_tenants_is_revoked(server: RunningServer) -> None:
-    server.cli("tenant", "create", "resp-keys", "--tools", "whoami,query_crm")
+    server.cli("tenant", "create", "resp-keys", "--tools", "whoami,query_crm,read_file")
     key = server.cli("apikey", "create", "--tenant", "resp-keys").stdout.strip()
     assert modern_call(server.mcp_url, key, "tools/call", WHOAMI).status_code == 200
-    modern_call(server.mcp_url, key, "tools/call", FOREIGN_TOOL)
+    modern_call(server.mcp_url, key, "tools/call", TRAVERSAL)
     response, _ = first_change(
         lambda: modern_call(server.mcp_url, key, "tools/call", WHOAMI), lambda r: r.status_code != 200, within=2
     )

@@ -123,7 +123,11 @@ def test_the_key_id_is_a_fingerprint_of_the_key() -> None:
     assert len(MasterKey(raw).key_id) == 16 and MasterKey(raw).key_id != MasterKey(os.urandom(32)).key_id
 
 
-@pytest.mark.parametrize("text", ["", "not base64!", base64.b64encode(os.urandom(16)).decode(), "QUJD"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "not base64!", base64.b64encode(os.urandom(16)).decode(), "QUJD"],
+    ids=["empty", "not-base64", "16-bytes", "3-bytes"],
+)
 def test_a_malformed_configured_master_key_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError, match="base64 of 32") as caught:
         MasterKey.from_base64(text)
@@ -164,7 +168,9 @@ def test_concurrent_first_loads_agree_on_one_master_key(tmp_path: Path) -> None:
     assert len(ids) == 8 and len(set(ids)) == 1
 
 
-@pytest.mark.parametrize(("mode", "content"), [(0o640, os.urandom(32)), (0o600, b"short")])
+@pytest.mark.parametrize(
+    ("mode", "content"), [(0o640, os.urandom(32)), (0o600, b"short")], ids=["group-readable", "too-short"]
+)
 def test_a_readable_or_corrupt_master_key_file_is_refused(tmp_path: Path, mode: int, content: bytes) -> None:
     path = master_key_path(tmp_path)
     path.parent.mkdir(mode=0o700)
