@@ -21,7 +21,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     # Every refusal of the attack suite is checked in the audit trail: lift the per-address budget.
     running = start_server(
         data_dir,
-        env={"TENANTRY_AUTH__CLOCK_LEEWAY": "0", "TENANTRY_AUDIT__REFUSED_RECORDS_PER_SOURCE": "100000/minute"},
+        env={
+            "TENANTRY_AUTH__CLOCK_LEEWAY": "0",
+            "TENANTRY_AUDIT__REFUSED_RECORDS_PER_SOURCE": "100000/minute",
+            # The suite makes thousands of calls as acme in a few seconds; its limits are tested elsewhere.
+            "TENANTRY_LIMITS__CALLS_PER_SECOND": "100000",
+            "TENANTRY_LIMITS__BURST": "1000000",
+            "TENANTRY_LIMITS__CONCURRENT_CALLS": "1000",
+        },
     )
     yield running
     running.stop()

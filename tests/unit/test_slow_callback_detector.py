@@ -55,7 +55,7 @@ def probe_run() -> subprocess.CompletedProcess[str]:
     probe.write_text(PROBE)
     try:
         return subprocess.run(
-            [sys.executable, "-m", "pytest", str(probe), "-v", "-p", "no:cacheprovider"],
+            [sys.executable, "-m", "pytest", str(probe), "-v", "-p", "no:cacheprovider", "-n", "0"],
             cwd=ROOT,
             capture_output=True,
             text=True,
