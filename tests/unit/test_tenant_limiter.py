@@ -76,3 +76,14 @@ async def test_an_unreachable_storage_fails_closed_or_open_as_configured() -> No
     with pytest.raises(LimitsUnavailable):
         await TenantLimiter(BrokenStorage(), fail_closed=True).admit("acme", limits)
     (await TenantLimiter(BrokenStorage(), fail_closed=False).admit("acme", limits)).release()
+
+
+async def test_sparse_calls_take_single_units_so_leases_never_waste_a_budget() -> None:
+    import anyio
+
+    limiter = TenantLimiter(open_limit_storage("memory://"))
+    limits = TenantLimits(**{**LOOSE, "daily_calls": 1000})  # type: ignore[arg-type]
+    for _ in range(5):  # one call per lease lifetime: no lease may be taken beyond the unit used
+        (await limiter.admit("acme", limits)).release()
+        await anyio.sleep(0.06)
+    assert await admitted(limiter, "acme", limits, 2000) == 995

@@ -10,10 +10,11 @@ The rate is a sliding-window counter over 10 s at ``calls_per_second`` plus a 1 
 more than its rate. The daily quota is a fixed window aligned to UTC days.
 
 A storage round trip per call and window would cost more than the rest of admission (and a
-Redis round trip each), so a process takes a small *lease* of units at once (at most 1/20 of
-the window's amount, at most 16) and spends it locally for at most 50 ms. Leased units are
-counted when taken, so a lease can only make a limit stricter, never looser; near the limit
-the lease falls back to single units, exactly as without it.
+Redis round trip each), so a busy process takes a small *lease* of units at once (doubling
+while each lease is used up within 50 ms, up to 16 or 1/20 of the window's amount) and spends
+it locally. Leased units are counted when taken, so a lease can only make a limit stricter,
+never looser; a sparse caller takes single units, and near the limit the lease falls back to
+single units, exactly as without it.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class TenantLimiter:
         self._clock = clock
         self._in_flight: dict[str, int] = {}
         self._leases: dict[tuple[str, str], list[float]] = {}
-        """``(tenant, window) -> [units left, expires at]`` taken from the storage in advance."""
+        """``(tenant, window) -> [units left, expires at, size]`` taken from the storage in advance."""
         self._items: dict[tuple[float, int, int], tuple[RateLimitItem, RateLimitItem, RateLimitItem]] = {}
         self._unavailable = False
 
@@ -152,7 +153,11 @@ class TenantLimiter:
         if lease is not None and lease[0] >= 1 and now < lease[1]:
             lease[0] -= 1
             return True
-        size = max(1, min(_MAX_LEASE, item.amount // 20))
+        # Leases grow only for a tenant that used up its last one in time: a sparse caller takes
+        # single units (exact), a busy one amortises the storage round trips.
+        used_up = lease is not None and lease[0] < 1 and now < lease[1]
+        previous = int(lease[2]) if lease is not None else 1
+        size = min(previous * 2 if used_up else 1, _MAX_LEASE, max(1, item.amount // 20))
         # Test first: a refused hit of a fixed window still counts, and would waste the units.
         if (
             size > 1
@@ -161,10 +166,13 @@ class TenantLimiter:
         ):
             if len(self._leases) >= _MAX_LEASES:
                 self._leases.clear()
-            self._leases[key] = [size - 1, now + _LEASE_SECONDS]
+            self._leases[key] = [size - 1, now + _LEASE_SECONDS, size]
+            return True
+        if await limiter.hit(item, tenant_id, window):
+            self._leases[key] = [0, now + _LEASE_SECONDS, 1]
             return True
         self._leases.pop(key, None)
-        return bool(await limiter.hit(item, tenant_id, window))
+        return False
 
     def _storage_failed(self, exc: BaseException) -> None:
         if not self._unavailable:
