@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import mcp_types as types
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.caching import CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from opentelemetry import trace
 
 from tenantry.core.calls import Caller
 from tenantry.core.errors import InvalidCredential, TenantryError
@@ -202,8 +204,18 @@ def build_mcp_server(
             on_set_logging_level=set_logging_level,
         )
     security = request_state_security or RequestStateSecurity.ephemeral()
+    if not tracing_configured():
+        # The SDK opens an OpenTelemetry span around every request; with no tracer provider
+        # installed each one is a no-op that still costs a few per cent of a tool call.
+        server.middleware[:] = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
     server.middleware.append(RequestStateBoundary(security, default_audience=audience or name))
     return server
+
+
+def tracing_configured() -> bool:
+    """Whether an OpenTelemetry tracer provider is installed (e.g. by ``opentelemetry-instrument``)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 class _ListChangedServer(Server[Any]):
