@@ -56,9 +56,12 @@ def server(tmp_path: Path):
 def test_a_tenant_over_its_burst_is_refused_while_another_is_served(server: RunningServer) -> None:
     set_limits(server, "acme", "burst=3", "calls_per_second=0.5")
     acme, globex = server.token("acme", "flooder"), server.token("globex", "quiet")
+    began = time.monotonic()
     codes = [error_code(whoami(server, acme)) for _ in range(10)]
-    # a burst of 3 at once, then at most the sustained 5 per 10 s (the machine may be slow)
-    assert codes[:3] == [None, None, None] and codes.count(None) <= 5, codes
+    elapsed = time.monotonic() - began
+    # a burst of 3 at once, then at most the sustained 5 per 10 s, plus what the sustained rate
+    # earns back while a loaded machine answers slowly
+    assert codes[:3] == [None, None, None] and codes.count(None) <= 5 + int(elapsed * 0.5), (codes, elapsed)
     assert set(codes) == {None, "rate_limited"}, codes
     refused = whoami(server, acme).json()["error"]
     assert refused["data"]["retry_after"] >= 1 and ("burst" in refused["message"] or "rate" in refused["message"])
