@@ -109,6 +109,7 @@ class DurableAuditSink:
         self._available = True
         self._closing = False
         self._store: AuditStore | None = None
+        self._inline_store: InlineAppend | None = None
         self.instance = ServerInstance(os.urandom(8).hex(), socket.gethostname(), os.getpid(), time.time(), 0.0)
         self._last_heartbeat = 0.0
         self._last_reconcile = 0.0
@@ -208,8 +209,8 @@ class DurableAuditSink:
             return min(self._open_starts.values(), default=time.time())
 
     def _commit_inline(self, event: AuditEvent) -> bool:
-        store = self._store
-        if not isinstance(store, InlineAppend):
+        store = self._inline_store
+        if store is None or store is not self._store:
             return False  # e.g. PostgreSQL: a network round trip per statement would block the loop
         with self._condition:
             if self._urgent or self._committing or self._store is None:
@@ -327,6 +328,8 @@ class DurableAuditSink:
             store = self._factory()
             if isinstance(store, CallJournal):
                 store.register_instance(self.instance)
+            # A runtime Protocol check costs tens of microseconds: made once per store, not per call.
+            self._inline_store = store if isinstance(store, InlineAppend) else None
             self._store = store
         return self._store
 
