@@ -46,7 +46,9 @@ async def test_concurrent_records_share_transactions(tmp_path: Path) -> None:
 async def test_a_lone_record_commits_inline_and_a_busy_store_falls_back_to_the_writer(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite3"
     sink = DurableAuditSink(lambda: SqliteAuditStore(path, busy_timeout=5))
-    await anyio.sleep(0.1)  # let the writer open the store
+    with anyio.fail_after(10):  # let the writer open the store (slow on a loaded machine)
+        while sink._store is None:  # noqa: ASYNC110 - set by the writer thread
+            await anyio.sleep(0.01)
     await sink.record(event(n=1), alone=True)
     assert sink.inline_commits == 1
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -210,7 +210,7 @@ class DurableAuditSink:
 
     def _commit_inline(self, event: AuditEvent) -> bool:
         store = self._inline_store
-        if store is None or store is not self._store:
+        if store is None:
             return False  # e.g. PostgreSQL: a network round trip per statement would block the loop
         with self._condition:
             if self._urgent or self._committing or self._store is None:
@@ -281,6 +281,7 @@ class DurableAuditSink:
         except Exception:
             logger.warning("audit store not available at start; calls fail closed until it is", exc_info=True)
             self._store = None
+            self._inline_store = None
             self._available = False
             self._recover()
         while True:
@@ -355,6 +356,7 @@ class DurableAuditSink:
             except Exception:
                 logger.debug("closing the failed audit store raised", exc_info=True)
             self._store = None
+            self._inline_store = None
 
     def _keep(self, events: list[AuditEvent]) -> None:
         if not events:
@@ -393,6 +395,7 @@ class DurableAuditSink:
                 self._drain_spill(store)
             except Exception:
                 self._store = None
+                self._inline_store = None
                 continue
             logger.warning("audit store available again")
             self._available = True
