@@ -135,6 +135,9 @@ class SqliteSqlScopes:
         anyone can open it again in this process."""
         self._open.discard(validate_tenant_id(tenant_id), then=then)
 
+    def release_tenant(self, tenant_id: str) -> None:
+        self._open.discard(tenant_id)
+
     def check(self) -> None:
         """Nothing to prove: each tenant's file is opened (and created) on first use."""
 

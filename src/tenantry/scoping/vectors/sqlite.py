@@ -219,6 +219,9 @@ class SqliteVectorScopes:
             if len(rows) < page:
                 return
 
+    def release_tenant(self, tenant_id: str) -> None:
+        self._open.discard(tenant_id)
+
     def has_tenant_file(self, tenant_id: str) -> bool:
         path = tenant_vectors_path(self._data_dir, tenant_id)
         return any(path.with_name(path.name + suffix).exists() for suffix in ("", "-wal", "-shm", "-journal"))
