@@ -27,7 +27,8 @@ def _is_store(cls: type) -> bool:
     (``create_tenant``) or an audit store (``append`` and ``chain``)."""
     if inspect.isabstract(cls) or getattr(cls, "_is_protocol", False):
         return False
-    return hasattr(cls, "for_tenant") or hasattr(cls, "create_tenant") or (hasattr(cls, "append") and hasattr(cls, "chain"))
+    audit_store = hasattr(cls, "append") and hasattr(cls, "chain")
+    return hasattr(cls, "for_tenant") or hasattr(cls, "create_tenant") or audit_store
 
 
 def _stores_in(module: types.ModuleType) -> set[str]:

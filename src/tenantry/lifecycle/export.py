@@ -93,6 +93,4 @@ def export_tenant(
     append_evidence(
         runtime.data_dir, kind="export", tenant=tenant_id, at=started, by=actor, stores=stores, certificate=digest
     )
-    return ExportOutcome(
-        tenant_id, out, digest, len(bundle.parts), sum(int(p["bytes"]) for p in bundle.parts), stores
-    )
+    return ExportOutcome(tenant_id, out, digest, len(bundle.parts), sum(int(p["bytes"]) for p in bundle.parts), stores)
