@@ -28,9 +28,7 @@ def _large_tenant(runtime: Runtime, tenant: str) -> int:
     path.parent.mkdir(parents=True)
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-        conn.executemany(
-            "INSERT INTO events (body) VALUES (?)", ((f"{i:08d}-" + "x" * 280,) for i in range(ROWS))
-        )
+        conn.executemany("INSERT INTO events (body) VALUES (?)", ((f"{i:08d}-" + "x" * 280,) for i in range(ROWS)))
     root = tenant_files_root(runtime.data_dir, tenant)
     root.mkdir(parents=True)
     with (root / "big.bin").open("wb") as handle:
