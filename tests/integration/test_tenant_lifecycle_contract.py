@@ -31,6 +31,7 @@ from tests.support.leftovers import (
 )
 from tests.support.s3 import MotoServer
 from tests.support.server import run_cli
+from tests.support.store import init_store
 from tests.support.tenant_sql import tenant_database
 
 TENANTS = ("acme", "globex")
@@ -48,11 +49,27 @@ class Deployment:
         return Runtime(load_settings(self.config, data_dir=self.data_dir), create=True)
 
 
-@pytest.fixture(params=["embedded", pytest.param("postgres-s3-qdrant", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("postgres-s3-qdrant", marks=pytest.mark.postgres),
+        pytest.param("postgres-schema-per-tenant", marks=pytest.mark.postgres),
+    ]
+)
 def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
     data_dir = tmp_path / "data"
     if request.param == "embedded":
         yield Deployment(data_dir, None)
+        return
+    if request.param == "postgres-schema-per-tenant":
+        request.getfixturevalue("postgres_available")
+        with tenant_database(data_dir) as db:
+            config = tmp_path / "tenantry.toml"
+            config.write_text(f'[sql]\nurl = "{db.tools_url}"\nisolation = "schema"\n')
+            init_store(data_dir)
+            run_cli("db", "migrate", "--owner-url", db.owner_url, "--demo", "--tools-role", db.tools_role,
+                    "--config", str(config), data_dir=data_dir)  # fmt: skip
+            yield Deployment(data_dir, config, admin_url=db.admin_url)
         return
     request.getfixturevalue("postgres_available")
     s3: MotoServer = request.getfixturevalue("s3_server")
