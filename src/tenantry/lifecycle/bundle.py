@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from tenantry.core.errors import UsageError
@@ -88,8 +88,8 @@ class Bundle:
 
         :raises UsageError: a path that would leave the bundle.
         """
-        parts = PurePosixPath(relative).parts
-        if not parts or relative.startswith("/") or any(p in ("", ".", "..") or "\x00" in p for p in parts):
+        parts = relative.split("/")
+        if any(p in ("", ".", "..") or "\x00" in p for p in parts):
             raise UsageError(f"invalid bundle path {relative!r}")
         path = self.root.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
