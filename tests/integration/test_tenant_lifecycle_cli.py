@@ -16,7 +16,7 @@ import pytest
 
 from tenantry.core.errors import StorageError
 from tenantry.core.settings import load_settings
-from tenantry.lifecycle.files import LocalFilesData
+from tenantry.lifecycle.files import LocalFilesData, TenantDirectoryData
 from tests.support.leftovers import files_containing
 from tests.support.rpc import LegacySession
 from tests.support.server import RunningServer, start_server
@@ -129,21 +129,23 @@ def test_delete_needs_yes_and_an_existing_tenant(server: RunningServer) -> None:
     assert server.cli("tenant", "show", "globex").returncode == 0  # untouched
 
 
+@pytest.mark.parametrize("broken_store", ["files:local", "data-dir:tenant"])
 def test_an_interrupted_deletion_finishes_when_run_again(
-    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, broken_store: str
 ) -> None:
     from tenantry.lifecycle.delete import delete_tenant
     from tenantry.runtime import Runtime
 
-    tenant, canary = "doomed", f"doomed-canary-{secrets.token_hex(6)}"
+    tenant, canary = f"doomed-{broken_store.split(':')[0]}", f"doomed-canary-{secrets.token_hex(6)}"
     server.cli("tenant", "create", tenant, "--tools", "whoami,write_file,list_files")
     session = LegacySession(server.mcp_url, server.token(tenant))
     assert call(session, "write_file", path="keep.txt", content=canary).status_code == 200
 
-    def broken(self: LocalFilesData, tenant_id: str) -> None:
+    def broken(self: object, tenant_id: str) -> None:
         raise StorageError("the disk went away")
 
-    monkeypatch.setattr(LocalFilesData, "erase", broken)
+    entry = LocalFilesData if broken_store == "files:local" else TenantDirectoryData
+    monkeypatch.setattr(entry, "erase", broken)
     runtime = Runtime(load_settings(data_dir=server.data_dir))
     try:
         with pytest.raises(StorageError, match="the disk went away"):
@@ -151,17 +153,25 @@ def test_an_interrupted_deletion_finishes_when_run_again(
         state = json.loads(runtime.store.get_meta(f"lifecycle:deleting:{tenant}") or "{}")
     finally:
         runtime.close()
-    assert "sql:sqlite" in state["erased"] and "files:local" not in state["erased"]
-    assert refused_within(session, 1.5) is not None  # credentials were revoked before any erasure
-    assert files_containing(server.data_dir, canary)  # the file is still there: not finished
     monkeypatch.undo()
+    assert "sql:sqlite" in state["erased"] and broken_store not in state["erased"]
+    assert refused_within(session, 1.5) is not None  # credentials were revoked before any erasure
+    if broken_store == "files:local":
+        assert files_containing(server.data_dir, canary)  # the file is still there: not finished
+    else:
+        # The control plane is erased already: a newcomer under the same id would be erased by the resumption.
+        assert server.cli("tenant", "show", tenant, check=False).returncode == 1
+        recreate = server.cli("tenant", "create", tenant, check=False)
+        assert recreate.returncode == 2 and "is being deleted; finish that first" in recreate.stderr
 
     finished = server.cli("tenant", "delete", tenant, "--yes")
     assert "resumed an interrupted deletion" in finished.stdout
     assert files_containing(server.data_dir, canary) == []
+    assert not (server.data_dir / "tenants" / tenant).exists()
     certificate = next((server.data_dir / "evidence" / "deletions").glob(f"{tenant}-*.json"))
     assert "deletion certificate ok" in server.cli("audit", "verify", "--certificate", str(certificate)).stdout
     events = [r["event_type"] for r in server.audit_records(tenant)]
     assert events.count("tenant_deletion_started") == 1 and events.count("tenant_deleted") == 1
     gone = server.cli("tenant", "delete", tenant, "--yes", check=False)
     assert gone.returncode == 1 and "was deleted at" in gone.stderr
+    assert server.cli("tenant", "create", tenant).returncode == 0  # once finished, the id is free again

@@ -8,7 +8,27 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-__all__ = ["TenantEraser", "erase_statements", "footprint_queries"]
+__all__ = ["TenantEraser", "DELETING_KEY_PREFIX", "deletion_in_progress", "erase_statements", "footprint_queries"]
+
+DELETING_KEY_PREFIX = "lifecycle:deleting:"
+"""Meta key (this prefix and the tenant id) of a tenant deletion: its progress as JSON, with
+``completed`` set once done (see ``tenantry.lifecycle.delete``)."""
+
+
+def deletion_in_progress(meta: dict[str, str]) -> set[str]:
+    """Tenant ids whose deletion started and did not complete, from ``list_meta(DELETING_KEY_PREFIX)``."""
+    import json
+
+    busy = set()
+    for key, value in meta.items():
+        try:
+            done = bool(value) and json.loads(value).get("completed") is not None
+        except (ValueError, AttributeError):
+            done = False
+        if not done:
+            busy.add(key[len(DELETING_KEY_PREFIX) :])
+    return busy
+
 
 # The tenant-wide revocation written when the deletion began stays until it expires: a token
 # issued before the deletion must stay refused even if a tenant of the same id is made again.

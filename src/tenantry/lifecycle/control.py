@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tenantry.admin.grants import CATALOGUE_KEY_PREFIX
-from tenantry.controlplane.erase import TenantEraser
+from tenantry.controlplane.erase import DELETING_KEY_PREFIX, TenantEraser
 from tenantry.core.errors import StorageError
 from tenantry.lifecycle.registry import Advance, register
 
@@ -24,10 +24,7 @@ if TYPE_CHECKING:
     from tenantry.runtime import Runtime
     from tenantry.scoping.secrets.store import StoredSecretScopes
 
-__all__ = ["ControlPlaneData", "SecretsData", "DELETING_KEY_PREFIX"]
-
-DELETING_KEY_PREFIX = "lifecycle:deleting:"
-"""Control-store meta key recording a deletion in progress (see tenantry.lifecycle.delete)."""
+__all__ = ["ControlPlaneData", "SecretsData"]
 
 
 @dataclass

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from tenantry.audit.chain import from_hex, to_hex
 from tenantry.audit.events import AuditEvent, iso_timestamp
+from tenantry.controlplane.erase import DELETING_KEY_PREFIX
 from tenantry.core.credentials import Revocation
 from tenantry.core.errors import NotFound, StorageError
 from tenantry.core.ids import validate_tenant_id
-from tenantry.lifecycle.control import DELETING_KEY_PREFIX
 from tenantry.lifecycle.evidence import EVIDENCE_DIR, append_evidence
 from tenantry.lifecycle.registry import TenantData, tenant_data_of
 
