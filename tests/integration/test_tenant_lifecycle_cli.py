@@ -126,6 +126,9 @@ def test_delete_needs_yes_and_an_existing_tenant(server: RunningServer) -> None:
     assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
     missing = server.cli("tenant", "delete", "nobody-here", "--yes", check=False)
     assert missing.returncode == 1 and "no tenant 'nobody-here'" in missing.stderr
+    unknown = server.cli("tenant", "export", "nobody-here", "--out", str(server.data_dir.parent / "x"), check=False)
+    assert unknown.returncode == 1 and "no tenant 'nobody-here'" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert not (server.data_dir.parent / "x").exists()
     assert server.cli("tenant", "show", "globex").returncode == 0  # untouched
 
 
