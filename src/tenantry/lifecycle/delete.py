@@ -50,6 +50,8 @@ class _State:
     started: float
     by: str
     erased: list[str] = field(default_factory=list)
+    announced: bool = False
+    """``tenant_deletion_started`` is in the audit stream."""
     tombstone_seq: int | None = None
     tombstone_hash: str | None = None
     completed: float | None = None
@@ -105,7 +107,7 @@ def delete_tenant(
     if tenant is not None:
         on_step("revoking credentials")
         revoked = _revoke_everything(runtime, tenant_id, state)
-        if not resumed:
+        if not state.announced:
             runtime.record_admin(
                 AuditEvent(
                     event_type="tenant_deletion_started",
@@ -116,6 +118,8 @@ def delete_tenant(
                     detail={"api_keys_revoked": revoked, "tokens_issued_until": iso_timestamp(state.started)},
                 )
             )
+            state.announced = True
+            _save(runtime, tenant_id, state)
     entries = tenant_data_of(runtime)
     for entry in entries:
         if entry.retained or entry.name in state.erased:
