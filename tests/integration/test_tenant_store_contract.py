@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,3 +135,38 @@ def test_api_keys_round_trip_and_revoke(store: TenantStore) -> None:
         store.add_api_key(issued.record)
     with pytest.raises(NotFound):
         store.add_api_key(generate_api_key("ghost", []).record)
+
+
+def _fill(store: TenantStore, tenant_id: str, now: int) -> None:
+    from tenantry.core.secrets import WrappedKey
+
+    store.create_tenant(tenant_id, tools=["whoami"])
+    store.set_limits(tenant_id, {"burst": 5})
+    store.add_api_key(generate_api_key(tenant_id, ["whoami"], name="k").record)
+    store.put_data_key(tenant_id, WrappedKey("m1", b"wrapped-" + tenant_id.encode(), now))
+    store.put_secret(tenant_id, "mail", b"sealed", now)
+    store.add_revocation(Revocation("subject", tenant_id, now, now + 600, subject="bob", cutoff=now))
+
+
+def test_erase_tenant_removes_every_row_of_the_tenant_only(store: TenantStore) -> None:
+    from tenantry.controlplane.erase import TenantEraser
+
+    now = int(time.time())
+    _fill(store, "acme", now)
+    _fill(store, "globex", now)
+    store.add_revocation(Revocation("tenant", "acme", now, now + 600, cutoff=now, reason="tenant deleted"))
+    store.add_revocation(Revocation("tenant", "acme", now - 100, now + 600, cutoff=now - 100))
+    assert isinstance(store, TenantEraser)
+    full = store.tenant_footprint("acme")
+    assert set(full) == {"tenants", "grants", "tenant_limits", "api_keys", "secrets", "tenant_data_keys", "revocations"}
+    before = store.revision()
+
+    store.erase_tenant("acme", keep_revocations_from=now)
+    store.erase_tenant("acme", keep_revocations_from=now)  # idempotent
+    assert store.tenant_footprint("acme") == {}
+    assert store.revision() > before  # every server drops the tenant at its next poll
+    assert store.get_tenant("acme") is None and store.list_api_keys("acme") == [] and store.get_data_key("acme") is None
+    kept = [r for r in store.list_revocations(now) if r.tenant_id == "acme"]
+    assert [(r.kind, r.cutoff) for r in kept] == [("tenant", now)]  # the deletion's own, until it expires
+    assert store.tenant_footprint("globex") == full  # the other tenant keeps every row
+    assert store.sealed_secrets("globex") == {"mail": b"sealed"}

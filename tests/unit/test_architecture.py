@@ -34,6 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "controlplane": {"core"},
     "ratelimit": {"core"},
     "admin": {"core", "policy", "auth", "audit", "controlplane"},
+    # Export and erasure of a tenant across every store the runtime opened.
+    "lifecycle": {"core", "auth", "audit", "scoping", "controlplane", "admin", "runtime"},
     "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit"},
     "demo": {"core", "policy", "framework", "scoping", "controlplane"},
     # The composition root below the entry points: opens stores and verifiers from settings.
@@ -66,6 +68,7 @@ ALLOWED: dict[str, set[str]] = {
         "runtime",
         "logs",
         "demo",
+        "lifecycle",
     },
 }
 # Only the entry points may know HTTP or the command line.

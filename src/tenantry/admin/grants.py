@@ -17,6 +17,7 @@ from typing import Any
 
 from tenantry.audit.events import AuditEvent
 from tenantry.controlplane.base import ControlStore, Tenant, TenantSpec, Tier
+from tenantry.controlplane.erase import DELETING_KEY_PREFIX, deletion_in_progress
 from tenantry.core.errors import GrantRefused, NotFound, StorageError, UsageError
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
 from tenantry.policy.catalogue import Catalogue
@@ -121,6 +122,7 @@ def create_tenant(
     :raises AlreadyExists: the tenant exists. :raises UsageError: an invalid id or name.
     """
     validate_tenant_id(tenant_id)
+    _refuse_while_deleting(store, [tenant_id])
     wanted = list(tools)
     pending_names = check_grants(catalogue, tenant_id, wanted, pending=pending)
     tenant = store.create_tenant(tenant_id, name=name, tools=wanted, tier=tier)
@@ -129,6 +131,19 @@ def create_tenant(
         detail["pending"] = pending_names
     event = AuditEvent(event_type="tenant_created", tenant_id=tenant.id, result_status="ok", actor=actor, detail=detail)
     return tenant, event
+
+
+def _refuse_while_deleting(store: ControlStore, tenant_ids: list[str]) -> None:
+    """A deletion that stopped part-way would erase a new tenant of the same id when resumed.
+
+    :raises UsageError: naming the first such id.
+    """
+    busy = deletion_in_progress(store.list_meta(DELETING_KEY_PREFIX))
+    for tenant_id in tenant_ids:
+        if tenant_id in busy:
+            raise UsageError(
+                f"tenant {tenant_id!r} is being deleted; finish that first: tenantry tenant delete {tenant_id} --yes"
+            )
 
 
 def parse_tenant_specs(lines: Iterable[str], *, source: str = "input") -> list[TenantSpec]:
@@ -186,6 +201,7 @@ def import_tenants(
 
     :raises GrantRefused: see :func:`check_grants`. :raises AlreadyExists: an id that exists.
     """
+    _refuse_while_deleting(store, [spec.id for spec in specs])
     pending_by_tenant = {spec.id: check_grants(catalogue, spec.id, spec.tools, pending=pending) for spec in specs}
     events: list[AuditEvent] = []
     for start in range(0, len(specs), chunk):

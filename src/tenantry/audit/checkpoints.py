@@ -48,6 +48,8 @@ __all__ = [
     "VerifyingKey",
     "verify_checkpoint",
     "verify_export_statement",
+    "DeletionClaims",
+    "verify_deletion_certificate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ AUDIT_KEY_FILE = "audit-signing-keys.json"
 
 _TYPE = "tenantry-audit-checkpoint+jws"
 _EXPORT_TYPE = "tenantry-audit-export+jws"
+_DELETION_TYPE = "tenantry-deletion-certificate+jws"
 _CHECKPOINT_KINDS = ("head", "purge")
 _ALGORITHMS: dict[str, Literal["EdDSA", "ES256"]] = {"OKP": "EdDSA", "EC": "ES256"}
 
@@ -256,6 +259,51 @@ def verify_export_statement(token: str, keys: TrustedKeys | KeyRing) -> ExportCl
     return claims
 
 
+@dataclass(frozen=True, slots=True)
+class DeletionClaims:
+    """What a deletion certificate states: which tenant was erased from which stores, when and by
+    whom, and the audit tombstone (seq and hash in the tenant's stream) that records it."""
+
+    tenant_id: str
+    erased: list[str]
+    retained: list[str]
+    started: str
+    completed: str
+    actor: str
+    tombstone_seq: int
+    tombstone_hash: bytes
+    issuer: str
+    kid: str
+
+
+def verify_deletion_certificate(token: str, keys: TrustedKeys | KeyRing) -> DeletionClaims:
+    """A deletion certificate's signed claims.
+
+    :raises InvalidCheckpoint: bad signature, unknown key, another kind of statement, or a malformed payload.
+    """
+    lookup = _ring_lookup(keys) if isinstance(keys, KeyRing) else keys.get
+    kid, payload = _verified_payload(token, _DELETION_TYPE, lookup, "deletion certificate")
+    try:
+        if payload["kind"] != "deletion":
+            raise InvalidCheckpoint(f"deletion certificate of unknown kind {payload['kind']!r}")
+        return DeletionClaims(
+            tenant_id=str(payload["tenant_id"]),
+            erased=[str(s) for s in payload["erased"]],
+            retained=[str(s) for s in payload["retained"]],
+            started=str(payload["started"]),
+            completed=str(payload["completed"]),
+            actor=str(payload["actor"]),
+            tombstone_seq=int(payload["tombstone_seq"]),
+            tombstone_hash=from_hex(payload["tombstone_hash"]),
+            issuer=str(payload["iss"]),
+            kid=kid,
+        )
+    except InvalidCheckpoint:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidCheckpoint(f"deletion certificate does not verify: {exc}") from None
+
+
 class CheckpointSigner:
     def __init__(self, keys: KeyRing, *, issuer: str) -> None:
         self._keys = keys
@@ -297,6 +345,33 @@ class CheckpointSigner:
             "iss": self._issuer,
         }
         return self._sign(_EXPORT_TYPE, payload)
+
+    def sign_deletion(
+        self,
+        tenant_id: str,
+        *,
+        erased: list[str],
+        retained: list[str],
+        started: float,
+        completed: float,
+        actor: str,
+        tombstone_seq: int,
+        tombstone_hash: bytes,
+    ) -> str:
+        """Sign the certificate that ``tenant_id`` was erased from the ``erased`` stores."""
+        payload = {
+            "kind": "deletion",
+            "tenant_id": tenant_id,
+            "erased": sorted(erased),
+            "retained": sorted(retained),
+            "started": iso_timestamp(started),
+            "completed": iso_timestamp(completed),
+            "actor": actor,
+            "tombstone_seq": tombstone_seq,
+            "tombstone_hash": to_hex(tombstone_hash),
+            "iss": self._issuer,
+        }
+        return self._sign(_DELETION_TYPE, payload)
 
     def _sign(self, typ: str, payload: dict[str, Any]) -> str:
         key = self._keys.current()

@@ -215,6 +215,13 @@ def verify(
         list[str] | None,
         typer.Option("--kid", help="With --file: trust only the audit key with this id (repeatable)."),
     ] = None,
+    certificate: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate",
+            help="Verify a deletion certificate (tenant delete) against this deployment's audit keys and stream.",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -222,7 +229,14 @@ def verify(
 
     With ``--file``, verify an export against its signed export statement and checkpoints;
     ``--data-dir``/``--config`` then mean: trust only that deployment's audit keys.
+    With ``--certificate``, verify a deletion certificate: its signature by this deployment's
+    audit keys, its tombstone in the tenant's stream, and that stream.
     """
+    if certificate is not None:
+        if file is not None or tenant is not None or checkpoints is not None or jwks is not None or kid:
+            raise UsageError("--certificate goes alone (with --data-dir/--config)")
+        _verify_certificate(certificate, data_dir, config)
+        return
     if file is not None:
         if tenant is not None:
             raise UsageError("--tenant does not go with --file (an export holds one tenant's stream)")
@@ -265,6 +279,28 @@ def verify(
         finally:
             store.close()
     _report(reports)
+
+
+def _verify_certificate(path: Path, data_dir: Path | None, config: Path | None) -> None:
+    from tenantry.lifecycle.certificate import verify_certificate_file
+
+    with open_runtime(data_dir, config) as runtime:
+        store = runtime.audit_store()
+        try:
+            keys = TrustedKeys.from_ring(runtime.audit_keys, source=f"the audit keys of {runtime.data_dir}")
+            try:
+                report = verify_certificate_file(path, keys, store)
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            stream = verify_stream(store, runtime.checkpoint_signer(), report.tenant_id) if report.ok else None
+        finally:
+            store.close()
+    typer.echo(report.line())
+    if not report.ok:
+        sys.stderr.write(f"error: audit verify failed: tenant {report.tenant_id}: {report.reason}\n")
+        raise typer.Exit(1)
+    assert stream is not None
+    _report([stream])
 
 
 def _verify_file(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 
 from tenantry.admin.actions import halt_tenant, resume_tenant
 from tenantry.admin.grants import create_tenant, grant_tools, published_catalogue, unserved_grants
@@ -297,3 +298,90 @@ def import_(
         finally:
             store.close()
     typer.echo(f"created {len(specs)} tenants")
+
+
+def _lifecycle_progress(what: str) -> Progress:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(what + " {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} items"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+@tenant_app.command("export")
+def export(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID")],
+    out: Annotated[Path, typer.Option("--out", help="New directory to write the bundle to (never overwritten).")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write everything held for a tenant, from every store, to a bundle directory.
+
+    The bundle holds the control-plane records, SQL rows, files, vector documents, secret names
+    and dates (never values) and the audit stream with its chain and signed checkpoints
+    (re-verify it offline: ``tenantry audit verify --file OUT/audit/stream.jsonl``); its
+    ``manifest.json`` lists the size and SHA-256 of every part. See docs/compliance.md.
+    """
+    from tenantry.audit.export import StreamNotIntact
+    from tenantry.lifecycle.export import export_tenant
+
+    with open_runtime(data_dir, config) as runtime, _lifecycle_progress("exporting") as bar:
+        task = bar.add_task("", total=None)
+        try:
+            outcome = export_tenant(
+                runtime,
+                tenant_id,
+                out,
+                actor=cli_actor(),
+                advance=lambda n: bar.advance(task, n),
+                on_store=lambda name: bar.update(task, description=name),
+            )
+        except StreamNotIntact as exc:
+            report = exc.report
+            sys.stderr.write(
+                f"error: refusing to export: the audit stream of {report.tenant_id} does not verify at seq"
+                f" {report.seq}: {report.reason} (run `tenantry audit verify`)\n"
+            )
+            raise typer.Exit(1) from None
+    typer.echo(
+        f"exported tenant {outcome.tenant_id} to {outcome.path}: {outcome.parts} part(s), {outcome.bytes} bytes"
+        f" from {', '.join(outcome.stores)} (manifest {outcome.manifest_sha256})"
+    )
+
+
+@tenant_app.command("delete")
+def delete(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: the tenant's data cannot be restored.")] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Erase a tenant from every store, crypto-shred its data key, and certify it.
+
+    Every credential of the tenant is revoked first (a running server refuses its sessions
+    within a second); its audit stream is retained (docs/compliance.md) and receives a
+    tombstone; a signed deletion certificate is written under DATA_DIR/evidence/deletions/
+    (check it with ``tenantry audit verify --certificate FILE``). A deletion that stopped
+    part-way finishes when run again.
+    """
+    from tenantry.core.errors import UsageError
+    from tenantry.lifecycle.delete import delete_tenant
+
+    if not yes:
+        raise UsageError("deleting a tenant erases its data for good; add --yes to confirm")
+    with open_runtime(data_dir, config) as runtime, _lifecycle_progress("deleting") as bar:
+        task = bar.add_task("", total=None)
+        outcome = delete_tenant(
+            runtime, tenant_id, actor=cli_actor(), on_step=lambda step: bar.update(task, description=step)
+        )
+    resumed = " (resumed an interrupted deletion)" if outcome.resumed else ""
+    typer.echo(
+        f"deleted tenant {outcome.tenant_id}{resumed}: erased from {', '.join(outcome.erased)};"
+        f" retained: {', '.join(outcome.retained) or 'nothing'}; certificate: {outcome.certificate}"
+    )

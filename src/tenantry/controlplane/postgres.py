@@ -16,6 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tenantry.controlplane.base import Tenant, TenantSpec, TenantStatus, Tier
+from tenantry.controlplane.erase import erase_statements, footprint_queries
 from tenantry.controlplane.rows import (
     api_key_from_row,
     api_key_row,
@@ -466,6 +467,22 @@ class PostgresTenantStore:
             had_key = cur.rowcount > 0
             cur.execute("DELETE FROM tenantry.secrets WHERE tenant_id = %s", (tenant_id,))
             return had_key
+
+    # -- tenant erasure (see tenantry.controlplane.erase) -------------------------------------
+
+    def erase_tenant(self, tenant_id: str, *, keep_revocations_from: int) -> None:
+        with self._tx() as cur:
+            for statement, params in erase_statements("tenantry.", "%s"):
+                cur.execute(statement, (tenant_id, keep_revocations_from)[:params])
+            self._bump(cur)
+
+    def tenant_footprint(self, tenant_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._tx() as cur:
+            for table, query in footprint_queries("tenantry.", "%s"):
+                row = cur.execute(query, (tenant_id,)).fetchone()
+                counts[table] = int(row[0]) if row else 0
+        return {table: n for table, n in counts.items() if n}
 
     def close(self) -> None:
         with self._lock:

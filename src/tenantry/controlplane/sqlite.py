@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantry.controlplane.base import Tenant, TenantSpec, TenantStatus, Tier
+from tenantry.controlplane.erase import erase_statements, footprint_queries
 from tenantry.controlplane.rows import (
     api_key_from_row,
     api_key_row,
@@ -430,11 +431,33 @@ class SqliteTenantStore:
             cur.execute("DELETE FROM tenant_data_keys WHERE tenant_id = ?", (tenant_id,))
             had_key = cur.rowcount > 0
             cur.execute("DELETE FROM secrets WHERE tenant_id = ?", (tenant_id,))
-        # Older copies of the pages live on in the write-ahead log until a checkpoint; best
-        # effort, since a reader in another process may hold the log open.
-        with self._read() as cur:
-            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # Older copies of the pages live on in the write-ahead log until a checkpoint.
+        self._checkpoint_wal()
         return had_key
+
+    # -- tenant erasure (see tenantry.controlplane.erase) -------------------------------------
+
+    def erase_tenant(self, tenant_id: str, *, keep_revocations_from: int) -> None:
+        with self._write() as cur:
+            for statement, params in erase_statements("", "?"):
+                cur.execute(statement, (tenant_id, keep_revocations_from)[:params])
+        self._checkpoint_wal()
+
+    def tenant_footprint(self, tenant_id: str) -> dict[str, int]:
+        with self._read() as cur:
+            counts = {table: int(cur.execute(q, (tenant_id,)).fetchone()[0]) for table, q in footprint_queries("", "?")}
+        return {table: n for table, n in counts.items() if n}
+
+    def _checkpoint_wal(self) -> None:
+        """Copy the log into the database and empty it, so that older page images (which
+        ``secure_delete`` cannot reach) leave the disk. A reader in another process can keep
+        the log busy for a moment: retried a few times, best effort."""
+        for _ in range(20):
+            with self._read() as cur:
+                busy = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if not busy:
+                return
+            time.sleep(0.05)
 
     @contextmanager
     def _write(self, *, bump: bool = True) -> Iterator[sqlite3.Cursor]:

@@ -155,6 +155,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     runtime.directory.add_listener(dispatcher.on_control_change)
     runtime.directory.add_listener(_close_sessions_of_halted_tenants(sessions))
     runtime.directory.add_listener(_notify_grant_changes(list_changed))
+    runtime.directory.add_listener(_release_deleted_tenants(runtime))
     metrics = TenantMetrics(
         tools=app.tools.keys(),
         max_tenant_labels=settings.metrics.max_tenant_labels,
@@ -247,6 +248,25 @@ def _close_sessions_of_halted_tenants(sessions: SessionRegistry) -> ChangeListen
             was = before.tenants.get(tenant.id)
             if tenant.halted and (was is None or not was.halted):
                 await sessions.close_tenant(tenant.id, "tenant_halted")
+
+    return on_change
+
+
+def _release_deleted_tenants(runtime: Runtime) -> ChangeListener:
+    """A tenant gone from the control plane (``tenant delete``): close the handles this process
+    keeps open on its stores (a file deleted while open lives on until closed), so that a tenant
+    made later under the same id starts from nothing."""
+
+    async def on_change(before: ControlSnapshot, after: ControlSnapshot) -> None:
+        gone = set(before.tenants) - set(after.tenants)
+        if gone and before.revision is not None:
+            scopes = runtime.scopes
+
+            def release() -> None:
+                for tenant_id in sorted(gone):
+                    scopes.release_tenant(tenant_id)
+
+            await runtime.bulkheads.run_system(release)
 
     return on_change
 

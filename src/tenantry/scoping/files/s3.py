@@ -141,6 +141,36 @@ class S3FileScopes:
         key_prefix = self._tenant_key_prefix(tenant_id)
         return await self.bulkheads.run(lambda: self._drop_sync(key_prefix), tenant_id=tenant_id)
 
+    # -- tenant export and erasure (blocking; the CLI's ``tenant export``/``tenant delete``) ----
+
+    def tenant_objects(self, tenant_id: str) -> Iterator[tuple[str, int]]:
+        """``(key relative to the tenant's prefix, size)`` of every object the tenant holds, the
+        usage ledger included, in key order; one listing page in memory at a time.
+
+        :raises StorageError: when the store fails.
+        """
+        key_prefix = self._tenant_key_prefix(tenant_id)
+        with _storage_errors():
+            for obj in self._iter_objects(key_prefix):
+                yield str(obj["Key"])[len(key_prefix) :], int(obj.get("Size", 0))
+
+    def object_chunks(self, tenant_id: str, relative_key: str, *, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes of one of the tenant's objects, streamed.
+
+        :raises StorageError: when the store fails. :raises NotFound: the object is gone.
+        """
+        key = self._tenant_key_prefix(tenant_id) + relative_key
+        with _storage_errors(missing=NotFound("no such file")):
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                yield from body.iter_chunks(chunk_bytes)
+            finally:
+                body.close()
+
+    def drop_tenant_blocking(self, tenant_id: str) -> int:
+        """:meth:`drop_tenant` in the calling thread."""
+        return self._drop_sync(self._tenant_key_prefix(tenant_id))
+
     async def check(self) -> None:
         """Readiness: the bucket exists and these credentials may use it.
 

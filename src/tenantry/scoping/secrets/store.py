@@ -130,6 +130,10 @@ class StoredSecretScopes:
         finally:
             self._forget(tenant_id)
 
+    def release_tenant(self, tenant_id: str) -> None:
+        """Drop the tenant's cached data key."""
+        self._forget(tenant_id)
+
     # -- internals ------------------------------------------------------------------------------
 
     def _open(self, tenant_id: str, sealed: dict[str, bytes]) -> dict[str, str]:

@@ -130,6 +130,14 @@ class SqliteSqlScopes:
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the tenant database: {exc}") from None
 
+    def forget_tenant(self, tenant_id: str, then: Callable[[], None]) -> None:
+        """Close the tenant's connection if open and run ``then`` (removing its file) before
+        anyone can open it again in this process."""
+        self._open.discard(validate_tenant_id(tenant_id), then=then)
+
+    def release_tenant(self, tenant_id: str) -> None:
+        self._open.discard(tenant_id)
+
     def check(self) -> None:
         """Nothing to prove: each tenant's file is opened (and created) on first use."""
 

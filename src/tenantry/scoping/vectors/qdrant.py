@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,6 +103,7 @@ class QdrantVectorScopes:
         self._embedder = embedder
         self._collection = collection
         self._local = url is None
+        self._path = path
         self._ready = False
         self._ready_lock = threading.Lock()
         # Local mode is an in-process engine; one call at a time keeps it consistent.
@@ -141,6 +143,58 @@ class QdrantVectorScopes:
             )
 
         self.call(work, tenant_id=tenant_id)
+
+    def tenant_points(self, tenant_id: str, *, page: int = 256) -> Iterator[dict[str, Any]]:
+        """The payload of every point of one tenant (``doc_id``, ``collection``, ``text``,
+        ``metadata``), one scroll page in memory at a time. Blocking.
+
+        :raises StorageError: when Qdrant fails.
+        """
+        validate_tenant_id(tenant_id)
+        offset: Any = None
+        while True:
+
+            def work(client: QdrantClient, start: Any = offset) -> tuple[list[models.Record], Any]:
+                return client.scroll(
+                    self._collection,
+                    scroll_filter=tenant_filter(tenant_id),
+                    limit=page,
+                    offset=start,
+                    with_payload=True,
+                    with_vectors=False,
+                )
+
+            records, offset = self.call(work, tenant_id=tenant_id)
+            for record in records:
+                yield dict(record.payload or {})
+            if offset is None:
+                return
+
+    def tenant_point_count(self, tenant_id: str) -> int:
+        """How many points of the tenant the collection holds. Blocking."""
+        validate_tenant_id(tenant_id)
+        selected = tenant_filter(tenant_id)
+        return self.call(
+            lambda client: client.count(self._collection, count_filter=selected, exact=True).count, tenant_id=tenant_id
+        )
+
+    def compact_local(self) -> None:
+        """Local mode: rewrite the engine's SQLite file so deleted points' payloads leave its free
+        pages (``VACUUM``). Server mode compacts its own segments; nothing to do here. Blocking."""
+        if self._path is None:
+            return
+        storage = self._path / "collection" / self._collection / "storage.sqlite"
+        if not storage.is_file():
+            return
+        with self._local_lock:
+            try:
+                conn = sqlite3.connect(storage, timeout=10)
+                try:
+                    conn.execute("VACUUM")
+                finally:
+                    conn.close()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot compact the local vector store ({type(exc).__name__})") from None
 
     def close(self) -> None:
         with self._local_lock:

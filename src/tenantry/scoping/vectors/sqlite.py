@@ -24,9 +24,9 @@ import contextlib
 import logging
 import threading
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import apsw
 import sqlite_vec
@@ -187,6 +187,44 @@ class SqliteVectorScopes:
                 raise StorageError(f"cannot delete the tenant vector store: {type(exc).__name__}") from None
 
         self._open.discard(tenant_id, then=remove_files)
+
+    def tenant_documents(self, tenant_id: str, *, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every document of one tenant (``collection``, ``doc_id``, ``text``, ``metadata``), read
+        one page at a time; nothing (and no file created) when it has no vector file. Blocking.
+
+        :raises StorageError: when the file cannot be read.
+        """
+        if not tenant_vectors_path(self._data_dir, tenant_id).is_file():
+            return
+        after = 0
+        while True:
+            store = self.store(tenant_id)
+            with store.lock:
+                rows = list(
+                    store.conn.execute(
+                        "SELECT d.id, c.name, d.doc_id, d.text, d.metadata FROM documents AS d"
+                        " JOIN collections AS c ON c.id = d.collection_id"
+                        " WHERE d.tenant_id = ? AND d.id > ? ORDER BY d.id LIMIT ?",
+                        (tenant_id, after, page),
+                    )
+                )
+            for rowid, collection, doc_id, text, metadata in rows:
+                yield {
+                    "collection": str(collection),
+                    "doc_id": str(doc_id),
+                    "text": str(text),
+                    "metadata": load_metadata(str(metadata)),
+                }
+                after = int(rowid)
+            if len(rows) < page:
+                return
+
+    def release_tenant(self, tenant_id: str) -> None:
+        self._open.discard(tenant_id)
+
+    def has_tenant_file(self, tenant_id: str) -> bool:
+        path = tenant_vectors_path(self._data_dir, tenant_id)
+        return any(path.with_name(path.name + suffix).exists() for suffix in ("", "-wal", "-shm", "-journal"))
 
     def close(self) -> None:
         self._open.close()
