@@ -1,0 +1,188 @@
+"""Nothing but the token sets the tenant: overrides in arguments, ``_meta``, params and
+headers; and a session belongs to the principal that opened it, in both eras."""
+
+from __future__ import annotations
+
+from tenantry.probe.context import ProbeContext
+from tenantry.probe.discovery import identity_of
+from tenantry.probe.results import Status
+from tenantry.probe.wire import Reply
+
+__all__ = ["check_overrides", "check_hijack", "SPOOF_HEADERS"]
+
+SPOOF_HEADERS = ("X-Tenant-Id", "Tenant-Id", "X-Tenant", "X-Org-Id", "X-Organization", "X-Forwarded-User")
+
+
+def _keys(tenant: str) -> dict[str, str]:
+    return {"tenant_id": tenant, "tenantId": tenant, "tenant": tenant, "org_id": tenant}
+
+
+async def _tools_listed(reply: Reply) -> frozenset[str] | None:
+    if not reply.ok or reply.result is None:
+        return None
+    return frozenset(str(t.get("name")) for t in reply.result.get("tools", []) if isinstance(t, dict))
+
+
+async def check_overrides(ctx: ProbeContext) -> None:
+    a, b = ctx.a, ctx.b
+    foreign = ctx.other_tenant(a)
+    headers = {name: foreign for name in SPOOF_HEADERS}
+    if a.whoami is not None and a.identity is not None and b.identity is not None and a.identity != b.identity:
+        control = f"{a.whoami} tells the tenants apart (A: {a.identity[:40]}, B: {b.identity[:40]})"
+
+        attempts = {
+            "override_arguments": (
+                "tenant_id in tool arguments",
+                await ctx.call_tool(a, a.whoami, _keys(foreign)),
+            ),
+            "override_meta": (
+                "tenant_id in _meta",
+                await a.call("tools/call", {"name": a.whoami, "arguments": {}, "_meta": _keys(foreign)}),
+            ),
+            "override_params": (
+                "tenant_id beside the params",
+                await a.call("tools/call", {"name": a.whoami, "arguments": {}, **_keys(foreign)}),
+            ),
+            "override_headers": (
+                "X-Tenant-Id and similar headers",
+                await ctx.call_tool(a, a.whoami, {}, headers=headers),
+            ),
+        }
+        spoofed_session = await ctx.wire.open_session(a.token, headers)
+        if spoofed_session is not None:
+            reply = await spoofed_session.call("tools/call", {"name": a.whoami, "arguments": {}})
+            attempts["override_session_headers"] = ("tenant headers on initialize", reply)
+            await spoofed_session.close()
+        if ctx.sessionless:
+            reply = await ctx.wire.sessionless(
+                "tools/call",
+                {"name": a.whoami, "arguments": {}, "_meta": _keys(foreign)},
+                token=a.token,
+                headers=headers,
+            )
+            attempts["override_sessionless"] = ("tenant_id in _meta and headers, sessionless", reply)
+        for check_id, (what, reply) in attempts.items():
+            got = identity_of(reply)
+            if reply.refused:
+                status: Status
+                detail: str
+                status, detail = "pass", f"refused ({reply.summary()})"
+            elif got == a.identity:
+                status, detail = "pass", "still reported as A's tenant"
+            else:
+                status, detail = "fail", f"reported as {got!r} instead of A's tenant"
+            ctx.record(check_id, "tenant override", f"{what} does not change the tenant", status, detail, control)
+        return
+    # No whoami-like tool that tells the tenants apart: compare what A is offered.
+    a_list = frozenset(a.tools)
+    if a_list == frozenset(b.tools):
+        why = (
+            "no whoami-like tool tells the tenants apart and both tokens see the same tools"
+            if a.whoami is None or a.identity is None or a.identity != b.identity
+            else "the whoami-like tool reports the same tenant for A and B"
+        )
+        status = (
+            "fail" if a.whoami is not None and a.identity is not None and a.identity == b.identity else "not_checked"
+        )
+        ctx.record("override", "tenant override", "tenant overrides do not change the tenant", status, why)
+        return
+    listing = await a.call("tools/list", {"_meta": _keys(foreign), **_keys(foreign)}, headers=headers)
+    seen_tools = await _tools_listed(listing)
+    if seen_tools is None or seen_tools == a_list:
+        status, detail = "pass", "A's tool list is unchanged by tenant_id in params, _meta and headers"
+    else:
+        status, detail = "fail", "A's tool list changed when another tenant was named in the request"
+    ctx.record(
+        "override_tools_list",
+        "tenant override",
+        "tenant overrides do not change A's tools",
+        status,
+        detail,
+        "A and B are offered different tools",
+    )
+
+
+async def check_hijack(ctx: ProbeContext) -> None:
+    a, b = ctx.a, ctx.b
+    if a.session is None or b.session is None:
+        ctx.record("hijack", "sessions", "sessions are bound to their principal", "not_checked", "no session opened")
+        return
+    probe_method = ("tools/call", {"name": a.whoami, "arguments": {}}) if a.whoami else ("tools/list", {})
+    for owner, thief, letter, other in ((a, b, "A", "B"), (b, a, "B", "A")):
+        check_id = f"hijack_{other.lower()}_uses_{letter.lower()}"
+        title = f"{other}'s token with {letter}'s session id is refused"
+        if owner.session is None or owner.session.session_id is None:
+            ctx.record(check_id, "sessions", title, "not_checked", "the server issues no Mcp-Session-Id (stateless)")
+            continue
+        method, params = (
+            probe_method
+            if owner is a
+            else (("tools/call", {"name": b.whoami, "arguments": {}}) if b.whoami else ("tools/list", {}))
+        )
+        hijack = await owner.session.call(method, params, token=thief.token)
+        closing = await ctx.wire.delete(token=thief.token, headers=owner.session.headers())
+        control = await owner.session.call(method, params)
+        problems = []
+        if hijack.ok:
+            problems.append(f"served ({hijack.summary()})")
+        if 200 <= closing.status < 300:
+            problems.append(f"{other} closed {letter}'s session (DELETE {closing.status})")
+        if not control.ok:
+            problems.append(f"control failed: {letter} can no longer use its own session ({control.summary()})")
+        ctx.record(
+            check_id,
+            "sessions",
+            title,
+            "fail" if problems else "pass",
+            "; ".join(problems) or f"refused ({hijack.summary()}); DELETE refused ({closing.status})",
+            f"{letter} keeps using its session",
+        )
+    if a.session.session_id is not None:
+        alone = await a.session.call(*probe_method, token=None)
+        control = await a.session.call(*probe_method)
+        status: Status = "pass" if alone.refused and control.ok else "fail"
+        detail = f"refused ({alone.summary()})" if alone.refused else "served without a credential"
+        if not control.ok:
+            detail += "; control failed: A cannot use its own session"
+        ctx.record(
+            "hijack_session_id_alone",
+            "sessions",
+            "a session id without a credential is refused",
+            status,
+            detail,
+            "A's session with A's token is served",
+        )
+    await _sessionless_hijack(ctx)
+
+
+async def _sessionless_hijack(ctx: ProbeContext) -> None:
+    a, b = ctx.a, ctx.b
+    title = "sessionless era: B's token with A's session id never acts as A"
+    if not ctx.sessionless:
+        ctx.record("hijack_sessionless", "sessions", title, "not_checked", "the server does not serve 2026-07-28")
+        return
+    if a.session is None or a.session.session_id is None:
+        ctx.record("hijack_sessionless", "sessions", title, "not_checked", "A's session has no session id to replay")
+        return
+    method, params = ("tools/call", {"name": b.whoami, "arguments": {}}) if b.whoami else ("tools/list", {})
+    replay = {"Mcp-Session-Id": a.session.session_id}
+    hijack = await ctx.wire.sessionless(method, params, token=b.token, headers=replay)
+    anonymous = await ctx.wire.sessionless(method, params, token=None, headers=replay)
+    control = await ctx.wire.sessionless(method, params, token=b.token)
+    problems = []
+    if hijack.ok and b.whoami and identity_of(hijack) not in (b.identity, None) and identity_of(hijack) == a.identity:
+        problems.append("B was served as A's tenant")
+    if hijack.ok and not b.whoami and await _tools_listed(hijack) == frozenset(a.tools) != frozenset(b.tools):
+        problems.append("B was offered A's tools")
+    if anonymous.ok:
+        problems.append("served with A's session id and no credential")
+    if not control.ok:
+        problems.append(f"control failed: B's own sessionless request is refused ({control.summary()})")
+    ctx.record(
+        "hijack_sessionless",
+        "sessions",
+        title,
+        "fail" if problems else "pass",
+        "; ".join(problems) or f"B stays B ({hijack.summary()}); without a credential: {anonymous.summary()}",
+        "B's own sessionless request is served",
+    )
