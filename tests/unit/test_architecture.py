@@ -36,6 +36,9 @@ ALLOWED: dict[str, set[str]] = {
     "admin": {"core", "policy", "auth", "audit", "controlplane"},
     "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit"},
     "demo": {"core", "policy", "framework", "scoping", "controlplane"},
+    # A black-box client of any MCP deployment: it must not lean on the server it probes.
+    "probe": set(),
+    "compliance": {"core", "auth", "audit", "controlplane", "runtime"},
     # The composition root below the entry points: opens stores and verifiers from settings.
     "runtime": {"core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit"},
     "server": {
@@ -66,6 +69,8 @@ ALLOWED: dict[str, set[str]] = {
         "runtime",
         "logs",
         "demo",
+        "probe",
+        "compliance",
     },
 }
 # Only the entry points may know HTTP or the command line.

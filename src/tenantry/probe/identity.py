@@ -4,7 +4,7 @@ headers; and a session belongs to the principal that opened it, in both eras."""
 from __future__ import annotations
 
 from tenantry.probe.context import ProbeContext
-from tenantry.probe.discovery import identity_of
+from tenantry.probe.discovery import View, identity_of
 from tenantry.probe.results import Status
 from tenantry.probe.wire import Reply
 
@@ -103,43 +103,15 @@ async def check_overrides(ctx: ProbeContext) -> None:
 
 
 async def check_hijack(ctx: ProbeContext) -> None:
-    a, b = ctx.a, ctx.b
-    if a.session is None or b.session is None:
+    """Session ownership; the attempts that may close a session (DELETE) come last."""
+    a = ctx.a
+    if a.session is None or ctx.b.session is None:
         ctx.record("hijack", "sessions", "sessions are bound to their principal", "not_checked", "no session opened")
         return
-    probe_method = ("tools/call", {"name": a.whoami, "arguments": {}}) if a.whoami else ("tools/list", {})
-    for owner, thief, letter, other in ((a, b, "A", "B"), (b, a, "B", "A")):
-        check_id = f"hijack_{other.lower()}_uses_{letter.lower()}"
-        title = f"{other}'s token with {letter}'s session id is refused"
-        if owner.session is None or owner.session.session_id is None:
-            ctx.record(check_id, "sessions", title, "not_checked", "the server issues no Mcp-Session-Id (stateless)")
-            continue
-        method, params = (
-            probe_method
-            if owner is a
-            else (("tools/call", {"name": b.whoami, "arguments": {}}) if b.whoami else ("tools/list", {}))
-        )
-        hijack = await owner.session.call(method, params, token=thief.token)
-        closing = await ctx.wire.delete(token=thief.token, headers=owner.session.headers())
-        control = await owner.session.call(method, params)
-        problems = []
-        if hijack.ok:
-            problems.append(f"served ({hijack.summary()})")
-        if 200 <= closing.status < 300:
-            problems.append(f"{other} closed {letter}'s session (DELETE {closing.status})")
-        if not control.ok:
-            problems.append(f"control failed: {letter} can no longer use its own session ({control.summary()})")
-        ctx.record(
-            check_id,
-            "sessions",
-            title,
-            "fail" if problems else "pass",
-            "; ".join(problems) or f"refused ({hijack.summary()}); DELETE refused ({closing.status})",
-            f"{letter} keeps using its session",
-        )
     if a.session.session_id is not None:
-        alone = await a.session.call(*probe_method, token=None)
-        control = await a.session.call(*probe_method)
+        method, params = _identity_call(a)
+        alone = await a.session.call(method, params, token=None)
+        control = await a.session.call(method, params)
         status: Status = "pass" if alone.refused and control.ok else "fail"
         detail = f"refused ({alone.summary()})" if alone.refused else "served without a credential"
         if not control.ok:
@@ -153,6 +125,39 @@ async def check_hijack(ctx: ProbeContext) -> None:
             "A's session with A's token is served",
         )
     await _sessionless_hijack(ctx)
+    for owner, thief, letter, other in ((ctx.a, ctx.b, "A", "B"), (ctx.b, ctx.a, "B", "A")):
+        await _handshake_hijack(ctx, owner, thief, letter, other)
+
+
+def _identity_call(view: View) -> tuple[str, dict[str, object]]:
+    return ("tools/call", {"name": view.whoami, "arguments": {}}) if view.whoami else ("tools/list", {})
+
+
+async def _handshake_hijack(ctx: ProbeContext, owner: View, thief: View, letter: str, other: str) -> None:
+    check_id = f"hijack_{other.lower()}_uses_{letter.lower()}"
+    title = f"{other}'s token with {letter}'s session id is refused"
+    if owner.session is None or owner.session.session_id is None:
+        ctx.record(check_id, "sessions", title, "not_checked", "the server issues no Mcp-Session-Id (stateless)")
+        return
+    method, params = _identity_call(owner)
+    hijack = await owner.session.call(method, params, token=thief.token)
+    closing = await ctx.wire.delete(token=thief.token, headers=owner.session.headers())
+    control = await owner.session.call(method, params)
+    problems = []
+    if hijack.ok:
+        problems.append(f"served ({hijack.summary()})")
+    if 200 <= closing.status < 300:
+        problems.append(f"{other} closed {letter}'s session (DELETE {closing.status})")
+    if not control.ok:
+        problems.append(f"control failed: {letter} can no longer use its own session ({control.summary()})")
+    ctx.record(
+        check_id,
+        "sessions",
+        title,
+        "fail" if problems else "pass",
+        "; ".join(problems) or f"refused ({hijack.summary()}); DELETE refused ({closing.status})",
+        f"{letter} keeps using its session",
+    )
 
 
 async def _sessionless_hijack(ctx: ProbeContext) -> None:
@@ -164,7 +169,7 @@ async def _sessionless_hijack(ctx: ProbeContext) -> None:
     if a.session is None or a.session.session_id is None:
         ctx.record("hijack_sessionless", "sessions", title, "not_checked", "A's session has no session id to replay")
         return
-    method, params = ("tools/call", {"name": b.whoami, "arguments": {}}) if b.whoami else ("tools/list", {})
+    method, params = _identity_call(b)
     replay = {"Mcp-Session-Id": a.session.session_id}
     hijack = await ctx.wire.sessionless(method, params, token=b.token, headers=replay)
     anonymous = await ctx.wire.sessionless(method, params, token=None, headers=replay)

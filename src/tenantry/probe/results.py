@@ -56,7 +56,8 @@ class ProbeRun:
             return all(c.status == "pass" for c in self.checks) and bool(self.checks)
         return not self.failed and bool(self.checks)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, strict: bool = False) -> dict[str, Any]:
+        """The run as stored evidence; ``sha256`` covers every other field (canonical JSON)."""
         body = {
             "format": PROBE_FORMAT,
             "url": self.url,
@@ -65,7 +66,8 @@ class ProbeRun:
             "tenants": self.tenants,
             "exchanges": self.exchanges,
             "summary": self.counts(),
-            "result": "fail" if self.failed else "pass",
+            "strict": strict,
+            "result": "pass" if self.ok(strict=strict) else "fail",
             "checks": [asdict(c) for c in self.checks],
         }
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()

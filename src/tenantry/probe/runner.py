@@ -19,6 +19,8 @@ from tenantry.probe.wire import Wire
 
 __all__ = ["run_probe"]
 
+_NEED_SESSIONS = ("cross-tenant", "scope", "tenant override", "sessions", "audit")
+
 
 def _claimed_tenant(token: str) -> str | None:
     parts = split_jwt(token)
@@ -82,14 +84,20 @@ async def run_probe(options: ProbeOptions) -> ProbeRun:
             "pass" if sessionless.ok else "not_checked",
             "served: its checks run too" if sessionless.ok else f"not served ({sessionless.summary()})",
         )
-        if a.session is not None and b.session is not None:
+        served = a.session is not None and b.session is not None
+        if served:
             await check_cross_tenant(ctx)
             await check_paths(ctx)
             await check_overrides(ctx)
             await check_hijack(ctx)
         await check_credentials(ctx)
-        if a.session is not None and b.session is not None:
+        if served:
             await check_audit(ctx)
+        else:
+            refused = " and ".join(letter for letter, v in (("A", a), ("B", b)) if v.session is None)
+            for group in _NEED_SESSIONS:
+                why = f"cannot be checked: token {refused} is refused, so no refusal has a positive control"
+                ctx.record(f"{group}_unchecked", group, f"{group} checks", "fail", why)
         for view in (a, b):
             if view.session is not None:
                 await view.session.close()
