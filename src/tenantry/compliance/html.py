@@ -22,6 +22,7 @@ h2{font-size:20px;margin:32px 0 10px;border-bottom:2px solid #e5e7eb;padding-bot
 .tiles{display:flex;gap:12px;margin:12px 0 18px}
 .tile{flex:1;border-radius:8px;padding:12px 16px;color:#fff}
 .tile b{display:block;font-size:30px;line-height:1.1}
+.tile.none{opacity:.35}
 .met{background:#15803d}.partial{background:#b45309}.gap{background:#b91c1c}.not_evidenced{background:#6b7280}
 .badge{display:inline-block;border-radius:999px;padding:1px 10px;color:#fff;font-size:13px;white-space:nowrap}
 ul.open{padding-left:20px}ul.open li{margin:3px 0}
@@ -76,8 +77,9 @@ def denial_chart(days: list[str], series: dict[str, list[int]], *, width: int = 
         )
     for i, day in enumerate(days):
         if i % 5 == 0 or i == len(days) - 1:
+            anchor = "end" if i == len(days) - 1 else "start" if i == 0 else "middle"
             parts.append(
-                f'<text x="{x(i):.1f}" y="{height - 12}" font-size="11" text-anchor="middle" fill="#6b7280">'
+                f'<text x="{x(i):.1f}" y="{height - 12}" font-size="11" text-anchor="{anchor}" fill="#6b7280">'
                 f"{escape(day[5:])}</text>"
             )
     for (name, values), colour in zip(shown, _COLOURS, strict=False):
@@ -105,7 +107,7 @@ def _evidence(items: list[dict[str, Any]]) -> str:
     for item in items:
         mark, word = _MARK[item["holds"]]
         css = "m-not" if item["holds"] is None else f"m-{word}"
-        age = "" if item["age_days"] is None else f", {item['age_days']} d old"
+        age = "" if item["age_days"] is None else ", today" if item["age_days"] == 0 else f", {item['age_days']} d old"
         when = f" · as of {escape(item['at'])}{age}" if item["at"] else ""
         rows.append(
             f'<li><span class="{css}" title="{word}">{mark}</span> {escape(item["text"])}'
@@ -117,7 +119,8 @@ def _evidence(items: list[dict[str, Any]]) -> str:
 def render_html(report: dict[str, Any]) -> str:
     summary, deployment = report["summary"], report["deployment"]
     tiles = "".join(
-        f'<div class="tile {status}"><b>{summary[status]}</b>{escape(STATUS_LABELS[status])}</div>'
+        f'<div class="tile {status}{" none" if not summary[status] else ""}"><b>{summary[status]}</b>'
+        f"{escape(STATUS_LABELS[status])}</div>"
         for status in ("met", "partial", "gap", "not_evidenced")
     )
     order = {"gap": 0, "not_evidenced": 1, "partial": 2}
