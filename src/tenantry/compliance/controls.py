@@ -16,7 +16,17 @@ from urllib.parse import urlsplit
 from tenantry.compliance.facts import Facts
 from tenantry.core.settings import Settings
 
-__all__ = ["Status", "Finding", "Control", "evaluate", "STATUSES", "DEFAULT_MAX_AGE", "KEY_MAX_AGE"]
+__all__ = [
+    "Status",
+    "Finding",
+    "Control",
+    "evaluate",
+    "status_of",
+    "freshen",
+    "STATUSES",
+    "DEFAULT_MAX_AGE",
+    "KEY_MAX_AGE",
+]
 
 Status = Literal["met", "partial", "gap", "not_evidenced"]
 STATUSES: tuple[Status, ...] = ("met", "partial", "gap", "not_evidenced")
@@ -431,7 +441,7 @@ _CONTROLS: list[tuple[str, str, str, tuple[Rule, ...]]] = [
 ]
 
 
-def _freshen(finding: Finding, now: datetime, max_age: timedelta) -> Finding:
+def freshen(finding: Finding, now: datetime, max_age: timedelta) -> Finding:
     if finding.ok is True and finding.at is not None and now - finding.at > max_age:
         age = (now - finding.at).days
         return replace(finding, ok=None, stale=True, text=f"{finding.text} - STALE: {age} days old")
@@ -452,6 +462,6 @@ def evaluate(facts: Facts, *, max_age: timedelta = DEFAULT_MAX_AGE) -> list[Cont
     """Every control, judged; evidence older than ``max_age`` no longer counts as holding."""
     controls = []
     for framework, control_id, title, rules in _CONTROLS:
-        findings = tuple(_freshen(rule(facts), facts.generated_at, max_age) for rule in rules)
+        findings = tuple(freshen(rule(facts), facts.generated_at, max_age) for rule in rules)
         controls.append(Control(framework, control_id, title, status_of(findings), findings))
     return controls
