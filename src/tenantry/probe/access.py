@@ -105,7 +105,7 @@ async def check_cross_tenant(ctx: ProbeContext) -> None:
 # -- paths ----------------------------------------------------------------------------------
 
 
-def _traversals(other: str, own: str) -> list[str]:
+def _traversals(other: str) -> list[str]:
     return [
         f"../{other}/README.md",
         f"../../{other}/files/README.md",
@@ -181,7 +181,7 @@ async def check_paths(ctx: ProbeContext) -> None:
         schema = ctx.a.tools[name].get("inputSchema")
         base = sample_arguments(schema)
         problems: list[str] = []
-        for payload in _traversals(other, own):
+        for payload in _traversals(other):
             reply = await ctx.call_tool(ctx.a, name, {**base, argument: payload})
             if reply.ok and (other in json.dumps(reply.result) or "root:" in json.dumps(reply.result)):
                 problems.append(f"{payload!r} served data outside the partition")

@@ -20,7 +20,8 @@ CALLS_PER_TENANT = 10
 
 
 def _tenantry(ctx: ProbeContext) -> str:
-    return ctx.options.tenantry_command or str(Path(sys.executable).parent / "tenantry")
+    """The ``tenantry`` command of this installation (audit access is to a Tenantry data dir)."""
+    return str(Path(sys.executable).parent / "tenantry")
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:

@@ -23,8 +23,6 @@ class ProbeOptions:
     """A genuinely signed token that has expired (e.g. ``tenantry token issue --ttl 1s``)."""
     audit_data_dir: Path | None = None
     """Audit access: a Tenantry data dir whose streams ``tenantry audit export`` can read."""
-    tenantry_command: str | None = None
-    """The ``tenantry`` executable for the audit check (default: the one beside this Python)."""
     timeout: float = 30.0
 
 

@@ -17,55 +17,52 @@ def _keys(tenant: str) -> dict[str, str]:
     return {"tenant_id": tenant, "tenantId": tenant, "tenant": tenant, "org_id": tenant}
 
 
-async def _tools_listed(reply: Reply) -> frozenset[str] | None:
+def _tools_listed(reply: Reply) -> frozenset[str] | None:
     if not reply.ok or reply.result is None:
         return None
     return frozenset(str(t.get("name")) for t in reply.result.get("tools", []) if isinstance(t, dict))
 
 
+async def _attempts(ctx: ProbeContext, whoami: str, foreign: str) -> dict[str, tuple[str, Reply]]:
+    """Each way of naming another tenant in a request, with the whoami-like tool's answer."""
+    a = ctx.a
+    headers = {name: foreign for name in SPOOF_HEADERS}
+    attempts = {
+        "override_arguments": ("tenant_id in tool arguments", await ctx.call_tool(a, whoami, _keys(foreign))),
+        "override_meta": (
+            "tenant_id in _meta",
+            await a.call("tools/call", {"name": whoami, "arguments": {}, "_meta": _keys(foreign)}),
+        ),
+        "override_params": (
+            "tenant_id beside the params",
+            await a.call("tools/call", {"name": whoami, "arguments": {}, **_keys(foreign)}),
+        ),
+        "override_headers": (
+            "X-Tenant-Id and similar headers",
+            await ctx.call_tool(a, whoami, {}, headers=headers),
+        ),
+    }
+    spoofed_session = await ctx.wire.open_session(a.token, headers)
+    if spoofed_session is not None:
+        reply = await spoofed_session.call("tools/call", {"name": whoami, "arguments": {}})
+        attempts["override_session_headers"] = ("tenant headers on initialize", reply)
+        await spoofed_session.close()
+    if ctx.sessionless:
+        params = {"name": whoami, "arguments": {}, "_meta": _keys(foreign)}
+        reply = await ctx.wire.sessionless("tools/call", params, token=a.token, headers=headers)
+        attempts["override_sessionless"] = ("tenant_id in _meta and headers, sessionless", reply)
+    return attempts
+
+
 async def check_overrides(ctx: ProbeContext) -> None:
     a, b = ctx.a, ctx.b
     foreign = ctx.other_tenant(a)
-    headers = {name: foreign for name in SPOOF_HEADERS}
     if a.whoami is not None and a.identity is not None and b.identity is not None and a.identity != b.identity:
         control = f"{a.whoami} tells the tenants apart (A: {a.identity[:40]}, B: {b.identity[:40]})"
-
-        attempts = {
-            "override_arguments": (
-                "tenant_id in tool arguments",
-                await ctx.call_tool(a, a.whoami, _keys(foreign)),
-            ),
-            "override_meta": (
-                "tenant_id in _meta",
-                await a.call("tools/call", {"name": a.whoami, "arguments": {}, "_meta": _keys(foreign)}),
-            ),
-            "override_params": (
-                "tenant_id beside the params",
-                await a.call("tools/call", {"name": a.whoami, "arguments": {}, **_keys(foreign)}),
-            ),
-            "override_headers": (
-                "X-Tenant-Id and similar headers",
-                await ctx.call_tool(a, a.whoami, {}, headers=headers),
-            ),
-        }
-        spoofed_session = await ctx.wire.open_session(a.token, headers)
-        if spoofed_session is not None:
-            reply = await spoofed_session.call("tools/call", {"name": a.whoami, "arguments": {}})
-            attempts["override_session_headers"] = ("tenant headers on initialize", reply)
-            await spoofed_session.close()
-        if ctx.sessionless:
-            reply = await ctx.wire.sessionless(
-                "tools/call",
-                {"name": a.whoami, "arguments": {}, "_meta": _keys(foreign)},
-                token=a.token,
-                headers=headers,
-            )
-            attempts["override_sessionless"] = ("tenant_id in _meta and headers, sessionless", reply)
-        for check_id, (what, reply) in attempts.items():
+        for check_id, (what, reply) in (await _attempts(ctx, a.whoami, foreign)).items():
             got = identity_of(reply)
+            status: Status
             if reply.refused:
-                status: Status
-                detail: str
                 status, detail = "pass", f"refused ({reply.summary()})"
             elif got == a.identity:
                 status, detail = "pass", "still reported as A's tenant"
@@ -73,33 +70,31 @@ async def check_overrides(ctx: ProbeContext) -> None:
                 status, detail = "fail", f"reported as {got!r} instead of A's tenant"
             ctx.record(check_id, "tenant override", f"{what} does not change the tenant", status, detail, control)
         return
-    # No whoami-like tool that tells the tenants apart: compare what A is offered.
-    a_list = frozenset(a.tools)
-    if a_list == frozenset(b.tools):
-        why = (
-            "no whoami-like tool tells the tenants apart and both tokens see the same tools"
-            if a.whoami is None or a.identity is None or a.identity != b.identity
-            else "the whoami-like tool reports the same tenant for A and B"
-        )
-        status = (
-            "fail" if a.whoami is not None and a.identity is not None and a.identity == b.identity else "not_checked"
-        )
-        ctx.record("override", "tenant override", "tenant overrides do not change the tenant", status, why)
+    await _override_by_tools(ctx, foreign)
+
+
+async def _override_by_tools(ctx: ProbeContext, foreign: str) -> None:
+    """Without a whoami-like tool that tells the tenants apart: what A is offered must not change."""
+    a, b = ctx.a, ctx.b
+    title = "tenant overrides do not change A's tools"
+    same_identity = a.whoami is not None and a.identity is not None and a.identity == b.identity
+    if frozenset(a.tools) == frozenset(b.tools):
+        if same_identity:
+            why = "the whoami-like tool reports the same tenant for A and B"
+        else:
+            why = "no whoami-like tool tells the tenants apart and both tokens see the same tools"
+        ctx.record("override", "tenant override", title, "fail" if same_identity else "not_checked", why)
         return
+    headers = {name: foreign for name in SPOOF_HEADERS}
     listing = await a.call("tools/list", {"_meta": _keys(foreign), **_keys(foreign)}, headers=headers)
-    seen_tools = await _tools_listed(listing)
-    if seen_tools is None or seen_tools == a_list:
-        status, detail = "pass", "A's tool list is unchanged by tenant_id in params, _meta and headers"
-    else:
-        status, detail = "fail", "A's tool list changed when another tenant was named in the request"
-    ctx.record(
-        "override_tools_list",
-        "tenant override",
-        "tenant overrides do not change A's tools",
-        status,
-        detail,
-        "A and B are offered different tools",
+    seen_tools = _tools_listed(listing)
+    status: Status = "pass" if seen_tools is None or seen_tools == frozenset(a.tools) else "fail"
+    detail = (
+        "A's tool list is unchanged by tenant_id in params, _meta and headers"
+        if status == "pass"
+        else "A's tool list changed when another tenant was named in the request"
     )
+    ctx.record("override_tools_list", "tenant override", title, status, detail, "A and B are offered different tools")
 
 
 async def check_hijack(ctx: ProbeContext) -> None:
@@ -177,7 +172,7 @@ async def _sessionless_hijack(ctx: ProbeContext) -> None:
     problems = []
     if hijack.ok and b.whoami and identity_of(hijack) not in (b.identity, None) and identity_of(hijack) == a.identity:
         problems.append("B was served as A's tenant")
-    if hijack.ok and not b.whoami and await _tools_listed(hijack) == frozenset(a.tools) != frozenset(b.tools):
+    if hijack.ok and not b.whoami and _tools_listed(hijack) == frozenset(a.tools) != frozenset(b.tools):
         problems.append("B was offered A's tools")
     if anonymous.ok:
         problems.append("served with A's session id and no credential")
