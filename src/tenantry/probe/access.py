@@ -48,12 +48,12 @@ async def _tool_direction(ctx: ProbeContext, owner: View) -> None:
             problems.append(f"{name}: control failed, {letter} (its owner) is refused it as if it did not exist")
         else:
             controls.append(name)
-    ctx.record(
+    ctx.conclude(
         check_id,
         "cross-tenant",
         title,
-        "fail" if problems else "pass",
-        "; ".join(problems) or f"{len(foreign)} tool(s) refused exactly like an unknown tool: {', '.join(foreign)}",
+        problems,
+        f"{len(foreign)} tool(s) refused exactly like an unknown tool: {', '.join(foreign)}",
         f"{letter} reaches its own tool(s): {', '.join(controls) or 'none'}",
     )
 
@@ -84,12 +84,12 @@ async def _named_direction(ctx: ProbeContext, owner: View, kind: str) -> None:
         control = await owner.call(method, params)
         if not control.ok:
             problems.append(f"{name}: control failed, {letter} (its owner) is refused ({control.summary()})")
-    ctx.record(
+    ctx.conclude(
         check_id,
         "cross-tenant",
         title,
-        "fail" if problems else "pass",
-        "; ".join(problems) or f"{len(foreign)} {kind} refused: {', '.join(foreign)}",
+        problems,
+        f"{len(foreign)} {kind} refused: {', '.join(foreign)}",
         f"{letter} reads the same {kind}",
     )
 
@@ -201,11 +201,11 @@ async def check_paths(ctx: ProbeContext) -> None:
             detail = "; ".join(problems) or "every variant refused, but no positive control could be made"
             ctx.record(f"paths_{name}", "scope", title, status, detail, f"A's legitimate call: {why}")
             continue
-        ctx.record(
+        ctx.conclude(
             f"paths_{name}",
             "scope",
             title,
-            "fail" if problems else "pass",
-            "; ".join(problems) or "10 traversal and 5 foreign-prefix variants refused or empty",
+            problems,
+            "10 traversal and 5 foreign-prefix variants refused or empty",
             "A's legitimate call served",
         )

@@ -110,11 +110,11 @@ async def check_audit(ctx: ProbeContext) -> None:
     if verify.returncode != 0:
         problems.append("audit verify failed: " + (verify.stderr.strip().splitlines() or ["?"])[-1])
     total = sum(s[1] + s[2] for s in sessions.values())
-    ctx.record(
+    ctx.conclude(
         "audit",
         "audit",
         title,
-        "fail" if problems else "pass",
-        "; ".join(problems) or f"all {total} calls (a refusal each included) in the right stream only; audit verify ok",
+        problems,
+        f"all {total} calls (a refusal each included) in the right stream only; audit verify ok",
         "each tenant's served calls are found in its own stream",
     )

@@ -40,6 +40,11 @@ class ProbeContext:
     def record(self, id: str, group: str, title: str, status: Status, detail: str, control: str = "") -> None:
         self.run.add(Check(id=id, group=group, title=title, status=status, detail=detail, control=control))
 
+    def conclude(self, id: str, group: str, title: str, problems: list[str], passed: str, control: str) -> None:
+        """A row that fails with every problem found, and passes (saying ``passed``) without one."""
+        status: Status = "fail" if problems else "pass"
+        self.record(id, group, title, status, "; ".join(problems) or passed, control)
+
     def other_tenant(self, of: View) -> str:
         """The other token's tenant, or a made-up one when the server named neither."""
         other = self.b if of is self.a else self.a

@@ -145,12 +145,12 @@ async def _handshake_hijack(ctx: ProbeContext, owner: View, thief: View, letter:
         problems.append(f"{other} closed {letter}'s session (DELETE {closing.status})")
     if not control.ok:
         problems.append(f"control failed: {letter} can no longer use its own session ({control.summary()})")
-    ctx.record(
+    ctx.conclude(
         check_id,
         "sessions",
         title,
-        "fail" if problems else "pass",
-        "; ".join(problems) or f"refused ({hijack.summary()}); DELETE refused ({closing.status})",
+        problems,
+        f"refused ({hijack.summary()}); DELETE refused ({closing.status})",
         f"{letter} keeps using its session",
     )
 
@@ -178,11 +178,11 @@ async def _sessionless_hijack(ctx: ProbeContext) -> None:
         problems.append("served with A's session id and no credential")
     if not control.ok:
         problems.append(f"control failed: B's own sessionless request is refused ({control.summary()})")
-    ctx.record(
+    ctx.conclude(
         "hijack_sessionless",
         "sessions",
         title,
-        "fail" if problems else "pass",
-        "; ".join(problems) or f"B stays B ({hijack.summary()}); without a credential: {anonymous.summary()}",
+        problems,
+        f"B stays B ({hijack.summary()}); without a credential: {anonymous.summary()}",
         "B's own sessionless request is served",
     )
