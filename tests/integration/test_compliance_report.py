@@ -157,6 +157,11 @@ def test_a_failed_or_edited_probe_run_is_a_gap(server: RunningServer, clean_evid
     entry = finding(control(report(server), "SOC 2", "CC6.1"), "evidence/probe")
     assert entry["holds"] is False and "token_alg_none" in entry["text"]
     assert control(report(server), "SOC 2", "CC6.1")["status"] == "gap"
+    # The open item names what contradicts the control, before what is merely missing.
+    summary = server.cli("compliance", "report").stdout
+    assert (
+        "- **GDPR Art. 32** (gap): probe of http://127.0.0.1:1/mcp (every group): 1 failed: token_alg_none" in summary
+    )
     edited = json.loads(path.read_text())
     edited["result"], edited["checks"][0]["status"] = "pass", "pass"  # sha256 left as it was
     path.write_text(json.dumps(edited))

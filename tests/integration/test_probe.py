@@ -4,6 +4,7 @@ rows, against deliberately weakened servers: the probe must be able to fail."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -140,6 +141,7 @@ def test_the_run_is_stored_as_evidence(tenantry: RunningServer, tenantry_run: tu
     body = json.loads(stored[-1].read_text())
     assert body["sha256"] == run["sha256"] and body["format"] == "tenantry-probe/1"
     assert stored[-1].stat().st_mode & 0o077 == 0
+    assert not re.search(r"eyJ[\w-]+\.[\w-]+\.", stored[-1].read_text()), "a token in the evidence"
 
 
 def test_the_probe_fails_against_a_server_that_ignores_tokens_and_acls(trusting_url: str) -> None:

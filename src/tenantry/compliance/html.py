@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from tenantry.compliance.report import STATUS_LABELS
+from tenantry.compliance.report import STATUS_LABELS, worst_finding
 
 __all__ = ["render_html", "denial_chart"]
 
@@ -127,7 +127,7 @@ def render_html(report: dict[str, Any]) -> str:
     open_items = sorted((c for c in report["controls"] if c["status"] != "met"), key=lambda c: order[c["status"]])
     open_list = "".join(
         f"<li>{_badge(c['status'])} <b>{escape(c['framework'])} {escape(c['id'])}</b> {escape(c['title'])}: "
-        f"{escape(next(e['text'] for e in c['evidence'] if e['holds'] is not True))}</li>"
+        f"{escape(worst_finding(c))}</li>"
         for c in open_items
     )
     trend = report["trend"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantry.compliance.report import STATUS_LABELS
+from tenantry.compliance.report import STATUS_LABELS, worst_finding
 
 __all__ = ["render_markdown"]
 
 _MARK = {True: "holds", False: "CONTRADICTS", None: "not evidenced"}
+_ORDER = {"gap": 0, "not_evidenced": 1, "partial": 2}
 
 
 def _cell(text: Any) -> str:
@@ -31,11 +32,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     open_items = [c for c in report["controls"] if c["status"] != "met"]
     if open_items:
         lines += ["## Open items", ""]
-        for control in open_items:
-            missing = [e["text"] for e in control["evidence"] if e["holds"] is not True]
-            lines.append(
-                f"- **{control['framework']} {control['id']}** ({STATUS_LABELS[control['status']]}): {missing[0]}"
-            )
+        for control in sorted(open_items, key=lambda c: _ORDER[c["status"]]):
+            status = STATUS_LABELS[control["status"]]
+            lines.append(f"- **{control['framework']} {control['id']}** ({status}): {worst_finding(control)}")
         lines.append("")
     framework = None
     for control in report["controls"]:

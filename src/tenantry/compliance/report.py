@@ -9,7 +9,7 @@ from typing import Any
 from tenantry.compliance.controls import DEFAULT_MAX_AGE, STATUSES, Control, evaluate
 from tenantry.compliance.facts import TREND_DAYS, Facts
 
-__all__ = ["build_report", "REPORT_FORMAT", "STATUS_LABELS", "iso"]
+__all__ = ["build_report", "REPORT_FORMAT", "STATUS_LABELS", "iso", "worst_finding"]
 
 REPORT_FORMAT = "tenantry-compliance/1"
 STATUS_LABELS = {"met": "met", "partial": "partial", "gap": "gap", "not_evidenced": "not evidenced"}
@@ -17,6 +17,15 @@ STATUS_LABELS = {"met": "met", "partial": "partial", "gap": "gap", "not_evidence
 
 def iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def worst_finding(control: dict[str, Any]) -> str:
+    """What keeps a control from being met: a contradiction before a missing piece."""
+    evidence = control["evidence"]
+    worst = next((e for e in evidence if e["holds"] is False), None) or next(
+        (e for e in evidence if e["holds"] is not True), evidence[0]
+    )
+    return str(worst["text"])
 
 
 def _control(control: Control, now: datetime) -> dict[str, Any]:
