@@ -156,33 +156,37 @@ async def _handshake_hijack(ctx: ProbeContext, owner: View, thief: View, letter:
 
 
 async def _sessionless_hijack(ctx: ProbeContext) -> None:
-    a, b = ctx.a, ctx.b
-    title = "sessionless era: B's token with A's session id never acts as A"
+    title = "sessionless era: a token with the other tenant's session id never acts as that tenant"
     if not ctx.sessionless:
         ctx.record("hijack_sessionless", "sessions", title, "not_checked", "the server does not serve 2026-07-28")
         return
-    if a.session is None or a.session.session_id is None:
-        ctx.record("hijack_sessionless", "sessions", title, "not_checked", "A's session has no session id to replay")
+    if any(v.session is None or v.session.session_id is None for v in (ctx.a, ctx.b)):
+        ctx.record("hijack_sessionless", "sessions", title, "not_checked", "no session id to replay")
         return
-    method, params = _identity_call(b)
-    replay = {"Mcp-Session-Id": a.session.session_id}
-    hijack = await ctx.wire.sessionless(method, params, token=b.token, headers=replay)
-    anonymous = await ctx.wire.sessionless(method, params, token=None, headers=replay)
-    control = await ctx.wire.sessionless(method, params, token=b.token)
-    problems = []
-    if hijack.ok and b.whoami and identity_of(hijack) not in (b.identity, None) and identity_of(hijack) == a.identity:
-        problems.append("B was served as A's tenant")
-    if hijack.ok and not b.whoami and _tools_listed(hijack) == frozenset(a.tools) != frozenset(b.tools):
-        problems.append("B was offered A's tools")
-    if anonymous.ok:
-        problems.append("served with A's session id and no credential")
-    if not control.ok:
-        problems.append(f"control failed: B's own sessionless request is refused ({control.summary()})")
+    problems: list[str] = []
+    seen: list[str] = []
+    for owner, thief, letter, other in ((ctx.a, ctx.b, "A", "B"), (ctx.b, ctx.a, "B", "A")):
+        assert owner.session is not None and owner.session.session_id is not None
+        method, params = _identity_call(thief)
+        replay = {"Mcp-Session-Id": owner.session.session_id}
+        hijack = await ctx.wire.sessionless(method, params, token=thief.token, headers=replay)
+        anonymous = await ctx.wire.sessionless(method, params, token=None, headers=replay)
+        control = await ctx.wire.sessionless(method, params, token=thief.token)
+        got = identity_of(hijack)
+        if hijack.ok and thief.whoami and got is not None and got != thief.identity and got == owner.identity:
+            problems.append(f"{other} was served as {letter}'s tenant")
+        if hijack.ok and not thief.whoami and _tools_listed(hijack) == frozenset(owner.tools) != frozenset(thief.tools):
+            problems.append(f"{other} was offered {letter}'s tools")
+        if anonymous.ok:
+            problems.append(f"served with {letter}'s session id and no credential")
+        if not control.ok:
+            problems.append(f"control failed: {other}'s own sessionless request is refused ({control.summary()})")
+        seen.append(f"{other} stays {other} ({hijack.summary()})")
     ctx.conclude(
         "hijack_sessionless",
         "sessions",
         title,
         problems,
-        f"B stays B ({hijack.summary()}); without a credential: {anonymous.summary()}",
-        "B's own sessionless request is served",
+        "; ".join(seen) + "; without a credential: refused",
+        "each token's own sessionless request is served",
     )
