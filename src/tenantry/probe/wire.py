@@ -16,7 +16,16 @@ from typing import Any
 import anyio
 import httpx2
 
-__all__ = ["Reply", "Wire", "HandshakeSession", "HANDSHAKE_VERSION", "SESSIONLESS_VERSION", "CLIENT_INFO"]
+__all__ = [
+    "Reply",
+    "Wire",
+    "parse_body",
+    "sessionless_params",
+    "HandshakeSession",
+    "HANDSHAKE_VERSION",
+    "SESSIONLESS_VERSION",
+    "CLIENT_INFO",
+]
 
 HANDSHAKE_VERSION = "2025-11-25"
 SESSIONLESS_VERSION = "2026-07-28"
@@ -95,7 +104,7 @@ def _result_text(result: dict[str, Any] | None) -> str:
     return " ".join(str(p) for p in parts)
 
 
-def _parse_body(content_type: str, text: str) -> dict[str, Any] | None:
+def parse_body(content_type: str, text: str) -> dict[str, Any] | None:
     if "text/event-stream" in content_type:
         for block in text.split("\n\n"):
             data = "\n".join(line[5:].lstrip() for line in block.splitlines() if line.startswith("data:"))
@@ -175,7 +184,7 @@ class Wire:
         return Reply(
             status=response.status_code,
             headers={k.lower(): v for k, v in response.headers.items()},
-            message=_parse_body(content_type, text),
+            message=parse_body(content_type, text),
             text=text,
         )
 
