@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -60,11 +61,10 @@ def evidence(server: RunningServer) -> Path:
 def clean_evidence(server: RunningServer) -> Iterator[Path]:
     folder = evidence(server)
     folder.mkdir(exist_ok=True)
-    for path in folder.iterdir():
-        path.unlink()
+    shutil.rmtree(folder)
+    folder.mkdir()
     yield folder
-    for path in folder.iterdir():
-        path.unlink()
+    shutil.rmtree(folder)
 
 
 def test_json_report_covers_every_control_with_a_status(server: RunningServer, clean_evidence: Path) -> None:
@@ -169,29 +169,52 @@ def test_a_failed_or_edited_probe_run_is_a_gap(server: RunningServer, clean_evid
     assert entry["holds"] is False and "does not match its sha256" in entry["text"]
 
 
+def _log(folder: Path, entries: list[dict], tail: str = "") -> None:
+    (folder / "lifecycle.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in entries) + tail)
+
+
 def test_exports_and_deletions_from_the_lifecycle_log(server: RunningServer, clean_evidence: Path) -> None:
     at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    lines = [
-        {
-            "kind": "export",
-            "tenant": "acme",
-            "at": at,
-            "by": "cli:dpo",
-            "stores": ["sql", "files"],
-            "certificate": None,
-        },
-        {"kind": "deletion", "tenant": "gone", "at": at, "by": "cli:dpo", "stores": ["sql"], "certificate": "c.json"},
-    ]
-    (clean_evidence / "lifecycle.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (clean_evidence / "deletions").mkdir()
+    (clean_evidence / "deletions" / "gone.json").write_text("{}")
+    export = {
+        "kind": "export",
+        "tenant": "acme",
+        "at": at,
+        "by": "cli:dpo",
+        "stores": ["sql"],
+        "certificate": "sha256:ab",
+    }
+    deletion = {**export, "kind": "deletion", "tenant": "gone", "certificate": "evidence/deletions/gone.json"}
+    # A last line cut short by a crash mid-append is no evidence, and no gap either.
+    _log(clean_evidence, [export, deletion], tail='{"kind": "del')
     body = report(server)
     assert finding(control(body, "GDPR", "Art. 15"), "evidence/lifecycle")["holds"] is True
     assert control(body, "GDPR", "Art. 17")["status"] == "met"
     assert control(body, "GDPR", "Art. 20")["status"] == "met"
-    uncertified = {**lines[1], "tenant": "other", "certificate": None}
-    with (clean_evidence / "lifecycle.jsonl").open("a") as log:
-        log.write(json.dumps(uncertified) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"tenant": "other", "certificate": None}, "deletion without a certificate: other"),
+        ({"tenant": "lost", "certificate": "evidence/deletions/lost.json"}, "deletion certificate file missing: lost"),
+        ({"tenant": "out", "certificate": "../../etc/passwd"}, "deletion certificate file missing: out"),
+    ],
+)
+def test_a_deletion_without_its_certificate_is_a_gap(
+    server: RunningServer, clean_evidence: Path, change: dict, reason: str
+) -> None:
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _log(clean_evidence, [{"kind": "deletion", "at": at, "by": "cli:dpo", "stores": ["sql"], **change}])
     erasure = control(report(server), "GDPR", "Art. 17")
-    assert erasure["status"] == "gap" and "without a certificate: other" in erasure["evidence"][0]["text"]
+    assert erasure["status"] == "gap" and reason in erasure["evidence"][0]["text"]
+
+
+def test_an_unreadable_line_of_the_lifecycle_log_is_a_gap(server: RunningServer, clean_evidence: Path) -> None:
+    (clean_evidence / "lifecycle.jsonl").write_text("not json\n")
+    erasure = control(report(server), "GDPR", "Art. 17")
+    assert erasure["status"] == "gap" and "1 unreadable lines" in erasure["evidence"][0]["text"]
 
 
 def test_markdown_report_states_gaps_in_words(server: RunningServer, clean_evidence: Path) -> None:

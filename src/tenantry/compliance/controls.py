@@ -322,6 +322,8 @@ def lifecycle(kind: str) -> Rule:
             return Finding(None, f"no tenant {noun} recorded yet", source)
         if kind == "deletion" and (bad := [e.tenant for e in done if not e.certificate]):
             return Finding(False, f"deletion without a certificate: {', '.join(bad[:4])}", source, done[-1].at)
+        if kind == "deletion" and (lost := [e.tenant for e in done if e.certificate_found is False]):
+            return Finding(False, f"deletion certificate file missing: {', '.join(lost[:4])}", source, done[-1].at)
         last = done[-1]
         stores = f", {len(last.stores)} stores" if last.stores else ""
         cert = ", certificate recorded" if last.certificate else ""

@@ -122,39 +122,55 @@ class LifecycleEvent:
     by: str
     stores: tuple[str, ...]
     certificate: str | None
+    """An export's manifest digest; a deletion's certificate path (relative to the data dir)."""
+    certificate_found: bool | None = None
+    """For a deletion: whether the certificate file is there (``None`` when none is named)."""
+
+
+def _event(line: str, data_dir: Path) -> LifecycleEvent | None:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(item, dict):
+        return None
+    at = parse_time(item.get("at"))
+    if at is None or item.get("kind") not in ("export", "deletion") or not isinstance(item.get("tenant"), str):
+        return None
+    stores = item["stores"] if isinstance(item.get("stores"), list) else []
+    certificate = item.get("certificate") if isinstance(item.get("certificate"), str) else None
+    found = None
+    if item["kind"] == "deletion" and certificate:
+        target = (data_dir.resolve() / certificate).resolve()
+        found = target.is_relative_to(data_dir.resolve()) and target.is_file()
+    return LifecycleEvent(
+        kind=item["kind"],
+        tenant=item["tenant"],
+        at=at,
+        by=str(item.get("by", "unknown")),
+        stores=tuple(str(s) for s in stores),
+        certificate=certificate or None,
+        certificate_found=found,
+    )
 
 
 def lifecycle_events(data_dir: Path) -> tuple[list[LifecycleEvent], int]:
     """Exports and deletions recorded in ``lifecycle.jsonl`` (oldest first), and how many of
     its lines could not be read as one (reported, never silently dropped)."""
     path = evidence_dir(data_dir) / LIFECYCLE_FILE
+    if not path.is_file():
+        return [], 0
+    text = path.read_text(encoding="utf-8", errors="replace")
+    # Lines are appended whole and fsynced: only a crash mid-write leaves a last line without
+    # its newline, and that export or deletion did not complete. Any other bad line is a gap.
     events: list[LifecycleEvent] = []
     unreadable = 0
-    if not path.is_file():
-        return events, 0
-    with path.open() as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError:
-                unreadable += 1
-                continue
-            at = parse_time(item.get("at")) if isinstance(item, dict) else None
-            if at is None or item.get("kind") not in ("export", "deletion") or not isinstance(item.get("tenant"), str):
-                unreadable += 1
-                continue
-            stores = item.get("stores") if isinstance(item.get("stores"), list) else []
-            certificate = item.get("certificate")
-            events.append(
-                LifecycleEvent(
-                    kind=item["kind"],
-                    tenant=item["tenant"],
-                    at=at,
-                    by=str(item.get("by", "unknown")),
-                    stores=tuple(str(s) for s in stores),
-                    certificate=certificate if isinstance(certificate, str) else ("embedded" if certificate else None),
-                )
-            )
+    for line in text.split("\n")[:-1]:
+        if not line.strip():
+            continue
+        event = _event(line, data_dir)
+        if event is None:
+            unreadable += 1
+        else:
+            events.append(event)
     return sorted(events, key=lambda e: e.at), unreadable
