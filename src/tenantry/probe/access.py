@@ -143,7 +143,10 @@ def _strings(value: Any, keys: tuple[str, ...] = ("path", "name", "key", "file")
                 found.extend(_strings(v, keys))
     elif isinstance(value, list):
         for item in value:
-            found.extend(_strings(item, keys))
+            if isinstance(item, str) and item and " " not in item and ("." in item or "/" in item):
+                found.append(item)  # a listing of bare paths
+            else:
+                found.extend(_strings(item, keys))
     return found
 
 

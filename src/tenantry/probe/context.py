@@ -13,6 +13,8 @@ from tenantry.probe.wire import Reply, Wire
 
 __all__ = ["ProbeOptions", "ProbeContext"]
 
+_SHOWN_PROBLEMS = 4
+
 
 @dataclass(frozen=True)
 class ProbeOptions:
@@ -43,7 +45,10 @@ class ProbeContext:
     def conclude(self, id: str, group: str, title: str, problems: list[str], passed: str, control: str) -> None:
         """A row that fails with every problem found, and passes (saying ``passed``) without one."""
         status: Status = "fail" if problems else "pass"
-        self.record(id, group, title, status, "; ".join(problems) or passed, control)
+        shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+        if len(problems) > _SHOWN_PROBLEMS:
+            shown += f"; and {len(problems) - _SHOWN_PROBLEMS} more"
+        self.record(id, group, title, status, shown or passed, control)
 
     def other_tenant(self, of: View) -> str:
         """The other token's tenant, or a made-up one when the server named neither."""
