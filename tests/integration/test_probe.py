@@ -178,6 +178,7 @@ def test_a_server_that_refuses_everything_fails_every_positive_control(refusing_
     statuses = rows(run)
     assert code == 1
     assert statuses["discover_a"] == statuses["discover_b"] == "fail"
+    assert "pass" not in statuses.values()  # nothing passes against a server that serves nothing
     token_rows = [c for c in run["checks"] if c["group"] == "tokens" and c["status"] != "not_checked"]
     assert token_rows and all(c["status"] == "fail" for c in token_rows)
     assert "genuine token" in token_rows[0]["detail"]

@@ -51,11 +51,12 @@ def _tenants_row(ctx: ProbeContext) -> None:
             ctx.record("tenants_distinct", "discovery", title, "fail", f"{a.whoami} reports one tenant for both")
         else:
             ctx.record("tenants_distinct", "discovery", title, "pass", f"{a.whoami}: {a.tenant} and {b.tenant}")
-    elif a.tenant and b.tenant:
+    elif a.tenant and b.tenant and a.listed and b.listed:
         status: Status = "pass" if a.tenant != b.tenant else "fail"
         ctx.record("tenants_distinct", "discovery", title, status, f"token claims: {a.tenant} and {b.tenant}")
     else:
-        ctx.record("tenants_distinct", "discovery", title, "not_checked", "neither the server nor the tokens say")
+        why = "the server does not serve both tokens" if not (a.listed and b.listed) else "no tenant is named"
+        ctx.record("tenants_distinct", "discovery", title, "not_checked", why)
 
 
 async def run_probe(options: ProbeOptions) -> ProbeRun:
