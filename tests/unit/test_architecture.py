@@ -38,6 +38,9 @@ ALLOWED: dict[str, set[str]] = {
     "lifecycle": {"core", "auth", "audit", "scoping", "controlplane", "admin", "runtime"},
     "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit"},
     "demo": {"core", "policy", "framework", "scoping", "controlplane"},
+    # A black-box client of any MCP deployment: it must not lean on the server it probes.
+    "probe": set(),
+    "compliance": {"core", "auth", "audit", "controlplane", "runtime"},
     # The composition root below the entry points: opens stores and verifiers from settings.
     "runtime": {"core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit"},
     "server": {
@@ -69,6 +72,8 @@ ALLOWED: dict[str, set[str]] = {
         "logs",
         "demo",
         "lifecycle",
+        "probe",
+        "compliance",
     },
 }
 # Only the entry points may know HTTP or the command line.

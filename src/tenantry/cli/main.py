@@ -14,8 +14,10 @@ from tenantry import __version__
 from tenantry.cli.apikey import apikey_app
 from tenantry.cli.audit import audit_app
 from tenantry.cli.common import ConfigOption, DataDirOption
+from tenantry.cli.compliance import compliance_app
 from tenantry.cli.db import db_app
 from tenantry.cli.keys import keys_app
+from tenantry.cli.probe import probe
 from tenantry.cli.secret import secret_app
 from tenantry.cli.tenant import tenant_app
 from tenantry.cli.token import token_app
@@ -101,6 +103,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secret_app, name="secret")
+app.command("probe")(probe)
+app.add_typer(compliance_app, name="compliance")
 
 
 @app.command("version")
