@@ -22,6 +22,7 @@ EXPECTED = {
     "InvalidCredential": ("invalid_credential", 401, -32001),
     "OriginNotAllowed": ("origin_not_allowed", 403, -32002),
     "TenantHalted": ("tenant_halted", 403, -32004),
+    "InsufficientScope": ("insufficient_scope", 403, -32013),
     "SessionNotFound": ("session_not_found", 404, -32600),
     "ToolUnavailable": ("tool_unavailable", 404, -32602),
     "InvalidArguments": ("invalid_arguments", 400, -32602),
