@@ -15,7 +15,7 @@
 //                      authorization code flow with PKCE, dynamic client registration and a scripted
 //                      login and consent (below); an account's claims go into its access tokens, and
 //                      a registered client may be granted the resource scopes it asks for
-//   id_jag            optional: {audience, resource, clients: [client_id..]} enables
+//   id_jag            optional: {audience, resource, accounts: {ID: {claims}}} enables
 //                      POST /__test/id_jag (below)
 //
 // Access tokens are JWTs (typ "at+jwt") signed with the first configured key, obtained with the
@@ -50,7 +50,7 @@ if (!signingKey?.kid || !signingKey?.alg) {
 
 const clientsById = new Map(config.clients.map((c) => [c.client_id, c]));
 const interactive = config.interactive ?? null;
-const accounts = interactive?.accounts ?? {};
+const accounts = interactive?.accounts ?? config.id_jag?.accounts ?? {};
 
 // A minimal in-memory adapter. With JWT access tokens nothing is stored for the client-credentials
 // grant; it only exists because passing no adapter prints a development-only warning.
@@ -242,12 +242,6 @@ async function interact(ctx, action) {
 async function issueIdJag(ctx) {
   const form = await readForm(ctx);
   const clientId = form.get('client_id');
-  if (!config.id_jag.clients.includes(clientId)) {
-    ctx.status = 400;
-    ctx.type = 'json';
-    ctx.body = { error: 'invalid_client' };
-    return;
-  }
   const now = Math.floor(Date.now() / 1000);
   const claims = {
     iss: issuer,

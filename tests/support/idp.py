@@ -167,10 +167,12 @@ class RunningIdp:
         assert response.status_code == 200, response.text
         return int(response.json()["hits"])
 
-    def id_jag(self, client_id: str, subject: str, *, typ: str | None = None, **claims: Any) -> str:
+    def id_jag(
+        self, client_id: str, subject: str, *, typ: str | None = None, claims: dict[str, Any] | None = None
+    ) -> str:
         """An identity assertion (ID-JAG) for ``client_id`` and ``subject``, signed with the provider's
-        key; ``claims`` override or add claims (``exp``, ``aud``...)."""
-        form = {"client_id": client_id, "sub": subject, "claims": json.dumps(claims)}
+        key; ``claims`` override or add claims (``exp``, ``aud``...; ``None`` values are sent as null)."""
+        form = {"client_id": client_id, "sub": subject, "claims": json.dumps(claims or {})}
         if typ is not None:
             form["typ"] = typ
         response = httpx2.post(self.issuer + "/__test/id_jag", data=form, timeout=10)
@@ -245,7 +247,7 @@ def start_idp(
     ``extra_resources`` may also be asked for with ``resource=``. ``interactive``
     (``{"accounts": {id: claims}, "resource_scopes": [...]}``) turns on the authorization code
     flow with dynamic registration and a scripted login (:func:`scripted_login`); ``id_jag``
-    (``{"audience", "resource", "clients": [...]}``) lets :meth:`RunningIdp.id_jag` issue
+    (``{"audience", "resource", "accounts": {id: claims}}``) lets :meth:`RunningIdp.id_jag` issue
     identity assertions.
     """
     argv = ensure_idp_harness()

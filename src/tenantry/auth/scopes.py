@@ -1,9 +1,10 @@
 """The OAuth scope vocabulary of every accepted issuer, for discovery and step-up.
 
-A client asks an authorization server for scopes, not tools. The built-in issuer's scopes
-are tool names (``/oauth/token``'s ``scope``); a provider configured with ``scope_tools``
-uses its own scope names, each mapped to tools; a provider whose tools come from a claim
-(``tools_claim``) has no scope that names a tool, so a client cannot step up there.
+A client asks an authorization server for scopes, not tools. A provider configured with
+``scope_tools`` uses its own scope names, each mapped to tools: there a client can step up.
+A provider whose tools come from a claim (``tools_claim``) has no scope that names a tool.
+The built-in issuer's ``scope`` only narrows what the client's API key (or identity assertion)
+already grants, so asking it again cannot widen a token: no step-up points there either.
 """
 
 from __future__ import annotations
@@ -57,8 +58,6 @@ class ScopeMap:
 
     def scopes_for_tool(self, issuer: str, tool: str) -> tuple[str, ...]:
         """Scopes of ``issuer`` that would grant ``tool``; empty when no scope of it can."""
-        if issuer == self.builtin_issuer:
-            return (tool,)
         provider = self._providers.get(issuer)
         if provider is None:
             return ()

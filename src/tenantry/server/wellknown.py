@@ -14,6 +14,9 @@ from tenantry.auth.scopes import ScopeMap
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.core.errors import TenantryError
 from tenantry.runtime import Endpoints
+from tenantry.server.oauth import JWT_BEARER_GRANT
+
+ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"
 
 __all__ = ["discovery_routes", "health_routes"]
 
@@ -25,6 +28,7 @@ def discovery_routes(
     keys: KeyRing,
     *,
     signing_alg: str,
+    jwt_bearer: bool = False,
     scopes: ScopeMap | None = None,
     registered: Callable[[], Collection[str]] = frozenset,
 ) -> list[Route]:
@@ -54,7 +58,8 @@ def discovery_routes(
                 "jwks_uri": endpoints.jwks_uri,
                 "token_endpoint": endpoints.token_endpoint,
                 "response_types_supported": [],
-                "grant_types_supported": ["client_credentials"],
+                "grant_types_supported": ["client_credentials", *([JWT_BEARER_GRANT] if jwt_bearer else [])],
+                **({"authorization_grant_profiles_supported": [ID_JAG_PROFILE]} if jwt_bearer else {}),
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
                 "token_endpoint_auth_signing_alg_values_supported": [signing_alg],
             },
