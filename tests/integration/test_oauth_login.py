@@ -332,3 +332,12 @@ def _call(deployment: Deployment, token: str, tool: str, era: str = "modern") ->
 def _claims(token: str) -> dict:
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_routing_headers_that_disagree_are_refused_before_any_step_up(deployment: Deployment) -> None:
+    token = deployment.machine_token(0)
+    params = {"name": "query_crm", "arguments": {}}
+    assert modern_call(deployment.server.mcp_url, token, "tools/call", params).status_code == 403  # control
+    mismatch = modern_call(deployment.server.mcp_url, token, "tools/call", params, {"Mcp-Name": "whoami"})
+    assert mismatch.status_code == 400, mismatch.text
+    assert "www-authenticate" not in mismatch.headers and "header" in mismatch.text.lower()

@@ -107,7 +107,7 @@ class McpGate:
                     sse_responses=self._sse_responses,
                 )
                 if self._step_up is not None:
-                    insufficient = await self._step_up.refusal(caller, message)
+                    insufficient = await self._step_up.refusal(caller, message, headers)
                     if insufficient is not None:
                         await self._refuse(insufficient, request_id, scope, receive, send, rpc_id=message.get("id"))
                         return

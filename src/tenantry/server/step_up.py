@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcp.shared.inbound import decode_header_value
+
 from tenantry.auth.scopes import ScopeMap
 from tenantry.core.calls import Caller
 from tenantry.core.errors import InsufficientScope
 from tenantry.framework.dispatcher import Dispatcher
+from tenantry.server.headers import RequestHeaders
 
 __all__ = ["StepUp"]
 
@@ -29,14 +32,22 @@ class StepUp:
         self._dispatcher = dispatcher
         self._scopes = scopes
 
-    async def refusal(self, caller: Caller, message: dict[str, Any]) -> InsufficientScope | None:
-        """The step-up refusal for this message (audited), or ``None`` to let it through."""
-        if message.get("method") != "tools/call":
+    async def refusal(
+        self, caller: Caller, message: dict[str, Any], headers: RequestHeaders
+    ) -> InsufficientScope | None:
+        """The step-up refusal for this message (audited), or ``None`` to let it through.
+
+        Routing headers that disagree with the body are left to the SDK, which refuses them.
+        """
+        if message.get("method") != "tools/call" or headers.get("mcp-method") not in (None, "tools/call"):
             return None
         params = message.get("params")
         if not isinstance(params, dict):
             return None
         name = params.get("name")
+        routed = decode_header_value(headers.get("mcp-name"))
+        if routed is not None and routed != name:
+            return None
         principal = caller.principal
         if not isinstance(name, str) or name in principal.allowed_tools or principal.credential_kind != "jwt":
             return None
