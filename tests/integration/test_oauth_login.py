@@ -24,6 +24,7 @@ from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.exceptions import MCPError
 
 from tests.support.idp import RunningIdp, scripted_login, start_idp
 from tests.support.mcp_clients import ERAS, Era
@@ -252,12 +253,16 @@ async def test_a_login_for_a_tenant_the_provider_may_not_name_gets_no_session(
             last.append(response)
 
     auth = oauth_provider(deployment, user, storage)
-    with pytest.raises(Exception):  # noqa: B017 - the SDK's error type is not the point: the responses are
+    with pytest.raises(ExceptionGroup) as raised:
         async with (
             httpx2.AsyncClient(auth=auth, timeout=30, event_hooks={"response": [record]}) as http,
             Client(streamable_http_client(deployment.server.mcp_url, http_client=http), cache=None) as client,
         ):
             await client.call_tool("whoami", {})
+    leaves = _leaves(raised.value)
+    assert [type(e) for e in leaves] == [MCPError], leaves
+    assert isinstance(leaves[0], MCPError) and leaves[0].error.data["code"] == "invalid_credential"
+    assert reason in leaves[0].error.message
     assert storage.tokens is not None, "the provider issued a token: Tenantry is what refuses it"
     assert last and all(r.status_code == 401 for r in last)
     assert reason in last[-1].json()["error"]["message"]
@@ -327,6 +332,12 @@ def _call(deployment: Deployment, token: str, tool: str, era: str = "modern") ->
         return modern_call(deployment.server.mcp_url, token, "tools/call", params)
     # Handshake era: an initialize is the first request that must be authenticated.
     return post(deployment.server.mcp_url, request("initialize", INITIALIZE), token=token)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 def _claims(token: str) -> dict:
