@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx2
 import pytest
+import redis
 from joserfc import jwt
 from joserfc.jwk import import_key
 from mcp import Client
@@ -31,6 +34,7 @@ from tests.support.server import RunningServer, free_port, start_server
 pytestmark = pytest.mark.idp
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+REDIS = "async+redis://127.0.0.1:6379/0"
 ACCOUNTS = {
     "alice": {"org_id": "acme", "allowed_tools": ["whoami", "query_crm", "send_email"]},
     "bob": {"org_id": "globex", "allowed_tools": ["whoami"]},
@@ -270,3 +274,27 @@ def test_an_assertion_is_not_an_access_token(deployment: Deployment) -> None:
     response = modern_call(deployment.server.mcp_url, assertion, "tools/list")
     assert response.status_code == 401, response.text
     assert "identity assertion is not an access token" in response.json()["error"]["message"]
+
+
+@pytest.mark.redis
+def test_a_replay_is_refused_with_the_shared_ledger_of_a_redis_deployment(
+    deployment: Deployment, tmp_path: Path, redis_available: None
+) -> None:
+    config = tmp_path / "tenantry.toml"
+    config.write_text((deployment.server.data_dir.parent / "tenantry.toml").read_text())
+    env = {"TENANTRY_LIMITS__STORAGE": REDIS, "TENANTRY_LIMITS__KEY_PREFIX": f"t-{os.urandom(6).hex()}"}
+    server = start_server(tmp_path / "data", config=config, env=env)
+    try:
+        client = Client_(server.cli("apikey", "create", "--tenant", "acme", "--tools", "whoami").stdout.strip())
+        claims = {"aud": server.base_url, "resource": server.mcp_url}
+        assertion = deployment.idp.id_jag(client.key_id, "alice", claims=claims)
+        form = {"grant_type": JWT_BEARER, "assertion": assertion, "client_id": client.key_id,
+                "client_secret": client.key}  # fmt: skip
+        first = httpx2.post(server.base_url + "/oauth/token", data=form, timeout=10)
+        assert first.status_code == 200, first.text
+        # The use is recorded in Redis (where every replica sees it), not only in this process.
+        used = redis.Redis(host="127.0.0.1", port=6379).keys(env["TENANTRY_LIMITS__KEY_PREFIX"] + "*id-jag*")
+        assert len(used) == 1, used
+        assert_invalid_grant(httpx2.post(server.base_url + "/oauth/token", data=form, timeout=10), "already used")
+    finally:
+        server.stop()

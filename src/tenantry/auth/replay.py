@@ -1,16 +1,27 @@
 """Single use of identity assertions: a ``(issuer, jti)`` seen before its expiry is a replay.
 
-Kept in memory, per process, until each assertion expires (assertions live minutes, so the set
-stays small). When it is full of unexpired entries, further assertions are refused rather than
-an old entry forgotten: forgetting one would let it be replayed.
+:class:`SeenAssertions` keeps them in memory, per process, until each assertion expires
+(assertions live minutes, so the set stays small). When it is full of unexpired entries,
+further assertions are refused rather than an old entry forgotten: forgetting one would let
+it be replayed. With several replicas, the shared ledger in
+:mod:`tenantry.ratelimit.assertions` (Redis) makes one use per deployment.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
+from typing import Protocol
 
-__all__ = ["SeenAssertions"]
+__all__ = ["AssertionLedger", "SeenAssertions"]
+
+
+class AssertionLedger(Protocol):
+    """Where used assertions are remembered until they expire."""
+
+    async def first_use(self, issuer: str, jti: str, expires_at: int) -> bool | None:
+        """``True`` the first time, ``False`` for a replay, ``None`` when it cannot tell (refuse)."""
+        ...
 
 
 class SeenAssertions:
@@ -20,10 +31,12 @@ class SeenAssertions:
         self._seen: set[tuple[str, str]] = set()
         self._expiry: list[tuple[int, str, str]] = []
 
-    def first_use(self, issuer: str, jti: str, expires_at: int, *, now: float | None = None) -> bool | None:
-        """``True`` the first time, ``False`` for a replay, ``None`` when no room is left (refuse)."""
-        current = time.time() if now is None else now
-        while self._expiry and self._expiry[0][0] + self._leeway < current:
+    async def first_use(self, issuer: str, jti: str, expires_at: int) -> bool | None:
+        return self.first_use_at(issuer, jti, expires_at, now=time.time())
+
+    def first_use_at(self, issuer: str, jti: str, expires_at: int, *, now: float) -> bool | None:
+        """:meth:`first_use` at the time ``now``."""
+        while self._expiry and self._expiry[0][0] + self._leeway < now:
             _, old_issuer, old_jti = heapq.heappop(self._expiry)
             self._seen.discard((old_issuer, old_jti))
         key = (issuer, jti)

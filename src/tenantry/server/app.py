@@ -215,6 +215,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
             assertion_issuers=verifier.providers,
             audience=runtime.endpoints.issuer,
             resource=runtime.endpoints.resource,
+            ledger=runtime.assertion_ledger(),
         ),
         *discovery_routes(
             runtime.endpoints,

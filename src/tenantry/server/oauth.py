@@ -39,7 +39,7 @@ from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
 from tenantry.audit.sink import AuditSink
 from tenantry.auth.apikeys import ApiKeyVerifier, api_key_subject, parse_api_key
 from tenantry.auth.claims import peek_issuer
-from tenantry.auth.replay import SeenAssertions
+from tenantry.auth.replay import AssertionLedger, SeenAssertions
 from tenantry.auth.tokens import TokenIssuer
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.core.credentials import ApiKeyRecord
@@ -130,6 +130,7 @@ def token_route(
     assertion_issuers: Mapping[str, IdentityProviderVerifier] | None = None,
     audience: str = "",
     resource: str = "",
+    ledger: AssertionLedger | None = None,
 ) -> Route:
     """The token endpoint.
 
@@ -137,9 +138,10 @@ def token_route(
         accepts (those configured with ``identity_assertions``); none: the grant is unsupported.
     :param audience: this authorization server's issuer, the ``aud`` an assertion must name.
     :param resource: the protected resource, the ``resource`` claim an assertion may name.
+    :param ledger: where used assertions are remembered (default: in this process).
     """
     trusted = {i: v for i, v in (assertion_issuers or {}).items() if v.config.identity_assertions}
-    seen = SeenAssertions(leeway=max((v.config.max_assertion_lifetime for v in trusted.values()), default=0))
+    seen = ledger or SeenAssertions(leeway=max((v.config.max_assertion_lifetime for v in trusted.values()), default=0))
     grants = ("client_credentials", JWT_BEARER_GRANT) if trusted else ("client_credentials",)
 
     async def token(request: Request) -> Response:
@@ -247,7 +249,7 @@ def token_route(
                 raise InvalidCredential("the assertion was issued to another client")
             if assertion.tenant_id != record.tenant_id:
                 raise InvalidCredential("the assertion names another tenant than the client's")
-            first = seen.first_use(assertion.issuer, assertion.jti, assertion.expires_at)
+            first = await seen.first_use(assertion.issuer, assertion.jti, assertion.expires_at)
             if first is None:
                 raise OAuthError("temporarily_unavailable", "too many assertions in flight; retry shortly", 503)
             if not first:
