@@ -207,6 +207,7 @@ async def test_the_sdk_identity_assertion_client_gets_a_session_of_the_subject(
         ({"jti": None}, "lacks a jti"),
         ({"org_id": None}, "lacks the tenant claim"),
         ({"org_id": "initech"}, "may not speak for"),
+        ({"sub": "a" * 256}, "subject is too long"),  # <provider>:<sub> must fit our subjects
     ],
 )
 def test_a_wrong_assertion_is_refused(deployment: Deployment, overrides: dict, reason: str) -> None:

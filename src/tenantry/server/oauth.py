@@ -44,7 +44,7 @@ from tenantry.auth.tokens import TokenIssuer
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.core.credentials import ApiKeyRecord
 from tenantry.core.errors import InvalidCredential, RateLimited, TenantryError
-from tenantry.core.ids import is_valid_tool_name
+from tenantry.core.ids import is_valid_subject, is_valid_tool_name
 from tenantry.ratelimit.failures import FailedAttempts
 from tenantry.server.authn import failure_key
 
@@ -184,6 +184,8 @@ def token_route(
             assertion = await _assertion(form, record, address, request_id)
             tools &= assertion.allowed_tools
             subject = f"{assertion.provider}:{assertion.subject}"
+            if not is_valid_subject(subject):
+                raise OAuthError("invalid_grant", "the assertion's subject is too long")
             # Never outlive the assertion (nor the usual lifetime of our tokens).
             ttl = min(issuer.default_ttl, assertion.expires_at - int(time.time()))
             if ttl <= 0:
