@@ -23,6 +23,8 @@ def test_authorization_servers_list_the_providers_first_then_the_built_in_issuer
     servers = ScopeMap(BUILTIN, [OKTA, ENTRA]).authorization_servers
     assert servers == ["https://okta.test", "https://entra.test", BUILTIN]
     assert ScopeMap(BUILTIN, []).authorization_servers == [BUILTIN]
+    machines = provider("machines", tools_claim="allowed_tools", advertise=False)
+    assert ScopeMap(BUILTIN, [machines, ENTRA]).authorization_servers == ["https://entra.test", BUILTIN]
 
 
 def test_scopes_supported_are_the_providers_scopes_that_reach_a_registered_tool() -> None:

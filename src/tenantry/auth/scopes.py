@@ -22,11 +22,12 @@ class ScopeMap:
     def __init__(self, builtin_issuer: str, providers: Sequence[IdentityProviderSettings]) -> None:
         self.builtin_issuer = builtin_issuer
         self._providers = {p.issuer: p for p in providers}
-        self._order = [p.issuer for p in providers]
+        self._order = [p.issuer for p in providers if p.advertise]
 
     @property
     def authorization_servers(self) -> list[str]:
-        """RFC 9728 ``authorization_servers``: the providers (in configured order), then the built-in issuer.
+        """RFC 9728 ``authorization_servers``: the advertised providers (in configured order), then the
+        built-in issuer.
 
         Clients take the first entry for an interactive login, and only the providers offer one
         (the built-in issuer grants ``client_credentials`` and the JWT-bearer grant alone).

@@ -173,6 +173,9 @@ class IdentityProviderSettings(_Section):
     prefix_claim: str | None = None
     """Optional claim narrowing file and object access to a resource prefix."""
     max_token_lifetime: int = Field(default=60 * 60, gt=0)
+    advertise: bool = True
+    """List this provider in the RFC 9728 ``authorization_servers`` (clients log in at the first
+    one listed); ``false`` for a provider that only issues machine tokens."""
     identity_assertions: bool = False
     """Accept this provider's identity assertions (ID-JAG, ``typ: oauth-id-jag+jwt``) at
     ``/oauth/token`` with the RFC 7523 JWT-bearer grant (enterprise-managed authorization)."""
