@@ -36,6 +36,7 @@ from tenantry.scoping.threads import ThreadBulkheads
 from tenantry.scoping.vectors.factory import open_vector_scopes
 
 if TYPE_CHECKING:
+    from tenantry.auth.replay import AssertionLedger
     from tenantry.ratelimit.tenant_limits import TenantLimiter
 
 __all__ = ["Runtime", "Endpoints", "MCP_PATH", "sql_tenant_key", "SQL_TENANT_KEY_FILE", "METRICS_TOKEN_FILE"]
@@ -344,6 +345,21 @@ class Runtime:
             open_limit_storage(limits.storage, key_prefix=limits.key_prefix),
             fail_closed=limits.on_storage_error == "fail_closed",
         )
+
+    def assertion_ledger(self) -> AssertionLedger:
+        """Where used identity assertions are remembered: the shared limits storage when it is
+        Redis (one use per deployment), else this process."""
+        from tenantry.auth.replay import SeenAssertions
+
+        lifetimes = [p.max_assertion_lifetime for p in self.settings.identity_providers if p.identity_assertions]
+        window = max(lifetimes, default=0) + self.settings.auth.clock_leeway
+        limits = self.settings.limits
+        if not limits.storage.startswith(("async+redis://", "async+rediss://", "redis://", "rediss://")):
+            return SeenAssertions(leeway=self.settings.auth.clock_leeway)
+        from tenantry.ratelimit.assertions import SharedSeenAssertions
+        from tenantry.ratelimit.tenant_limits import open_limit_storage
+
+        return SharedSeenAssertions(open_limit_storage(limits.storage, key_prefix=limits.key_prefix), window=window)
 
     def metrics_token(self) -> str:
         """The bearer token ``/metrics`` requires: ``metrics.token``, else the one generated in

@@ -167,6 +167,18 @@ class RunningIdp:
         assert response.status_code == 200, response.text
         return int(response.json()["hits"])
 
+    def id_jag(
+        self, client_id: str, subject: str, *, typ: str | None = None, claims: dict[str, Any] | None = None
+    ) -> str:
+        """An identity assertion (ID-JAG) for ``client_id`` and ``subject``, signed with the provider's
+        key; ``claims`` override or add claims (``exp``, ``aud``...; ``None`` values are sent as null)."""
+        form = {"client_id": client_id, "sub": subject, "claims": json.dumps(claims or {})}
+        if typ is not None:
+            form["typ"] = typ
+        response = httpx2.post(self.issuer + "/__test/id_jag", data=form, timeout=10)
+        assert response.status_code == 200, response.text
+        return str(response.json()["assertion"])
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -182,6 +194,37 @@ class RunningIdp:
             self.process.stdin.close()
 
 
+@dataclass(frozen=True)
+class AuthorizationResponse:
+    code: str | None
+    state: str | None
+    iss: str | None
+    error: str | None
+
+
+async def scripted_login(authorization_url: str, account: str, *, consent: bool = True) -> AuthorizationResponse:
+    """Play the user at the provider: open ``authorization_url``, log in as ``account``, consent
+    (or refuse), and return what the provider sends to the client's redirect URI."""
+    provider = httpx2.URL(authorization_url)
+    async with httpx2.AsyncClient(timeout=10, follow_redirects=False) as browser:
+        response = await browser.get(authorization_url)
+        for _ in range(10):
+            assert response.status_code in (302, 303), f"{response.status_code}: {response.text}"
+            target = response.url.join(str(response.headers["location"]))
+            if (target.host, target.port) != (provider.host, provider.port):
+                got = dict(target.params)  # the client's redirect URI: the authorization response
+                return AuthorizationResponse(got.get("code"), got.get("state"), got.get("iss"), got.get("error"))
+            if not target.path.startswith("/interaction/"):
+                response = await browser.get(target)  # resuming the authorization after an interaction
+                continue
+            details = (await browser.get(target)).json()
+            if details["prompt"] == "login":
+                response = await browser.post(f"{target}/login", data={"account": account})
+            else:
+                response = await browser.post(f"{target}/{'confirm' if consent else 'abort'}")
+    raise AssertionError("the provider kept redirecting")
+
+
 def start_idp(
     tmp_dir: Path,
     *,
@@ -192,6 +235,8 @@ def start_idp(
     port: int | None = None,
     jwks: dict[str, Any] | None = None,
     extra_resources: list[str] | None = None,
+    interactive: dict[str, Any] | None = None,
+    id_jag: dict[str, Any] | None = None,
     timeout: float = 20,
 ) -> RunningIdp:
     """Start an OpenID provider on 127.0.0.1 and wait until its discovery document is served.
@@ -199,7 +244,11 @@ def start_idp(
     ``clients``: ``{"client_id", "client_secret", "scopes": [...], "extra_claims": {...} | None}``
     (``scopes`` and ``extra_claims`` optional). A fresh ``alg`` key is generated unless a
     private ``jwks`` is given (its first key signs). ``resource`` is the default audience;
-    ``extra_resources`` may also be asked for with ``resource=``.
+    ``extra_resources`` may also be asked for with ``resource=``. ``interactive``
+    (``{"accounts": {id: claims}, "resource_scopes": [...]}``) turns on the authorization code
+    flow with dynamic registration and a scripted login (:func:`scripted_login`); ``id_jag``
+    (``{"audience", "resource", "accounts": {id: claims}}``) lets :meth:`RunningIdp.id_jag` issue
+    identity assertions.
     """
     argv = ensure_idp_harness()
     for client in clients:
@@ -220,6 +269,8 @@ def start_idp(
                 "resource": resource,
                 "extra_resources": extra_resources or [],
                 "access_token_ttl": access_token_ttl,
+                "interactive": interactive,
+                "id_jag": id_jag,
                 "clients": [
                     {
                         "client_id": c["client_id"],

@@ -108,9 +108,10 @@ def start_server(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 30,
+    port: int | None = None,
 ) -> RunningServer:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    port = free_port()
+    port = port or free_port()
     args = [TENANTRY, "serve", "--data-dir", str(data_dir), "--port", str(port)]
     if demo:
         args.append("--demo")

@@ -22,6 +22,7 @@ EXPECTED = {
     "InvalidCredential": ("invalid_credential", 401, -32001),
     "OriginNotAllowed": ("origin_not_allowed", 403, -32002),
     "TenantHalted": ("tenant_halted", 403, -32004),
+    "InsufficientScope": ("insufficient_scope", 403, -32013),
     "SessionNotFound": ("session_not_found", 404, -32600),
     "ToolUnavailable": ("tool_unavailable", 404, -32602),
     "InvalidArguments": ("invalid_arguments", 400, -32602),
@@ -119,7 +120,9 @@ OAUTH_ERRORS = {
     ("unsupported_grant_type", 400),
     ("access_denied", 403),
     ("invalid_scope", 400),
+    ("invalid_grant", 400),  # a refused identity assertion (jwt-bearer grant)
     ("temporarily_unavailable", None),  # the status of the store error it wraps
+    ("temporarily_unavailable", 503),  # the assertion ledger cannot tell whether it was used
 }
 RFC6749_CODES = {
     "invalid_request",
@@ -156,6 +159,18 @@ def test_every_oauth_error_code_is_pinned_and_registered() -> None:
     raised = oauth_errors_raised()
     assert raised == OAUTH_ERRORS
     assert {code for code, _ in raised} <= RFC6749_CODES
+
+
+def test_oauth_errors_are_frozen_data_whose_code_is_an_rfc_literal() -> None:
+    import dataclasses
+    import typing
+
+    from tenantry.server.oauth import OAuthError, OAuthErrorCode
+
+    assert set(typing.get_args(OAuthErrorCode)) <= RFC6749_CODES
+    error = OAuthError("invalid_grant", "the assertion expired")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        error.error = "access_denied"  # type: ignore[misc]
 
 
 def test_to_dict_carries_code_and_safe_message() -> None:

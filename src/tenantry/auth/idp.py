@@ -14,6 +14,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwt
@@ -34,9 +35,26 @@ from tenantry.core.identity import Principal
 from tenantry.core.ids import is_valid_tenant_id
 from tenantry.core.settings import IdentityProviderSettings
 
-__all__ = ["IdentityProviderVerifier"]
+__all__ = ["IdentityProviderVerifier", "IdentityAssertion", "ID_JAG_TYP"]
 
 _CACHE_SIZE = 4096
+
+ID_JAG_TYP = "oauth-id-jag+jwt"
+"""The ``typ`` header of an Identity Assertion JWT Authorization Grant (enterprise-managed authorization)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityAssertion:
+    """A verified identity assertion: who the provider says is asking, for which client and tenant."""
+
+    issuer: str
+    provider: str
+    tenant_id: str
+    subject: str
+    client_id: str
+    allowed_tools: frozenset[str]
+    jti: str
+    expires_at: int
 
 
 class IdentityProviderVerifier:
@@ -85,6 +103,54 @@ class IdentityProviderVerifier:
                 raise InvalidCredential("token expired")
             return principal
         header = read_header(credential, self._max_bytes)
+        if header.get("typ") == ID_JAG_TYP:
+            raise InvalidCredential("an identity assertion is not an access token; exchange it at the token endpoint")
+        principal = self._principal(await self._verified_claims(credential, header), credential, now)
+        self._cache[credential] = (self.jwks.version, principal)
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return principal
+
+    async def verify_assertion(self, assertion: str, *, audience: str, resource: str) -> IdentityAssertion:
+        """Verify an ID-JAG presented to our authorization server (``audience``) for ``resource``.
+
+        Checks the ``typ`` header, signature (the provider's JWKS only), ``iss``, ``aud``, the
+        ``resource`` claim when present, ``exp``/``nbf``/``iat`` and the lifetime, and requires
+        ``client_id`` and ``jti`` (replay is the caller's check). Tenant and tools are mapped as
+        for this provider's access tokens.
+
+        :raises InvalidCredential: with the specific reason.
+        """
+        config = self.config
+        if not config.identity_assertions:
+            raise InvalidCredential("this identity provider is not trusted for identity assertions")
+        header = read_header(assertion, self._max_bytes)
+        if header.get("typ") != ID_JAG_TYP:
+            raise InvalidCredential(f"the assertion's typ header must be {ID_JAG_TYP!r}")
+        claims = await self._verified_claims(assertion, header)
+        if claims.get("iss") != config.issuer:
+            raise InvalidCredential("assertion issuer not accepted")
+        check_audience(claims, frozenset((audience,)))
+        if "resource" in claims and claims["resource"] != resource:
+            raise InvalidCredential("the assertion is for another resource")
+        exp, _ = check_time_claims(claims, time.time(), leeway=self._leeway, max_lifetime=config.max_assertion_lifetime)
+        client_id, jti = claims.get("client_id"), claims.get("jti")
+        if not isinstance(client_id, str) or not client_id:
+            raise InvalidCredential("the assertion lacks the client_id claim")
+        if not isinstance(jti, str) or not 0 < len(jti) <= 128:
+            raise InvalidCredential("the assertion lacks a jti claim")
+        return IdentityAssertion(
+            issuer=config.issuer,
+            provider=config.name,
+            tenant_id=self._tenant(claims),
+            subject=check_subject(claims.get(config.subject_claim)),
+            client_id=client_id,
+            allowed_tools=self._tools(claims),
+            jti=jti,
+            expires_at=exp,
+        )
+
+    async def _verified_claims(self, credential: str, header: dict[str, Any]) -> Mapping[str, Any]:
         check_header(header, self._algs, require_kid=False)
         alg = header["alg"]
         key = await self.jwks.key(header.get("kid"), alg)
@@ -94,11 +160,7 @@ class IdentityProviderVerifier:
             raise InvalidCredential("token signature invalid") from None
         except (ValueError, TypeError):
             raise InvalidCredential("malformed token") from None
-        principal = self._principal(decoded.claims, credential, now)
-        self._cache[credential] = (self.jwks.version, principal)
-        if len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return principal
+        return decoded.claims
 
     def _principal(self, claims: Mapping[str, Any], credential: str, now: float) -> Principal:
         config = self.config

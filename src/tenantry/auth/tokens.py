@@ -95,6 +95,10 @@ class TokenIssuer:
         self._default_ttl = default_ttl
         self._max_lifetime = max_lifetime
 
+    @property
+    def default_ttl(self) -> int:
+        return self._default_ttl
+
     def issue(
         self,
         *,

@@ -6,6 +6,7 @@ Hierarchy::
     +-- InvalidCredential         401: missing, malformed, expired, forged or revoked credential
     +-- OriginNotAllowed          403: browser Origin not on the allow-list
     +-- TenantHalted              403: the tenant's kill switch is on
+    +-- InsufficientScope         403: a tool of the caller's own tenant its token does not cover (step-up)
     +-- SessionNotFound           404: unknown session, or a session owned by another principal
     +-- ToolUnavailable           same error for a tool that does not exist and one not granted
     +-- InvalidArguments          tool arguments do not match the tool's schema
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidCredential",
     "OriginNotAllowed",
     "TenantHalted",
+    "InsufficientScope",
     "SessionNotFound",
     "ToolUnavailable",
     "InvalidArguments",
@@ -115,6 +117,19 @@ class TenantHalted(TenantryError):
     http_status = 403
     jsonrpc_code = -32004
     default_message = "The tenant is halted by an administrator"
+
+
+class InsufficientScope(TenantryError):
+    """A tool registered for and granted to the caller's tenant that the token does not cover.
+
+    Only then: a tool that does not exist or is not granted to the tenant stays
+    :class:`ToolUnavailable`, so the answer never tells another tenant's tools apart.
+    """
+
+    code = "insufficient_scope"
+    http_status = 403
+    jsonrpc_code = -32013
+    default_message = "The token does not cover this tool; ask the authorization server for the scope named"
 
 
 class SessionNotFound(TenantryError):
@@ -283,6 +298,7 @@ ALL_ERRORS: tuple[type[TenantryError], ...] = (
     InvalidCredential,
     OriginNotAllowed,
     TenantHalted,
+    InsufficientScope,
     SessionNotFound,
     ToolUnavailable,
     InvalidArguments,

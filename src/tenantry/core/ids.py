@@ -14,6 +14,7 @@ __all__ = [
     "validate_subject",
     "is_valid_tenant_id",
     "is_valid_tool_name",
+    "is_valid_subject",
 ]
 
 # DNS-label shaped: safe as a directory name, a PostgreSQL identifier suffix and an S3 prefix.
@@ -51,11 +52,15 @@ def validate_tool_name(value: str) -> str:
     return value
 
 
+def is_valid_subject(value: str) -> bool:
+    return bool(value) and len(value) <= _SUBJECT_MAX and value.isprintable()
+
+
 def validate_subject(value: str) -> str:
     """Return ``value`` if it is a usable subject (non-empty, printable, at most 256 chars).
 
     :raises UsageError: when it is not.
     """
-    if not value or len(value) > _SUBJECT_MAX or not value.isprintable():
+    if not is_valid_subject(value):
         raise UsageError(f"subject must be 1-{_SUBJECT_MAX} printable characters")
     return value

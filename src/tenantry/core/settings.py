@@ -173,12 +173,20 @@ class IdentityProviderSettings(_Section):
     prefix_claim: str | None = None
     """Optional claim narrowing file and object access to a resource prefix."""
     max_token_lifetime: int = Field(default=60 * 60, gt=0)
+    advertise: bool = True
+    """List this provider in the RFC 9728 ``authorization_servers`` (clients log in at the first
+    one listed); ``false`` for a provider that only issues machine tokens."""
+    identity_assertions: bool = False
+    """Accept this provider's identity assertions (ID-JAG, ``typ: oauth-id-jag+jwt``) at
+    ``/oauth/token`` with the RFC 7523 JWT-bearer grant (enterprise-managed authorization)."""
+    max_assertion_lifetime: int = Field(default=5 * 60, gt=0, le=60 * 60)
+    """Longest accepted ``exp - iat`` of an identity assertion (they are single-use and short)."""
     jwks_cache_ttl: int = Field(default=3600, gt=0)
     jwks_min_refresh_interval: float = Field(default=30.0, ge=0)
     """Seconds between refreshes caused by unknown key ids (a flood cannot hammer the provider)."""
     http_timeout: float = Field(default=5.0, gt=0, le=60)
 
-    _secs = field_validator("max_token_lifetime", "jwks_cache_ttl", mode="before")(_seconds)
+    _secs = field_validator("max_token_lifetime", "max_assertion_lifetime", "jwks_cache_ttl", mode="before")(_seconds)
 
     @field_validator("issuer", "jwks_url", "discovery_url")
     @classmethod

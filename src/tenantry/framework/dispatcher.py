@@ -219,6 +219,24 @@ class Dispatcher:
             self._tool_models[tool.name] = model
         return model
 
+    def needs_step_up(self, caller: Caller, name: str) -> bool:
+        """Whether ``name`` is registered for and granted to the caller's own tenant, and only its
+        token leaves it out: the one refusal that may say "ask for more scope". A tool that does
+        not exist, or exists only for other tenants, or is not granted, answers ``False`` alike."""
+        tenant = self._directory.get(caller.tenant_id)
+        if tenant is None or tenant.halted or name not in self._app.tools:
+            return False
+        decision = decide_tool_call(name, caller.principal, tenant.grants, self._registered_for(tenant.id))
+        return decision.reason == "not_in_token"
+
+    async def record_step_up(self, caller: Caller, name: str, arguments: Any) -> None:
+        """Audit a call refused with a step-up challenge (handler not run)."""
+        started = time.perf_counter()
+        hashed = await self._hash(caller, arguments)
+        await self._record(
+            caller, "tool_denied", "denied", name, hashed, started, reason="not_in_token", detail={"step_up": True}
+        )
+
     # -- tools/call -------------------------------------------------------------------------
 
     async def call_tool(

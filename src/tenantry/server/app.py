@@ -32,6 +32,7 @@ from tenantry import __version__
 from tenantry.audit.anomaly import AnomalyDetector, AnomalyThresholds
 from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
 from tenantry.auth.apikeys import ApiKeyVerifier
+from tenantry.auth.scopes import ScopeMap
 from tenantry.auth.verifiers import CredentialRouter
 from tenantry.controlplane.directory import ChangeListener, ControlSnapshot
 from tenantry.core.errors import TenantryError
@@ -53,6 +54,7 @@ from tenantry.server.oauth import token_route
 from tenantry.server.response import AutomaticResponse
 from tenantry.server.session_streams import ReleasingSessionManager
 from tenantry.server.sessions import SessionCloser, SessionRegistry
+from tenantry.server.step_up import StepUp
 from tenantry.server.wellknown import discovery_routes, health_routes
 
 __all__ = ["create_http_app", "HttpApp", "allowed_hosts_and_origins"]
@@ -112,6 +114,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         audience=runtime.endpoints.resource,
     )
     hosts, origins = allowed_hosts_and_origins(runtime)
+    scope_map = ScopeMap(runtime.endpoints.issuer, settings.identity_providers)
     manager = ReleasingSessionManager(
         app=mcp_server,
         json_response=settings.server.response_mode == "json",
@@ -148,6 +151,8 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         body_timeout=settings.server.body_timeout,
         in_flight=in_flight,
         sse_responses=settings.server.response_mode == "sse",
+        step_up=StepUp(dispatcher, scope_map),
+        challenge_scope=scope_map.challenge_scope(app.tools.keys()),
     )
 
     checkpointer = runtime.checkpointer()
@@ -208,8 +213,19 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
             directory=runtime.directory,
             audit=runtime.audit,
             failures=failures,
+            assertion_issuers=verifier.providers,
+            audience=runtime.endpoints.issuer,
+            resource=runtime.endpoints.resource,
+            ledger=runtime.assertion_ledger(),
         ),
-        *discovery_routes(runtime.endpoints, runtime.keys, signing_alg=settings.auth.signing_alg),
+        *discovery_routes(
+            runtime.endpoints,
+            runtime.keys,
+            signing_alg=settings.auth.signing_alg,
+            jwt_bearer=any(p.identity_assertions for p in settings.identity_providers),
+            scopes=scope_map,
+            registered=app.tools.keys,
+        ),
         *health_routes(runtime.directory, runtime.keys, lambda: {"audit_store": runtime.audit.available}),
         metrics_route(metrics, runtime.metrics_token()),
     ]

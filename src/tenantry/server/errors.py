@@ -14,7 +14,7 @@ from typing import Any
 from mcp.shared.exceptions import MCPError
 from starlette.responses import Response
 
-from tenantry.core.errors import InvalidCredential, RateLimited, TenantryError
+from tenantry.core.errors import InsufficientScope, InvalidCredential, RateLimited, TenantryError
 
 __all__ = ["error_body", "error_response", "to_mcp_error", "unexpected_to_mcp_error"]
 
@@ -35,13 +35,21 @@ def error_response(
     resource_metadata_url: str | None = None,
     request_id: Any = None,
     headers: dict[str, str] | None = None,
+    scope: str | None = None,
 ) -> Response:
-    """An HTTP response for ``error``: its status, a JSON-RPC error body, and for 401 the
-    RFC 6750 / RFC 9728 ``WWW-Authenticate`` challenge."""
+    """An HTTP response for ``error``: its status, a JSON-RPC error body, and the RFC 6750 /
+    RFC 9728 ``WWW-Authenticate`` challenge for a 401 (with ``scope`` when given) and for the
+    MCP authorization spec's step-up answer (403 ``insufficient_scope``, the scope it needs)."""
     extra = dict(headers or {})
+    challenge: str | None = None
     if isinstance(error, InvalidCredential):
         description = error.message.replace('"', "'")
         challenge = f'Bearer error="invalid_token", error_description="{description}"'
+        if scope:
+            challenge += f', scope="{scope}"'
+    elif isinstance(error, InsufficientScope):
+        challenge = f'Bearer error="insufficient_scope", scope="{error.data.get("scope", "")}"'
+    if challenge is not None:
         if resource_metadata_url:
             challenge += f', resource_metadata="{resource_metadata_url}"'
         extra["WWW-Authenticate"] = challenge

@@ -24,10 +24,11 @@ from tenantry.core.errors import TenantryError
 from tenantry.core.load import InFlight
 from tenantry.server.authn import Authenticator, sdk_identity
 from tenantry.server.errors import error_response
-from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, check_http_method, read_checked_body
+from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, check_http_method, read_checked_message
 from tenantry.server.headers import RequestHeaders
 from tenantry.server.mcp import CALLER_SCOPE_KEY, CURRENT_CALLER
 from tenantry.server.sessions import BoundSession, SessionRegistry
+from tenantry.server.step_up import StepUp
 
 __all__ = ["McpGate", "REQUEST_ID_SCOPE_KEY"]
 
@@ -50,8 +51,12 @@ class McpGate:
         body_timeout: float | None = None,
         in_flight: InFlight | None = None,
         sse_responses: bool = False,
+        step_up: StepUp | None = None,
+        challenge_scope: str | None = None,
     ) -> None:
         self._handler = handler
+        self._step_up = step_up
+        self._challenge_scope = challenge_scope
         self._sse_responses = sse_responses
         self._policy = policy
         self._authenticator = authenticator
@@ -91,8 +96,9 @@ class McpGate:
                 bound = await self._sessions.claim(session_id, caller)
                 caller.session_id = session_id
             check_http_method(method, handshake_era=handshake_era)
-            body = (
-                await read_checked_body(
+            body: bytes | None = None
+            if method == "POST":
+                body, message = await read_checked_message(
                     receive,
                     headers,
                     max_bytes=self._max_body,
@@ -100,9 +106,11 @@ class McpGate:
                     within=self._body_timeout,
                     sse_responses=self._sse_responses,
                 )
-                if method == "POST"
-                else None
-            )
+                if self._step_up is not None:
+                    insufficient = await self._step_up.refusal(caller, message, headers)
+                    if insufficient is not None:
+                        await self._refuse(insufficient, request_id, scope, receive, send, rpc_id=message.get("id"))
+                        return
         except TenantryError as exc:
             allow = "POST, GET, DELETE" if handshake_era else "POST"
             extra = {"Allow": allow} if isinstance(exc, MethodNotAllowed) else None
@@ -171,9 +179,17 @@ class McpGate:
         receive: Receive,
         send: Send,
         extra: dict[str, str] | None = None,
+        *,
+        rpc_id: object = None,
     ) -> None:
         headers = {"X-Request-Id": request_id, **(extra or {})}
-        response = error_response(error, resource_metadata_url=self._metadata_url, headers=headers)
+        response = error_response(
+            error,
+            resource_metadata_url=self._metadata_url,
+            headers=headers,
+            scope=self._challenge_scope,
+            request_id=rpc_id,
+        )
         await response(scope, receive, send)
 
 

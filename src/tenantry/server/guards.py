@@ -40,6 +40,7 @@ __all__ = [
     "check_http_method",
     "accepted_types",
     "read_checked_body",
+    "read_checked_message",
     "check_envelope",
     "json_depth_exceeds",
 ]
@@ -165,7 +166,23 @@ async def read_checked_body(
     within: float | None = None,
     sse_responses: bool = False,
 ) -> bytes:
-    """Read a POST body, refusing it as soon as a rule is broken.
+    """Read a POST body, refusing it as soon as a rule is broken (see :func:`read_checked_message`)."""
+    body, _ = await read_checked_message(
+        receive, headers, max_bytes=max_bytes, max_depth=max_depth, within=within, sse_responses=sse_responses
+    )
+    return body
+
+
+async def read_checked_message(
+    receive: Receive,
+    headers: RequestHeaders,
+    *,
+    max_bytes: int,
+    max_depth: int,
+    within: float | None = None,
+    sse_responses: bool = False,
+) -> tuple[bytes, dict[str, Any]]:
+    """Read a POST body, refusing it as soon as a rule is broken; the body and its parsed message.
 
     :param within: seconds the whole body may take to arrive (a client that trickles it
         must not hold the request for ever).
@@ -196,7 +213,7 @@ async def read_checked_body(
     message = check_envelope(body, max_depth, sessionless=sessionless)
     if message.get("method") == "subscriptions/listen" and not sse_ok and sessionless:
         raise NotAcceptable("subscriptions/listen answers with an event stream: Accept must include text/event-stream")
-    return body
+    return body, message
 
 
 async def _read_body(receive: Receive, max_bytes: int) -> bytes:

@@ -14,6 +14,8 @@ _WANTED = frozenset(
         b"content-type",
         b"content-length",
         b"accept",
+        b"mcp-method",
+        b"mcp-name",
     }
 )
 

@@ -1,4 +1,5 @@
-"""``/oauth/token``: RFC 6749 client-credentials grant whose client secret is a tenant API key.
+"""``/oauth/token``: RFC 6749 client-credentials grant whose client secret is a tenant API key, and
+the RFC 7523 JWT-bearer grant of an identity assertion (enterprise-managed authorization).
 
 The client authenticates with ``client_id`` = the key id and ``client_secret`` = the whole
 API key, either in HTTP Basic (RFC 6749 §2.3.1, form-encoded then base64) or in the form
@@ -7,6 +8,14 @@ body, never both. The answer is a short-lived JWT from the built-in issuer whose
 optional ``scope`` of space-separated tool names; a scope can only narrow, never widen.
 Errors follow RFC 6749 §5.2. Failed client authentications are counted per client address;
 past the limit, its further failures get ``429`` (a valid key is always accepted).
+
+JWT-bearer grant (``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer``, ``assertion=``):
+an ID-JAG (``typ: oauth-id-jag+jwt``) from an identity provider configured with
+``identity_assertions = true``, whose ``aud`` is this authorization server and whose
+``client_id`` claim names the authenticated client (the same API key client as above; the
+assertion's tenant must be the key's). Each assertion is accepted once. The token issued is
+for the assertion's subject (``<provider>:<sub>``), its tools the assertion's ∩ the key's ∩ the
+tenant's grants, and it lives no longer than the assertion nor the default token lifetime.
 """
 
 from __future__ import annotations
@@ -16,7 +25,10 @@ import binascii
 import json
 import logging
 import os
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, unquote_plus
 
 from starlette.requests import Request
@@ -26,26 +38,46 @@ from starlette.routing import Route
 from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
 from tenantry.audit.sink import AuditSink
 from tenantry.auth.apikeys import ApiKeyVerifier, api_key_subject, parse_api_key
+from tenantry.auth.claims import peek_issuer
+from tenantry.auth.replay import AssertionLedger, SeenAssertions
 from tenantry.auth.tokens import TokenIssuer
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.core.credentials import ApiKeyRecord
 from tenantry.core.errors import InvalidCredential, RateLimited, TenantryError
-from tenantry.core.ids import is_valid_tool_name
+from tenantry.core.ids import is_valid_subject, is_valid_tool_name
 from tenantry.ratelimit.failures import FailedAttempts
 from tenantry.server.authn import failure_key
 
-__all__ = ["token_route", "TOKEN_PATH"]
+if TYPE_CHECKING:  # the provider verifier (and its HTTP client) loads only when providers are configured
+    from tenantry.auth.idp import IdentityAssertion, IdentityProviderVerifier
+
+__all__ = ["token_route", "TOKEN_PATH", "JWT_BEARER_GRANT", "OAuthError", "OAuthErrorCode"]
 
 logger = logging.getLogger(__name__)
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a route, not a secret
 _MAX_BODY = 8 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+OAuthErrorCode = Literal[
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "access_denied",
+    "temporarily_unavailable",
+]
+"""RFC 6749 §5.2 token endpoint error codes (``access_denied`` and ``temporarily_unavailable`` from §4.1.2.1)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class OAuthError(Exception):
-    error: str
+    """A token endpoint error: only RFC codes can be answered."""
+
+    error: OAuthErrorCode
     description: str
     status: int = 400
     retry_after: int | None = None
@@ -95,7 +127,23 @@ def token_route(
     directory: TenantDirectory,
     audit: AuditSink,
     failures: FailedAttempts,
+    assertion_issuers: Mapping[str, IdentityProviderVerifier] | None = None,
+    audience: str = "",
+    resource: str = "",
+    ledger: AssertionLedger | None = None,
 ) -> Route:
+    """The token endpoint.
+
+    :param assertion_issuers: identity providers by issuer whose assertions the JWT-bearer grant
+        accepts (those configured with ``identity_assertions``); none: the grant is unsupported.
+    :param audience: this authorization server's issuer, the ``aud`` an assertion must name.
+    :param resource: the protected resource, the ``resource`` claim an assertion may name.
+    :param ledger: where used assertions are remembered (default: in this process).
+    """
+    trusted = {i: v for i, v in (assertion_issuers or {}).items() if v.config.identity_assertions}
+    seen = ledger or SeenAssertions(leeway=max((v.config.max_assertion_lifetime for v in trusted.values()), default=0))
+    grants = ("client_credentials", JWT_BEARER_GRANT) if trusted else ("client_credentials",)
+
     async def token(request: Request) -> Response:
         request_id = os.urandom(16).hex()
         address = request.client.host if request.client else None
@@ -119,8 +167,9 @@ def token_route(
             raise OAuthError("invalid_request", "grant_type is required")
         client_id, secret = _client_credentials(form, authorization)
         record = await _authenticate(client_id, secret, address, request_id)
-        if form["grant_type"] != "client_credentials":
-            raise OAuthError("unsupported_grant_type", "only the client_credentials grant is supported")
+        grant = form["grant_type"]
+        if grant not in grants:
+            raise OAuthError("unsupported_grant_type", f"supported grants: {', '.join(grants)}")
         tenant = directory.get(record.tenant_id)
         if tenant is None or tenant.halted:
             reason = "tenant unknown" if tenant is None else "tenant halted"
@@ -129,6 +178,19 @@ def token_route(
                 raise OAuthError("invalid_client", "client authentication failed", 401)
             raise OAuthError("access_denied", f"tenant {tenant.id!r} is halted by an administrator", 403)
         tools = set(record.tools) & tenant.grants
+        subject, ttl = api_key_subject(record.key_id), None
+        detail: dict[str, object] = {"grant": grant, "key_id": record.key_id}
+        if grant == JWT_BEARER_GRANT:
+            assertion = await _assertion(form, record, address, request_id)
+            tools &= assertion.allowed_tools
+            subject = f"{assertion.provider}:{assertion.subject}"
+            if not is_valid_subject(subject):
+                raise OAuthError("invalid_grant", "the assertion's subject is too long")
+            # Never outlive the assertion (nor the usual lifetime of our tokens).
+            ttl = min(issuer.default_ttl, assertion.expires_at - int(time.time()))
+            if ttl <= 0:
+                raise OAuthError("invalid_grant", "the assertion expired")
+            detail |= {"assertion_issuer": assertion.issuer, "assertion_jti": assertion.jti}
         scope = form.get("scope")
         if scope is not None:
             requested = scope.split()
@@ -139,20 +201,17 @@ def token_route(
                 await _record_refusal(record, "scope grants no tool of this key", address, request_id)
                 raise OAuthError("invalid_scope", "none of the requested tools is granted to this key")
         try:
-            issued = issuer.issue(
-                tenant_id=record.tenant_id, subject=api_key_subject(record.key_id), allowed_tools=tools
-            )
+            issued = issuer.issue(tenant_id=record.tenant_id, subject=subject, allowed_tools=tools, ttl=ttl)
             await audit.record(
                 AuditEvent(
                     event_type="token_issued",
                     tenant_id=record.tenant_id,
                     result_status="ok",
-                    subject=api_key_subject(record.key_id),
+                    subject=subject,
                     ip_address=address,
                     request_id=request_id,
                     detail={
-                        "grant": "client_credentials",
-                        "key_id": record.key_id,
+                        **detail,
                         "jti": issued.claims["jti"],
                         "allowed_tools": issued.claims["allowed_tools"],
                         "expires_at": issued.claims["exp"],
@@ -175,6 +234,32 @@ def token_route(
             media_type="application/json",
             headers={**_NO_STORE, "X-Request-Id": request_id},
         )
+
+    async def _assertion(
+        form: dict[str, str], record: ApiKeyRecord, address: str | None, request_id: str
+    ) -> IdentityAssertion:
+        value = form.get("assertion")
+        if not value:
+            raise OAuthError("invalid_request", "the jwt-bearer grant needs an assertion")
+        verifier = trusted.get(peek_issuer(value) or "")
+        try:
+            if verifier is None:
+                raise InvalidCredential("assertion issuer not accepted")
+            assertion = await verifier.verify_assertion(value, audience=audience, resource=resource)
+            # RFC 7523 §3 / ID-JAG: the assertion is for this client, and the client's tenant is the one named.
+            if assertion.client_id != record.key_id:
+                raise InvalidCredential("the assertion was issued to another client")
+            if assertion.tenant_id != record.tenant_id:
+                raise InvalidCredential("the assertion names another tenant than the client's")
+            first = await seen.first_use(assertion.issuer, assertion.jti, assertion.expires_at)
+            if first is None:
+                raise OAuthError("temporarily_unavailable", "too many assertions in flight; retry shortly", 503)
+            if not first:
+                raise InvalidCredential("the assertion was already used")
+        except InvalidCredential as exc:
+            await _record_refusal(record, f"invalid_grant: {exc.message}", address, request_id)
+            raise OAuthError("invalid_grant", exc.message) from None
+        return assertion
 
     def _client_credentials(form: dict[str, str], authorization: str | None) -> tuple[str, str]:
         in_body = "client_secret" in form
