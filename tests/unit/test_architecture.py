@@ -36,6 +36,8 @@ ALLOWED: dict[str, set[str]] = {
     "admin": {"core", "policy", "auth", "audit", "controlplane"},
     "framework": {"core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit"},
     "demo": {"core", "policy", "framework", "scoping", "controlplane"},
+    # Gateway mode plugs upstream MCP servers into the framework's invoker seam.
+    "gateway": {ROOT, "core", "framework", "scoping"},
     # The composition root below the entry points: opens stores and verifiers from settings.
     "runtime": {"core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit"},
     "server": {
@@ -49,6 +51,7 @@ ALLOWED: dict[str, set[str]] = {
         "ratelimit",
         "admin",
         "framework",
+        "gateway",
         "runtime",
     },
     "cli": {
@@ -62,6 +65,7 @@ ALLOWED: dict[str, set[str]] = {
         "ratelimit",
         "admin",
         "framework",
+        "gateway",
         "server",
         "runtime",
         "logs",
