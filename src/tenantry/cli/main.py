@@ -19,6 +19,7 @@ from tenantry.cli.keys import keys_app
 from tenantry.cli.secret import secret_app
 from tenantry.cli.tenant import tenant_app
 from tenantry.cli.token import token_app
+from tenantry.cli.upstream import upstream_app
 from tenantry.core.errors import AlreadyExists, GrantRefused, NotFound, TenantryError, UsageError
 
 __all__ = ["app", "main"]
@@ -101,6 +102,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secret_app, name="secret")
+app.add_typer(upstream_app, name="upstream")
 
 
 @app.command("version")

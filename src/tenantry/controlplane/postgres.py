@@ -16,8 +16,6 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tenantry.controlplane.base import Tenant, TenantSpec, TenantStatus, Tier
-from tenantry.controlplane.upstream_queries import POSTGRES_UPSTREAMS as _UPSTREAMS
-from tenantry.controlplane.upstream_queries import upstream_from_row
 from tenantry.controlplane.rows import (
     api_key_from_row,
     api_key_row,
@@ -26,6 +24,8 @@ from tenantry.controlplane.rows import (
     secret_info_from_row,
     wrapped_key_from_row,
 )
+from tenantry.controlplane.upstream_queries import POSTGRES_UPSTREAMS as _UPSTREAMS
+from tenantry.controlplane.upstream_queries import upstream_from_row
 from tenantry.core.credentials import ApiKeyRecord, Revocation
 from tenantry.core.errors import AlreadyExists, NotFound, SecretsUnavailable, StorageError, driver_error_text
 from tenantry.core.ids import validate_tenant_id, validate_tool_name

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from tenantry.controlplane.base import Tenant, TenantSpec, TenantStatus, Tier
-from tenantry.controlplane.upstream_queries import SQLITE_UPSTREAMS as _UPSTREAMS
-from tenantry.controlplane.upstream_queries import upstream_from_row
 from tenantry.controlplane.rows import (
     api_key_from_row,
     api_key_row,
@@ -21,6 +19,8 @@ from tenantry.controlplane.rows import (
     secret_info_from_row,
     wrapped_key_from_row,
 )
+from tenantry.controlplane.upstream_queries import SQLITE_UPSTREAMS as _UPSTREAMS
+from tenantry.controlplane.upstream_queries import upstream_from_row
 from tenantry.core.credentials import ApiKeyRecord, Revocation
 from tenantry.core.errors import AlreadyExists, NotFound, SecretsUnavailable, StorageError
 from tenantry.core.ids import validate_tenant_id, validate_tool_name

@@ -164,6 +164,14 @@ class Gateway:
                 self._specs[name] = spec
                 self._spawn(self.rediscover, name)
 
+    async def check(self, spec: UpstreamSpec) -> UpstreamReport:
+        """Connect to ``spec`` now and list its tools (``tenantry upstream add`` does this once)."""
+        await self._started.wait()
+        self._specs[spec.name] = spec
+        report = await self._discover(spec.name)
+        assert report is not None
+        return report
+
     async def rediscover_soon(self, name: str) -> None:
         """List the upstream's tools again, in the background."""
         await self._started.wait()
@@ -202,7 +210,8 @@ class Gateway:
             try:
                 tools = await self._list_tools(spec, tenant_id)
             except TenantryError as exc:
-                report.state, report.error = "unavailable", exc.message
+                where = "" if tenant_id == _SHARED else f" (listing through tenant {tenant_id})"
+                report.state, report.error = "unavailable", exc.message + where
                 continue
             if self._specs.get(name) is not spec:
                 return None  # removed or replaced while it was being listed
