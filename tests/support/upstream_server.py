@@ -12,9 +12,19 @@ from typing import Any
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import Tool as MCPTool
 from pydantic import BaseModel
 
-server = MCPServer("upstream-under-test")
+class ListingServer(MCPServer):
+    """Can list many extra tools (generated, never called) without registering each."""
+
+    extra: list[MCPTool] = []
+
+    async def list_tools(self) -> list[MCPTool]:
+        return [*await super().list_tools(), *self.extra]
+
+
+server = ListingServer("upstream-under-test")
 cancelled: list[str] = []
 
 
@@ -83,15 +93,11 @@ async def ask_client(ctx: Context) -> str:
 def main() -> None:
     port = int(sys.argv[1])
     many = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    for index in range(many):
-
-        async def generated() -> str:
-            return "generated"
-
-        server.add_tool(generated, name=f"t{index:05d}", description="generated")
+    schema = {"type": "object", "properties": {}}
+    ListingServer.extra = [MCPTool(name=f"t{i:05d}", description="generated", input_schema=schema) for i in range(many)]
     if many:
-        server.add_tool(echo, name="x" * 127, description="a name too long once prefixed")
-        server.add_tool(echo, name="has space", description="not a valid MCP tool name")
+        ListingServer.extra.append(MCPTool(name="x" * 127, description="too long once prefixed", input_schema=schema))
+        ListingServer.extra.append(MCPTool(name="has space", description="not an MCP tool name", input_schema=schema))
     app = server.streamable_http_app(host="127.0.0.1")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

@@ -31,7 +31,7 @@ import mcp_types as types
 from mcp.client._transport import TransportStreams
 from mcp.shared.exceptions import MCPError
 
-from tenantry.core.errors import NotFound, TenantryError
+from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError
 from tenantry.core.upstreams import TemplateValues, UpstreamSpec, render_template
 from tenantry.framework.app import App
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
@@ -292,8 +292,11 @@ class Gateway:
         try:
             return await client.call_tool(tool, arguments)
         except MCPError as exc:
-            if not session.alive:
+            if not session.alive or exc.error.code == types.CONNECTION_CLOSED:
+                session.fail("the connection closed")  # the next call starts a new session (after a backoff)
                 raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection during the call") from None
+            if "byte limit" in exc.error.message:  # the transport's bound on one message
+                raise ResultTooLarge(f"the upstream's answer is larger than the {self._max_message} byte limit") from None
             raise UpstreamError(f"upstream {spec.name!r}: {exc.error.message[:500]}") from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
             raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection during the call") from None
