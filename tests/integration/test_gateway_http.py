@@ -305,3 +305,20 @@ def test_overlong_and_invalid_upstream_tool_names_are_reported_not_dropped(serve
         server.cli("upstream", "remove", "oddnames", check=False)
         process.terminate()
         process.wait(10)
+
+
+def test_the_upstreams_tools_list_changed_is_honoured(server: RunningServer, upstream: str) -> None:
+    process, url = start_upstream()
+    try:
+        server.cli("upstream", "add", "growing", "--url", url, "--allow-private", "--tenant-agnostic")
+        server.cli("tenant", "grant", "acme", "growing__grow", "growing__sprouted", "--pending")
+        session = LegacySession(server.mcp_url, server.token("acme"))
+        wait_for_tool(server, "acme", "growing__grow")
+        assert "growing__sprouted" not in tool_names(session)
+        assert text_of(call(session, "growing__grow", {"name": "sprouted"})) == "grown"
+        wait_for_tool(server, "acme", "growing__sprouted", within=5)
+        assert text_of(call(session, "growing__sprouted")) == "sprouted is here"
+    finally:
+        server.cli("upstream", "remove", "growing", check=False)
+        process.terminate()
+        process.wait(10)

@@ -90,6 +90,18 @@ async def ask_client(ctx: Context) -> str:
     return "the client answered"
 
 
+@server.tool()
+async def grow(ctx: Context, name: str) -> str:
+    """Adds a tool named ``name`` and tells the client its tool list changed."""
+
+    async def grown() -> str:
+        return f"{name} is here"
+
+    server.add_tool(grown, name=name, description="added at run time")
+    await ctx.session.send_tool_list_changed()
+    return "grown"
+
+
 def main() -> None:
     port = int(sys.argv[1])
     many = int(sys.argv[2]) if len(sys.argv) > 2 else 0
