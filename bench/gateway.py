@@ -72,13 +72,18 @@ def main() -> None:
                 runs: dict[str, list[Result]] = {t.name: [] for t in targets}
                 for _ in range(args.rounds):
                     for target in targets:
-                        runs[target.name].append(measured(target, concurrency, args.seconds, "handshake", TOOL[target.name]))
+                        runs[target.name].append(
+                            measured(target, concurrency, args.seconds, "handshake", TOOL[target.name])
+                        )
                 merged = {
-                    name: Result(sum(r.calls for r in rs), sum(r.seconds for r in rs), [x for r in rs for x in r.latencies])
+                    name: Result(
+                        sum(r.calls for r in rs), sum(r.seconds for r in rs), [x for r in rs for x in r.latencies]
+                    )
                     for name, rs in runs.items()
                 }
                 for name, m in merged.items():
-                    print(f"{concurrency:>8} {name:<8} {m.rate:>9.0f} {m.percentile(0.5):>8.2f} {m.percentile(0.99):>8.2f}")
+                    p50, p99 = m.percentile(0.5), m.percentile(0.99)
+                    print(f"{concurrency:>8} {name:<8} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f}")
                 a, b = merged["direct"], merged["gateway"]
                 print(
                     f"{concurrency:>8} gateway / direct: calls/s {b.rate / a.rate:.3f} (target >= 0.8);"

@@ -182,9 +182,7 @@ async def open_session(client: httpx2.AsyncClient, target: Target, era: str, too
     return headers
 
 
-async def load(
-    target: Target, concurrency: int, seconds: float, era: str = "handshake", tool: str = "echo"
-) -> Result:
+async def load(target: Target, concurrency: int, seconds: float, era: str = "handshake", tool: str = "echo") -> Result:
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     arguments: dict[str, object] = {"name": tool, "arguments": {"text": "hello"}}
     if era == "sessionless":

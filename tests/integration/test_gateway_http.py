@@ -57,7 +57,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[
     running.cli("secret", "set", "--tenant", "acme", "api_token", input=ACME_CREDENTIAL)
     running.cli("secret", "set", "--tenant", "globex", "api_token", input=GLOBEX_CREDENTIAL)
     added = running.cli(
-        "upstream", "add", "echo", "--url", upstream, "--allow-private", "--header", "Authorization=Bearer {secret:api_token}"
+        "upstream",
+        "add",
+        "echo",
+        "--url",
+        upstream,
+        "--allow-private",
+        "--header",
+        "Authorization=Bearer {secret:api_token}",
     )
     assert "echo__echo" in added.stdout
     running.cli("tenant", "grant", "acme", *TOOLS)
@@ -176,7 +183,10 @@ def test_the_ssrf_guard_refuses_a_loopback_upstream_unless_allowed(server: Runni
         again = server.cli("upstream", "add", "metadata", "--url", url, "--connect-timeout", "2s", check=False)
         assert again.returncode == 1 and "private, loopback or link-local" in again.stderr, again.stderr
     # Positive control: the same URL with --allow-private is the fixture's upstream, which works.
-    assert any(u["name"] == "echo" and u["state"] == "ready" for u in json.loads(server.cli("upstream", "list", "--json").stdout))
+    assert any(
+        u["name"] == "echo" and u["state"] == "ready"
+        for u in json.loads(server.cli("upstream", "list", "--json").stdout)
+    )
 
 
 def test_server_to_client_requests_of_an_upstream_are_refused(server: RunningServer) -> None:
@@ -202,7 +212,9 @@ def test_a_halt_cancels_an_upstream_call_in_flight_and_tells_the_upstream(server
     session = LegacySession(server.mcp_url, server.token("napper"))
     label = f"halt-{time.time_ns()}"
     answers: list[dict[str, Any]] = []
-    caller = threading.Thread(target=lambda: answers.append(call(session, "echo__nap", {"seconds": 30, "label": label})))
+    caller = threading.Thread(
+        target=lambda: answers.append(call(session, "echo__nap", {"seconds": 30, "label": label}))
+    )
     caller.start()
     time.sleep(1.0)
     halted_at = time.monotonic()

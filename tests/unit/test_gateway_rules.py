@@ -89,7 +89,9 @@ def test_a_missing_secret_is_not_found() -> None:
         (UpstreamSpec(name="x", transport="http", url="https://x/", headers=(("Host", "evil"),)), "set by the gateway"),
         (UpstreamSpec(name="x", transport="http", url="https://x/", headers=(("A", "b\r\nC: d"),)), "line breaks"),
         (
-            UpstreamSpec(name="x", transport="http", url="https://x/", headers=(("A", "{secret:k}"),), tenant_agnostic=True),
+            UpstreamSpec(
+                name="x", transport="http", url="https://x/", headers=(("A", "{secret:k}"),), tenant_agnostic=True
+            ),
             "shared by all tenants",
         ),
         (UpstreamSpec(name="x", transport="stdio", command=("srv",), tenant_agnostic=True), "HTTP upstreams"),
@@ -113,8 +115,19 @@ def test_a_spec_survives_storage() -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "::1", "fe80::1", "::ffff:127.0.0.1",
-     "0.0.0.0", "100.64.0.1", "fd00::1"],
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "100.64.0.1",
+        "fd00::1",
+    ],
 )
 def test_private_loopback_and_link_local_addresses_are_refused(address: str) -> None:
     with pytest.raises(UpstreamUnavailable, match="private, loopback or link-local"):

@@ -74,7 +74,11 @@ def remove_upstream(store: ControlStore, name: str, *, actor: str) -> AuditEvent
     publish_catalogue(store, catalogue_key(name), Catalogue())
     store.set_meta(REPORT_KEY_PREFIX + name, "")
     return AuditEvent(
-        event_type="upstream_removed", tenant_id=SYSTEM_STREAM, result_status="ok", actor=actor, detail={"upstream": name}
+        event_type="upstream_removed",
+        tenant_id=SYSTEM_STREAM,
+        result_status="ok",
+        actor=actor,
+        detail={"upstream": name},
     )
 
 

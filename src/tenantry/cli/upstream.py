@@ -73,7 +73,8 @@ def add(
         list[str] | None, typer.Option("--env", help="NAME=VALUE in a command upstream's environment; {secret:NAME}.")
     ] = None,
     tenants: Annotated[
-        str | None, typer.Option("--tenants", help="Comma-separated tenants that may be granted its tools (default all).")
+        str | None,
+        typer.Option("--tenants", help="Comma-separated tenants that may be granted its tools (default all)."),
     ] = None,
     timeout: Annotated[str, typer.Option("--timeout", help="Longest a call may take.")] = "30s",
     connect_timeout: Annotated[str, typer.Option("--connect-timeout", help="Longest a start may take.")] = "10s",
@@ -182,7 +183,9 @@ def list_(
     if as_json:
         print_json(rows)
         return
-    table = new_table("name", "transport", "target", "state", "tools", "not exposed", wrap=("target", "tools", "not exposed"))
+    table = new_table(
+        "name", "transport", "target", "state", "tools", "not exposed", wrap=("target", "tools", "not exposed")
+    )
     for row in rows:
         skipped = "; ".join(f"{s['tool']} ({s['reason']})" for s in row["skipped"]) or "-"
         state = row["state"] + (f": {row['error']}" if row["error"] else "")

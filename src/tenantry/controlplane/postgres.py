@@ -34,7 +34,8 @@ from tenantry.core.upstreams import UpstreamSpec
 
 __all__ = ["PostgresTenantStore", "CONTROLPLANE_SCHEMA_SQL"]
 
-CONTROLPLANE_SCHEMA_SQL = """
+CONTROLPLANE_SCHEMA_SQL = (
+    """
 CREATE SCHEMA IF NOT EXISTS tenantry;
 CREATE TABLE IF NOT EXISTS tenantry.tenants (
     id TEXT PRIMARY KEY,
@@ -100,7 +101,9 @@ CREATE TABLE IF NOT EXISTS tenantry.secrets (
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, name)
 );
-""" + _UPSTREAMS.create
+"""
+    + _UPSTREAMS.create
+)
 
 _INSERT_REVOCATION = (
     "INSERT INTO tenantry.revocations (kind, tenant_id, subject, jti, cutoff, reason, actor, created_at, expires_at)"
@@ -121,7 +124,17 @@ _SELECT_API_KEYS = (
 )
 
 
-_TABLES = ("tenants", "grants", "tenant_limits", "meta", "revocations", "api_keys", "tenant_data_keys", "secrets", "upstreams")
+_TABLES = (
+    "tenants",
+    "grants",
+    "tenant_limits",
+    "meta",
+    "revocations",
+    "api_keys",
+    "tenant_data_keys",
+    "secrets",
+    "upstreams",
+)
 
 
 class PostgresTenantStore:

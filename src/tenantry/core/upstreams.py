@@ -166,7 +166,8 @@ class UpstreamSpec:
             template_secrets(part)
         if self.tenant_agnostic and any(p for t in self._templates() for _, p in _parts(t)):
             raise UsageError(
-                "a --tenant-agnostic upstream is shared by all tenants: it cannot use {secret:...}, {tenant} or {tenant_dir}"
+                "a --tenant-agnostic upstream is shared by all tenants:"
+                " it cannot use {secret:...}, {tenant} or {tenant_dir}"
             )
         if self.tenants is not None:
             for tenant in self.tenants:

@@ -249,7 +249,9 @@ class Gateway:
         except TimeoutError:
             raise UpstreamUnavailable(f"upstream {spec.name!r} did not list its tools in time") from None
         except MCPError as exc:
-            raise UpstreamUnavailable(f"upstream {spec.name!r} refused to list its tools: {exc.error.message[:200]}") from None
+            raise UpstreamUnavailable(
+                f"upstream {spec.name!r} refused to list its tools: {exc.error.message[:200]}"
+            ) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection") from None
         return tools
@@ -258,7 +260,9 @@ class Gateway:
         mine = {n for n, (upstream, _) in self._routes.items() if upstream == spec.name}
         taken = self._app.capability_names() - mine
         exposed, skipped = map_tools(spec.name, tools, taken, max_tools=spec.max_tools)
-        self._app.replace_upstream_tools(spec.name, [upstream_tool_definition(spec.name, e, spec.tenants) for e in exposed])
+        self._app.replace_upstream_tools(
+            spec.name, [upstream_tool_definition(spec.name, e, spec.tenants) for e in exposed]
+        )
         for name in mine:
             self._routes.pop(name, None)
         self._routes.update({e.name: (spec.name, e.upstream_tool) for e in exposed})
@@ -296,7 +300,9 @@ class Gateway:
                 session.fail("the connection closed")  # the next call starts a new session (after a backoff)
                 raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection during the call") from None
             if "byte limit" in exc.error.message:  # the transport's bound on one message
-                raise ResultTooLarge(f"the upstream's answer is larger than the {self._max_message} byte limit") from None
+                raise ResultTooLarge(
+                    f"the upstream's answer is larger than the {self._max_message} byte limit"
+                ) from None
             raise UpstreamError(f"upstream {spec.name!r}: {exc.error.message[:500]}") from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
             raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection during the call") from None

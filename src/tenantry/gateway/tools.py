@@ -54,13 +54,9 @@ async def _not_in_process(**_: Any) -> None:
     raise UsageError("an upstream tool runs through the gateway's upstream invoker, not in this process")
 
 
-def upstream_tool_definition(
-    upstream: str, exposed: Exposed, tenants: frozenset[str] | None
-) -> ToolDefinition:
+def upstream_tool_definition(upstream: str, exposed: Exposed, tenants: frozenset[str] | None) -> ToolDefinition:
     tool = exposed.tool
-    metadata = UpstreamToolMetadata(arg_model=_AnyArguments, output_schema=tool.output_schema).bind(
-        tool.input_schema
-    )
+    metadata = UpstreamToolMetadata(arg_model=_AnyArguments, output_schema=tool.output_schema).bind(tool.input_schema)
     description = tool.description or ""
     return ToolDefinition(
         name=exposed.name,

@@ -69,7 +69,8 @@ async def _stop(process: Process) -> None:
             with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await process.stdin.aclose()
         with anyio.move_on_after(_STOP_GRACE):
-            while process.returncode is None:
+            # Polled, not process.wait(): that also waits for EOF on pipes a child may still hold.
+            while process.returncode is None:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
         if process.returncode is None:
             with suppress(ProcessLookupError, PermissionError):
