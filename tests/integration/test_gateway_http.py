@@ -334,3 +334,22 @@ def test_the_upstreams_tools_list_changed_is_honoured(server: RunningServer, ups
         server.cli("upstream", "remove", "growing", check=False)
         process.terminate()
         process.wait(10)
+
+
+def test_a_hanging_upstream_call_times_out_and_others_carry_on(server: RunningServer, upstream: str) -> None:
+    server.cli("upstream", "add", "slowpoke", "--url", upstream, "--allow-private", "--timeout", "2s")
+    server.cli("tenant", "grant", "acme", "slowpoke__nap")
+    wait_for_tool(server, "acme", "slowpoke__nap")
+    session = LegacySession(server.mcp_url, server.token("acme"))
+    answers: list[dict[str, Any]] = []
+    caller = threading.Thread(target=lambda: answers.append(call(session, "slowpoke__nap", {"seconds": 60})))
+    started = time.monotonic()
+    caller.start()
+    time.sleep(0.3)
+    other = LegacySession(server.mcp_url, server.token("globex"))
+    assert text_of(call(other, "echo__credential")).startswith("I was called with")  # not held up
+    caller.join(15)
+    assert answers and time.monotonic() - started < 10
+    result = answers[0]["result"]
+    assert result["isError"] is True and result["_meta"]["io.tenantry/error"]["code"] == "tool_timeout"
+    server.cli("upstream", "remove", "slowpoke")

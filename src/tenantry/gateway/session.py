@@ -120,6 +120,8 @@ class UpstreamSession:
         except Exception as exc:
             self.error = _describe(exc)
         finally:
+            if self.error and self._client is None and self.stderr is not None and self.stderr.text():
+                self.error += f" (its last stderr line: {self.stderr.text().splitlines()[-1][:300]})"
             self._client = None
             self._done.set()
             self._ready.set()
