@@ -5,7 +5,9 @@ The upstream is the bare MCP SDK server of ``bench/bare_server.py`` (``echo``, J
 upstream added (``tenantry upstream add up --url ... --allow-private``), clients call ``up__echo``
 with a bearer JWT, and Tenantry runs its whole enforcement path (token, session binding, ACL,
 schema validation against the upstream's schema, limits, a durable audit record before the
-result returns, redaction) and the upstream hop over its pooled per-tenant session. Handshake
+result returns, redaction) and the upstream hop over its pooled per-tenant session; (c) **native**:
+the same server's own ``echo`` (``bench/trivial_app.py``), which separates the cost of Tenantry's
+enforcement (c - a) from the cost of the upstream hop (b - c). Handshake
 era, N sessions calling in a closed loop from N workers. Rounds alternate a, b so noise hits both;
 the ratios of one run are what count: calls/s b/a and p50 b - a.
 
@@ -34,7 +36,11 @@ def start_gateway(workdir: Path, upstream: Target) -> Target:
     port = free_port()
     log = (workdir / "gateway.log").open("wb")
     process = subprocess.Popen(
-        [TENANTRY, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env
+        [TENANTRY, "serve", "--port", str(port), "--app", "bench.trivial_app:app"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
     )
     wait_ready(f"http://127.0.0.1:{port}/healthz", process)
 
@@ -43,14 +49,14 @@ def start_gateway(workdir: Path, upstream: Target) -> Target:
 
     cli("tenant", "create", "bench")
     cli("upstream", "add", "up", "--url", upstream.mcp_url, "--allow-private")
-    cli("tenant", "grant", "bench", "up__echo")
+    cli("tenant", "grant", "bench", "up__echo", "echo")
     cli("tenant", "limits", "bench", "calls_per_second=1000000", "burst=1000000", "concurrent_calls=1024")
     time.sleep(2.0)  # the server's next control-plane poll sees the tenant and the upstream
     token = cli("token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m")
     return Target("gateway", f"http://127.0.0.1:{port}/mcp", token, process)
 
 
-TOOL = {"direct": "echo", "gateway": "up__echo"}
+TOOL = {"direct": "echo", "native": "echo", "gateway": "up__echo"}
 
 
 def main() -> None:
@@ -63,7 +69,9 @@ def main() -> None:
         workdir = Path(tmp)
         upstream = start_bare(workdir)
         direct = Target("direct", upstream.mcp_url, None, upstream.process)
-        targets = [direct, start_gateway(workdir, upstream)]
+        gateway = start_gateway(workdir, upstream)
+        native = Target("native", gateway.mcp_url, gateway.token, gateway.process)
+        targets = [direct, native, gateway]
         try:
             print(f"{'sessions':>8} {'path':<8} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
             for concurrency in args.concurrency:
@@ -84,15 +92,19 @@ def main() -> None:
                 for name, m in merged.items():
                     p50, p99 = m.percentile(0.5), m.percentile(0.99)
                     print(f"{concurrency:>8} {name:<8} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f}")
-                a, b = merged["direct"], merged["gateway"]
+                a, n, b = merged["direct"], merged["native"], merged["gateway"]
                 print(
                     f"{concurrency:>8} gateway / direct: calls/s {b.rate / a.rate:.3f} (target >= 0.8);"
                     f" p50 overhead {b.percentile(0.5) - a.percentile(0.5):.2f} ms (target <= 1)"
                 )
+                print(
+                    f"{concurrency:>8} gateway / native tool on the same server: calls/s {b.rate / n.rate:.3f};"
+                    f" p50 of the upstream hop {b.percentile(0.5) - n.percentile(0.5):.2f} ms"
+                )
         finally:
-            for target in targets:
-                target.process.terminate()
-                target.process.wait(timeout=10)
+            for process in {id(t.process): t.process for t in targets}.values():
+                process.terminate()
+                process.wait(timeout=10)
 
 
 if __name__ == "__main__":

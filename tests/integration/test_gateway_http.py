@@ -353,3 +353,13 @@ def test_a_hanging_upstream_call_times_out_and_others_carry_on(server: RunningSe
     result = answers[0]["result"]
     assert result["isError"] is True and result["_meta"]["io.tenantry/error"]["code"] == "tool_timeout"
     server.cli("upstream", "remove", "slowpoke")
+
+
+def test_upstream_calls_are_counted_in_the_metrics_under_their_tool_name(server: RunningServer) -> None:
+    import httpx2
+
+    session = LegacySession(server.mcp_url, server.token("acme"))
+    call(session, "echo__echo", {"text": "count me"})
+    token = (server.data_dir / "keys" / "metrics.token").read_text().strip()
+    text = httpx2.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    assert any('tool="echo__echo"' in line and 'tenant="acme"' in line for line in text.splitlines())

@@ -61,7 +61,8 @@ class TenantMetrics(Collector):
         max_tenant_labels: int = 100,
         gauges: Callable[[], dict[str, tuple[str, float]]] = dict,
     ) -> None:
-        self._tools = frozenset(tools)
+        # Consulted live (the server passes ``app.tools.keys()``): upstream tools come and go.
+        self._tools = tools
         self._max_tenants = max_tenant_labels
         self._labelled: set[str] = set()
         self._gauges = gauges
