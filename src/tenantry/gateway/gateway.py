@@ -178,8 +178,8 @@ class Gateway:
         self._spawn(self.rediscover, name)
 
     def _spawn(self, fn: Callable[[str], Coroutine[Any, Any, Any]], name: str) -> None:
-        assert self._tasks is not None
-        self._tasks.start_soon(fn, name)
+        if self._tasks is not None:  # None once the gateway has stopped: nothing more to do
+            self._tasks.start_soon(fn, name)
 
     # -- discovery --------------------------------------------------------------------------
 
@@ -234,7 +234,7 @@ class Gateway:
         return report
 
     async def _list_tools(self, spec: UpstreamSpec, tenant_id: str) -> list[types.Tool]:
-        client = await self._client(spec, tenant_id)
+        _, client = await self._session(spec, tenant_id)
         tools: list[types.Tool] = []
         cursor: str | None = None
         try:
@@ -289,8 +289,7 @@ class Gateway:
         session = self._sessions.get(key)
         client = session.client if session is not None else None
         if session is None or client is None:
-            client = await self._client(spec, tenant_id)
-            session = self._sessions[key]
+            session, client = await self._session(spec, tenant_id)
         session.in_flight += 1
         session.last_used = time.monotonic()
         try:
@@ -311,7 +310,11 @@ class Gateway:
         finally:
             session.in_flight -= 1
 
-    async def _client(self, spec: UpstreamSpec, tenant_id: str) -> Any:
+    async def _session(self, spec: UpstreamSpec, tenant_id: str) -> tuple[UpstreamSession, Any]:
+        """The tenant's live session with ``spec`` and its client, started if needed.
+
+        :raises UpstreamUnavailable: it cannot be started, or is backing off after failures.
+        """
         key = (spec.name, _SHARED if spec.tenant_agnostic else tenant_id)
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
@@ -328,12 +331,9 @@ class Gateway:
                 self._sessions[key] = session
                 assert self._tasks is not None
                 self._tasks.start_soon(self._supervise, key, session)
-        try:
-            client = await session.ready()
-        except UpstreamUnavailable:
-            raise
+        client = await session.ready()
         self._backoff.pop(key, None)
-        return client
+        return session, client
 
     async def _supervise(self, key: tuple[str, str], session: UpstreamSession) -> None:
         await session.run()

@@ -85,7 +85,8 @@ class TenantMetrics(Collector):
         kind = event.event_type
         if kind == "tool_call":
             tenant = self._tenant(event.tenant_id)
-            tool = event.tool_name if event.tool_name in self._tools else "_unknown"
+            name = event.tool_name
+            tool = name if name is not None and name in self._tools else "_unknown"
             self._calls[(tenant, tool, event.result_status)] += 1
             if event.latency_ms is not None:
                 seconds = event.latency_ms / 1000
