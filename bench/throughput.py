@@ -91,9 +91,9 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(target: Target, concurrency: int, seconds: float, era: str) -> Result:
+def measured(target: Target, concurrency: int, seconds: float, era: str, tool: str = "echo") -> Result:
     before = process_cpu_seconds(target.process.pid)
-    result = asyncio.run(load(target, concurrency, seconds, era))
+    result = asyncio.run(load(target, concurrency, seconds, era, tool))
     result.server_cpu = process_cpu_seconds(target.process.pid) - before
     return result
 
@@ -152,12 +152,12 @@ MODERN_META = {
 }
 
 
-async def open_session(client: httpx2.AsyncClient, target: Target, era: str) -> dict[str, str]:
+async def open_session(client: httpx2.AsyncClient, target: Target, era: str, tool: str = "echo") -> dict[str, str]:
     headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
     if target.token:
         headers["Authorization"] = f"Bearer {target.token}"
     if era == "sessionless":
-        return {**headers, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
+        return {**headers, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": tool}
     init = await client.post(
         target.mcp_url,
         headers=headers,
@@ -182,13 +182,13 @@ async def open_session(client: httpx2.AsyncClient, target: Target, era: str) -> 
     return headers
 
 
-async def load(target: Target, concurrency: int, seconds: float, era: str = "handshake") -> Result:
+async def load(target: Target, concurrency: int, seconds: float, era: str = "handshake", tool: str = "echo") -> Result:
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    arguments: dict[str, object] = {"name": "echo", "arguments": {"text": "hello"}}
+    arguments: dict[str, object] = {"name": tool, "arguments": {"text": "hello"}}
     if era == "sessionless":
         arguments["_meta"] = MODERN_META
     async with httpx2.AsyncClient(limits=limits, timeout=30) as client:
-        sessions = [await open_session(client, target, era) for _ in range(concurrency)]
+        sessions = [await open_session(client, target, era, tool) for _ in range(concurrency)]
         latencies: list[float] = []
         stop_at = time.perf_counter() + seconds
 

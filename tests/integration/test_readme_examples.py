@@ -103,3 +103,17 @@ def test_the_framework_example_works_as_written(workspace: Workspace) -> None:
     workspace.serve(serve)
     workspace.shell(setup)
     assert workspace.shell(calls) == shown
+
+
+@pytest.mark.gateway_npm
+def test_the_gateway_walkthrough_works_as_written(workspace: Workspace) -> None:
+    from tests.support.ci import require_executable
+
+    require_executable("npx", "the README's gateway walkthrough")
+    fenced = blocks(section("Gateway mode (existing MCP servers)"))
+    commands, snippet, shown = fenced[0][1], fenced[1][1], fenced[2][1]
+    lines = commands.strip().splitlines()
+    assert len(lines) == 5, "the walkthrough promises five commands"
+    workspace.serve(lines[0].removesuffix("&").strip())
+    workspace.shell("\n".join(lines[1:4]))
+    assert workspace.shell(lines[4] + "\n" + snippet) == shown

@@ -170,3 +170,31 @@ def test_erase_tenant_removes_every_row_of_the_tenant_only(store: TenantStore) -
     assert [(r.kind, r.cutoff) for r in kept] == [("tenant", now)]  # the deletion's own, until it expires
     assert store.tenant_footprint("globex") == full  # the other tenant keeps every row
     assert store.sealed_secrets("globex") == {"mail": b"sealed"}
+
+
+def test_upstreams_round_trip_and_bump_the_revision(store: TenantStore) -> None:
+    from tenantry.core.upstreams import UpstreamSpec
+
+    spec = UpstreamSpec(
+        name="crm",
+        transport="http",
+        url="https://crm.example/mcp",
+        headers=(("Authorization", "Bearer {secret:crm_token}"),),
+        tenants=frozenset({"acme"}),
+        call_timeout=12.5,
+        created_at=1_700_000_000,
+    ).validated()
+    before = store.revision()
+    store.add_upstream(spec)
+    assert store.revision() > before
+    assert store.list_upstreams() == [spec]
+    with pytest.raises(AlreadyExists):
+        store.add_upstream(spec)
+    local = UpstreamSpec(name="files", transport="stdio", command=("mcp-fs", "{tenant_dir}"), created_at=1).validated()
+    store.add_upstream(local)
+    assert [u.name for u in store.list_upstreams()] == ["crm", "files"]
+    before = store.revision()
+    assert store.remove_upstream("crm") is True
+    assert store.revision() > before
+    assert store.remove_upstream("crm") is False
+    assert store.list_upstreams() == [local]

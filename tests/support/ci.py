@@ -21,6 +21,7 @@ RUNTIME_MARKERS = {
     "redis": "Redis",
     "conformance": "npm (the MCP conformance suite)",
     "idp": "npm (the OpenID provider harness)",
+    "gateway_npm": "npm (the gateway's stdio upstreams)",
 }
 
 

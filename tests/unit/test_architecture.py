@@ -41,6 +41,8 @@ ALLOWED: dict[str, set[str]] = {
     # A black-box client of any MCP deployment: it must not lean on the server it probes.
     "probe": set(),
     "compliance": {"core", "auth", "audit", "controlplane", "runtime"},
+    # Gateway mode plugs upstream MCP servers into the framework's invoker seam.
+    "gateway": {ROOT, "core", "framework", "scoping"},
     # The composition root below the entry points: opens stores and verifiers from settings.
     "runtime": {"core", "policy", "auth", "audit", "scoping", "controlplane", "ratelimit"},
     "server": {
@@ -54,6 +56,7 @@ ALLOWED: dict[str, set[str]] = {
         "ratelimit",
         "admin",
         "framework",
+        "gateway",
         "runtime",
     },
     "cli": {
@@ -67,6 +70,7 @@ ALLOWED: dict[str, set[str]] = {
         "ratelimit",
         "admin",
         "framework",
+        "gateway",
         "server",
         "runtime",
         "logs",

@@ -56,6 +56,8 @@ EXPECTED = {
     "ToolTimedOut": ("tool_timeout", 504, -32008),
     "CallCancelled": ("call_cancelled", 403, -32004),
     "ResourceNotFound": ("not_found", 404, -32602),  # NotFound's code: unknown and invisible look alike
+    "UpstreamUnavailable": ("upstream_unavailable", 503, -32013),
+    "UpstreamError": ("upstream_error", 502, -32014),
 }
 
 

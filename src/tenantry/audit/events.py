@@ -54,6 +54,8 @@ EventType = Literal[
     "tenant_resumed",
     "secret_set",
     "secret_deleted",
+    "upstream_added",
+    "upstream_removed",
     "tenant_key_shredded",
     "tenant_exported",
     "tenant_deletion_started",

@@ -21,6 +21,7 @@ from tenantry.cli.probe import probe
 from tenantry.cli.secret import secret_app
 from tenantry.cli.tenant import tenant_app
 from tenantry.cli.token import token_app
+from tenantry.cli.upstream import upstream_app
 from tenantry.core.errors import AlreadyExists, GrantRefused, NotFound, TenantryError, UsageError
 
 __all__ = ["app", "main"]
@@ -105,6 +106,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(secret_app, name="secret")
 app.command("probe")(probe)
 app.add_typer(compliance_app, name="compliance")
+app.add_typer(upstream_app, name="upstream")
 
 
 @app.command("version")

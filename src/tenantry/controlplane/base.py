@@ -10,6 +10,7 @@ from typing import Literal, Protocol
 from tenantry.core.credentials import ApiKeyRecord, Revocation
 from tenantry.core.limits import TenantLimits, parse_limit_overrides
 from tenantry.core.secrets import SecretInfo, SecretStore, WrappedKey
+from tenantry.core.upstreams import UpstreamSpec
 
 __all__ = [
     "Tenant",
@@ -20,6 +21,7 @@ __all__ = [
     "SecretStore",
     "SecretInfo",
     "WrappedKey",
+    "UpstreamStore",
     "ControlStore",
     "Tier",
     "TenantStatus",
@@ -144,9 +146,25 @@ class ApiKeyStore(Protocol):
         ...
 
 
+class UpstreamStore(Protocol):
+    """Upstream MCP servers of gateway mode (see :mod:`tenantry.core.upstreams`). Writes bump the revision.
+
+    Raises :class:`~tenantry.core.errors.AlreadyExists` for a duplicate name and
+    :class:`~tenantry.core.errors.StorageError` when the store fails.
+    """
+
+    def add_upstream(self, spec: UpstreamSpec) -> None: ...
+
+    def list_upstreams(self) -> list[UpstreamSpec]: ...
+
+    def remove_upstream(self, name: str) -> bool:
+        """``True`` if it existed."""
+        ...
+
+
 # SecretStore (sealed secret values and wrapped data keys) is defined in tenantry.core.secrets,
 # because the secret scopes, which may not import the control plane, are typed against it too.
 
 
-class ControlStore(TenantStore, RevocationStore, ApiKeyStore, SecretStore, Protocol):
+class ControlStore(TenantStore, RevocationStore, ApiKeyStore, SecretStore, UpstreamStore, Protocol):
     """Everything the control plane keeps; one database, one revision counter."""

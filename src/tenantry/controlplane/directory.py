@@ -22,6 +22,7 @@ from tenantry.core.credentials import ApiKeyRecord, RevocationList
 from tenantry.core.errors import StorageError
 from tenantry.core.limits import TenantLimits
 from tenantry.core.threads import BlockingRunner
+from tenantry.core.upstreams import UpstreamSpec
 
 __all__ = ["TenantDirectory", "ControlSnapshot", "ChangeListener"]
 
@@ -35,6 +36,7 @@ class ControlSnapshot:
     tenants: dict[str, Tenant] = field(default_factory=dict)
     revocations: RevocationList = field(default_factory=RevocationList)
     api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    upstreams: dict[str, UpstreamSpec] = field(default_factory=dict)
     revision: int | None = None
 
 
@@ -116,6 +118,7 @@ class TenantDirectory:
                 tenants={t.id: t for t in self._store.list_tenants()},
                 revocations=RevocationList(self._store.list_revocations(int(time.time()))),
                 api_keys={k.key_id: k for k in self._store.list_api_keys()},
+                upstreams={u.name: u for u in self._store.list_upstreams()},
                 revision=revision,
             )
             self._limits = {}

@@ -25,14 +25,18 @@ from tenantry.controlplane.rows import (
     secret_info_from_row,
     wrapped_key_from_row,
 )
+from tenantry.controlplane.upstream_queries import POSTGRES_UPSTREAMS as _UPSTREAMS
+from tenantry.controlplane.upstream_queries import upstream_from_row
 from tenantry.core.credentials import ApiKeyRecord, Revocation
 from tenantry.core.errors import AlreadyExists, NotFound, SecretsUnavailable, StorageError, driver_error_text
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
 from tenantry.core.secrets import SecretInfo, WrappedKey
+from tenantry.core.upstreams import UpstreamSpec
 
 __all__ = ["PostgresTenantStore", "CONTROLPLANE_SCHEMA_SQL"]
 
-CONTROLPLANE_SCHEMA_SQL = """
+CONTROLPLANE_SCHEMA_SQL = (
+    """
 CREATE SCHEMA IF NOT EXISTS tenantry;
 CREATE TABLE IF NOT EXISTS tenantry.tenants (
     id TEXT PRIMARY KEY,
@@ -99,6 +103,8 @@ CREATE TABLE IF NOT EXISTS tenantry.secrets (
     PRIMARY KEY (tenant_id, name)
 );
 """
+    + _UPSTREAMS.create
+)
 
 _INSERT_REVOCATION = (
     "INSERT INTO tenantry.revocations (kind, tenant_id, subject, jti, cutoff, reason, actor, created_at, expires_at)"
@@ -119,7 +125,17 @@ _SELECT_API_KEYS = (
 )
 
 
-_TABLES = ("tenants", "grants", "tenant_limits", "meta", "revocations", "api_keys", "tenant_data_keys", "secrets")
+_TABLES = (
+    "tenants",
+    "grants",
+    "tenant_limits",
+    "meta",
+    "revocations",
+    "api_keys",
+    "tenant_data_keys",
+    "secrets",
+    "upstreams",
+)
 
 
 class PostgresTenantStore:
@@ -383,6 +399,29 @@ class PostgresTenantStore:
         record = self.get_api_key(key_id)
         assert record is not None
         return record
+
+    # -- upstreams (gateway mode) -------------------------------------------------------------
+
+    def add_upstream(self, spec: UpstreamSpec) -> None:
+        try:
+            with self._tx() as cur:
+                cur.execute(_UPSTREAMS.insert, (spec.name, spec.to_json(), spec.created_at))
+                self._bump(cur)
+        except pg_errors.UniqueViolation:
+            raise AlreadyExists(f"upstream {spec.name!r} already exists") from None
+
+    def list_upstreams(self) -> list[UpstreamSpec]:
+        with self._tx() as cur:
+            rows = cur.execute(_UPSTREAMS.select_all).fetchall()
+        return [upstream_from_row(row) for row in rows]
+
+    def remove_upstream(self, name: str) -> bool:
+        with self._tx() as cur:
+            cur.execute(_UPSTREAMS.delete, (name,))
+            removed = cur.rowcount > 0
+            if removed:
+                self._bump(cur)
+        return removed
 
     # -- secrets (sealed values and wrapped data keys; no revision bump: read at call time) ----
 

@@ -20,10 +20,13 @@ from tenantry.controlplane.rows import (
     secret_info_from_row,
     wrapped_key_from_row,
 )
+from tenantry.controlplane.upstream_queries import SQLITE_UPSTREAMS as _UPSTREAMS
+from tenantry.controlplane.upstream_queries import upstream_from_row
 from tenantry.core.credentials import ApiKeyRecord, Revocation
 from tenantry.core.errors import AlreadyExists, NotFound, SecretsUnavailable, StorageError
 from tenantry.core.ids import validate_tenant_id, validate_tool_name
 from tenantry.core.secrets import SecretInfo, WrappedKey
+from tenantry.core.upstreams import UpstreamSpec
 
 __all__ = ["SqliteTenantStore"]
 
@@ -129,7 +132,7 @@ class SqliteTenantStore:
             # be recoverable from the database file.
             self._conn.execute("PRAGMA secure_delete=ON")
             with self._lock:
-                self._conn.executescript(_SCHEMA)
+                self._conn.executescript(_SCHEMA + _UPSTREAMS.create)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open control store {path}: {exc}") from None
 
@@ -362,6 +365,25 @@ class SqliteTenantStore:
         record = self.get_api_key(key_id)
         assert record is not None
         return record
+
+    # -- upstreams (gateway mode) -------------------------------------------------------------
+
+    def add_upstream(self, spec: UpstreamSpec) -> None:
+        try:
+            with self._write() as cur:
+                cur.execute(_UPSTREAMS.insert, (spec.name, spec.to_json(), spec.created_at))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"upstream {spec.name!r} already exists") from None
+
+    def list_upstreams(self) -> list[UpstreamSpec]:
+        with self._read() as cur:
+            rows = cur.execute(_UPSTREAMS.select_all).fetchall()
+        return [upstream_from_row(row) for row in rows]
+
+    def remove_upstream(self, name: str) -> bool:
+        with self._write() as cur:
+            cur.execute(_UPSTREAMS.delete, (name,))
+            return cur.rowcount > 0
 
     # -- secrets (sealed values and wrapped data keys; no revision bump: read at call time) ----
 

@@ -82,6 +82,10 @@ class ToolDefinition:
     title: str | None = None
     annotations: ToolAnnotations | None = None
     argument_names: frozenset[str] = field(default_factory=frozenset)
+    upstream: str | None = None
+    """Gateway mode: the upstream MCP server that runs this tool (``None``: a Python function here)."""
+    upstream_name: str | None = None
+    """The tool's own name on its upstream."""
 
     def available_to(self, tenant_id: str) -> bool:
         return self.tenants is None or tenant_id in self.tenants
@@ -99,6 +103,7 @@ class ResourceDefinition:
     title: str | None = None
     template: UriTemplate | None = None
     """Set for a resource template (``test://items/{id}``); its variables become the function's arguments."""
+    upstream: str | None = None
 
     def available_to(self, tenant_id: str) -> bool:
         return self.tenants is None or tenant_id in self.tenants
@@ -121,6 +126,7 @@ class PromptDefinition:
     arguments: tuple[tuple[str, bool, str | None], ...]
     """``(name, required, description)`` per argument."""
     title: str | None = None
+    upstream: str | None = None
 
     def available_to(self, tenant_id: str) -> bool:
         return self.tenants is None or tenant_id in self.tenants
@@ -162,6 +168,23 @@ class App:
         if removed:
             self._changed()
         return removed
+
+    def replace_upstream_tools(self, upstream: str, tools: Iterable[ToolDefinition]) -> None:
+        """Gateway mode: make ``tools`` the whole set registered for ``upstream`` (one change
+        notification). Names taken by anything else are refused.
+
+        :raises UsageError: a tool of another upstream or a native one already has the name.
+        """
+        new = {tool.name: tool for tool in tools}
+        old = [name for name, tool in self._tools.items() if tool.upstream == upstream]
+        for name in new:
+            if name not in old:
+                self._claim(name)
+        for name in old:
+            del self._tools[name]
+        self._tools.update(new)
+        if old or new:
+            self._changed()
 
     # -- registration ---------------------------------------------------------------------
 

@@ -110,6 +110,7 @@ class Dispatcher:
     """:param tool_timeout: overrides every tenant's ``tool_timeout`` limit (tests).
     :param limiter: admission by per-tenant rate, quota and concurrency; ``None`` admits everything.
     :param invoker: where admitted calls run (default: in this process).
+    :param upstream_invoker: where calls of upstream tools run (gateway mode).
     :param max_result_bytes: the largest result (as JSON) a call may return.
     """
 
@@ -124,6 +125,7 @@ class Dispatcher:
         requests_in_flight: InFlight | None = None,
         limiter: TenantLimiter | None = None,
         invoker: Invoker | None = None,
+        upstream_invoker: Invoker | None = None,
         max_result_bytes: int = _DEFAULT_MAX_RESULT,
         refusal_budget: RecordBudget | None = None,
     ) -> None:
@@ -133,6 +135,7 @@ class Dispatcher:
         self._audit = audit
         self._tool_timeout = tool_timeout
         self._invoker: Invoker = invoker or InProcessInvoker()
+        self._upstream_invoker = upstream_invoker
         self._limiter = limiter
         self._max_result = max_result_bytes
         self._refusals = refusal_budget or RecordBudget(per_source="60/minute", overall="6000/minute")
@@ -149,7 +152,14 @@ class Dispatcher:
     def cancel_tenant_calls(self, tenant_id: str) -> int:
         """Cancel the tenant's tool calls, resource reads and prompts in flight (its kill switch);
         each ends with ``call_cancelled`` in its result and its audit record. Returns how many."""
-        return self._invoker.cancel_tenant(tenant_id)
+        upstream = self._upstream_invoker.cancel_tenant(tenant_id) if self._upstream_invoker is not None else 0
+        return self._invoker.cancel_tenant(tenant_id) + upstream
+
+    def _invoker_for(self, call: Invocation) -> Invoker:
+        """Where one admitted call runs: its upstream MCP server (gateway mode), else this process."""
+        if self._upstream_invoker is not None and call.target.upstream is not None:
+            return self._upstream_invoker
+        return self._invoker
 
     def catalogue_changed(self) -> None:
         """Forget what was derived from the app's registrations (tools that appeared or went)."""
@@ -283,7 +293,7 @@ class Dispatcher:
                 await self._record(caller, "tool_denied", "denied", name, hashed, started, reason=exc.code)
                 raise
             hashed = await self._hash(caller, arguments)
-            detail = {"cross_tenant_reference": True} if names_other_tenant else None
+            detail = _call_detail(tool, names_other_tenant)
             # -- invocation: the start is durable before the tool runs
             await self._start(caller, "tools/call", name, hashed, started, detail)
             context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
@@ -292,7 +302,8 @@ class Dispatcher:
             result: ToolOutcome
             self._in_flight += 1
             try:
-                value = await self._invoker.invoke(self._invocation(tool, kwargs, context, limits))
+                invocation = self._invocation(tool, kwargs, context, limits)
+                value = await self._invoker_for(invocation).invoke(invocation)
                 result = tool.metadata.convert_result(value)
                 if isinstance(result, InputRequiredResult):
                     status = "input_required"
@@ -391,7 +402,7 @@ class Dispatcher:
         tenant (allowed, since it stays inside the caller's partition, but worth an alert)."""
         raw = dict(arguments or {})
         unexpected = sorted(set(raw) - tool.argument_names)
-        if unexpected:
+        if unexpected and tool.upstream is None:  # an upstream's schema says what it accepts
             raise InvalidArguments(f"unexpected argument(s): {', '.join(repr(u) for u in unexpected[:5])}")
         try:
             kwargs = tool.metadata.validate_arguments(raw)
@@ -624,7 +635,7 @@ class Dispatcher:
         or MCP protocol error with the tenant's secrets redacted."""
         context = call.context
         try:
-            return await self._invoker.invoke(call)
+            return await self._invoker_for(call).invoke(call)
         except (TenantryError, MCPError) as exc:
             redactor = await self._secret_values.redactor(context.tenant_id, context.secrets_read())
             raise redactor.error(exc) from None
@@ -721,6 +732,14 @@ class Dispatcher:
             detail=detail or {},
             principal=caller.principal,
         )
+
+
+def _call_detail(tool: ToolDefinition, names_other_tenant: bool) -> dict[str, Any] | None:
+    detail: dict[str, Any] = {"cross_tenant_reference": True} if names_other_tenant else {}
+    if tool.upstream is not None:
+        detail["upstream"] = tool.upstream
+        detail["upstream_tool"] = tool.upstream_name
+    return detail or None
 
 
 def _failure_status(exc: TenantryError | MCPError) -> tuple[ResultStatus, str]:

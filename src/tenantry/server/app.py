@@ -39,6 +39,7 @@ from tenantry.core.errors import TenantryError
 from tenantry.core.load import InFlight
 from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
+from tenantry.gateway.invoker import UpstreamInvoker
 from tenantry.ratelimit.failures import FailedAttempts
 from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.runtime import MCP_PATH, Runtime
@@ -55,6 +56,7 @@ from tenantry.server.response import AutomaticResponse
 from tenantry.server.session_streams import ReleasingSessionManager
 from tenantry.server.sessions import SessionCloser, SessionRegistry
 from tenantry.server.step_up import StepUp
+from tenantry.server.upstreams import build_gateway, follow_upstreams
 from tenantry.server.wellknown import discovery_routes, health_routes
 
 __all__ = ["create_http_app", "HttpApp", "allowed_hosts_and_origins"]
@@ -93,6 +95,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     verifier = runtime.credential_verifier()
     failures = FailedAttempts(settings.auth.failed_attempts)
     in_flight = InFlight()
+    gateway = build_gateway(runtime, app)
     dispatcher = Dispatcher(
         app,
         runtime.directory,
@@ -100,9 +103,11 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         runtime.audit,
         requests_in_flight=in_flight,
         limiter=runtime.tenant_limiter(),
+        upstream_invoker=UpstreamInvoker(gateway),
         max_result_bytes=settings.tools.max_result_bytes,
     )
     list_changed = ListChangedNotifier(resources=bool(app.resources), prompts=bool(app.prompts))
+    runtime.directory.add_listener(follow_upstreams(gateway))
     app.add_change_listener(_on_catalogue_change(dispatcher, list_changed))
     mcp_server = build_mcp_server(
         dispatcher,
@@ -184,7 +189,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await runtime.bulkheads.run_system(lambda: runtime.directory.refresh(force=True))
         await runtime.bulkheads.run_system(lambda: _seed_known_addresses(runtime, detector))
-        async with manager.run(), anyio.create_task_group() as tasks:
+        async with manager.run(), gateway.running(), anyio.create_task_group() as tasks:
             tasks.start_soon(runtime.directory.run)
             tasks.start_soon(sessions.reap_idle)
             tasks.start_soon(checkpointer.run, runtime.audit_store)

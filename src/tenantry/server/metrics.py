@@ -61,7 +61,8 @@ class TenantMetrics(Collector):
         max_tenant_labels: int = 100,
         gauges: Callable[[], dict[str, tuple[str, float]]] = dict,
     ) -> None:
-        self._tools = frozenset(tools)
+        # Consulted live (the server passes ``app.tools.keys()``): upstream tools come and go.
+        self._tools = tools
         self._max_tenants = max_tenant_labels
         self._labelled: set[str] = set()
         self._gauges = gauges
@@ -84,7 +85,8 @@ class TenantMetrics(Collector):
         kind = event.event_type
         if kind == "tool_call":
             tenant = self._tenant(event.tenant_id)
-            tool = event.tool_name if event.tool_name in self._tools else "_unknown"
+            name = event.tool_name
+            tool = name if name is not None and name in self._tools else "_unknown"
             self._calls[(tenant, tool, event.result_status)] += 1
             if event.latency_ms is not None:
                 seconds = event.latency_ms / 1000

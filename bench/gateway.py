@@ -1,0 +1,111 @@
+"""Gateway overhead: a trivial upstream tool called through Tenantry vs called directly, same run.
+
+The upstream is the bare MCP SDK server of ``bench/bare_server.py`` (``echo``, JSON responses).
+(a) **direct**: clients call it with no auth at all; (b) **gateway**: ``tenantry serve`` with the
+upstream added (``tenantry upstream add up --url ... --allow-private``), clients call ``up__echo``
+with a bearer JWT, and Tenantry runs its whole enforcement path (token, session binding, ACL,
+schema validation against the upstream's schema, limits, a durable audit record before the
+result returns, redaction) and the upstream hop over its pooled per-tenant session; (c) **native**:
+the same server's own ``echo`` (``bench/trivial_app.py``), which separates the cost of Tenantry's
+enforcement (c - a) from the cost of the upstream hop (b - c). Handshake
+era, N sessions calling in a closed loop from N workers. Rounds alternate a, b so noise hits both;
+the ratios of one run are what count: calls/s b/a and p50 b - a.
+
+    .venv/bin/python bench/gateway.py [--seconds 3] [--rounds 3] [--concurrency 1 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import REPO, TENANTRY, Result, Target, free_port, load, measured, start_bare, wait_ready
+
+
+def start_gateway(workdir: Path, upstream: Target) -> Target:
+    data = workdir / "data"
+    env = {**os.environ, "TENANTRY_DATA_DIR": str(data)}
+    port = free_port()
+    log = (workdir / "gateway.log").open("wb")
+    process = subprocess.Popen(
+        [TENANTRY, "serve", "--port", str(port), "--app", "bench.trivial_app:app"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+    )
+    wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+
+    def cli(*args: str) -> str:
+        return subprocess.run([TENANTRY, *args], env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+    cli("tenant", "create", "bench")
+    cli("upstream", "add", "up", "--url", upstream.mcp_url, "--allow-private")
+    cli("tenant", "grant", "bench", "up__echo", "echo")
+    cli("tenant", "limits", "bench", "calls_per_second=1000000", "burst=1000000", "concurrent_calls=1024")
+    time.sleep(2.0)  # the server's next control-plane poll sees the tenant and the upstream
+    token = cli("token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m")
+    return Target("gateway", f"http://127.0.0.1:{port}/mcp", token, process)
+
+
+TOOL = {"direct": "echo", "native": "echo", "gateway": "up__echo"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tenantry-bench-gateway-") as tmp:
+        workdir = Path(tmp)
+        upstream = start_bare(workdir)
+        direct = Target("direct", upstream.mcp_url, None, upstream.process)
+        gateway = start_gateway(workdir, upstream)
+        native = Target("native", gateway.mcp_url, gateway.token, gateway.process)
+        targets = [direct, native, gateway]
+        try:
+            print(f"{'sessions':>8} {'path':<8} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+            for concurrency in args.concurrency:
+                for target in targets:
+                    asyncio.run(load(target, concurrency, 1.0, "handshake", TOOL[target.name]))  # warm-up
+                runs: dict[str, list[Result]] = {t.name: [] for t in targets}
+                for _ in range(args.rounds):
+                    for target in targets:
+                        runs[target.name].append(
+                            measured(target, concurrency, args.seconds, "handshake", TOOL[target.name])
+                        )
+                merged = {
+                    name: Result(
+                        sum(r.calls for r in rs), sum(r.seconds for r in rs), [x for r in rs for x in r.latencies]
+                    )
+                    for name, rs in runs.items()
+                }
+                for name, m in merged.items():
+                    p50, p99 = m.percentile(0.5), m.percentile(0.99)
+                    print(f"{concurrency:>8} {name:<8} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f}")
+                a, n, b = merged["direct"], merged["native"], merged["gateway"]
+                print(
+                    f"{concurrency:>8} gateway / direct: calls/s {b.rate / a.rate:.3f} (target >= 0.8);"
+                    f" p50 overhead {b.percentile(0.5) - a.percentile(0.5):.2f} ms (target <= 1)"
+                )
+                print(
+                    f"{concurrency:>8} gateway / native tool on the same server: calls/s {b.rate / n.rate:.3f};"
+                    f" p50 of the upstream hop {b.percentile(0.5) - n.percentile(0.5):.2f} ms"
+                )
+        finally:
+            for process in {id(t.process): t.process for t in targets}.values():
+                process.terminate()
+                process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

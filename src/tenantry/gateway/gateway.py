@@ -1,0 +1,451 @@
+"""The gateway: which upstreams exist, one session per (upstream, tenant), their tools in the app.
+
+Lifecycle, per upstream:
+
+* **sessions**: a command (stdio) upstream runs one process per tenant, started at the tenant's
+  first call; an HTTP upstream gets one session per tenant, or one shared by every tenant when
+  it is declared tenant-agnostic. Each tenant's session carries that tenant's credentials only.
+* **discovery**: the upstream's tools are listed through the session of the first tenant
+  allowed to use it (or the shared one), mapped to ``<upstream>__<tool>`` and registered in the
+  app; ``notifications/tools/list_changed`` from the upstream lists them again.
+* **health**: live sessions are pinged every ``health_interval``; a session that fails, crashes
+  or stops answering is closed and started again at the next call, after a backoff that doubles
+  with each consecutive failure (at most 30 s). While backing off, calls fail at once with
+  ``upstream_unavailable``. Idle sessions are closed after ``idle_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import mcp_types as types
+from mcp.client._transport import TransportStreams
+from mcp.shared.exceptions import MCPError
+
+from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError
+from tenantry.core.upstreams import TemplateValues, UpstreamSpec, render_template
+from tenantry.framework.app import App
+from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
+from tenantry.gateway.naming import Skipped, map_tools
+from tenantry.gateway.session import UpstreamSession
+from tenantry.gateway.tools import upstream_tool_definition
+from tenantry.gateway.transports import StderrTail, http_streams, stdio_streams
+from tenantry.scoping.files.local import tenant_files_root
+
+__all__ = ["Gateway", "UpstreamReport", "SecretReader"]
+
+logger = logging.getLogger(__name__)
+
+SecretReader = Callable[[str, str], Awaitable[str]]
+"""``(tenant_id, name) -> value``; raises :class:`~tenantry.core.errors.NotFound` for a missing secret."""
+
+_SHARED = "*"
+_MAX_BACKOFF = 30.0
+_PAGES = 100
+
+
+@dataclass
+class UpstreamReport:
+    """What the last discovery of one upstream found (published for ``tenantry upstream list``)."""
+
+    name: str
+    state: str = "pending"
+    """``pending``, ``ready`` or ``unavailable``."""
+    error: str | None = None
+    tools: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    discovered_at: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "error": self.error,
+            "tools": self.tools,
+            "skipped": [{"tool": s.upstream_tool, "reason": s.reason, "why": s.explanation} for s in self.skipped],
+            "discovered_at": self.discovered_at,
+        }
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class Gateway:
+    """:param tenants: the ids of the tenants that exist now (discovery picks one allowed to use an upstream).
+    :param publish: told every new :class:`UpstreamReport` (the server stores it for the CLI).
+    :param max_message: the largest single message accepted from an upstream (bytes).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        data_dir: Path,
+        read_secret: SecretReader,
+        tenants: Callable[[], Iterable[str]],
+        max_message: int = 4 * 1024 * 1024,
+        publish: Callable[[UpstreamReport], Awaitable[None]] | None = None,
+        health_interval: float = 15.0,
+        idle_timeout: float = 600.0,
+    ) -> None:
+        self._app = app
+        self._data_dir = data_dir
+        self._read_secret = read_secret
+        self._tenants = tenants
+        self._max_message = max_message
+        self._publish = publish
+        self._health_interval = health_interval
+        self._idle_timeout = idle_timeout
+        self._specs: dict[str, UpstreamSpec] = {}
+        self._sessions: dict[tuple[str, str], UpstreamSession] = {}
+        self._locks: dict[tuple[str, str], anyio.Lock] = {}
+        self._backoff: dict[tuple[str, str], _Backoff] = {}
+        self._reports: dict[str, UpstreamReport] = {}
+        self._discovering: dict[str, bool] = {}
+        self._routes: dict[str, tuple[str, str]] = {}
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._started = anyio.Event()
+
+    # -- running ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """Sessions live while this is entered; leaving it closes every one."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            self._started.set()
+            tasks.start_soon(self._health_loop)
+            try:
+                yield self
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._close_where(lambda key: True)
+                tasks.cancel_scope.cancel()
+        self._tasks = None
+
+    def report(self, name: str) -> UpstreamReport | None:
+        return self._reports.get(name)
+
+    def route(self, exposed: str) -> tuple[UpstreamSpec, str]:
+        """The upstream and its own tool name behind an exposed tool name.
+
+        :raises UpstreamUnavailable: the upstream was removed meanwhile.
+        """
+        found = self._routes.get(exposed)
+        spec = None if found is None else self._specs.get(found[0])
+        if found is None or spec is None:
+            raise UpstreamUnavailable("the upstream serving this tool was removed")
+        return spec, found[1]
+
+    async def apply(self, specs: Mapping[str, UpstreamSpec]) -> None:
+        """Make the configured upstreams ``specs``: new ones are discovered (in the background),
+        removed ones' tools disappear and their sessions close, changed ones start afresh."""
+        await self._started.wait()
+        for name in [n for n in self._specs if n not in specs or specs[n] != self._specs[n]]:
+            del self._specs[name]
+            self._forget_tools(name)
+            self._reports.pop(name, None)
+            await self._close_where(lambda key, name=name: key[0] == name)  # type: ignore[misc]
+            logger.info("upstream removed", extra={"upstream": name})
+        for name, spec in specs.items():
+            if name not in self._specs:
+                self._specs[name] = spec
+                self._spawn(self.rediscover, name)
+
+    async def check(self, spec: UpstreamSpec) -> UpstreamReport:
+        """Connect to ``spec`` now and list its tools (``tenantry upstream add`` does this once)."""
+        await self._started.wait()
+        self._specs[spec.name] = spec
+        report = await self._discover(spec.name)
+        assert report is not None
+        return report
+
+    async def rediscover_soon(self, name: str) -> None:
+        """List the upstream's tools again, in the background."""
+        await self._started.wait()
+        self._spawn(self.rediscover, name)
+
+    def _spawn(self, fn: Callable[[str], Coroutine[Any, Any, Any]], name: str) -> None:
+        if self._tasks is not None:  # None once the gateway has stopped: nothing more to do
+            self._tasks.start_soon(fn, name)
+
+    # -- discovery --------------------------------------------------------------------------
+
+    async def rediscover(self, name: str) -> UpstreamReport | None:
+        """List the upstream's tools again and register them (at most one listing at a time)."""
+        if self._discovering.get(name) is not None:
+            self._discovering[name] = True  # run once more when the current listing ends
+            return self._reports.get(name)
+        self._discovering[name] = False
+        try:
+            while True:
+                report = await self._discover(name)
+                if not self._discovering.get(name):
+                    return report
+                self._discovering[name] = False
+        finally:
+            self._discovering.pop(name, None)
+
+    async def _discover(self, name: str) -> UpstreamReport | None:
+        spec = self._specs.get(name)
+        if spec is None:
+            return None
+        report = UpstreamReport(name=name)
+        candidates = [_SHARED] if spec.tenant_agnostic else [t for t in sorted(self._tenants()) if spec.available_to(t)]
+        if not candidates:
+            report.state, report.error = "unavailable", "no tenant may use this upstream yet (create one, or --tenants)"
+        for tenant_id in candidates[:3]:
+            try:
+                tools = await self._list_tools(spec, tenant_id)
+            except TenantryError as exc:
+                where = "" if tenant_id == _SHARED else f" (listing through tenant {tenant_id})"
+                report.state, report.error = "unavailable", exc.message + where
+                continue
+            if self._specs.get(name) is not spec:
+                return None  # removed or replaced while it was being listed
+            self._register(spec, tools, report)
+            break
+        report.discovered_at = int(time.time())
+        self._reports[name] = report
+        if report.skipped:
+            logger.warning(
+                "some tools of an upstream are not exposed",
+                extra={"upstream": name, "skipped": {s.upstream_tool: s.reason for s in report.skipped[:50]}},
+            )
+        if report.error:
+            logger.warning("upstream discovery failed", extra={"upstream": name, "reason": report.error})
+        if self._publish is not None:
+            try:
+                await self._publish(report)
+            except TenantryError as exc:
+                logger.warning("could not publish an upstream's report", extra={"upstream": name, "code": exc.code})
+        return report
+
+    async def _list_tools(self, spec: UpstreamSpec, tenant_id: str) -> list[types.Tool]:
+        _, client = await self._session(spec, tenant_id)
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        try:
+            with anyio.fail_after(spec.call_timeout):
+                for _ in range(_PAGES):
+                    params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+                    page = await client.list_tools(params=params)
+                    tools.extend(page.tools)
+                    cursor = page.next_cursor
+                    if cursor is None or len(tools) > spec.max_tools:
+                        break
+        except TimeoutError:
+            raise UpstreamUnavailable(f"upstream {spec.name!r} did not list its tools in time") from None
+        except MCPError as exc:
+            raise UpstreamUnavailable(
+                f"upstream {spec.name!r} refused to list its tools: {exc.error.message[:200]}"
+            ) from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection") from None
+        return tools
+
+    def _register(self, spec: UpstreamSpec, tools: list[types.Tool], report: UpstreamReport) -> None:
+        mine = {n for n, (upstream, _) in self._routes.items() if upstream == spec.name}
+        taken = self._app.capability_names() - mine
+        exposed, skipped = map_tools(spec.name, tools, taken, max_tools=spec.max_tools)
+        self._app.replace_upstream_tools(
+            spec.name, [upstream_tool_definition(spec.name, e, spec.tenants) for e in exposed]
+        )
+        for name in mine:
+            self._routes.pop(name, None)
+        self._routes.update({e.name: (spec.name, e.upstream_tool) for e in exposed})
+        report.state, report.error = "ready", None
+        report.tools = sorted(e.name for e in exposed)
+        report.skipped = skipped
+
+    def _forget_tools(self, name: str) -> None:
+        self._app.replace_upstream_tools(name, [])
+        for exposed in [n for n, (upstream, _) in self._routes.items() if upstream == name]:
+            del self._routes[exposed]
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def call_tool(
+        self, spec: UpstreamSpec, tenant_id: str, tool: str, arguments: dict[str, Any]
+    ) -> types.CallToolResult:
+        """Call ``tool`` on the tenant's session (started if needed).
+
+        :raises UpstreamUnavailable: the upstream cannot be reached or the session broke.
+        :raises UpstreamError: the upstream answered with a protocol error.
+        """
+        key = (spec.name, _SHARED if spec.tenant_agnostic else tenant_id)
+        session = self._sessions.get(key)
+        client = session.client if session is not None else None
+        if session is None or client is None:
+            session, client = await self._session(spec, tenant_id)
+        session.in_flight += 1
+        session.last_used = time.monotonic()
+        try:
+            return await client.call_tool(tool, arguments)
+        except MCPError as exc:
+            if not session.alive or exc.error.code == types.CONNECTION_CLOSED:
+                session.fail("the connection closed")  # the next call starts a new session (after a backoff)
+                raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection during the call") from None
+            if "byte limit" in exc.error.message:  # the transport's bound on one message
+                raise ResultTooLarge(
+                    f"the upstream's answer is larger than the {self._max_message} byte limit"
+                ) from None
+            raise UpstreamError(f"upstream {spec.name!r}: {exc.error.message[:500]}") from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
+            raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection during the call") from None
+        except (TimeoutError, ValueError, RuntimeError) as exc:
+            raise UpstreamError(f"upstream {spec.name!r} gave an unusable answer ({type(exc).__name__})") from None
+        finally:
+            session.in_flight -= 1
+
+    async def _session(self, spec: UpstreamSpec, tenant_id: str) -> tuple[UpstreamSession, Any]:
+        """The tenant's live session with ``spec`` and its client, started if needed.
+
+        :raises UpstreamUnavailable: it cannot be started, or is backing off after failures.
+        """
+        key = (spec.name, _SHARED if spec.tenant_agnostic else tenant_id)
+        lock = self._locks.setdefault(key, anyio.Lock())
+        async with lock:
+            session = self._sessions.get(key)
+            if session is None or session.done:
+                backoff = self._backoff.get(key)
+                wait = 0.0 if backoff is None else backoff.retry_at - time.monotonic()
+                if wait > 0:
+                    raise UpstreamUnavailable(
+                        f"upstream {spec.name!r} is unavailable (failed {backoff.failures} time(s) in a row;"  # type: ignore[union-attr]
+                        f" next attempt in {wait:.1f}s)"
+                    )
+                session = await self._open(spec, key[1])
+                self._sessions[key] = session
+                assert self._tasks is not None
+                self._tasks.start_soon(self._supervise, key, session)
+        client = await session.ready()
+        self._backoff.pop(key, None)
+        return session, client
+
+    async def _supervise(self, key: tuple[str, str], session: UpstreamSession) -> None:
+        await session.run()
+        if not session.closed_by_gateway:
+            backoff = self._backoff.setdefault(key, _Backoff())
+            backoff.failures += 1
+            backoff.retry_at = time.monotonic() + min(_MAX_BACKOFF, 0.25 * 2 ** (backoff.failures - 1))
+            if session.stderr is not None and session.stderr.text():
+                logger.warning(
+                    "upstream process ended; its last stderr lines follow\n%s",
+                    session.stderr.text(),
+                    extra={"upstream": key[0]},
+                )
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+
+    async def _open(self, spec: UpstreamSpec, tenant_id: str) -> UpstreamSession:
+        """A new (not yet started) session for ``tenant_id`` with its own credentials."""
+        values = await self._template_values(spec, tenant_id)
+
+        async def tools_changed() -> None:
+            self._spawn(self.rediscover, spec.name)
+
+        if spec.transport == "http":
+            assert spec.url is not None
+            url = render_template(spec.url, values)
+            headers = {h: render_template(t, values) for h, t in spec.headers}
+
+            def opener() -> AbstractAsyncContextManager[TransportStreams]:
+                return http_streams(
+                    url,
+                    headers,
+                    allow_private=spec.allow_private,
+                    connect_timeout=spec.connect_timeout,
+                    max_message=self._max_message,
+                )
+
+            return UpstreamSession(
+                spec.name, opener, connect_timeout=spec.connect_timeout, on_tools_changed=tools_changed
+            )
+        command = [render_template(part, values) for part in spec.command]
+        env = {v: render_template(t, values) for v, t in spec.env}
+        tail = StderrTail()
+        cwd = str(Path(values.tenant_dir).parent / "upstreams" / spec.name) if tenant_id != _SHARED else None
+        if cwd is not None:
+            await anyio.to_thread.run_sync(lambda: Path(cwd).mkdir(parents=True, exist_ok=True))
+
+        def stdio_opener() -> AbstractAsyncContextManager[TransportStreams]:
+            return stdio_streams(command, env, cwd=cwd, max_message=self._max_message, stderr=tail)
+
+        return UpstreamSession(
+            spec.name, stdio_opener, connect_timeout=spec.connect_timeout, on_tools_changed=tools_changed, stderr=tail
+        )
+
+    async def _template_values(self, spec: UpstreamSpec, tenant_id: str) -> TemplateValues:
+        if tenant_id == _SHARED:
+            return TemplateValues(tenant_id="", tenant_dir="", secret=_no_secret)
+        secrets: dict[str, str] = {}
+        for name in spec.credential_secrets():
+            try:
+                secrets[name] = await self._read_secret(tenant_id, name)
+            except NotFound:
+                raise UpstreamUnavailable(
+                    f"upstream {spec.name!r} needs this tenant's secret {name!r}, which is not set"
+                ) from None
+        root = tenant_files_root(self._data_dir, tenant_id)
+        await anyio.to_thread.run_sync(lambda: root.mkdir(parents=True, exist_ok=True))
+        return TemplateValues(tenant_id=tenant_id, tenant_dir=str(root), secret=secrets.__getitem__)
+
+    # -- health -----------------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while True:
+            await anyio.sleep(self._health_interval)
+            now = time.monotonic()
+            for key, session in list(self._sessions.items()):
+                client = session.client
+                if client is None:
+                    continue
+                if session.in_flight == 0 and now - session.last_used > self._idle_timeout:
+                    self._spawn_close(session)
+                    continue
+                self._spawn_ping(key, session)
+
+    def _spawn_close(self, session: UpstreamSession) -> None:
+        assert self._tasks is not None
+        self._tasks.start_soon(session.close)
+
+    def _spawn_ping(self, key: tuple[str, str], session: UpstreamSession) -> None:
+        async def ping() -> None:
+            client = session.client
+            if client is None:
+                return
+            try:
+                with anyio.fail_after(5):
+                    await client.send_ping()
+            except Exception:
+                logger.warning("upstream failed its health check; restarting it", extra={"upstream": key[0]})
+                session.fail("it failed its health check")
+
+        assert self._tasks is not None
+        self._tasks.start_soon(ping)
+
+    async def _close_where(self, match: Callable[[tuple[str, str]], bool]) -> None:
+        doomed = [s for k, s in self._sessions.items() if match(k)]
+        for key in [k for k in self._sessions if match(k)]:
+            del self._sessions[key]
+            self._backoff.pop(key, None)
+        async with anyio.create_task_group() as tasks:
+            for session in doomed:
+                tasks.start_soon(session.close)
+
+
+def _no_secret(name: str) -> str:
+    raise NotFound(f"no secret named {name!r}")

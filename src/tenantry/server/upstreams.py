@@ -1,0 +1,51 @@
+"""Wiring gateway mode into a serving process: the gateway, its invoker, its control-plane listener."""
+
+from __future__ import annotations
+
+from tenantry.admin.upstreams import publish_upstream_report
+from tenantry.controlplane.directory import ChangeListener, ControlSnapshot
+from tenantry.framework.app import App
+from tenantry.gateway.gateway import Gateway, UpstreamReport
+from tenantry.runtime import Runtime
+
+__all__ = ["build_gateway", "follow_upstreams"]
+
+_ENVELOPE = 64 * 1024
+"""Room for the JSON-RPC envelope around a result of the largest allowed size."""
+
+
+def build_gateway(runtime: Runtime, app: App) -> Gateway:
+    directory = runtime.directory
+
+    async def read_secret(tenant_id: str, name: str) -> str:
+        return await runtime.secrets.for_tenant(tenant_id).get(name)
+
+    async def publish(report: UpstreamReport) -> None:
+        spec = directory.snapshot.upstreams.get(report.name)
+        tenants = None if spec is None else spec.tenants
+        await runtime.bulkheads.run_system(lambda: publish_upstream_report(runtime.store, report.to_dict(), tenants))
+
+    return Gateway(
+        app,
+        data_dir=runtime.data_dir,
+        read_secret=read_secret,
+        tenants=lambda: directory.snapshot.tenants.keys(),
+        max_message=runtime.settings.tools.max_result_bytes + _ENVELOPE,
+        publish=publish,
+    )
+
+
+def follow_upstreams(gateway: Gateway) -> ChangeListener:
+    """Upstreams added, removed or changed in the control plane; tenants that appeared (an
+    upstream nobody could use yet is listed again)."""
+
+    async def on_change(before: ControlSnapshot, after: ControlSnapshot) -> None:
+        if before.revision is None or before.upstreams != after.upstreams:
+            await gateway.apply(after.upstreams)
+        if before.tenants.keys() != after.tenants.keys():
+            for name in after.upstreams:
+                report = gateway.report(name)
+                if report is not None and report.state != "ready":
+                    await gateway.rediscover_soon(name)
+
+    return on_change
