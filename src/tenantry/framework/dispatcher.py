@@ -68,6 +68,7 @@ from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
 from tenantry.framework.invoker import CallCancelled, InProcessInvoker, Invocation, Invoker, ToolTimedOut
 from tenantry.framework.redaction import RedactingChannel, SecretRedactor, TenantSecretValues
+from tenantry.framework.worker import WorkerUnavailable
 from tenantry.policy.acl import decide_tool_call, effective_tools
 from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.ratelimit.tenant_limits import Slot, TenantLimiter
@@ -110,6 +111,8 @@ class Dispatcher:
     """:param tool_timeout: overrides every tenant's ``tool_timeout`` limit (tests).
     :param limiter: admission by per-tenant rate, quota and concurrency; ``None`` admits everything.
     :param invoker: where admitted calls run (default: in this process).
+    :param dedicated: where dedicated-tier tenants' calls run (their own worker processes); without
+        one, their calls are refused with ``worker_unavailable`` rather than run here.
     :param max_result_bytes: the largest result (as JSON) a call may return.
     """
 
@@ -124,6 +127,7 @@ class Dispatcher:
         requests_in_flight: InFlight | None = None,
         limiter: TenantLimiter | None = None,
         invoker: Invoker | None = None,
+        dedicated: Invoker | None = None,
         max_result_bytes: int = _DEFAULT_MAX_RESULT,
         refusal_budget: RecordBudget | None = None,
     ) -> None:
@@ -133,6 +137,7 @@ class Dispatcher:
         self._audit = audit
         self._tool_timeout = tool_timeout
         self._invoker: Invoker = invoker or InProcessInvoker()
+        self._dedicated = dedicated
         self._limiter = limiter
         self._max_result = max_result_bytes
         self._refusals = refusal_budget or RecordBudget(per_source="60/minute", overall="6000/minute")
@@ -149,7 +154,18 @@ class Dispatcher:
     def cancel_tenant_calls(self, tenant_id: str) -> int:
         """Cancel the tenant's tool calls, resource reads and prompts in flight (its kill switch);
         each ends with ``call_cancelled`` in its result and its audit record. Returns how many."""
-        return self._invoker.cancel_tenant(tenant_id)
+        cancelled = self._invoker.cancel_tenant(tenant_id)
+        return cancelled + (self._dedicated.cancel_tenant(tenant_id) if self._dedicated is not None else 0)
+
+    def _invoker_for(self, tenant_id: str) -> Invoker:
+        """Where the tenant's next call runs, chosen per call: a call in flight finishes where it
+        started when the tenant moves."""
+        tenant = self._directory.get(tenant_id)
+        if tenant is not None and tenant.tier == "dedicated":
+            if self._dedicated is None:
+                raise WorkerUnavailable("this server runs no dedicated workers")
+            return self._dedicated
+        return self._invoker
 
     def catalogue_changed(self) -> None:
         """Forget what was derived from the app's registrations (tools that appeared or went)."""
@@ -274,7 +290,7 @@ class Dispatcher:
             result: ToolOutcome
             self._in_flight += 1
             try:
-                value = await self._invoker.invoke(self._invocation(tool, kwargs, context, limits))
+                value = await self._invoker_for(tenant.id).invoke(self._invocation(tool, kwargs, context, limits))
                 result = tool.metadata.convert_result(value)
                 if isinstance(result, InputRequiredResult):
                     status = "input_required"
@@ -606,7 +622,7 @@ class Dispatcher:
         or MCP protocol error with the tenant's secrets redacted."""
         context = call.context
         try:
-            return await self._invoker.invoke(call)
+            return await self._invoker_for(context.tenant_id).invoke(call)
         except (TenantryError, MCPError) as exc:
             redactor = await self._secret_values.redactor(context.tenant_id, context.secrets_read())
             raise redactor.error(exc) from None
