@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 _ANSWER_GRACE = 2.0
 """Seconds past a call's timeout the server waits for the worker's own ``tool_timeout``."""
 _STOP_GRACE = 5.0
+_BACKOFF_WAIT = 2.0
+"""A call arriving while its tenant's worker waits this long or less to restart waits too."""
 _STABLE_AFTER = 60.0
 """A worker that ran this long before it crashed restarts at the first backoff again."""
 
@@ -439,13 +441,16 @@ class WorkerInvoker:
         state = self._tenants.setdefault(tenant_id, _Tenant())
         if state.current is not None and state.current.alive:
             return state.current
-        if state.starting is None:
-            wait = state.backoff.not_before - time.monotonic()
-            if wait > 0:
+        wait = state.backoff.not_before - time.monotonic()
+        if state.starting is None and wait > 0:
+            if wait > _BACKOFF_WAIT:
                 raise WorkerUnavailable(
                     f"the tenant's worker is restarting after a crash; retry in {wait:.1f}s",
                     data={"retry_after": round(wait, 1)},
                 )
+            await asyncio.sleep(wait)  # a short backoff is waited out rather than refused
+            return await self._worker(tenant_id)
+        if state.starting is None:
             state.starting = asyncio.create_task(self._start(tenant_id, state))
         return await asyncio.shield(state.starting)
 
