@@ -32,7 +32,7 @@ from tenantry.core.settings import (
     VectorSettings,
     WorkerSettings,
 )
-from tenantry.framework.frames import encode_frame, read_frame
+from tenantry.framework.frames import FrameTooLarge, encode_frame, read_frame
 from tenantry.framework.redaction import RedactingLogFilter
 from tenantry.framework.worker_host import WorkerHost
 from tenantry.logs import configure_logging
@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(socket.socket(fileno=args.fd)))
     except TenantryError as exc:
         sys.stderr.write(f"tenantry worker: {exc.message}\n")
+        return 1
+    except (FrameTooLarge, ValueError, KeyError, asyncio.IncompleteReadError) as exc:
+        sys.stderr.write(f"tenantry worker: the server broke the protocol ({type(exc).__name__}); stopping\n")
         return 1
     except KeyboardInterrupt:
         return 130
