@@ -55,6 +55,10 @@ APP = dedent(
         return len(await ctx.secrets.get(name))
 
     @app.tool()
+    async def leak_secret(ctx: tenantry.ToolContext) -> str:
+        return "the key is " + await ctx.secrets.get("API_KEY")
+
+    @app.tool()
     async def add_row(ctx: tenantry.ToolContext, text: str) -> int:
         await ctx.sql.execute("CREATE TABLE IF NOT EXISTS rows_ (text TEXT)")
         await ctx.sql.execute("INSERT INTO rows_ VALUES (?)", text)
@@ -85,7 +89,7 @@ APP = dedent(
         return os.getpid()
     """
 )
-TOOLS = "whereami,env_holds,secret_length,add_row,all_rows,attach,write_file,read_file,nap"
+TOOLS = "whereami,env_holds,secret_length,leak_secret,add_row,all_rows,attach,write_file,read_file,nap"
 ACME_SECRET = "acme-canary-secret-4f1e9a"
 GLOBEX_SECRET = "globex-canary-secret-77b2c0"
 WORKER_LIMITS = {
@@ -179,6 +183,9 @@ def test_a_workers_environment_holds_only_its_tenants_secrets(server: RunningSer
     # Positive controls: its own secret is there, and ctx.secrets reads it.
     assert acme.value("env_holds", needle=ACME_SECRET) is True
     assert acme.value("secret_length", name="API_KEY") == len(ACME_SECRET)
+    # What the worker returns is redacted by the server like any result.
+    leaked = acme.value("leak_secret")
+    assert leaked.startswith("the key is ") and ACME_SECRET not in leaked
     # The logical tier's process (the server) holds neither in its environment.
     assert globex.value("env_holds", needle=ACME_SECRET) is False
 

@@ -250,8 +250,11 @@ class WorkerProcess:
         async with self._write_lock:
             if not self._alive:
                 raise WorkerCrashed()
-            self._writer.write(frame)
-            await self._writer.drain()
+            try:
+                self._writer.write(frame)
+                await self._writer.drain()
+            except OSError:  # the worker died under us; its reader reports the exit
+                raise WorkerCrashed() from None
 
     def _write_nowait(self, message: dict[str, Any]) -> None:
         if self._alive and not self._writer.is_closing():
