@@ -312,7 +312,8 @@ def test_tenant_move_both_ways_under_load_loses_no_rows(server: RunningServer) -
 
     with ThreadPoolExecutor(3) as pool:
         writers = [pool.submit(writer, n) for n in range(3)]
-        time.sleep(1.5)
+        wait_for(lambda: pids, timeout=30)  # the first worker (started on the first call) serves them
+        time.sleep(1.0)
         server.cli("tenant", "move", tenant, "--tier", "logical")
         wait_for(lambda: caller.value("whereami")["pid"] == server_pid(server))
         time.sleep(1.0)

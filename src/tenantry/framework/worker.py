@@ -390,6 +390,7 @@ class _Tenant:
     current: WorkerProcess | None = None
     starting: asyncio.Task[WorkerProcess] | None = None
     retiring: set[WorkerProcess] = field(default_factory=set)
+    retire_started: bool = False
     backoff: _Backoff = field(default_factory=_Backoff)
 
 
@@ -431,6 +432,8 @@ class WorkerInvoker:
         """New calls of the tenant go to a new worker (or, moved to the logical tier, nowhere
         here); the calls in flight finish in the old one, which then stops."""
         state = self._tenants.get(tenant_id)
+        if state is not None and state.starting is not None:
+            state.retire_started = True  # the calls waiting for it run there; nothing after them
         if state is None or state.current is None:
             return
         worker, state.current = state.current, None
@@ -466,6 +469,11 @@ class WorkerInvoker:
             raise
         finally:
             state.starting = None
+        if state.retire_started:
+            state.retire_started = False
+            worker.retiring = True  # stops when the calls that waited for it are done
+            state.retiring.add(worker)
+            return worker
         state.current = worker
         logger.info("dedicated worker started", extra={"tenant_id": tenant_id, "pid": worker.pid})
         return worker
