@@ -190,6 +190,19 @@ def test_a_workers_environment_holds_only_its_tenants_secrets(server: RunningSer
     assert globex.value("env_holds", needle=ACME_SECRET) is False
 
 
+def test_a_changed_secret_reaches_the_worker_by_replacing_it(server: RunningServer) -> None:
+    initech = Caller(server, "initech")
+    server.cli("secret", "set", "--tenant", "initech", "ROTATED", input="initech-old-value-1234")
+    assert wait_for(lambda: initech.value("env_holds", needle="initech-old-value-1234"))
+    before = initech.value("whereami")["pid"]
+    server.cli("secret", "set", "--tenant", "initech", "ROTATED", input="initech-new-value-5678")
+    assert wait_for(lambda: initech.value("env_holds", needle="initech-new-value-5678"))
+    assert initech.value("env_holds", needle="initech-old-value-1234") is False
+    assert initech.value("whereami")["pid"] != before
+    server.cli("secret", "delete", "--tenant", "initech", "ROTATED")
+    assert wait_for(lambda: initech.value("env_holds", needle="initech-new-value-5678") is False)
+
+
 def test_the_configured_resource_limits_apply_in_the_worker(server: RunningServer) -> None:
     limits = Caller(server, "acme").value("whereami")["limits"]
     assert limits["as"] == [3072 * 1024 * 1024] * 2
