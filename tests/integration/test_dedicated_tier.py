@@ -355,3 +355,44 @@ def test_move_refuses_an_unknown_tier_or_tenant(server: RunningServer) -> None:
     assert unknown.returncode == 1 and "no tenant 'nobody'" in unknown.stderr
     same = server.cli("tenant", "move", "acme", "--tier", "dedicated")  # positive control
     assert "already on the dedicated tier" in same.stdout
+
+
+def test_over_stdio_a_dedicated_tenants_tools_run_in_a_worker_and_stdout_stays_protocol(
+    server: RunningServer,
+) -> None:
+    import subprocess
+
+    from tests.support.server import TENANTRY
+
+    token = server.token("acme", "stdio-agent")
+    lines = [
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whereami", "arguments": {}}},
+    ]
+    process = subprocess.Popen(
+        [TENANTRY, "stdio", "--token", token, "--data-dir", str(server.data_dir), "--app", "dedicated_tools:app"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=server.data_dir.parent,
+        env={**os.environ, **server.env},
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("".join(json.dumps(line) + "\n" for line in lines).encode())
+    process.stdin.flush()
+    replies = [json.loads(process.stdout.readline()) for _ in range(2)]  # every stdout line is JSON-RPC
+    process.stdin.close()
+    process.wait(timeout=30)
+    here = replies[1]["result"]["structuredContent"]
+    assert here["tenant"] == "acme" and here["pid"] != process.pid
+    assert Path(here["cwd"]).name == "acme"
