@@ -396,3 +396,29 @@ def test_over_stdio_a_dedicated_tenants_tools_run_in_a_worker_and_stdout_stays_p
     here = replies[1]["result"]["structuredContent"]
     assert here["tenant"] == "acme" and here["pid"] != process.pid
     assert Path(here["cwd"]).name == "acme"
+
+
+def test_an_idle_worker_is_stopped_and_the_next_call_starts_another(tmp_path: Path) -> None:
+    (tmp_path / "dedicated_tools.py").write_text(APP)
+    env = {"TENANTRY_WORKER__IDLE_TIMEOUT": "1"}
+    idle = start_server(tmp_path / "data", demo=False, app="dedicated_tools:app", cwd=tmp_path, env=env)
+    try:
+        idle.cli("tenant", "create", "acme", "--tools", TOOLS, "--tier", "dedicated")
+        acme = Caller(idle, "acme")
+        first = wait_for(lambda: acme.value("add_row", text="before idle"))
+        assert acme.value("nap", seconds=2) == first  # positive control: busy for longer than the timeout, kept
+
+        def gone() -> bool:
+            try:
+                os.kill(first, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_for(gone, timeout=15)
+        second = acme.value("add_row", text="after idle")
+        assert second != first
+        assert sorted(acme.value("all_rows")) == ["after idle", "before idle"]
+        assert not [r for r in idle.audit_records("acme") if r["event_type"] == "worker_crashed"]  # not a crash
+    finally:
+        idle.stop()
