@@ -55,6 +55,11 @@ APP = dedent(
         return len(await ctx.secrets.get(name))
 
     @app.tool()
+    async def ask_user(ctx: tenantry.ToolContext) -> str:
+        answer = await ctx.client.elicit("Proceed?", {"type": "object", "properties": {"ok": {"type": "boolean"}}})
+        return answer.action
+
+    @app.tool()
     async def leak_secret(ctx: tenantry.ToolContext) -> str:
         return "the key is " + await ctx.secrets.get("API_KEY")
 
@@ -89,7 +94,7 @@ APP = dedent(
         return os.getpid()
     """
 )
-TOOLS = "whereami,env_holds,secret_length,leak_secret,add_row,all_rows,attach,write_file,read_file,nap"
+TOOLS = "whereami,env_holds,secret_length,leak_secret,ask_user,add_row,all_rows,attach,write_file,read_file,nap"
 ACME_SECRET = "acme-canary-secret-4f1e9a"
 GLOBEX_SECRET = "globex-canary-secret-77b2c0"
 WORKER_LIMITS = {
@@ -201,6 +206,17 @@ def test_a_changed_secret_reaches_the_worker_by_replacing_it(server: RunningServ
     assert initech.value("whereami")["pid"] != before
     server.cli("secret", "delete", "--tenant", "initech", "ROTATED")
     assert wait_for(lambda: initech.value("env_holds", needle="initech-new-value-5678") is False)
+
+
+def test_a_workers_client_requests_travel_through_the_servers_channel(server: RunningServer) -> None:
+    # These JSON-response connections cannot carry a request to the client: the server's channel
+    # refuses, and the refusal travels back to the tool in the worker and out as its error.
+    logical = Caller(server, "globex").call("ask_user")
+    dedicated = Caller(server, "acme").call("ask_user")
+    assert error_code(logical) == "usage_error"  # positive control: the same answer in the server's process
+    assert error_code(dedicated) == "usage_error"
+    assert dedicated["content"][0]["text"] == logical["content"][0]["text"]
+    assert "cannot carry requests to the client" in dedicated["content"][0]["text"]
 
 
 def test_the_configured_resource_limits_apply_in_the_worker(server: RunningServer) -> None:
