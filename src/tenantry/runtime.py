@@ -29,6 +29,7 @@ from tenantry.core.errors import NotFound, StorageError, UsageError
 from tenantry.core.settings import DEFAULT_PORT, Settings
 from tenantry.scoping.files.factory import open_file_scopes
 from tenantry.scoping.handles import DataScopes
+from tenantry.scoping.secrets.base import SecretScopes
 from tenantry.scoping.secrets.store import StoredSecretScopes, open_secret_scopes
 from tenantry.scoping.sql.base import SqlScopes
 from tenantry.scoping.sql.sqlite import SqliteSqlScopes
@@ -39,7 +40,16 @@ if TYPE_CHECKING:
     from tenantry.auth.replay import AssertionLedger
     from tenantry.ratelimit.tenant_limits import TenantLimiter
 
-__all__ = ["Runtime", "Endpoints", "MCP_PATH", "sql_tenant_key", "SQL_TENANT_KEY_FILE", "METRICS_TOKEN_FILE"]
+__all__ = [
+    "Runtime",
+    "open_data_scopes",
+    "open_sql_scopes",
+    "Endpoints",
+    "MCP_PATH",
+    "sql_tenant_key",
+    "SQL_TENANT_KEY_FILE",
+    "METRICS_TOKEN_FILE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +121,43 @@ def sql_tenant_key(settings: Settings, *, create: bool = False) -> bytes:
     return load_or_create_secret(path)
 
 
+def open_data_scopes(
+    settings: Settings, data_dir: Path, bulkheads: ThreadBulkheads, secrets: SecretScopes
+) -> DataScopes:
+    """The tenant-scoped handles' factories configured by ``settings`` (the server's, and a
+    dedicated worker's, which brings its own ``secrets``)."""
+    return DataScopes(
+        sql=open_sql_scopes(settings, data_dir, bulkheads),
+        files=open_file_scopes(
+            settings.files, data_dir, max_file_bytes=settings.tools.max_file_bytes, bulkheads=bulkheads
+        ),
+        vectors=open_vector_scopes(settings.vectors, data_dir, bulkheads=bulkheads),
+        secrets=secrets,
+        bulkheads=bulkheads,
+    )
+
+
+def open_sql_scopes(settings: Settings, data_dir: Path, bulkheads: ThreadBulkheads) -> SqlScopes:
+    from tenantry.scoping.sql.postgres import PostgresSqlScopes  # psycopg: only when configured
+
+    sql = settings.sql
+    row_limit = settings.tools.sql_row_limit
+    if sql.url is None:
+        return SqliteSqlScopes(data_dir, row_limit=row_limit, bulkheads=bulkheads)
+    return PostgresSqlScopes(
+        sql.url,
+        tenant_key=sql_tenant_key(settings),
+        isolation=sql.isolation,
+        schema_name=sql.schema_name,
+        pool_min=sql.pool_min,
+        pool_max=sql.pool_max,
+        pool_timeout=sql.pool_timeout,
+        statement_timeout=sql.statement_timeout,
+        row_limit=row_limit,
+        bulkheads=bulkheads,
+    )
+
+
 class Runtime:
     """Everything one deployment needs; cheap to open, close it when done."""
 
@@ -158,19 +205,7 @@ class Runtime:
         """The tenant-scoped data handles' factories, opened on first use (a CLI command that
         manages tenants never opens the vector store a running server may hold)."""
         if self._scopes is None:
-            settings = self.settings
-            self._scopes = DataScopes(
-                sql=self._sql_scopes(),
-                files=open_file_scopes(
-                    settings.files,
-                    self.data_dir,
-                    max_file_bytes=settings.tools.max_file_bytes,
-                    bulkheads=self.bulkheads,
-                ),
-                vectors=open_vector_scopes(settings.vectors, self.data_dir, bulkheads=self.bulkheads),
-                secrets=self.secrets,
-                bulkheads=self.bulkheads,
-            )
+            self._scopes = open_data_scopes(self.settings, self.data_dir, self.bulkheads, self.secrets)
         return self._scopes
 
     async def check_data_plane(self) -> None:
@@ -192,26 +227,6 @@ class Runtime:
                 self.settings.secrets, self.data_dir, self.store, bulkheads=self.bulkheads
             )
         return self._secrets
-
-    def _sql_scopes(self) -> SqlScopes:
-        from tenantry.scoping.sql.postgres import PostgresSqlScopes  # psycopg: only when configured
-
-        sql = self.settings.sql
-        row_limit = self.settings.tools.sql_row_limit
-        if sql.url is None:
-            return SqliteSqlScopes(self.data_dir, row_limit=row_limit, bulkheads=self.bulkheads)
-        return PostgresSqlScopes(
-            sql.url,
-            tenant_key=sql_tenant_key(self.settings),
-            isolation=sql.isolation,
-            schema_name=sql.schema_name,
-            pool_min=sql.pool_min,
-            pool_max=sql.pool_max,
-            pool_timeout=sql.pool_timeout,
-            statement_timeout=sql.statement_timeout,
-            row_limit=row_limit,
-            bulkheads=self.bulkheads,
-        )
 
     def _resolve_endpoints(self, serving: bool) -> Endpoints:
         """``public_url`` from the configuration; else the URL recorded when the deployment first

@@ -55,6 +55,24 @@ def test_status_changes(store: TenantStore) -> None:
     assert not store.set_status("acme", "active").halted
 
 
+def test_tier_moves_keep_everything_else_and_bump_the_revision(store: TenantStore) -> None:
+    store.create_tenant("acme", name="Acme", tools=["whoami"])
+    store.set_limits("acme", {"burst": 7})
+    before = store.revision()
+    moved = store.set_tier("acme", "dedicated")
+    assert (moved.tier, moved.name, moved.grants, moved.limit_overrides) == (
+        "dedicated",
+        "Acme",
+        {"whoami"},
+        (("burst", 7.0),),
+    )
+    assert store.get_tenant("acme").tier == "dedicated"
+    assert store.revision() == before + 1  # a running server's poll sees the move
+    assert store.set_tier("acme", "logical").tier == "logical"
+    with pytest.raises(NotFound):
+        store.set_tier("ghost", "dedicated")
+
+
 def test_errors(store: TenantStore) -> None:
     store.create_tenant("acme")
     with pytest.raises(AlreadyExists):

@@ -55,6 +55,8 @@ EXPECTED = {
     "ParseError": ("parse_error", 400, -32700),
     "ToolTimedOut": ("tool_timeout", 504, -32008),
     "CallCancelled": ("call_cancelled", 403, -32004),
+    "WorkerCrashed": ("worker_crashed", 503, -32013),
+    "WorkerUnavailable": ("worker_unavailable", 503, -32014),
     "ResourceNotFound": ("not_found", 404, -32602),  # NotFound's code: unknown and invisible look alike
     "UpstreamUnavailable": ("upstream_unavailable", 503, -32013),
     "UpstreamError": ("upstream_error", 502, -32014),

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from tenantry.audit.events import SYSTEM_STREAM, AuditEvent
 from tenantry.auth.apikeys import IssuedApiKey, api_key_subject, generate_api_key
-from tenantry.controlplane.base import ControlStore, Tenant
+from tenantry.controlplane.base import ControlStore, Tenant, Tier
 from tenantry.core.credentials import ApiKeyRecord, Revocation, RevocationKind
 from tenantry.core.durations import parse_duration
 from tenantry.core.errors import NotFound, UsageError
@@ -33,6 +33,7 @@ __all__ = [
     "resume_tenant",
     "parse_limit_assignments",
     "set_tenant_limits",
+    "move_tenant",
     "SecretWriter",
     "set_secret",
     "delete_secret",
@@ -261,6 +262,28 @@ def set_tenant_limits(
         result_status="ok",
         actor=actor,
         detail={"set": dict(sorted(values.items())), "cleared": cleared},
+    )
+    return tenant, event
+
+
+def move_tenant(store: ControlStore, tenant_id: str, tier: str, *, actor: str) -> tuple[Tenant, AuditEvent]:
+    """Move the tenant to another isolation tier. Its data stays where it is (the same stores
+    serve both tiers); a running server sends the tenant's next calls to the new place within
+    one poll, and calls in flight finish where they started.
+
+    :raises NotFound: unknown tenant. :raises UsageError: an unknown tier.
+    """
+    if tier not in ("logical", "dedicated"):
+        raise UsageError("the tier must be logical or dedicated")
+    target: Tier = "dedicated" if tier == "dedicated" else "logical"
+    before = _require_tenant(store, tenant_id)
+    tenant = store.set_tier(tenant_id, target) if before.tier != target else before
+    event = AuditEvent(
+        event_type="tenant_moved",
+        tenant_id=tenant_id,
+        result_status="ok",
+        actor=actor,
+        detail={"from": before.tier, "to": target, "changed": before.tier != target},
     )
     return tenant, event
 

@@ -52,6 +52,8 @@ EventType = Literal[
     "tenant_halted",
     "tenant_limits_changed",
     "tenant_resumed",
+    "tenant_moved",
+    "worker_crashed",
     "secret_set",
     "secret_deleted",
     "upstream_added",

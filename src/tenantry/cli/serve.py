@@ -13,7 +13,7 @@ import sysconfig
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import uvicorn
@@ -26,11 +26,15 @@ from tenantry.framework.redaction import RedactingLogFilter
 from tenantry.logs import configure_logging
 from tenantry.runtime import MCP_PATH, Runtime
 
+if TYPE_CHECKING:
+    from tenantry.server.workers import WorkerSource
+
 __all__ = ["run_http", "run_stdio", "load_app", "publish_served"]
 
 
-def load_app(spec: str | None, *, demo: bool) -> App:
-    """The tools to serve: ``--app module:object``, the demo tools, or both.
+def load_app(spec: str | None, *, demo: bool, search_path: Path | None = None) -> App:
+    """The tools to serve: ``--app module:object``, the demo tools, or both; the module is
+    imported from ``search_path`` (default: the current directory) or ``sys.path``.
 
     :raises UsageError: a malformed spec, a module that cannot be imported (with the file and
         line of the error in the user's code, never a traceback) or an object that is not an App.
@@ -44,8 +48,9 @@ def load_app(spec: str | None, *, demo: bool) -> App:
         module_name, _, attribute = spec.partition(":")
         if not module_name or not attribute:
             raise UsageError("--app must look like module:object, e.g. my_tools:app")
-        if str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))
+        where = str(search_path or Path.cwd())
+        if where not in sys.path:
+            sys.path.insert(0, where)
         module = _import_user_module(module_name)
         user_app = getattr(module, attribute, None)
         if user_app is None:
@@ -55,6 +60,15 @@ def load_app(spec: str | None, *, demo: bool) -> App:
         served.include(user_app)
         served.name = user_app.name
     return served
+
+
+def worker_source(app_spec: str | None, *, demo: bool) -> WorkerSource:
+    """Dedicated workers serve the same app as this server, imported from the same directory."""
+    from tenantry.server.workers import WorkerSource
+
+    return WorkerSource(
+        command=(sys.executable, "-m", "tenantry.cli.worker"), app_spec=app_spec, demo=demo, app_path=Path.cwd()
+    )
 
 
 def publish_served(runtime: Runtime, served: App, app_spec: str | None) -> None:
@@ -177,7 +191,7 @@ def run_http(
         from tenantry.server.app import create_http_app
         from tenantry.server.connections import ConnectionPolicy, guarded_protocol
 
-        http = create_http_app(runtime, served)
+        http = create_http_app(runtime, served, workers=worker_source(app_spec, demo=demo))
         url = runtime.endpoints.public_url + MCP_PATH
         lines = [f"Tenantry serving MCP at {url}", f"  data dir: {runtime.data_dir}", f"  tools: {len(served.tools)}"]
         if demo:
@@ -229,4 +243,4 @@ def run_stdio(data_dir: Path | None, config: Path | None, *, token: str, demo: b
         anyio.run(runtime.check_data_plane)
         publish_served(runtime, served, app_spec)
         principal = anyio.run(verify_startup_token, runtime, token)
-        anyio.run(serve_stdio, runtime, served, principal)
+        anyio.run(lambda: serve_stdio(runtime, served, principal, workers=worker_source(app_spec, demo=demo)))

@@ -93,6 +93,11 @@ class TenantStore(Protocol):
 
     def set_status(self, tenant_id: str, status: TenantStatus, reason: str | None = None) -> Tenant: ...
 
+    def set_tier(self, tenant_id: str, tier: Tier) -> Tenant:
+        """Move the tenant to ``tier`` (its data stays where it is: the tier decides where its
+        tools run, not where its data lives)."""
+        ...
+
     def set_limits(self, tenant_id: str, values: Mapping[str, float], clear: Iterable[str] = ()) -> Tenant:
         """Set the tenant's limit overrides in ``values`` and drop those named in ``clear``."""
         ...

@@ -288,6 +288,11 @@ class PostgresTenantStore:
             )
         return self._require(tenant_id)
 
+    def set_tier(self, tenant_id: str, tier: Tier) -> Tenant:
+        with self._write_existing(tenant_id) as cur:
+            cur.execute("UPDATE tenantry.tenants SET tier = %s WHERE id = %s", (tier, tenant_id))
+        return self._require(tenant_id)
+
     def set_limits(self, tenant_id: str, values: Mapping[str, float], clear: Iterable[str] = ()) -> Tenant:
         with self._write_existing(tenant_id) as cur:
             cur.executemany(

@@ -257,6 +257,11 @@ class SqliteTenantStore:
             cur.execute("UPDATE tenants SET status = ?, halted_reason = ? WHERE id = ?", (status, reason, tenant_id))
         return self._require(tenant_id)
 
+    def set_tier(self, tenant_id: str, tier: Tier) -> Tenant:
+        with self._write_existing(tenant_id) as cur:
+            cur.execute("UPDATE tenants SET tier = ? WHERE id = ?", (tier, tenant_id))
+        return self._require(tenant_id)
+
     def set_limits(self, tenant_id: str, values: Mapping[str, float], clear: Iterable[str] = ()) -> Tenant:
         with self._write_existing(tenant_id) as cur:
             cur.executemany(

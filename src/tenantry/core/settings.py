@@ -42,6 +42,7 @@ __all__ = [
     "IdentityProviderSettings",
     "ResponseSettings",
     "ResponseAction",
+    "WorkerSettings",
     "ASYMMETRIC_ALGORITHMS",
     "load_settings",
     "DEFAULT_PORT",
@@ -260,6 +261,37 @@ class LimitSettings(_Section):
         return value
 
 
+class WorkerSettings(_Section):
+    """Dedicated-tier workers: one supervised OS process per dedicated tenant, running its tools.
+
+    The resource limits are applied with ``setrlimit`` in the worker before it loads any tool
+    code. ``processes`` is RLIMIT_NPROC, which Linux counts per user id (threads included), not
+    per worker: it bounds a fork bomb only when it is set above what the server's user already
+    runs; see docs/dedicated-tier.md.
+    """
+
+    address_space_mb: int = Field(default=4096, ge=256)
+    """RLIMIT_AS: the worker's virtual address space, in MiB."""
+    cpu_seconds: int = Field(default=3600, gt=0)
+    """RLIMIT_CPU: CPU seconds a worker may use in its lifetime; past it the kernel kills it and
+    the supervisor starts a fresh one (a runaway tool cannot spin forever)."""
+    open_files: int = Field(default=256, ge=32)
+    """RLIMIT_NOFILE."""
+    processes: int = Field(default=4096, ge=16)
+    """RLIMIT_NPROC (per user id, see above)."""
+    idle_timeout: float = Field(default=300.0, gt=0)
+    """A worker with no call for this many seconds is stopped (the next call starts it again)."""
+    start_timeout: float = Field(default=30.0, gt=0)
+    restart_backoff: float = Field(default=0.5, gt=0)
+    """Seconds before a crashed worker may start again; doubled per crash in a row."""
+    restart_backoff_max: float = Field(default=30.0, gt=0)
+    max_frame_bytes: int = Field(default=16 * _MIB, ge=64 * 1024)
+    """The largest message between the server and a worker (a larger result is refused)."""
+    inherit_env: tuple[str, ...] = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+    """The only variables of the server's environment a worker gets (it also gets its tenant's
+    secrets, ``HOME`` and ``TMPDIR`` in its own directory, and ``MALLOC_ARENA_MAX``)."""
+
+
 class ControlPlaneSettings(_Section):
     url: str | None = None
     """Where tenants and grants live: ``sqlite:///PATH`` (default ``<data_dir>/control.sqlite3``)
@@ -429,6 +461,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     identity_providers: tuple[IdentityProviderSettings, ...] = ()
     response: ResponseSettings = ResponseSettings()
+    worker: WorkerSettings = WorkerSettings()
 
     def tenant_limits(self) -> TenantLimits:
         """The limits of a tenant without overrides."""

@@ -68,6 +68,7 @@ from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
 from tenantry.framework.invoker import CallCancelled, InProcessInvoker, Invocation, Invoker, ToolTimedOut
 from tenantry.framework.redaction import RedactingChannel, SecretRedactor, TenantSecretValues
+from tenantry.framework.worker import WorkerUnavailable
 from tenantry.policy.acl import decide_tool_call, effective_tools
 from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.ratelimit.tenant_limits import Slot, TenantLimiter
@@ -111,6 +112,8 @@ class Dispatcher:
     :param limiter: admission by per-tenant rate, quota and concurrency; ``None`` admits everything.
     :param invoker: where admitted calls run (default: in this process).
     :param upstream_invoker: where calls of upstream tools run (gateway mode).
+    :param dedicated: where dedicated-tier tenants' calls run (their own worker processes); without
+        one, their calls are refused with ``worker_unavailable`` rather than run here.
     :param max_result_bytes: the largest result (as JSON) a call may return.
     """
 
@@ -126,6 +129,7 @@ class Dispatcher:
         limiter: TenantLimiter | None = None,
         invoker: Invoker | None = None,
         upstream_invoker: Invoker | None = None,
+        dedicated: Invoker | None = None,
         max_result_bytes: int = _DEFAULT_MAX_RESULT,
         refusal_budget: RecordBudget | None = None,
     ) -> None:
@@ -136,6 +140,7 @@ class Dispatcher:
         self._tool_timeout = tool_timeout
         self._invoker: Invoker = invoker or InProcessInvoker()
         self._upstream_invoker = upstream_invoker
+        self._dedicated = dedicated
         self._limiter = limiter
         self._max_result = max_result_bytes
         self._refusals = refusal_budget or RecordBudget(per_source="60/minute", overall="6000/minute")
@@ -152,13 +157,24 @@ class Dispatcher:
     def cancel_tenant_calls(self, tenant_id: str) -> int:
         """Cancel the tenant's tool calls, resource reads and prompts in flight (its kill switch);
         each ends with ``call_cancelled`` in its result and its audit record. Returns how many."""
-        upstream = self._upstream_invoker.cancel_tenant(tenant_id) if self._upstream_invoker is not None else 0
-        return self._invoker.cancel_tenant(tenant_id) + upstream
+        cancelled = self._invoker.cancel_tenant(tenant_id)
+        if self._upstream_invoker is not None:
+            cancelled += self._upstream_invoker.cancel_tenant(tenant_id)
+        if self._dedicated is not None:
+            cancelled += self._dedicated.cancel_tenant(tenant_id)
+        return cancelled
 
     def _invoker_for(self, call: Invocation) -> Invoker:
-        """Where one admitted call runs: its upstream MCP server (gateway mode), else this process."""
+        """Where one admitted call runs, chosen per call (a call in flight finishes where it started
+        when its tenant moves): its upstream MCP server (gateway mode), the tenant's own worker
+        process (dedicated tier), else this process."""
         if self._upstream_invoker is not None and call.target.upstream is not None:
             return self._upstream_invoker
+        tenant = self._directory.get(call.context.tenant_id)
+        if tenant is not None and tenant.tier == "dedicated":
+            if self._dedicated is None:
+                raise WorkerUnavailable("this server runs no dedicated workers")
+            return self._dedicated
         return self._invoker
 
     def catalogue_changed(self) -> None:

@@ -58,8 +58,9 @@ from tenantry.server.sessions import SessionCloser, SessionRegistry
 from tenantry.server.step_up import StepUp
 from tenantry.server.upstreams import build_gateway, follow_upstreams
 from tenantry.server.wellknown import discovery_routes, health_routes
+from tenantry.server.workers import WorkerSource, follow_tier_moves, worker_invoker
 
-__all__ = ["create_http_app", "HttpApp", "allowed_hosts_and_origins"]
+__all__ = ["create_http_app", "HttpApp", "allowed_hosts_and_origins", "WorkerSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,11 @@ def allowed_hosts_and_origins(runtime: Runtime) -> tuple[list[str], list[str]]:
     return sorted(set(hosts)), sorted(set(origins))
 
 
-def create_http_app(runtime: Runtime, app: App) -> HttpApp:
-    """Build the whole HTTP surface of one deployment serving ``app``."""
+def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None = None) -> HttpApp:
+    """Build the whole HTTP surface of one deployment serving ``app``; ``workers`` says how to
+    start dedicated-tier workers (without it, dedicated tenants' calls are refused)."""
     settings = runtime.settings
+    dedicated = worker_invoker(runtime, workers) if workers is not None else None
     runtime.prepare_keys()
     verifier = runtime.credential_verifier()
     failures = FailedAttempts(settings.auth.failed_attempts)
@@ -104,6 +107,7 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
         requests_in_flight=in_flight,
         limiter=runtime.tenant_limiter(),
         upstream_invoker=UpstreamInvoker(gateway),
+        dedicated=dedicated,
         max_result_bytes=settings.tools.max_result_bytes,
     )
     list_changed = ListChangedNotifier(resources=bool(app.resources), prompts=bool(app.prompts))
@@ -163,6 +167,8 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
     checkpointer = runtime.checkpointer()
     detector, notifier = _anomaly_detection(runtime, app)
     runtime.directory.add_listener(dispatcher.on_control_change)
+    if dedicated is not None:
+        runtime.directory.add_listener(follow_tier_moves(dedicated))
     runtime.directory.add_listener(_close_sessions_of_halted_tenants(sessions))
     runtime.directory.add_listener(_notify_grant_changes(list_changed))
     runtime.directory.add_listener(_release_deleted_tenants(runtime))
@@ -196,10 +202,14 @@ def create_http_app(runtime: Runtime, app: App) -> HttpApp:
             tasks.start_soon(_maintain_credentials, runtime, verifier, authenticator, dispatcher)
             if notifier is not None:
                 tasks.start_soon(notifier.run)
+            if dedicated is not None:
+                tasks.start_soon(dedicated.run)
             try:
                 yield
             finally:
                 tasks.cancel_scope.cancel()
+                if dedicated is not None:
+                    await dedicated.aclose()
         await runtime.audit.aclose()
         await runtime.bulkheads.run_system(lambda: checkpointer.final(runtime.audit_store))
 

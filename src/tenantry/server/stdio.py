@@ -25,6 +25,7 @@ from tenantry.framework.dispatcher import Dispatcher
 from tenantry.runtime import Runtime
 from tenantry.server.authn import check_standing
 from tenantry.server.mcp import build_mcp_server
+from tenantry.server.workers import WorkerSource, follow_tier_moves, worker_invoker
 
 __all__ = ["serve_stdio", "verify_startup_token"]
 
@@ -45,14 +46,16 @@ async def verify_startup_token(runtime: Runtime, token: str) -> Principal:
     return principal
 
 
-async def serve_stdio(runtime: Runtime, app: App, principal: Principal) -> None:
+async def serve_stdio(runtime: Runtime, app: App, principal: Principal, *, workers: WorkerSource | None = None) -> None:
     session_id = f"stdio-{uuid.uuid4().hex}"
+    dedicated = worker_invoker(runtime, workers) if workers is not None else None
     dispatcher = Dispatcher(
         app,
         runtime.directory,
         runtime.scopes,
         runtime.audit,
         limiter=runtime.tenant_limiter(),
+        dedicated=dedicated,
         max_result_bytes=runtime.settings.tools.max_result_bytes,
     )
 
@@ -72,6 +75,8 @@ async def serve_stdio(runtime: Runtime, app: App, principal: Principal) -> None:
         return Caller(principal=principal, request_id=uuid.uuid4().hex, session_id=session_id, client_address="stdio")
 
     runtime.directory.add_listener(dispatcher.on_control_change)
+    if dedicated is not None:
+        runtime.directory.add_listener(follow_tier_moves(dedicated))
     server = build_mcp_server(dispatcher, caller_for, name=app.name)
 
     async def record(event_type: str, reason: str | None = None) -> None:
@@ -91,10 +96,14 @@ async def serve_stdio(runtime: Runtime, app: App, principal: Principal) -> None:
     try:
         async with stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tasks:
             tasks.start_soon(runtime.directory.run)
+            if dedicated is not None:
+                tasks.start_soon(dedicated.run)
             await server.run(read_stream, write_stream, server.create_initialization_options())
             tasks.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
+            if dedicated is not None:
+                await dedicated.aclose()
             await record("connection_closed", "stdin closed")
             await runtime.audit.aclose()
             await runtime.bulkheads.run_system(lambda: runtime.checkpointer().final(runtime.audit_store))
