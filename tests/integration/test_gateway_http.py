@@ -217,11 +217,11 @@ def test_a_halt_cancels_an_upstream_call_in_flight_and_tells_the_upstream(server
     )
     caller.start()
     time.sleep(1.0)
-    halted_at = time.monotonic()
     server.cli("tenant", "halt", "napper", "--reason", "gateway test")
+    halted_at = time.monotonic()  # the halt is stored (the CLI itself is slow on a loaded machine)
     caller.join(10)
     assert answers, "the call was not answered after the halt"
-    assert time.monotonic() - halted_at < 5
+    assert time.monotonic() - halted_at < 3
     result = answers[0]["result"]
     assert result["isError"] is True and result["_meta"]["io.tenantry/error"]["code"] == "call_cancelled"
     # The upstream got notifications/cancelled for the request and stopped the nap.

@@ -295,13 +295,13 @@ class Gateway:
         try:
             return await client.call_tool(tool, arguments)
         except MCPError as exc:
-            if not session.alive or exc.error.code == types.CONNECTION_CLOSED:
-                session.fail("the connection closed")  # the next call starts a new session (after a backoff)
-                raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection during the call") from None
-            if "byte limit" in exc.error.message:  # the transport's bound on one message
+            if "byte limit" in exc.error.message:  # the transport's bound on one message (the session lives on)
                 raise ResultTooLarge(
                     f"the upstream's answer is larger than the {self._max_message} byte limit"
                 ) from None
+            if not session.alive or exc.error.code == types.CONNECTION_CLOSED:
+                session.fail("the connection closed")  # the next call starts a new session (after a backoff)
+                raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection during the call") from None
             raise UpstreamError(f"upstream {spec.name!r}: {exc.error.message[:500]}") from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
             raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection during the call") from None
