@@ -170,7 +170,7 @@ def test_a_dedicated_tenants_tools_run_in_their_own_process(server: RunningServe
     assert initech.value("whereami")["pid"] not in (here["pid"], server_pid(server))  # one worker per tenant
     # Positive control: a logical tenant's tool runs in the server itself.
     assert globex.value("whereami")["pid"] == server_pid(server)
-    assert Path(here["cwd"]) == server.data_dir.resolve() / "workers" / "acme"
+    assert Path(here["cwd"]) == server.data_dir.resolve() / "tenants" / "acme" / "worker"
     assert here["cwd_mode"] == "0o700"
 
 

@@ -55,11 +55,11 @@ EXPECTED = {
     "ParseError": ("parse_error", 400, -32700),
     "ToolTimedOut": ("tool_timeout", 504, -32008),
     "CallCancelled": ("call_cancelled", 403, -32004),
-    "WorkerCrashed": ("worker_crashed", 503, -32013),
-    "WorkerUnavailable": ("worker_unavailable", 503, -32014),
+    "WorkerCrashed": ("worker_crashed", 503, -32017),
+    "WorkerUnavailable": ("worker_unavailable", 503, -32018),
     "ResourceNotFound": ("not_found", 404, -32602),  # NotFound's code: unknown and invisible look alike
-    "UpstreamUnavailable": ("upstream_unavailable", 503, -32013),
-    "UpstreamError": ("upstream_error", 502, -32014),
+    "UpstreamUnavailable": ("upstream_unavailable", 503, -32015),
+    "UpstreamError": ("upstream_error", 502, -32016),
 }
 
 
@@ -107,6 +107,24 @@ def test_codes_are_unique() -> None:
     """A class that sets its own code takes a new one; only a subclass that keeps its parent's shares it."""
     own = [cls.code for cls in ALL_CLASSES if "code" in vars(cls)]
     assert len(own) == len(set(own))
+
+
+# JSON-RPC codes several errors share on purpose: a client reacts to them the same way.
+SHARED_JSONRPC_CODES = {
+    -32004: {"tenant_halted", "call_cancelled"},  # the kill switch, before or during the call
+    -32005: {"rate_limited", "concurrency_limited", "quota_exceeded", "session_limit"},  # retry after retry_after
+}
+
+
+def test_server_range_jsonrpc_codes_tell_errors_apart() -> None:
+    """Two errors defined on separate branches once took the same code: a client could not tell
+    a crashed worker from an unreachable upstream or a missing scope."""
+    owners: dict[int, set[str]] = {}
+    for cls in ALL_CLASSES:
+        if -32099 <= cls.jsonrpc_code <= -32000:
+            owners.setdefault(cls.jsonrpc_code, set()).add(cls.code)
+    shared = {code: names for code, names in owners.items() if len(names) > 1}
+    assert shared == SHARED_JSONRPC_CODES
 
 
 def test_jsonrpc_codes_are_standard_or_in_the_server_range() -> None:

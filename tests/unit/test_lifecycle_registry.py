@@ -47,9 +47,18 @@ def _all_stores() -> set[str]:
     return found
 
 
+# Classes shaped like stores that hold nothing at rest, each with the reason.
+HOLD_NOTHING_AT_REST = {
+    # A dedicated worker's ctx.secrets: its one tenant's values, handed over in its environment by
+    # the server, in memory only; the values at rest are in StoredSecretScopes (registered).
+    "tenantry.scoping.secrets.pinned.PinnedSecretScopes",
+}
+
+
 def test_every_store_class_has_a_registered_export_and_erasure() -> None:
     stores = _all_stores()
-    assert stores - registered() == set()
+    assert HOLD_NOTHING_AT_REST <= stores  # each exemption names a class that exists
+    assert stores - registered() - HOLD_NOTHING_AT_REST == set()
 
 
 def test_the_walk_finds_every_known_backend() -> None:

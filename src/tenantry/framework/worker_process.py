@@ -43,14 +43,14 @@ _STOP_GRACE = 5.0
 class WorkerCrashed(TenantryError):
     code = "worker_crashed"
     http_status = 503
-    jsonrpc_code = -32013
+    jsonrpc_code = -32017
     default_message = "The tenant's worker process stopped while the call ran; the call did not complete"
 
 
 class WorkerUnavailable(TenantryError):
     code = "worker_unavailable"
     http_status = 503
-    jsonrpc_code = -32014
+    jsonrpc_code = -32018
     default_message = "The tenant's worker process is not available"
 
 

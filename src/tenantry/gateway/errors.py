@@ -12,7 +12,7 @@ class UpstreamUnavailable(TenantryError):
 
     code = "upstream_unavailable"
     http_status = 503
-    jsonrpc_code = -32013
+    jsonrpc_code = -32015
     default_message = "The upstream MCP server is unavailable; try again later"
 
 
@@ -21,5 +21,5 @@ class UpstreamError(TenantryError):
 
     code = "upstream_error"
     http_status = 502
-    jsonrpc_code = -32014
+    jsonrpc_code = -32016
     default_message = "The upstream MCP server returned an error"

@@ -2,7 +2,7 @@
 
 A worker gets:
 
-- its own working directory, ``<data_dir>/workers/<tenant>/`` (mode 0700; ``HOME`` and
+- its own working directory, ``<data_dir>/tenants/<tenant>/worker/`` (mode 0700; ``HOME`` and
   ``TMPDIR`` point into it);
 - an environment holding that tenant's secrets (``TENANTRY_SECRET_<name>``) and, of the
   server's, only what Python and the tools' subprocesses need to run: the variables named in
@@ -32,6 +32,7 @@ from pydantic import BaseModel, SecretStr
 
 from tenantry.controlplane.directory import ChangeListener, ControlSnapshot
 from tenantry.core.errors import StorageError
+from tenantry.core.ids import validate_tenant_id
 from tenantry.framework.worker import WorkerInvoker, WorkerLaunch
 from tenantry.runtime import Runtime, sql_tenant_key
 from tenantry.scoping.secrets.pinned import SECRET_ENV_PREFIX
@@ -90,7 +91,8 @@ def _fingerprint(runtime: Runtime, tenant_id: str, key: bytes) -> tuple[str, dic
 
 def _launch(runtime: Runtime, source: WorkerSource, tenant_id: str, key: bytes) -> WorkerLaunch:
     fingerprint, values = _fingerprint(runtime, tenant_id, key)
-    workdir = runtime.data_dir / "workers" / tenant_id
+    # Inside the tenant's directory, so that erasing the tenant removes whatever its tools left here.
+    workdir = runtime.data_dir / "tenants" / validate_tenant_id(tenant_id) / "worker"
     scratch = workdir / "tmp"
     try:
         scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
