@@ -32,6 +32,42 @@ async def test_a_daily_quota_admits_exactly_its_amount_even_with_leases(daily: i
     assert await admitted(limiter, "acme", limits, daily + 50) == daily
 
 
+class _SteppedClock:
+    """``time.monotonic`` of a loaded server: quick runs of calls with pauses between them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+
+@pytest.mark.parametrize("daily", [40, 1000])
+async def test_a_daily_quota_loses_no_leased_units_when_calls_pause(daily: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leases grow during quick runs of calls; a pause longer than a rate lease used to throw the
+    rest of a daily lease away (those units were already counted), so a slow server admitted
+    fewer calls than the tenant's quota."""
+    import tenantry.ratelimit.tenant_limits as module
+
+    clock = _SteppedClock()
+    monkeypatch.setattr(module, "time", clock)
+    limiter = TenantLimiter(open_limit_storage("memory://"))
+    limits = TenantLimits(**{**LOOSE, "daily_calls": daily})  # type: ignore[arg-type]
+    count = 0
+    for attempt in range(daily + 50):
+        if attempt % 7 == 6:
+            clock.now += 0.2  # a pause: longer than a rate lease, far shorter than the day
+        try:
+            (await limiter.admit("acme", limits)).release()
+            count += 1
+        except QuotaExceeded:
+            pass
+    assert count == daily
+
+
 async def test_the_burst_is_per_tenant_and_the_refusal_says_when_to_retry() -> None:
     limiter = TenantLimiter(open_limit_storage("memory://"))
     limits = TenantLimits(**{**LOOSE, "burst": 5})  # type: ignore[arg-type]

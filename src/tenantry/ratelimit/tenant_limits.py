@@ -14,7 +14,8 @@ Redis round trip each), so a busy process takes a small *lease* of units at once
 while each lease is used up within 50 ms, up to 16 or 1/20 of the window's amount) and spends
 it locally. Leased units are counted when taken, so a lease can only make a limit stricter,
 never looser; a sparse caller takes single units, and near the limit the lease falls back to
-single units, exactly as without it.
+single units, exactly as without it. A rate lease lapses after 50 ms; a lease of daily units
+stays spendable for up to a minute within the same UTC day, so that no part of a quota is lost.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 _SUSTAINED_WINDOW = 10
 _NAMESPACE = "tenantry-calls"
 _LEASE_SECONDS = 0.05
+_DAY_LEASE_SECONDS = 60.0
 _MAX_LEASE = 16
 _MAX_LEASES = 100_000
 
@@ -83,7 +85,7 @@ class TenantLimiter:
         self._clock = clock
         self._in_flight: dict[str, int] = {}
         self._leases: dict[tuple[str, str], list[float]] = {}
-        """``(tenant, window) -> [units left, expires at, size]`` taken from the storage in advance."""
+        """``(tenant, window) -> [units left, expires at, size, taken at]`` taken from the storage in advance."""
         self._items: dict[tuple[float, int, int], tuple[RateLimitItem, RateLimitItem, RateLimitItem]] = {}
         self._unavailable = False
 
@@ -155,7 +157,7 @@ class TenantLimiter:
             return True
         # Leases grow only for a tenant that used up its last one in time: a sparse caller takes
         # single units (exact), a busy one amortises the storage round trips.
-        used_up = lease is not None and lease[0] < 1 and now < lease[1]
+        used_up = lease is not None and lease[0] < 1 and now < lease[3] + _LEASE_SECONDS
         previous = int(lease[2]) if lease is not None else 1
         size = min(previous * 2 if used_up else 1, _MAX_LEASE, max(1, item.amount // 20))
         # Test first: a refused hit of a fixed window still counts, and would waste the units.
@@ -166,13 +168,21 @@ class TenantLimiter:
         ):
             if len(self._leases) >= _MAX_LEASES:
                 self._leases.clear()
-            self._leases[key] = [size - 1, now + _LEASE_SECONDS, size]
+            self._leases[key] = [size - 1, now + self._lease_life(window), size, now]
             return True
         if await limiter.hit(item, tenant_id, window):
-            self._leases[key] = [0, now + _LEASE_SECONDS, 1]
+            self._leases[key] = [0, now + _LEASE_SECONDS, 1, now]
             return True
         self._leases.pop(key, None)
         return False
+
+    def _lease_life(self, window: str) -> float:
+        """How long leased units may be spent. A rate lease is short (an expired one only makes the
+        limit stricter); units leased from the daily quota were counted for good, so they stay
+        spendable until the UTC day ends, or a loaded server would lose part of a tenant's quota."""
+        if window != "day":
+            return _LEASE_SECONDS
+        return max(_LEASE_SECONDS, min(_DAY_LEASE_SECONDS, 86400 - self._clock() % 86400 - 1))
 
     def _storage_failed(self, exc: BaseException) -> None:
         if not self._unavailable:
