@@ -46,7 +46,9 @@ class _SteppedClock:
 
 
 @pytest.mark.parametrize("daily", [40, 1000])
-async def test_a_daily_quota_loses_no_leased_units_when_calls_pause(daily: int, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_daily_quota_loses_no_leased_units_when_calls_pause(
+    daily: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Leases grow during quick runs of calls; a pause longer than a rate lease used to throw the
     rest of a daily lease away (those units were already counted), so a slow server admitted
     fewer calls than the tenant's quota."""
