@@ -411,7 +411,7 @@ def test_over_stdio_a_dedicated_tenants_tools_run_in_a_worker_and_stdout_stays_p
     process.wait(timeout=30)
     here = replies[1]["result"]["structuredContent"]
     assert here["tenant"] == "acme" and here["pid"] != process.pid
-    assert Path(here["cwd"]).name == "acme"
+    assert Path(here["cwd"]).parts[-3:] == ("tenants", "acme", "worker")
 
 
 def test_an_idle_worker_is_stopped_and_the_next_call_starts_another(tmp_path: Path) -> None:

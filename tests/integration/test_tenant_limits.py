@@ -63,7 +63,8 @@ def test_a_tenant_over_its_burst_is_refused_while_another_is_served(server: Runn
     # earns back while a loaded machine answers slowly
     assert codes[:3] == [None, None, None] and codes.count(None) <= 5 + int(elapsed * 0.5), (codes, elapsed)
     assert set(codes) == {None, "rate_limited"}, codes
-    refused = whoami(server, acme).json()["error"]
+    answers = (whoami(server, acme).json() for _ in range(10))  # the rate may have earned one back meanwhile
+    refused = next(answer["error"] for answer in answers if "error" in answer)
     assert refused["data"]["retry_after"] >= 1 and ("burst" in refused["message"] or "rate" in refused["message"])
     assert all(error_code(whoami(server, globex)) is None for _ in range(10))  # untouched
     time.sleep(0.3)
