@@ -674,7 +674,8 @@ class Dispatcher:
 
         :raises AuditUnavailable: nothing ran; the caller may safely retry.
         """
-        alone = self._in_flight == 0 and (self._requests is None or self._requests.count <= 1)
+        requests = self._requests
+        alone = self._in_flight == 0 and (requests is None or (requests.count <= 1 and requests.arrived <= 1))
         await self._audit.record(
             self._event(
                 caller, "call_started", "started", name, hashed, started, None, {"method": method, **(detail or {})}

@@ -74,6 +74,8 @@ class HttpApp:
     mcp_server: Server[Any]
     sessions: SessionRegistry
     session_manager: StreamableHTTPSessionManager
+    load: InFlight
+    """Requests in flight; the connection layer counts the ones still waiting for the event loop."""
 
 
 def allowed_hosts_and_origins(runtime: Runtime) -> tuple[list[str], list[str]]:
@@ -253,7 +255,14 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         skip_path=MCP_PATH,
         public_prefixes=("/.well-known/",),
     )
-    return HttpApp(asgi=asgi, dispatcher=dispatcher, mcp_server=mcp_server, sessions=sessions, session_manager=manager)
+    return HttpApp(
+        asgi=asgi,
+        dispatcher=dispatcher,
+        mcp_server=mcp_server,
+        sessions=sessions,
+        session_manager=manager,
+        load=in_flight,
+    )
 
 
 def _session_closer(manager: StreamableHTTPSessionManager) -> SessionCloser:
