@@ -17,7 +17,7 @@ from mcp.shared.exceptions import MCPError
 from tests.support.mcp_clients import mcp_client
 from tests.support.s3 import MotoServer
 from tests.support.server import RunningServer, run_cli, start_server
-from tests.support.tenant_sql import TenantDatabase, tenant_database
+from tests.support.tenant_sql import TenantDatabase, tenant_database, write_scaled_config
 
 pytestmark = pytest.mark.anyio
 
@@ -221,25 +221,7 @@ def scaled(
         run_cli("db", "migrate", "--owner-url", db.owner_url, "--demo", "--tools-role", db.tools_role,
                 data_dir=data_dir)  # fmt: skip
         bucket = s3_server.create_bucket()
-        config = root / "tenantry.toml"
-        config.write_text(
-            dedent(
-                f"""
-                [sql]
-                url = "{db.tools_url}"
-
-                [files]
-                backend = "s3"
-                s3_bucket = "{bucket}"
-                s3_endpoint_url = "{s3_server.endpoint_url}"
-                s3_access_key_id = "testing"
-                s3_secret_access_key = "testing"
-
-                [vectors]
-                backend = "qdrant"
-                """
-            )
-        )
+        config = write_scaled_config(root / "tenantry.toml", db, bucket, s3_server.endpoint_url)
         server = start_server(data_dir, config=config)
         try:
             yield server, db, bucket

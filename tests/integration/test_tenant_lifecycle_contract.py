@@ -9,7 +9,6 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from textwrap import dedent
 
 import anyio
 import pytest
@@ -32,7 +31,7 @@ from tests.support.leftovers import (
 from tests.support.s3 import MotoServer
 from tests.support.server import run_cli
 from tests.support.store import init_store
-from tests.support.tenant_sql import tenant_database
+from tests.support.tenant_sql import tenant_database, write_scaled_config
 
 TENANTS = ("acme", "globex")
 
@@ -77,25 +76,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
         run_cli("db", "migrate", "--owner-url", db.owner_url, "--demo", "--tools-role", db.tools_role,
                 data_dir=data_dir)  # fmt: skip
         bucket = s3.create_bucket()
-        config = tmp_path / "tenantry.toml"
-        config.write_text(
-            dedent(
-                f"""
-                [sql]
-                url = "{db.tools_url}"
-
-                [files]
-                backend = "s3"
-                s3_bucket = "{bucket}"
-                s3_endpoint_url = "{s3.endpoint_url}"
-                s3_access_key_id = "testing"
-                s3_secret_access_key = "testing"
-
-                [vectors]
-                backend = "qdrant"
-                """
-            )
-        )
+        config = write_scaled_config(tmp_path / "tenantry.toml", db, bucket, s3.endpoint_url)
         try:
             yield Deployment(data_dir, config, admin_url=db.admin_url, bucket=bucket, s3=s3)
         finally:

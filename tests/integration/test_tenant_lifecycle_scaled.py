@@ -9,7 +9,6 @@ import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from textwrap import dedent
 
 import pytest
 
@@ -22,7 +21,7 @@ from tests.support.leftovers import (
 from tests.support.rpc import LegacySession
 from tests.support.s3 import MotoServer
 from tests.support.server import RunningServer, run_cli, start_server
-from tests.support.tenant_sql import TenantDatabase, tenant_database
+from tests.support.tenant_sql import TenantDatabase, tenant_database, write_scaled_config
 
 pytestmark = pytest.mark.postgres
 
@@ -36,25 +35,7 @@ def scaled(
         run_cli("db", "migrate", "--owner-url", db.owner_url, "--demo", "--tools-role", db.tools_role,
                 data_dir=data_dir)  # fmt: skip
         bucket = s3_server.create_bucket()
-        config = tmp_path / "tenantry.toml"
-        config.write_text(
-            dedent(
-                f"""
-                [sql]
-                url = "{db.tools_url}"
-
-                [files]
-                backend = "s3"
-                s3_bucket = "{bucket}"
-                s3_endpoint_url = "{s3_server.endpoint_url}"
-                s3_access_key_id = "testing"
-                s3_secret_access_key = "testing"
-
-                [vectors]
-                backend = "qdrant"
-                """
-            )
-        )
+        config = write_scaled_config(tmp_path / "tenantry.toml", db, bucket, s3_server.endpoint_url)
         server = start_server(data_dir, config=config)
         try:
             yield server, db, bucket, config

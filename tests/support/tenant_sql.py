@@ -55,3 +55,24 @@ def tenant_database(data_dir: Path, *, extra_args: tuple[str, ...] = ()) -> Iter
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             for role in (owner, app, tools):
                 conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def write_scaled_config(path: Path, db: TenantDatabase, bucket: str, s3_endpoint_url: str) -> Path:
+    """A TOML configuration with every data store scaled out: PostgreSQL (RLS), S3 and Qdrant."""
+    path.write_text(
+        f"""
+[sql]
+url = "{db.tools_url}"
+
+[files]
+backend = "s3"
+s3_bucket = "{bucket}"
+s3_endpoint_url = "{s3_endpoint_url}"
+s3_access_key_id = "testing"
+s3_secret_access_key = "testing"
+
+[vectors]
+backend = "qdrant"
+"""
+    )
+    return path
