@@ -66,6 +66,11 @@ def test_export_then_delete_leaves_nothing_and_keeps_the_other_tenant_whole(
     assert offline.stdout.startswith("acme: ok")
     again = server.cli("tenant", "export", "acme", "--out", str(bundle), check=False)
     assert again.returncode == 2 and "already exists; refusing to overwrite" in again.stderr
+    # Never into the data directory: under globex's file root globex's tools could read it.
+    (server.data_dir / "tenants" / "globex" / "files").mkdir(parents=True, exist_ok=True)
+    inside = server.data_dir / "tenants" / "globex" / "files" / "leak"
+    planted = server.cli("tenant", "export", "acme", "--out", str(inside), check=False)
+    assert planted.returncode == 2 and "inside the data directory" in planted.stderr and not inside.exists()
 
     assert files_containing(server.data_dir, canary)  # positive control of the scan
     deleted = server.cli("tenant", "delete", "acme", "--yes")

@@ -127,6 +127,9 @@ def test_a_spec_survives_storage() -> None:
         "0.0.0.0",
         "100.64.0.1",
         "fd00::1",
+        "2002:7f00:1::",  # 6to4 for 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 for 169.254.169.254
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
     ],
 )
 def test_private_loopback_and_link_local_addresses_are_refused(address: str) -> None:

@@ -158,8 +158,11 @@ def _parse(line: bytes) -> SessionMessage | Exception:
 def check_address(address: str, *, allow_private: bool) -> None:
     """:raises UpstreamUnavailable: ``address`` is private, loopback, link-local or otherwise special."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address inside an IPv6 one (mapped, 6to4, Teredo) is judged as that address.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None:
+            ip = embedded
     special = (
         ip.is_private
         or ip.is_loopback

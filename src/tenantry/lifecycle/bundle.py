@@ -68,10 +68,18 @@ class PartWriter:
 class Bundle:
     """A bundle under construction at ``final.partial``; :meth:`finish` moves it to ``final``.
 
-    :raises UsageError: ``final`` (or its partial sibling) already exists, or its parent is missing.
+    :param outside: a directory the bundle must not be written into (the data directory: a bundle
+        under another tenant's file root would be readable by that tenant's tools).
+    :raises UsageError: ``final`` (or its partial sibling) already exists, its parent is missing,
+        or it lies inside ``outside``.
     """
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, *, outside: Path | None = None) -> None:
+        if outside is not None and final.resolve().is_relative_to(outside.resolve()):
+            raise UsageError(
+                f"cannot write {final}: it is inside the data directory {outside}, where the"
+                " server's stores (and tenants' own files) live; choose an --out outside it"
+            )
         self.final = final
         self.root = final.with_name(final.name + ".partial")
         if final.exists() or final.is_symlink():

@@ -53,7 +53,7 @@ def export_tenant(
         raise NotFound(f"no tenant {tenant_id!r}")
     entries = tenant_data_of(runtime)
     started = time.time()
-    bundle = Bundle(out)
+    bundle = Bundle(out, outside=runtime.data_dir)
     try:
         for entry in entries:
             on_store(entry.name)
