@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,22 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import REPO, TENANTRY, Result, Target, free_port, load, measured, start_bare, wait_ready
+from throughput import TENANTRY, Result, Target, load, measured, serve_trivial_app, start_bare
 
 
 def start_gateway(workdir: Path, upstream: Target) -> Target:
     data = workdir / "data"
-    env = {**os.environ, "TENANTRY_DATA_DIR": str(data)}
-    port = free_port()
-    log = (workdir / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        [TENANTRY, "serve", "--port", str(port), "--app", "bench.trivial_app:app"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-        env=env,
-    )
-    wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+    env, port, process = serve_trivial_app(data, workdir / "gateway.log")
 
     def cli(*args: str) -> str:
         return subprocess.run([TENANTRY, *args], env=env, check=True, capture_output=True, text=True).stdout.strip()

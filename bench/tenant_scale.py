@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -23,22 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import REPO, TENANTRY, Target, free_port, load, wait_ready
+from throughput import TENANTRY, Target, load, serve_trivial_app
 
 
 def start(workdir: Path, tenants: int) -> tuple[Target, float]:
     data = workdir / f"data-{tenants}"
-    env = {**os.environ, "TENANTRY_DATA_DIR": str(data)}
-    port = free_port()
-    log = (workdir / f"tenantry-{tenants}.log").open("wb")
-    process = subprocess.Popen(
-        [TENANTRY, "serve", "--port", str(port), "--app", "bench.trivial_app:app"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-        env=env,
-    )
-    wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+    env, port, process = serve_trivial_app(data, workdir / f"tenantry-{tenants}.log")
     specs = workdir / f"tenants-{tenants}.jsonl"
     with specs.open("w") as out:
         for n in range(tenants):

@@ -111,19 +111,25 @@ def start_bare(workdir: Path) -> Target:
     return Target("bare SDK", f"http://127.0.0.1:{port}/mcp", None, process)
 
 
-def start_tenantry(workdir: Path) -> Target:
-    data = workdir / "data"
+def serve_trivial_app(data: Path, log_path: Path) -> tuple[dict[str, str], int, subprocess.Popen[bytes]]:
+    """``tenantry serve`` of ``bench.trivial_app:app`` on a free port, once it is ready: its
+    environment (for CLI calls on the same data dir), port and process."""
     env = {**os.environ, "TENANTRY_DATA_DIR": str(data)}
     port = free_port()
-    log = (workdir / "tenantry.log").open("wb")
     process = subprocess.Popen(
         [TENANTRY, "serve", "--port", str(port), "--app", "bench.trivial_app:app"],
-        stdout=log,
+        stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=REPO,
         env=env,
     )
     wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+    return env, port, process
+
+
+def start_tenantry(workdir: Path) -> Target:
+    data = workdir / "data"
+    env, port, process = serve_trivial_app(data, workdir / "tenantry.log")
     # After the first start: the server made the store and published its tools.
     subprocess.run([TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True)
     # The benchmark measures the enforcement path, not the default limits: lift them well above the load.
