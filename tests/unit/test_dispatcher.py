@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
 import tenantry
@@ -200,6 +202,51 @@ async def test_halted_and_unknown_tenants(setup) -> None:
     with pytest.raises(ToolUnavailable):
         await dispatcher.call_tool(caller("initech", ALL), "shared", {})
     assert RAN == []
+
+
+class SlowStartSink(RecordingSink):
+    """Holds each call's durable start until released: a halt can land in that window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start_reached = anyio.Event()
+        self.release = anyio.Event()
+
+    async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
+        if event.event_type == "call_started":
+            self.start_reached.set()
+            await self.release.wait()
+        await super().record(event, alone=alone)
+
+
+@pytest.mark.parametrize("halt", [True, False], ids=["halted-while-starting", "control-not-halted"])
+async def test_a_halt_landing_while_a_call_starts_still_stops_the_call(tmp_path: Path, halt: bool) -> None:
+    RAN.clear()
+    store = SqliteTenantStore(tmp_path / "control.sqlite3")
+    store.create_tenant("acme", tools=["shared"])
+    directory = TenantDirectory(store)
+    directory.refresh(force=True)
+    sink = SlowStartSink()
+    dispatcher = Dispatcher(app, directory, data_scopes(tmp_path, store), sink)
+    directory.add_listener(dispatcher.on_control_change)
+    outcome: list[Any] = []
+
+    async def run_call() -> None:
+        outcome.append(await dispatcher.call_tool(caller("acme", {"shared"}), "shared", {"text": "x"}))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run_call)
+        await sink.start_reached.wait()  # admitted, its start not yet durable
+        if halt:
+            store.set_status("acme", "halted", "incident")
+            await directory.sync()  # the kill switch fires: nothing is registered with an invoker yet
+        sink.release.set()
+    result = outcome[0]
+    if halt:
+        assert result.is_error and result.meta["io.tenantry/error"]["code"] == "call_cancelled"
+        assert RAN == [] and sink.events[-1].result_status == "cancelled"
+    else:
+        assert not result.is_error and RAN == ["shared:acme"]
 
 
 async def test_input_schema_hook_reveals_only_visible_tools(setup) -> None:

@@ -177,6 +177,23 @@ class Dispatcher:
             return self._dedicated
         return self._invoker
 
+    def _standing(self, tenant_id: str) -> bool:
+        tenant = self._directory.get(tenant_id)
+        return tenant is not None and not tenant.halted
+
+    async def _invoke(self, call: Invocation) -> Any:
+        """Run an admitted call where it belongs.
+
+        A halt can land after admission, while the call's start is being made durable; its
+        cancellation only reaches calls already registered with an invoker. So the tenant's
+        standing is read again here, and nothing awaits between this check and the invoker's
+        registration of the call: a halt either finds the call registered or this check finds
+        the halt (the directory changes before its listeners run).
+        """
+        if not self._standing(call.context.tenant_id):
+            raise CallCancelled()
+        return await self._invoker_for(call).invoke(call)
+
     def catalogue_changed(self) -> None:
         """Forget what was derived from the app's registrations (tools that appeared or went)."""
         self._registered.clear()
@@ -319,7 +336,7 @@ class Dispatcher:
             self._in_flight += 1
             try:
                 invocation = self._invocation(tool, kwargs, context, limits)
-                value = await self._invoker_for(invocation).invoke(invocation)
+                value = await self._invoke(invocation)
                 result = tool.metadata.convert_result(value)
                 if isinstance(result, InputRequiredResult):
                     status = "input_required"
@@ -409,7 +426,10 @@ class Dispatcher:
         limits: TenantLimits,
     ) -> Invocation:
         timeout = self._tool_timeout if self._tool_timeout is not None else limits.tool_timeout
-        return Invocation(target, arguments, context, timeout, self._log_redactor(context))
+        tenant_id = context.tenant_id
+        return Invocation(
+            target, arguments, context, timeout, self._log_redactor(context), lambda: self._standing(tenant_id)
+        )
 
     def _validated_arguments(
         self, tool: ToolDefinition, arguments: Mapping[str, Any] | None, caller: Caller
@@ -651,7 +671,7 @@ class Dispatcher:
         or MCP protocol error with the tenant's secrets redacted."""
         context = call.context
         try:
-            return await self._invoker_for(call).invoke(call)
+            return await self._invoke(call)
         except (TenantryError, MCPError) as exc:
             redactor = await self._secret_values.redactor(context.tenant_id, context.secrets_read())
             raise redactor.error(exc) from None

@@ -46,6 +46,10 @@ class Invocation:
     timeout: float
     log_redactor: Callable[[], SecretRedactor]
     """Redacts the tenant's secret values from every log record made while the call runs."""
+    standing: Callable[[], bool] = lambda: True
+    """Whether the tenant may still run calls (not halted since admission). An invoker that awaits
+    before it registers the call for :meth:`Invoker.cancel_tenant` (a worker starting) asks again
+    after that await, so a halt in between is not missed."""
 
 
 class Invoker(Protocol):

@@ -29,7 +29,7 @@ from tenantry.audit.events import AuditEvent
 from tenantry.audit.sink import AuditSink
 from tenantry.core.errors import TenantryError
 from tenantry.core.settings import WorkerSettings
-from tenantry.framework.invoker import Invocation
+from tenantry.framework.invoker import CallCancelled, Invocation
 from tenantry.framework.worker_process import (
     Fingerprint,
     Launcher,
@@ -89,6 +89,8 @@ class WorkerInvoker:
 
     async def invoke(self, call: Invocation) -> Any:
         worker = await self._worker(call.context.tenant_id)
+        if not call.standing():  # halted while its worker started: the halt did not see this call
+            raise CallCancelled()
         return await worker.call(call)
 
     def cancel_tenant(self, tenant_id: str) -> int:
