@@ -55,6 +55,7 @@ from tenantry.server.oauth import token_route
 from tenantry.server.response import AutomaticResponse
 from tenantry.server.session_streams import ReleasingSessionManager
 from tenantry.server.sessions import SessionCloser, SessionRegistry
+from tenantry.server.single_exchange import SingleExchange
 from tenantry.server.step_up import StepUp
 from tenantry.server.upstreams import build_gateway, follow_upstreams
 from tenantry.server.wellknown import discovery_routes, health_routes
@@ -164,6 +165,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         sse_responses=settings.server.response_mode == "sse",
         step_up=StepUp(dispatcher, scope_map),
         challenge_scope=scope_map.challenge_scope(app.tools.keys()),
+        single_exchange=SingleExchange(mcp_server, lambda: manager.lifespan_state),
     )
 
     checkpointer = runtime.checkpointer()

@@ -6,7 +6,8 @@
 4. method, content type, size and JSON envelope of the body,
 
 then hands the request to the SDK's session manager with the verified :class:`Caller` in
-the ASGI scope. One parse of the headers and one send wrapper per request: this sits on
+the ASGI scope (a sessionless request in JSON mode is answered here, through the SDK's
+kernel: :mod:`tenantry.server.single_exchange`). One parse of the headers and one send wrapper per request: this sits on
 every tool call.
 """
 
@@ -28,6 +29,7 @@ from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, check_htt
 from tenantry.server.headers import RequestHeaders
 from tenantry.server.mcp import CALLER_SCOPE_KEY, CURRENT_CALLER
 from tenantry.server.sessions import BoundSession, SessionRegistry
+from tenantry.server.single_exchange import SingleExchange
 from tenantry.server.step_up import StepUp
 
 __all__ = ["McpGate", "REQUEST_ID_SCOPE_KEY"]
@@ -53,8 +55,10 @@ class McpGate:
         sse_responses: bool = False,
         step_up: StepUp | None = None,
         challenge_scope: str | None = None,
+        single_exchange: SingleExchange | None = None,
     ) -> None:
         self._handler = handler
+        self._single_exchange = None if sse_responses else single_exchange
         self._step_up = step_up
         self._challenge_scope = challenge_scope
         self._sse_responses = sse_responses
@@ -157,7 +161,13 @@ class McpGate:
             bound.in_flight += 1
         self._in_flight.count += 1
         try:
-            await self._handler(scope, replayed, send_tracked if tracked else send)
+            if not (
+                self._single_exchange is not None
+                and body is not None
+                and not handshake_era
+                and await self._single_exchange.serve(message, headers.get("accept") or "", scope, replayed, send)
+            ):
+                await self._handler(scope, replayed, send_tracked if tracked else send)
         finally:
             if opening:
                 self._sessions.unreserve(caller.tenant_id)

@@ -21,7 +21,7 @@ import contextvars
 import os
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
@@ -135,6 +135,11 @@ class ReleasingTransport(StreamableHTTPServerTransport):
 
 class ReleasingSessionManager(StreamableHTTPSessionManager):
     """The SDK's session manager, creating :class:`ReleasingTransport` sessions."""
+
+    @property
+    def lifespan_state(self) -> Any:
+        """What the MCP server's lifespan yielded (entered once, when the manager runs)."""
+        return self._lifespan_state
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
         transport = super()._admit_session(requestor)
