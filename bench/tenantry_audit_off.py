@@ -30,7 +30,7 @@ class DiscardingSink:
     def ensure_writable(self) -> None:
         return None
 
-    async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
+    async def record(self, event: AuditEvent) -> None:
         return None
 
     def submit(self, event: AuditEvent) -> None:

@@ -1,10 +1,9 @@
-"""The durable sink: group commit, inline commits for lone calls, fail-closed and recovery."""
+"""The durable sink: group commit off the event loop, fail-closed and recovery."""
 
 from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -41,24 +40,6 @@ async def test_concurrent_records_share_transactions(tmp_path: Path) -> None:
     store = SqliteAuditStore(tmp_path / "a.sqlite3")
     assert {t: store.heads()[t][0] for t in ("acme", "globex", "initech")} == {"acme": 20, "globex": 20, "initech": 20}
     store.close()
-
-
-async def test_a_lone_record_commits_inline_and_a_busy_store_falls_back_to_the_writer(tmp_path: Path) -> None:
-    path = tmp_path / "a.sqlite3"
-    sink = DurableAuditSink(lambda: SqliteAuditStore(path, busy_timeout=5))
-    with anyio.fail_after(10):  # let the writer open the store (slow on a loaded machine)
-        while sink._store is None:  # noqa: ASYNC110 - set by the writer thread
-            await anyio.sleep(0.01)
-    await sink.record(event(n=1), alone=True)
-    assert sink.inline_commits == 1
-    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    blocker.execute("BEGIN IMMEDIATE")
-    threading.Timer(0.3, lambda: blocker.execute("ROLLBACK")).start()
-    with anyio.fail_after(5):
-        await sink.record(event(n=2), alone=True)  # does not block the loop on the lock: goes to the writer
-    assert sink.inline_commits == 1 and sink.committed == 2
-    await sink.aclose()
-    blocker.close()
 
 
 class FlakyStore(SqliteAuditStore):

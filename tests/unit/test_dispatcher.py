@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +12,10 @@ import anyio
 import pytest
 
 import tenantry
+from tenantry.audit.chain import StoredRecord
 from tenantry.audit.events import AuditEvent
+from tenantry.audit.store.sqlite import SqliteAuditStore
+from tenantry.audit.writer import DurableAuditSink
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.controlplane.sqlite import SqliteTenantStore
 from tenantry.core.calls import Caller
@@ -40,7 +46,7 @@ class RecordingSink:
         if not self.writable:
             raise AuditUnavailable()
 
-    async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
+    async def record(self, event: AuditEvent) -> None:
         self.ensure_writable()
         self.events.append(event)
 
@@ -212,11 +218,11 @@ class SlowStartSink(RecordingSink):
         self.start_reached = anyio.Event()
         self.release = anyio.Event()
 
-    async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
+    async def record(self, event: AuditEvent) -> None:
         if event.event_type == "call_started":
             self.start_reached.set()
             await self.release.wait()
-        await super().record(event, alone=alone)
+        await super().record(event)
 
 
 @pytest.mark.parametrize("halt", [True, False], ids=["halted-while-starting", "control-not-halted"])
@@ -345,3 +351,47 @@ async def test_a_call_that_ran_while_the_store_failed_says_so_and_keeps_its_outc
         await dispatcher.call_tool(caller("acme", {"fails_the_store"}), "fails_the_store", {})
     assert withheld.value.data == {"ran": True} and "ran" in withheld.value.message
     assert [e.event_type for e in sink.events][-2:] == ["call_started", "tool_call"]  # the outcome is kept
+
+
+class SlowDiskStore(SqliteAuditStore):
+    """A real audit store whose commits block their thread, as an fsync on a busy disk does."""
+
+    def append(self, events: Sequence[AuditEvent]) -> list[StoredRecord]:
+        time.sleep(0.3)
+        return super().append(events)
+
+    def append_if_free(self, events: Sequence[AuditEvent]) -> list[StoredRecord] | None:
+        time.sleep(0.3)  # what an inline commit on the event loop would cost
+        return super().append(events)
+
+
+async def test_a_lone_call_never_holds_the_event_loop_while_its_start_is_committed(tmp_path: Path) -> None:
+    store = SqliteTenantStore(tmp_path / "control.sqlite3")
+    store.create_tenant("acme", tools=["shared"])
+    directory = TenantDirectory(store)
+    directory.refresh(force=True)
+    sink = DurableAuditSink(lambda: SlowDiskStore(tmp_path / "audit.sqlite3"))
+    dispatcher = Dispatcher(app, directory, data_scopes(tmp_path, store), sink)
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await anyio.sleep(0.01)
+
+    results = []
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(tick)
+        with anyio.fail_after(15):
+            for _ in range(2):  # nothing else in flight: the case a server once committed inline
+                results.append(await dispatcher.call_tool(caller("acme", {"shared"}), "shared", {"text": "x"}))
+                await anyio.sleep(0.5)  # the writer is idle again when the next call comes
+        tasks.cancel_scope.cancel()
+    await sink.aclose()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert max(gaps) < 0.15, f"the event loop stalled for {max(gaps):.3f} s"
+    # The control: the calls succeeded and their starts are durable.
+    assert all(not r.is_error for r in results)
+    audit = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    assert audit.heads()["acme"][0] >= 2
+    audit.close()

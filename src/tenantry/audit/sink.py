@@ -35,8 +35,8 @@ class AuditSink(Protocol):
         is kept durably elsewhere and written once it recovers."""
         ...
 
-    async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
-        """Record ``event`` durably. ``alone`` is a hint that no other call is in flight."""
+    async def record(self, event: AuditEvent) -> None:
+        """Record ``event`` durably (the event loop is free meanwhile: no commit runs on it)."""
         ...
 
     def add_observer(self, observer: AuditObserver) -> None:

@@ -8,8 +8,8 @@ Two ways in:
   next transaction, which the next ``record`` forces at once, or at the latest after
   ``linger`` seconds. A call thus costs one synchronous flush, not two.
 
-While one batch commits, the next accumulates, so under load the cost of the flush is
-shared; alone, a call commits inline without the thread hand-offs.
+The event loop never waits on the disk (a slow fsync must not stall every tenant's calls).
+While one batch commits, the next accumulates, so under load the cost of the flush is shared.
 
 When the store cannot record (lost connection, full disk, lock held too long) waiting
 callers fail with :class:`~tenantry.core.errors.AuditUnavailable`, the sink turns
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from tenantry.audit.events import CALL_OUTCOMES, AuditEvent
 from tenantry.audit.sink import AuditObserver
 from tenantry.audit.spill import SpillFile
-from tenantry.audit.store.base import AuditStore, CallJournal, InlineAppend, ServerInstance
+from tenantry.audit.store.base import AuditStore, CallJournal, ServerInstance
 from tenantry.audit.store.journal import interrupted_calls
 from tenantry.core.errors import AuditUnavailable
 
@@ -104,12 +104,10 @@ class DurableAuditSink:
         self._pending: list[_Pending] = []
         self._urgent = 0
         self._committing = False
-        self._inline_failure: tuple[list[AuditEvent], BaseException] | None = None
         self._condition = threading.Condition()
         self._available = True
         self._closing = False
         self._store: AuditStore | None = None
-        self._inline_store: InlineAppend | None = None
         self.instance = ServerInstance(os.urandom(8).hex(), socket.gethostname(), os.getpid(), time.time(), 0.0)
         self._last_heartbeat = 0.0
         self._last_reconcile = 0.0
@@ -120,7 +118,6 @@ class DurableAuditSink:
         self._thread.start()
         self.committed = 0
         self.batches = 0
-        self.inline_commits = 0
         self.recovered_calls = 0
 
     @property
@@ -138,34 +135,28 @@ class DurableAuditSink:
         for observer in self._observers:
             observer.observe(event)
 
-    async def record(self, event: AuditEvent, *, alone: bool = False) -> None:
-        """Durably record ``event`` (and everything submitted before it).
+    async def record(self, event: AuditEvent) -> None:
+        """Durably record ``event`` (and everything submitted before it). The writer thread
+        commits it; the event loop serves other calls meanwhile.
 
-        :param alone: the caller knows no other call is in flight; if the writer is idle too,
-            commit right here instead of handing over to the writer thread. With nothing to
-            batch with, the two thread hand-offs would cost more than the commit itself.
         :raises AuditUnavailable: the event is not recorded.
         """
         if not self._available or self._closing:
             raise AuditUnavailable()
         start_key = self._track_start(event)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        with self._condition:
+            self._pending.append(_Pending(event, done, loop, 0.0))
+            self._urgent += 1
+            self._condition.notify()
         try:
-            if alone and self._commit_inline(event):
-                self._observe(event)
-                return
-            loop = asyncio.get_running_loop()
-            done: asyncio.Future[None] = loop.create_future()
-            with self._condition:
-                self._pending.append(_Pending(event, done, loop, 0.0))
-                self._urgent += 1
-                self._condition.notify()
             await done
         except BaseException:
             if start_key is not None:  # the start was not recorded: its call never runs
                 with self._condition:
                     self._open_starts.pop(start_key, None)
             raise
-        self._observe(event)
 
     def _track_start(self, event: AuditEvent) -> tuple[str, str] | None:
         if event.event_type != "call_started" or event.request_id is None:
@@ -191,8 +182,8 @@ class DurableAuditSink:
             arm = not self._flush_armed
             self._flush_armed = True
         if arm:
-            # No thread wake-up per call: the next start takes the outcome along (inline or in the
-            # writer's next batch); only if none comes within ``linger`` is the writer woken.
+            # No thread wake-up per call: the next start takes the outcome along (in the writer's
+            # next batch); only if none comes within ``linger`` is the writer woken.
             try:
                 asyncio.get_running_loop().call_later(self._linger, self._flush_if_waiting)
             except RuntimeError:
@@ -208,35 +199,6 @@ class DurableAuditSink:
         with self._condition:
             return min(self._open_starts.values(), default=time.time())
 
-    def _commit_inline(self, event: AuditEvent) -> bool:
-        store = self._inline_store
-        if store is None:
-            return False  # e.g. PostgreSQL: a network round trip per statement would block the loop
-        with self._condition:
-            if self._urgent or self._committing or self._store is None:
-                return False
-            self._committing = True
-            riders, self._pending = self._pending, []
-        batch = [p.event for p in riders] + [event]
-        try:
-            done = store.append_if_free(batch)
-        except Exception as exc:  # the writer thread handles the failure (spill, recovery)
-            with self._condition:
-                self._committing = False
-                self._inline_failure = (batch, exc)
-                self._condition.notify()
-            raise AuditUnavailable() from None
-        with self._condition:
-            self._committing = False
-            if done is None:  # another process is writing: give the riders back, queue instead
-                self._pending[:0] = riders
-                return False
-            if self._pending:
-                self._condition.notify()
-        self.committed += len(batch)
-        self.inline_commits += 1
-        return True
-
     async def aclose(self) -> None:
         with self._condition:
             self._closing = True
@@ -247,14 +209,10 @@ class DurableAuditSink:
 
     # -- writer thread ----------------------------------------------------------------------
 
-    def _next_action(self) -> tuple[str, list[_Pending], list[AuditEvent]]:
+    def _next_action(self) -> tuple[str, list[_Pending]]:
         """Wait (holding the condition) for the next thing the thread must do."""
         while True:
             now = time.monotonic()
-            if self._inline_failure is not None:
-                failed, self._inline_failure = self._inline_failure[0], None
-                self._committing = True
-                return "fail", [], failed
             if (
                 self._pending
                 and not self._committing
@@ -263,13 +221,13 @@ class DurableAuditSink:
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
                 self._urgent -= sum(1 for p in batch if p.done is not None)
                 self._committing = True
-                return "commit", batch, []
+                return "commit", batch
             if self._closing and not self._pending and not self._committing:
-                return "stop", [], []
+                return "stop", []
             housekeeping_due = self._last_heartbeat + _HEARTBEAT_INTERVAL - now
             if housekeeping_due <= 0 and not self._committing:
                 self._committing = True
-                return "housekeeping", [], []
+                return "housekeeping", []
             timeout = housekeeping_due
             if self._pending and not self._committing:
                 timeout = min(timeout, self._pending[0].queued + self._linger - now)
@@ -281,19 +239,15 @@ class DurableAuditSink:
         except Exception:
             logger.warning("audit store not available at start; calls fail closed until it is", exc_info=True)
             self._store = None
-            self._inline_store = None
             self._available = False
             self._recover()
         while True:
             with self._condition:
-                action, batch, failed = self._next_action()
+                action, batch = self._next_action()
             if action == "stop":
                 break
             try:
-                if action == "fail":
-                    self._fail_events(failed)
-                    self._recover()
-                elif action == "commit":
+                if action == "commit":
                     self._commit(batch)
                 else:
                     self._housekeeping()
@@ -322,7 +276,7 @@ class DurableAuditSink:
             return
         self.committed += len(batch)
         self.batches += 1
-        _resolve(batch, None)
+        _resolve(batch, None, self._observe)
 
     def _open(self) -> AuditStore:
         if self._store is None:
@@ -330,7 +284,6 @@ class DurableAuditSink:
             if isinstance(store, CallJournal):
                 store.register_instance(self.instance)
             # A runtime Protocol check costs tens of microseconds: made once per store, not per call.
-            self._inline_store = store if isinstance(store, InlineAppend) else None
             self._store = store
         return self._store
 
@@ -340,7 +293,7 @@ class DurableAuditSink:
             self._urgent = 0
         everything = [*batch, *queued]
         self._fail_events([p.event for p in everything])
-        _resolve(everything, AuditUnavailable())
+        _resolve(everything, AuditUnavailable(), self._observe)
 
     def _fail_events(self, events: list[AuditEvent]) -> None:
         if self._available:
@@ -356,7 +309,6 @@ class DurableAuditSink:
             except Exception:
                 logger.debug("closing the failed audit store raised", exc_info=True)
             self._store = None
-            self._inline_store = None
 
     def _keep(self, events: list[AuditEvent]) -> None:
         if not events:
@@ -395,7 +347,6 @@ class DurableAuditSink:
                 self._drain_spill(store)
             except Exception:
                 self._store = None
-                self._inline_store = None
                 continue
             logger.warning("audit store available again")
             self._available = True
@@ -459,21 +410,26 @@ class DurableAuditSink:
             store.close()
 
 
-def _resolve(batch: list[_Pending], error: AuditUnavailable | None) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+def _resolve(batch: list[_Pending], error: AuditUnavailable | None, observe: Callable[[AuditEvent], None]) -> None:
+    """Tell the waiting callers, on their own loops, how the batch went; observers see each
+    durable event there too (metrics and anomaly detection run on the event loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
     for pending in batch:
         if pending.done is not None and pending.loop is not None:
-            by_loop.setdefault(pending.loop, []).append(pending.done)
-    for loop, futures in by_loop.items():
+            by_loop.setdefault(pending.loop, []).append(pending)
+    for loop, waiting in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_settle, futures, error)
+            loop.call_soon_threadsafe(_settle, waiting, error, observe)
         except RuntimeError:  # the loop has closed; nobody is waiting any more
             continue
 
 
-def _settle(futures: list[asyncio.Future[None]], error: AuditUnavailable | None) -> None:
-    for done in futures:
-        if done.done():
+def _settle(waiting: list[_Pending], error: AuditUnavailable | None, observe: Callable[[AuditEvent], None]) -> None:
+    for pending in waiting:
+        if error is None:
+            observe(pending.event)  # even if its caller stopped waiting (cancelled): it is durable
+        done = pending.done
+        if done is None or done.done():
             continue
         if error is None:
             done.set_result(None)

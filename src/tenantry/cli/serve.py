@@ -210,8 +210,7 @@ def run_http(
                     body_timeout=settings.server.body_timeout,
                     max_per_address=settings.server.max_connections_per_address,
                     trusted_proxies=settings.server.trusted_proxies,
-                ),
-                load=http.load,
+                )
             ),
             timeout_keep_alive=settings.server.keep_alive_timeout,
             server_header=False,

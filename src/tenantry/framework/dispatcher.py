@@ -61,7 +61,6 @@ from tenantry.core.errors import (
     ToolUnavailable,
 )
 from tenantry.core.limits import TenantLimits
-from tenantry.core.load import InFlight
 from tenantry.core.paths import within_prefix
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, ToolDefinition
 from tenantry.framework.channel import ClientChannel, NoClientChannel
@@ -125,7 +124,6 @@ class Dispatcher:
         audit: AuditSink,
         *,
         tool_timeout: float | None = None,
-        requests_in_flight: InFlight | None = None,
         limiter: TenantLimiter | None = None,
         invoker: Invoker | None = None,
         upstream_invoker: Invoker | None = None,
@@ -144,8 +142,6 @@ class Dispatcher:
         self._limiter = limiter
         self._max_result = max_result_bytes
         self._refusals = refusal_budget or RecordBudget(per_source="60/minute", overall="6000/minute")
-        self._in_flight = 0
-        self._requests = requests_in_flight
         self._registered: dict[str, frozenset[str]] = {}
         self._tool_models: dict[str, Tool] = {}
         self._secret_values = TenantSecretValues(scopes.secrets)
@@ -333,7 +329,6 @@ class Dispatcher:
             status: ResultStatus = "ok"
             reason: str | None = None
             result: ToolOutcome
-            self._in_flight += 1
             try:
                 invocation = self._invocation(tool, kwargs, context, limits)
                 value = await self._invoke(invocation)
@@ -351,8 +346,6 @@ class Dispatcher:
                 self._log_crash(exc, context)
                 status, reason = "error", "tool_failed"
                 result = _error_result(f"The tool failed (reference {caller.request_id})", "tool_failed")
-            finally:
-                self._in_flight -= 1
         finally:
             slot.release()
         # -- outcome
@@ -694,13 +687,10 @@ class Dispatcher:
 
         :raises AuditUnavailable: nothing ran; the caller may safely retry.
         """
-        requests = self._requests
-        alone = self._in_flight == 0 and (requests is None or (requests.count <= 1 and requests.arrived <= 1))
         await self._audit.record(
             self._event(
                 caller, "call_started", "started", name, hashed, started, None, {"method": method, **(detail or {})}
-            ),
-            alone=alone,
+            )
         )
 
     def _outcome(

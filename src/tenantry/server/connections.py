@@ -28,7 +28,6 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tenantry.core.addresses import address_bucket
-from tenantry.core.load import InFlight
 
 __all__ = ["ConnectionPolicy", "guarded_protocol"]
 
@@ -87,8 +86,6 @@ class _GuardedH11Protocol(H11Protocol):
     _phase: str | None = None  # "headers" or "body" while a deadline is armed
     _bytes_seen = False
     _counted: str | None = None
-    load: InFlight | None = None
-    _arrived = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -104,18 +101,8 @@ class _GuardedH11Protocol(H11Protocol):
             self._counted = bucket
         self._arm("headers", self.policy.header_timeout, self._headers_late)
 
-    def _request_done(self) -> None:
-        if self._arrived and self.load is not None:
-            self._arrived = False
-            self.load.arrived -= 1
-
-    def on_response_complete(self) -> None:
-        self._request_done()
-        super().on_response_complete()
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        self._request_done()
         if self._counted is not None:
             count = self.open_per_client.get(self._counted, 0) - 1
             if count > 0:
@@ -126,9 +113,6 @@ class _GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if data and not self._arrived and self.load is not None:
-            self._arrived = True
-            self.load.arrived += 1
         if self._phase is None and self.conn.their_state is h11.IDLE:
             # The first bytes of the next request on a kept-alive connection.
             self._arm("headers", self.policy.header_timeout, self._headers_late)
@@ -189,12 +173,10 @@ class _GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def guarded_protocol(policy: ConnectionPolicy, load: InFlight | None = None) -> type[asyncio.Protocol]:
+def guarded_protocol(policy: ConnectionPolicy) -> type[asyncio.Protocol]:
     """uvicorn's h11 protocol class enforcing ``policy`` (pass as ``uvicorn.Config(http=...)``).
 
     Each call returns a new class with its own count of open connections per client.
-
-    :param load: counts requests from their first byte to their response (``arrived``).
     """
 
     class GuardedH11Protocol(_GuardedH11Protocol):
@@ -202,5 +184,4 @@ def guarded_protocol(policy: ConnectionPolicy, load: InFlight | None = None) -> 
 
     GuardedH11Protocol.policy = policy
     GuardedH11Protocol.open_per_client = {}
-    GuardedH11Protocol.load = load
     return GuardedH11Protocol

@@ -22,7 +22,6 @@ from starlette.types import Message, Receive, Scope, Send
 
 from tenantry.core.calls import Caller
 from tenantry.core.errors import TenantryError
-from tenantry.core.load import InFlight
 from tenantry.server.authn import Authenticator, sdk_identity
 from tenantry.server.errors import error_response
 from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, check_http_method, read_checked_message
@@ -51,7 +50,6 @@ class McpGate:
         max_body_bytes: int,
         max_json_depth: int,
         body_timeout: float | None = None,
-        in_flight: InFlight | None = None,
         sse_responses: bool = False,
         step_up: StepUp | None = None,
         challenge_scope: str | None = None,
@@ -69,7 +67,6 @@ class McpGate:
         self._max_body = max_body_bytes
         self._max_depth = max_json_depth
         self._body_timeout = body_timeout
-        self._in_flight = in_flight or InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = RequestHeaders(scope["headers"])
@@ -159,7 +156,6 @@ class McpGate:
         auth_token = auth_context_var.set(user)
         if bound is not None:
             bound.in_flight += 1
-        self._in_flight.count += 1
         try:
             if not (
                 self._single_exchange is not None
@@ -171,7 +167,6 @@ class McpGate:
         finally:
             if opening:
                 self._sessions.unreserve(caller.tenant_id)
-            self._in_flight.count -= 1
             auth_context_var.reset(auth_token)
             CURRENT_CALLER.reset(caller_token)
             if bound is not None:

@@ -11,7 +11,6 @@ from tenantry.audit.events import AuditEvent
 
 __all__ = [
     "AuditStore",
-    "InlineAppend",
     "CallJournal",
     "ServerInstance",
     "StoredCheckpoint",
@@ -99,15 +98,6 @@ class AuditStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-@runtime_checkable
-class InlineAppend(Protocol):
-    """A store that can append without waiting for another writer (for a lone call's record)."""
-
-    def append_if_free(self, events: Sequence[AuditEvent]) -> list[StoredRecord] | None:
-        """Append durably, or return ``None`` at once if the store is busy with another writer."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

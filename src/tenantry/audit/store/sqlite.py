@@ -109,18 +109,14 @@ class SqliteAuditStore:
             conn.execute("PRAGMA synchronous=FULL")
             with self._lock:
                 conn.executescript(_SCHEMA)
-            # A second connection that never waits for the write lock: the inline path of the
-            # writer uses it and falls back to the writer thread when another writer holds it.
-            quick = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=0)
-            quick.execute("PRAGMA synchronous=FULL")
         except BaseException:
             conn.close()
             raise
-        self._conn, self._quick = conn, quick
+        self._conn = conn
 
     @contextmanager
-    def _transaction(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Cursor]:
-        conn = conn or self._conn
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        conn = self._conn
         with self._lock:
             cursor = conn.cursor()
             try:
@@ -141,16 +137,6 @@ class SqliteAuditStore:
             return []
         with self._transaction() as cursor:
             return self._append(cursor, events)
-
-    def append_if_free(self, events: Sequence[AuditEvent]) -> list[StoredRecord] | None:
-        """Like :meth:`append`, but ``None`` at once if another writer holds the lock."""
-        try:
-            with self._transaction(self._quick) as cursor:
-                return self._append(cursor, events)
-        except AuditUnavailable as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                return None
-            raise
 
     @staticmethod
     def _append(cursor: sqlite3.Cursor, events: Sequence[AuditEvent]) -> list[StoredRecord]:
@@ -354,7 +340,6 @@ class SqliteAuditStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-            self._quick.close()
 
 
 def _bytes(value: object) -> bytes:
