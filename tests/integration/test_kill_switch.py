@@ -113,28 +113,35 @@ def test_a_halt_closes_the_tenants_sessions_and_resume_lets_it_open_new_ones(ser
     assert all(e["actor"].startswith("cli:") for e in events)
 
 
-def test_a_call_in_flight_is_cancelled_by_the_halt(server: RunningServer) -> None:
-    server.cli("tenant", "create", "halt-inflight", "--tools", "nap,whoami")
-    token = server.token("halt-inflight", "sleeper")
+@pytest.mark.parametrize("era", ["sessionless", "handshake"])
+def test_a_call_in_flight_is_cancelled_by_the_halt(server: RunningServer, era: str) -> None:
+    # Handshake era: the halt also closes the tenant's sessions, and the cancelled call must
+    # still get its answer on its session before that session's transport ends.
+    tenant = f"halt-inflight-{era}"
+    server.cli("tenant", "create", tenant, "--tools", "nap,whoami")
+    token = server.token(tenant, "sleeper")
     outcome: dict[str, httpx2.Response] = {}
+    params = {"name": "nap", "arguments": {"seconds": 20}}
+    session = LegacySession(server.mcp_url, token) if era == "handshake" else None
 
     def sleep_call() -> None:
-        outcome["response"] = modern_call(
-            server.mcp_url, token, "tools/call", {"name": "nap", "arguments": {"seconds": 20}}
-        )
+        if session is not None:
+            outcome["response"] = session.call("tools/call", params)
+        else:
+            outcome["response"] = modern_call(server.mcp_url, token, "tools/call", params)
 
     caller = threading.Thread(target=sleep_call)
     started = time.monotonic()
     caller.start()
     time.sleep(0.5)
-    server.cli("tenant", "halt", "halt-inflight", "--reason", "runaway agent")
+    server.cli("tenant", "halt", tenant, "--reason", "runaway agent")
     caller.join(10)
     assert not caller.is_alive()
     assert time.monotonic() - started < 5
     result = outcome["response"].json()["result"]
     assert result["isError"] is True
     assert result["_meta"]["io.tenantry/error"]["code"] == "call_cancelled"
-    records = [r for r in server.audit_records("halt-inflight") if r["event_type"] == "tool_call"]
+    records = [r for r in server.audit_records(tenant) if r["event_type"] == "tool_call"]
     assert [(r["tool_name"], r["result_status"], r["reason"]) for r in records] == [
         ("nap", "cancelled", "call_cancelled")
     ]

@@ -36,7 +36,6 @@ from tenantry.auth.scopes import ScopeMap
 from tenantry.auth.verifiers import CredentialRouter
 from tenantry.controlplane.directory import ChangeListener, ControlSnapshot
 from tenantry.core.errors import TenantryError
-from tenantry.core.load import InFlight
 from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
 from tenantry.gateway.invoker import UpstreamInvoker
@@ -75,8 +74,6 @@ class HttpApp:
     mcp_server: Server[Any]
     sessions: SessionRegistry
     session_manager: StreamableHTTPSessionManager
-    load: InFlight
-    """Requests in flight; the connection layer counts the ones still waiting for the event loop."""
 
 
 def allowed_hosts_and_origins(runtime: Runtime) -> tuple[list[str], list[str]]:
@@ -100,14 +97,12 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
     runtime.prepare_keys()
     verifier = runtime.credential_verifier()
     failures = FailedAttempts(settings.auth.failed_attempts)
-    in_flight = InFlight()
     gateway = build_gateway(runtime, app)
     dispatcher = Dispatcher(
         app,
         runtime.directory,
         runtime.scopes,
         runtime.audit,
-        requests_in_flight=in_flight,
         limiter=runtime.tenant_limiter(),
         upstream_invoker=UpstreamInvoker(gateway),
         dedicated=dedicated,
@@ -161,7 +156,6 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         max_body_bytes=settings.server.max_body_bytes,
         max_json_depth=settings.server.max_json_depth,
         body_timeout=settings.server.body_timeout,
-        in_flight=in_flight,
         sse_responses=settings.server.response_mode == "sse",
         step_up=StepUp(dispatcher, scope_map),
         challenge_scope=scope_map.challenge_scope(app.tools.keys()),
@@ -186,10 +180,6 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             "tenantry_audit_group_commits": (
                 "Transactions committed by the writer thread",
                 float(runtime.audit.batches),
-            ),
-            "tenantry_audit_inline_commits": (
-                "Records committed inline (no other call in flight)",
-                float(runtime.audit.inline_commits),
             ),
         },
     )
@@ -263,7 +253,6 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         mcp_server=mcp_server,
         sessions=sessions,
         session_manager=manager,
-        load=in_flight,
     )
 
 
@@ -285,11 +274,17 @@ def _session_closer(manager: StreamableHTTPSessionManager) -> SessionCloser:
 
 
 def _close_sessions_of_halted_tenants(sessions: SessionRegistry) -> ChangeListener:
+    # Closing waits for the halted calls' answers (bounded): in a task of its own, so that the
+    # control-plane poll and the listeners after this one are not held up meanwhile.
+    closing: set[asyncio.Task[int]] = set()
+
     async def on_change(before: ControlSnapshot, after: ControlSnapshot) -> None:
         for tenant in after.tenants.values():
             was = before.tenants.get(tenant.id)
             if tenant.halted and (was is None or not was.halted):
-                await sessions.close_tenant(tenant.id, "tenant_halted")
+                task = asyncio.create_task(sessions.close_tenant(tenant.id, "tenant_halted"))
+                closing.add(task)
+                task.add_done_callback(closing.discard)
 
     return on_change
 

@@ -137,9 +137,19 @@ class SessionRegistry:
                 logger.exception("could not end a session's transport", extra={"session_id": session_id})
         await self._record("connection_closed", bound.tenant_id, bound.subject, session_id, caller, reason=reason)
 
-    async def close_tenant(self, tenant_id: str, reason: str) -> int:
-        """Close every session of the tenant (its kill switch); returns how many."""
+    async def close_tenant(self, tenant_id: str, reason: str, *, grace: float = 2.0) -> int:
+        """Close every session of the tenant (its kill switch); returns how many.
+
+        The halt has just cancelled the tenant's calls in flight, and each still has to send its
+        ``call_cancelled`` answer on its session: the transports end once those requests are
+        done, or after ``grace`` seconds. New requests are refused meanwhile (the tenant is
+        halted), so the wait is bounded by what was already running.
+        """
         ids = [sid for sid, bound in self._sessions.items() if bound.tenant_id == tenant_id]
+        busy = [self._sessions[sid] for sid in ids]
+        deadline = time.monotonic() + grace
+        while any(bound.in_flight for bound in busy) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await anyio.sleep(0.01)  # the counts change in the requests' own tasks: no event to wait on
         for session_id in ids:
             await self.close(session_id, None, reason, end_transport=True)
         return len(ids)
