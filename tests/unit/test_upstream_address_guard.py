@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tenantry.gateway.errors import UpstreamUnavailable
-from tenantry.gateway.transports import guarded_client
+from tenantry.gateway.transports import guarded_client, resolve_host
 
 pytestmark = pytest.mark.anyio
 
@@ -209,3 +209,19 @@ async def test_tls_refuses_a_certificate_for_another_name(tmp_path: Path) -> Non
             with pytest.raises(httpx2.ConnectError, match="certificate verify failed"):
                 await c.get(url)
         assert upstream.hosts == []  # no request was sent over the unverified connection
+
+
+async def test_the_checked_addresses_are_tried_in_the_resolvers_order() -> None:
+    async with listening() as upstream:
+        unreachable = "93.184.215.15"
+        dns = Dns([unreachable, PUBLIC])
+        network = Network({PUBLIC: upstream.port})
+        url = f"http://{HOST}:{upstream.port}/"
+        async with guarded_client(url, {}, allow_private=False, connect_timeout=2, resolver=dns, network=network) as c:
+            assert (await c.get(url)).text == "ok"
+        assert network.asked == [unreachable, PUBLIC]
+
+
+async def test_the_system_resolver_answers_addresses_and_ip_literals_as_themselves() -> None:
+    assert "127.0.0.1" in await resolve_host("localhost")
+    assert await resolve_host("::1") == ["::1"]

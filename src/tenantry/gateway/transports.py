@@ -208,7 +208,7 @@ async def resolve_host(host: str) -> list[str]:
         infos = await anyio.getaddrinfo(host, None)
     except OSError:
         raise UpstreamUnavailable("the upstream's host name does not resolve") from None
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # the system's order of preference
 
 
 class _CheckedAddressBackend(httpcore2.AsyncNetworkBackend):
