@@ -63,10 +63,10 @@ async def listening(tls: ssl.SSLContext | None = None) -> AsyncIterator[Listener
     tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
     state.port = tcp.extra(SocketAttribute.local_port)
     if tls is not None:
-        tls.sni_callback = lambda sock, name, ctx: state.server_names.append(name)  # type: ignore[assignment,func-returns-value]
+        tls.sni_callback = lambda sock, name, ctx: state.server_names.append(name)
     listener = tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(listener.serve, state.handle)  # type: ignore[arg-type]
+        tasks.start_soon(listener.serve, state.handle)
         try:
             yield state
         finally:
