@@ -271,11 +271,12 @@ class _CheckedAddressTransport(httpx2.AsyncHTTPTransport):
     """httpx's own transport over a pool whose sockets go through :class:`_CheckedAddressBackend`."""
 
     def __init__(self, backend: _CheckedAddressBackend, *, verify: ssl.SSLContext | bool) -> None:
-        super().__init__(verify=verify, trust_env=False)
-        limits = httpx2.Limits()
+        context = httpx2.create_ssl_context(verify=verify, trust_env=False)
+        super().__init__(verify=context, trust_env=False)
+        limits = httpx2.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults
         # httpx's transport takes no network backend, so its pool is replaced by the same one with ours.
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
