@@ -109,3 +109,26 @@ def test_failed_attempt_limit_must_be_a_rate() -> None:
     assert load_settings(auth={"failed_attempts": "5/second"}).auth.failed_attempts == "5/second"
     with pytest.raises(UsageError, match="failed_attempts"):
         load_settings(auth={"failed_attempts": "lots"})
+
+
+def test_gateway_process_caps_come_from_toml(tmp_path: Path) -> None:
+    defaults = load_settings().gateway
+    assert (defaults.max_stdio_processes, defaults.max_stdio_processes_per_tenant, defaults.idle_timeout) == (
+        64,
+        8,
+        600.0,
+    )
+    config = tmp_path / "tenantry.toml"
+    config.write_text('[gateway]\nmax_stdio_processes = 3\nmax_stdio_processes_per_tenant = 1\nidle_timeout = "2m"\n')
+    gateway = load_settings(config).gateway
+    assert (gateway.max_stdio_processes, gateway.max_stdio_processes_per_tenant, gateway.idle_timeout) == (3, 1, 120)
+
+
+@pytest.mark.parametrize(
+    "content", ["[gateway]\nmax_stdio_processes = 0\n", "[gateway]\nmax_stdio_processes_per_tenant = -1\n"]
+)
+def test_a_gateway_process_cap_must_be_positive(tmp_path: Path, content: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(content)
+    with pytest.raises(UsageError):
+        load_settings(config)

@@ -43,6 +43,7 @@ __all__ = [
     "ResponseSettings",
     "ResponseAction",
     "WorkerSettings",
+    "GatewaySettings",
     "ASYMMETRIC_ALGORITHMS",
     "load_settings",
     "DEFAULT_PORT",
@@ -292,6 +293,29 @@ class WorkerSettings(_Section):
     secrets, ``HOME`` and ``TMPDIR`` in its own directory, and ``MALLOC_ARENA_MAX``)."""
 
 
+class GatewaySettings(_Section):
+    """Gateway mode: the upstream MCP servers' sessions and processes (see docs/gateway.md).
+
+    A command (stdio) upstream runs one process per tenant using it; the two caps bound how many
+    such processes this server runs, so many tenants (or one tenant across many upstreams) cannot
+    fork the machine to death. A call that would start a process beyond either cap is refused
+    with ``upstream_unavailable`` (saying which limit is reached); running processes are not
+    touched. Each replica counts its own processes.
+    """
+
+    max_stdio_processes: int = Field(default=64, gt=0)
+    """Command-upstream processes alive at once in this server, all tenants and upstreams together."""
+    max_stdio_processes_per_tenant: int = Field(default=8, gt=0)
+    """Command-upstream processes alive at once for any one tenant (over all its upstreams)."""
+    idle_timeout: float = Field(default=600.0, gt=0)
+    """A tenant's upstream session (its process, for a command upstream) with no call for this
+    long is closed; its next call starts it again."""
+    health_interval: float = Field(default=15.0, gt=0)
+    """Live upstream sessions are pinged this often (and idle ones closed)."""
+
+    _secs = field_validator("idle_timeout", "health_interval", mode="before")(_fractional_seconds)
+
+
 class ControlPlaneSettings(_Section):
     url: str | None = None
     """Where tenants and grants live: ``sqlite:///PATH`` (default ``<data_dir>/control.sqlite3``)
@@ -462,6 +486,7 @@ class Settings(BaseSettings):
     identity_providers: tuple[IdentityProviderSettings, ...] = ()
     response: ResponseSettings = ResponseSettings()
     worker: WorkerSettings = WorkerSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     def tenant_limits(self) -> TenantLimits:
         """The limits of a tenant without overrides."""

@@ -12,6 +12,10 @@ Lifecycle, per upstream:
   or stops answering is closed and started again at the next call, after a backoff that doubles
   with each consecutive failure (at most 30 s). While backing off, calls fail at once with
   ``upstream_unavailable``. Idle sessions are closed after ``idle_timeout``.
+* **process caps**: at most ``max_processes`` command-upstream processes live at once (all
+  tenants together) and ``max_processes_per_tenant`` for any one tenant; a call that would
+  start one more is refused with ``upstream_unavailable`` saying which limit is reached, and
+  nothing running is stopped to make room. A process counts until it has exited.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class Gateway:
     """:param tenants: the ids of the tenants that exist now (discovery picks one allowed to use an upstream).
     :param publish: told every new :class:`UpstreamReport` (the server stores it for the CLI).
     :param max_message: the largest single message accepted from an upstream (bytes).
+    :param max_processes: command-upstream processes alive at once, all tenants together.
+    :param max_processes_per_tenant: command-upstream processes alive at once for one tenant.
     """
 
     def __init__(
@@ -99,6 +105,8 @@ class Gateway:
         publish: Callable[[UpstreamReport], Awaitable[None]] | None = None,
         health_interval: float = 15.0,
         idle_timeout: float = 600.0,
+        max_processes: int = 64,
+        max_processes_per_tenant: int = 8,
     ) -> None:
         self._app = app
         self._data_dir = data_dir
@@ -108,6 +116,10 @@ class Gateway:
         self._publish = publish
         self._health_interval = health_interval
         self._idle_timeout = idle_timeout
+        self._max_processes = max_processes
+        self._max_processes_per_tenant = max_processes_per_tenant
+        self._processes: dict[UpstreamSession, str] = {}
+        """Command-upstream sessions whose process may be alive, and their tenant."""
         self._specs: dict[str, UpstreamSpec] = {}
         self._sessions: dict[tuple[str, str], UpstreamSession] = {}
         self._locks: dict[tuple[str, str], anyio.Lock] = {}
@@ -328,6 +340,9 @@ class Gateway:
                         f" next attempt in {wait:.1f}s)"
                     )
                 session = await self._open(spec, key[1])
+                if spec.transport == "stdio":
+                    self._admit_process(spec, key[1])  # no await from here to the insert: no race
+                    self._processes[session] = key[1]
                 self._sessions[key] = session
                 assert self._tasks is not None
                 self._tasks.start_soon(self._supervise, key, session)
@@ -335,8 +350,28 @@ class Gateway:
         self._backoff.pop(key, None)
         return session, client
 
+    def _admit_process(self, spec: UpstreamSpec, tenant_id: str) -> None:
+        """:raises UpstreamUnavailable: one more process would exceed a cap (nothing is stopped for it)."""
+        reaped = f"idle ones stop after {self._idle_timeout:g}s"
+        mine = sum(1 for owner in self._processes.values() if owner == tenant_id)
+        if mine >= self._max_processes_per_tenant:
+            raise UpstreamUnavailable(
+                f"upstream {spec.name!r} cannot start a process for this tenant: the limit of"
+                f" {self._max_processes_per_tenant} upstream processes per tenant is reached"
+                f" (gateway.max_stdio_processes_per_tenant; {reaped})"
+            )
+        if len(self._processes) >= self._max_processes:
+            raise UpstreamUnavailable(
+                f"upstream {spec.name!r} cannot start a process: this server's limit of"
+                f" {self._max_processes} upstream processes is reached (gateway.max_stdio_processes;"
+                f" {reaped}); try again later"
+            )
+
     async def _supervise(self, key: tuple[str, str], session: UpstreamSession) -> None:
-        await session.run()
+        try:
+            await session.run()
+        finally:
+            self._processes.pop(session, None)  # run() returns once the process has exited
         if not session.closed_by_gateway:
             backoff = self._backoff.setdefault(key, _Backoff())
             backoff.failures += 1

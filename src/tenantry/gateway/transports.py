@@ -5,8 +5,11 @@
   stopping it stops its children; one message (line) at most ``max_message`` bytes, beyond
   which the connection is failed; stderr drained, its last lines kept for diagnostics.
 * **http**: only the configured headers are sent (never the client's); every request must go to
-  the configured origin; its addresses are resolved and checked against private, loopback and
-  link-local ranges unless ``allow_private``.
+  the configured origin; each new connection resolves the host once, checks every address
+  against private, loopback and link-local ranges unless ``allow_private``, and connects to one
+  of those very addresses (the name is not resolved again between the check and the connect,
+  so DNS rebinding cannot steer the socket elsewhere); the Host header, TLS SNI and certificate
+  verification still use the configured host name.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import ipaddress
 import logging
 import os
 import signal
+import ssl
 import subprocess
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from urllib.parse import urlsplit
 
 import anyio
+import httpcore2
 import httpx2
 import mcp_types as types
 from anyio.abc import Process
@@ -32,7 +37,7 @@ from mcp.shared.message import SessionMessage
 
 from tenantry.gateway.errors import UpstreamUnavailable
 
-__all__ = ["stdio_streams", "http_streams", "check_address", "StderrTail"]
+__all__ = ["stdio_streams", "http_streams", "guarded_client", "check_address", "resolve_host", "Resolver", "StderrTail"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +193,14 @@ def _origin(url: httpx2.URL | str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
-async def _resolve(host: str) -> list[str]:
+Resolver = Callable[[str], Awaitable[list[str]]]
+"""``host -> addresses`` (an IP literal is its own address); :func:`resolve_host` unless a test injects one."""
+
+
+async def resolve_host(host: str) -> list[str]:
+    """The addresses of ``host`` from the system resolver. :raises UpstreamUnavailable: it does not resolve."""
     try:
-        ipaddress.ip_address(host)
+        ipaddress.ip_address(host.split("%", 1)[0])
         return [host]
     except ValueError:
         pass
@@ -198,7 +208,117 @@ async def _resolve(host: str) -> list[str]:
         infos = await anyio.getaddrinfo(host, None)
     except OSError:
         raise UpstreamUnavailable("the upstream's host name does not resolve") from None
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # the system's order of preference
+
+
+class _CheckedAddressBackend(httpcore2.AsyncNetworkBackend):
+    """Opens each TCP connection to an address it has just resolved and checked.
+
+    httpcore asks for ``connect_tcp(host, port)`` once per new connection (a reconnect included)
+    and then starts TLS with ``server_hostname=host``: resolving here, checking every answer and
+    connecting to one of those addresses leaves no second resolution to rebind, while SNI and
+    certificate verification still concern the configured name.
+    """
+
+    def __init__(
+        self, resolver: Resolver, *, allow_private: bool, network: httpcore2.AsyncNetworkBackend | None = None
+    ) -> None:
+        self._resolver = resolver
+        self._allow_private = allow_private
+        self._sockets = httpcore2.AnyIOBackend() if network is None else network
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        try:
+            with anyio.fail_after(timeout):
+                addresses = await self._resolver(host)
+        except TimeoutError:
+            raise httpcore2.ConnectTimeout("resolving the upstream's host name timed out") from None
+        if not addresses:
+            raise UpstreamUnavailable("the upstream's host name does not resolve")
+        for address in addresses:
+            check_address(address, allow_private=self._allow_private)
+        failure: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._sockets.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        raise UpstreamUnavailable("upstreams are reached over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._sockets.sleep(seconds)
+
+
+class _CheckedAddressTransport(httpx2.AsyncHTTPTransport):
+    """httpx's own transport over a pool whose sockets go through :class:`_CheckedAddressBackend`."""
+
+    def __init__(self, backend: _CheckedAddressBackend, *, verify: ssl.SSLContext | bool) -> None:
+        context = httpx2.create_ssl_context(verify=verify, trust_env=False)
+        super().__init__(verify=context, trust_env=False)
+        limits = httpx2.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults
+        # httpx's transport takes no network backend, so its pool is replaced by the same one with ours.
+        self._pool = httpcore2.AsyncConnectionPool(
+            ssl_context=context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend,
+        )
+
+
+def guarded_client(
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    allow_private: bool,
+    connect_timeout: float,
+    resolver: Resolver = resolve_host,
+    verify: ssl.SSLContext | bool = True,
+    network: httpcore2.AsyncNetworkBackend | None = None,
+) -> httpx2.AsyncClient:
+    """An HTTP client for the upstream at ``url`` that sends exactly ``headers``, follows no redirect,
+    refuses any request off ``url``'s origin and connects only to checked addresses (see the module).
+
+    :param resolver: where host names are resolved (the system resolver).
+    :param verify: how the upstream's certificate is verified (the system's CAs).
+    :param network: where checked addresses are connected to (the machine's sockets).
+
+    Refusals raise :class:`UpstreamUnavailable` from the request.
+    """
+    origin = _origin(url)
+
+    async def same_origin(request: httpx2.Request) -> None:
+        if _origin(request.url) != origin:
+            raise UpstreamUnavailable("the upstream redirected off its configured origin; refused")
+
+    return httpx2.AsyncClient(
+        headers=dict(headers),
+        timeout=httpx2.Timeout(connect_timeout, read=300.0),
+        follow_redirects=False,
+        trust_env=False,
+        event_hooks={"request": [same_origin]},
+        transport=_CheckedAddressTransport(
+            _CheckedAddressBackend(resolver, allow_private=allow_private, network=network), verify=verify
+        ),
+    )
 
 
 @asynccontextmanager
@@ -209,22 +329,11 @@ async def http_streams(
     allow_private: bool,
     connect_timeout: float,
     max_message: int,
+    resolver: Resolver = resolve_host,
 ) -> AsyncIterator[TransportStreams]:
     """A streamable HTTP connection to ``url`` sending exactly ``headers`` (and the protocol's own)."""
-    origin = _origin(url)
-
-    async def guard(request: httpx2.Request) -> None:
-        if _origin(request.url) != origin:
-            raise UpstreamUnavailable("the upstream redirected off its configured origin; refused")
-        for address in await _resolve(origin[1]):
-            check_address(address, allow_private=allow_private)
-
-    client = httpx2.AsyncClient(
-        headers=dict(headers),
-        timeout=httpx2.Timeout(connect_timeout, read=300.0),
-        follow_redirects=False,
-        trust_env=False,
-        event_hooks={"request": [guard]},
+    client = guarded_client(
+        url, headers, allow_private=allow_private, connect_timeout=connect_timeout, resolver=resolver
     )
     async with client, streamable_http_client(url, http_client=client, max_sse_event_size=max_message) as streams:
         yield streams

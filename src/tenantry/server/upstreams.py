@@ -32,6 +32,10 @@ def build_gateway(runtime: Runtime, app: App) -> Gateway:
         tenants=lambda: directory.snapshot.tenants.keys(),
         max_message=runtime.settings.tools.max_result_bytes + _ENVELOPE,
         publish=publish,
+        health_interval=runtime.settings.gateway.health_interval,
+        idle_timeout=runtime.settings.gateway.idle_timeout,
+        max_processes=runtime.settings.gateway.max_stdio_processes,
+        max_processes_per_tenant=runtime.settings.gateway.max_stdio_processes_per_tenant,
     )
 
 
