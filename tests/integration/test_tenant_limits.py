@@ -72,6 +72,22 @@ def test_a_tenant_over_its_burst_is_refused_while_another_is_served(server: Runn
     assert any(r["reason"] == "rate_limited" for r in denials)
 
 
+def test_a_tenant_retrying_in_a_tight_loop_is_slowed_by_held_refusals(server: RunningServer) -> None:
+    set_limits(server, "acme", "burst=2", "calls_per_second=0.5")
+    acme, globex = server.token("acme", "a"), server.token("globex", "g")
+    codes: list[str | None] = []
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5:  # a client that retries as soon as it is answered
+        codes.append(error_code(whoami(server, acme)))
+    refused = [code for code in codes if code == "rate_limited"]
+    # Each refusal was held (limits.refusal_hold, 0.5 s): a handful, not hundreds.
+    assert 1 <= len(refused) <= 5, codes
+    # The control: another tenant, under its limits, is answered at once meanwhile.
+    before = time.monotonic()
+    assert error_code(whoami(server, globex)) is None
+    assert time.monotonic() - before < 0.4
+
+
 def test_a_tenant_over_its_daily_quota_is_told_when_it_resets(server: RunningServer) -> None:
     set_limits(server, "acme", "daily_calls=4")
     acme = server.token("acme", "a")

@@ -251,8 +251,15 @@ class LimitSettings(_Section):
     """Prefix of every key in Redis: deployments sharing one Redis need different prefixes."""
     on_storage_error: Literal["fail_closed", "allow"] = "fail_closed"
     """What happens to calls while the limit storage (Redis) is unreachable."""
+    refusal_hold: float = Field(default=0.5, ge=0, le=10)
+    """Seconds a refusal by these limits is held before it is answered (never more than its own
+    ``retry_after``; 0 answers at once): a client retrying in a tight loop then costs the server
+    a few requests a second per connection instead of hundreds."""
+    refusals_held_per_tenant: int = Field(default=64, gt=0, le=100_000)
+    refusals_held_total: int = Field(default=1024, gt=0, le=1_000_000)
+    """Refusals held at once, per tenant and in all; past these they are answered at once."""
 
-    _secs = field_validator("sql_statement_timeout", mode="before")(_seconds)
+    _secs = field_validator("sql_statement_timeout", "refusal_hold", mode="before")(_seconds)
 
     @field_validator("storage")
     @classmethod
@@ -491,7 +498,15 @@ class Settings(BaseSettings):
     def tenant_limits(self) -> TenantLimits:
         """The limits of a tenant without overrides."""
         configured = self.limits.model_dump(
-            exclude={"storage", "on_storage_error", "key_prefix", "blocking_threads_total"}
+            exclude={
+                "storage",
+                "on_storage_error",
+                "key_prefix",
+                "blocking_threads_total",
+                "refusal_hold",
+                "refusals_held_per_tenant",
+                "refusals_held_total",
+            }
         )
         return TenantLimits(
             **configured, tool_timeout=float(self.tools.timeout), session_idle=float(self.server.session_idle_timeout)

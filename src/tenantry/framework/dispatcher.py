@@ -52,6 +52,7 @@ from tenantry.core.errors import (
     AuditUnavailable,
     InvalidArguments,
     NotFound,
+    RateLimited,
     ResultTooLarge,
     ScopeViolation,
     SecretsUnavailable,
@@ -69,6 +70,7 @@ from tenantry.framework.invoker import CallCancelled, InProcessInvoker, Invocati
 from tenantry.framework.redaction import RedactingChannel, SecretRedactor, TenantSecretValues
 from tenantry.framework.worker import WorkerUnavailable
 from tenantry.policy.acl import decide_tool_call, effective_tools
+from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.ratelimit.tenant_limits import Slot, TenantLimiter
 from tenantry.scoping.files.local import resolve_scoped_path
@@ -130,6 +132,7 @@ class Dispatcher:
         dedicated: Invoker | None = None,
         max_result_bytes: int = _DEFAULT_MAX_RESULT,
         refusal_budget: RecordBudget | None = None,
+        refusal_pacer: RefusalPacer | None = None,
     ) -> None:
         self._app = app
         self._directory = directory
@@ -142,6 +145,7 @@ class Dispatcher:
         self._limiter = limiter
         self._max_result = max_result_bytes
         self._refusals = refusal_budget or RecordBudget(per_source="60/minute", overall="6000/minute")
+        self._pacer = refusal_pacer
         self._registered: dict[str, frozenset[str]] = {}
         self._tool_models: dict[str, Tool] = {}
         self._secret_values = TenantSecretValues(scopes.secrets)
@@ -386,6 +390,8 @@ class Dispatcher:
             if self._refusals.admit(caller.tenant_id, f"{caller.principal.subject}"):
                 hashed = await self._hash(caller, arguments)
                 await self._record(caller, denial, "denied", name, hashed, started, reason=exc.code)
+            if self._pacer is not None and isinstance(exc, RateLimited):
+                await self._pacer.pace(caller.tenant_id, exc.retry_after)
             raise
 
     async def _hash(self, caller: Caller, arguments: Any) -> str:

@@ -40,6 +40,7 @@ from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
 from tenantry.gateway.invoker import UpstreamInvoker
 from tenantry.ratelimit.failures import FailedAttempts
+from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.runtime import MCP_PATH, Runtime
 from tenantry.server.alerts import AlertRecorder, WebhookNotifier
@@ -107,6 +108,11 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         upstream_invoker=UpstreamInvoker(gateway),
         dedicated=dedicated,
         max_result_bytes=settings.tools.max_result_bytes,
+        refusal_pacer=RefusalPacer(
+            hold=settings.limits.refusal_hold,
+            per_tenant=settings.limits.refusals_held_per_tenant,
+            overall=settings.limits.refusals_held_total,
+        ),
     )
     list_changed = ListChangedNotifier(resources=bool(app.resources), prompts=bool(app.prompts))
     runtime.directory.add_listener(follow_upstreams(gateway))
