@@ -13,11 +13,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
 from mcp.server.request_state import RequestStateSecurity
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -27,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from tenantry import __version__
 from tenantry.audit.anomaly import AnomalyDetector, AnomalyThresholds
@@ -166,6 +169,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         step_up=StepUp(dispatcher, scope_map),
         challenge_scope=scope_map.challenge_scope(app.tools.keys()),
         single_exchange=SingleExchange(mcp_server, lambda: manager.lifespan_state),
+        live_session=_live_session(manager, list_changed),
     )
 
     checkpointer = runtime.checkpointer()
@@ -260,6 +264,22 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         sessions=sessions,
         session_manager=manager,
     )
+
+
+def _live_session(
+    manager: ReleasingSessionManager, known: ListChangedNotifier
+) -> Callable[[str, Scope], tuple[Connection, AbstractContextManager[None]] | None]:
+    """The SDK connection of an open session, for the gate's single-exchange path: only once the
+    SDK has served the session a request (which showed us its connection), while its transport
+    lives and for the credential that opened it."""
+
+    def live(session_id: str, scope: Scope) -> tuple[Connection, AbstractContextManager[None]] | None:
+        connection = known.connection_of(session_id)
+        if not isinstance(connection, Connection) or not manager.serves(session_id, scope.get("user")):
+            return None
+        return connection, manager.request_in_flight(session_id)
+
+    return live
 
 
 def _session_closer(manager: StreamableHTTPSessionManager) -> SessionCloser:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.connection import Connection
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
@@ -54,9 +57,11 @@ class McpGate:
         step_up: StepUp | None = None,
         challenge_scope: str | None = None,
         single_exchange: SingleExchange | None = None,
+        live_session: Callable[[str, Scope], tuple[Connection, AbstractContextManager[None]] | None] | None = None,
     ) -> None:
         self._handler = handler
         self._single_exchange = None if sse_responses else single_exchange
+        self._live_session = live_session
         self._step_up = step_up
         self._challenge_scope = challenge_scope
         self._sse_responses = sse_responses
@@ -157,11 +162,8 @@ class McpGate:
         if bound is not None:
             bound.in_flight += 1
         try:
-            if not (
-                self._single_exchange is not None
-                and body is not None
-                and not handshake_era
-                and await self._single_exchange.serve(message, headers.get("accept") or "", scope, replayed, send)
+            if body is None or not await self._answered_here(
+                message, headers, session_id, handshake_era, scope, replayed, send
             ):
                 await self._handler(scope, replayed, send_tracked if tracked else send)
         finally:
@@ -175,6 +177,41 @@ class McpGate:
             await self._sessions.record_opened(assigned, caller)
         elif bound is not None and method == "DELETE" and 200 <= status < 300 and session_id is not None:
             await self._sessions.close(session_id, caller, "client_closed")
+
+    async def _answered_here(
+        self,
+        message: dict[str, Any],
+        headers: RequestHeaders,
+        session_id: str | None,
+        handshake_era: bool,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> bool:
+        """Whether the single-exchange path answered the request (JSON mode only): a sessionless
+        one, or one on an open session whose connection the SDK has already shown us."""
+        exchange = self._single_exchange
+        if exchange is None:
+            return False
+        accept = headers.get("accept") or ""
+        if not handshake_era:
+            return await exchange.serve(message, accept, scope, receive, send)
+        if session_id is None or self._live_session is None:
+            return False
+        if message.get("method") == "notifications/cancelled" and "id" not in message:
+            params = message.get("params")
+            if isinstance(params, dict) and "requestId" in params:
+                exchange.cancel(session_id, params["requestId"])
+            return False  # the session's own loop sees it too (for requests it runs itself)
+        live = self._live_session(session_id, scope)
+        if live is None:
+            return False
+        connection, in_flight = live
+        protocol = headers.get("mcp-protocol-version")
+        with in_flight:
+            return await exchange.serve_in_session(
+                message, accept, protocol, session_id, connection, scope, receive, send
+            )
 
     async def _refuse(
         self,

@@ -49,6 +49,11 @@ class ListChangedNotifier:
             self._prune()
         self._sessions[session_id] = (tenant_id, weakref.ref(session))
 
+    def connection_of(self, session_id: str) -> Any | None:
+        """The SDK connection object last seen for ``session_id``, if it is still alive."""
+        known = self._sessions.get(session_id)
+        return known[1]() if known is not None else None
+
     def forget(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
 

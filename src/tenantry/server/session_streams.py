@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
-from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext, authorization_context
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared._stream_protocols import ReadStream, WriteStream
@@ -135,6 +136,34 @@ class ReleasingTransport(StreamableHTTPServerTransport):
 
 class ReleasingSessionManager(StreamableHTTPSessionManager):
     """The SDK's session manager, creating :class:`ReleasingTransport` sessions."""
+
+    def serves(self, session_id: str, user: object) -> bool:
+        """Whether ``session_id`` is a live session of this manager opened with ``user``'s
+        credential (what the manager itself checks before a request reaches the session)."""
+        transport = self._server_instances.get(session_id)
+        if transport is None or transport.is_terminated:
+            return False
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        return bool(requestor == self._session_owners.get(session_id))
+
+    @contextlib.contextmanager
+    def request_in_flight(self, session_id: str) -> Iterator[None]:
+        """Hold the session's idle countdown while one of its requests is answered outside its
+        transport, as the transport does for its own (private to the pinned SDK)."""
+        transport = self._server_instances.get(session_id)
+        idle = transport.idle_scope if transport is not None else None
+        timeout = getattr(transport, "_idle_timeout", None)
+        if transport is None or idle is None or timeout is None:
+            yield
+            return
+        transport._requests_in_flight += 1
+        idle.deadline = math.inf
+        try:
+            yield
+        finally:
+            transport._requests_in_flight -= 1
+            if not transport._requests_in_flight:
+                idle.deadline = anyio.current_time() + timeout
 
     @property
     def lifespan_state(self) -> Any:

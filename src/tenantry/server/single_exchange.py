@@ -16,6 +16,7 @@ it as before, so its error texts and status codes stay the SDK's own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -26,17 +27,18 @@ from mcp.server._streamable_http_modern import (
 )
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
-from mcp.server.runner import modern_error_data, serve_one
+from mcp.server.runner import ServerRunner, modern_error_data, serve_one
+from mcp.server.streamable_http import REQUEST_CANCELLED
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
 )
-from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
-from mcp_types import JSONRPCError, JSONRPCRequest
+from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError, JSONRPCRequest
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -44,6 +46,7 @@ from starlette.types import Receive, Scope, Send
 __all__ = ["SingleExchange"]
 
 _JSON_HEADERS = (b"content-type", b"application/json")
+_MAX_IN_FLIGHT = 100_000
 
 
 def _accepts_json(accept: str) -> bool:
@@ -65,6 +68,8 @@ class SingleExchange:
     def __init__(self, app: Server[Any], lifespan_state: Callable[[], Any]) -> None:
         self._app = app
         self._lifespan_state = lifespan_state
+        self._in_flight: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self._cancelled: set[tuple[str, str]] = set()
 
     async def serve(self, message: Any, accept: str, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer ``message`` (the parsed body of a sessionless POST). ``False``: declined, nothing
@@ -100,11 +105,83 @@ class SingleExchange:
                 self._app, dctx, req.method, req.params, connection=connection, lifespan_state=lifespan_state
             )
         except Exception as exc:
-            error = JSONRPCError(jsonrpc="2.0", id=req.id, error=modern_error_data(exc))
-            status = ERROR_CODE_HTTP_STATUS.get(error.error.code, 200)
-            await _write(error.model_dump(mode="json", by_alias=True, exclude_none=True), status, send)
+            error = modern_error_data(exc)
+            await _write(_error_body(req.id, error), ERROR_CODE_HTTP_STATUS.get(error.code, 200), send)
             return True
         await _write({"jsonrpc": "2.0", "id": req.id, "result": result}, 200, send)
+        return True
+
+    async def serve_in_session(
+        self,
+        message: Any,
+        accept: str,
+        protocol_header: str | None,
+        session_id: str,
+        connection: Connection,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> bool:
+        """Answer a request on an open handshake-era session (JSON mode) through the SDK's kernel
+        with the session's own connection, as its transport and session loop would: its result,
+        or its error with HTTP 200, and the ``Mcp-Session-Id`` header. ``False``: declined (an
+        ``initialize``, a notification, a session not initialised yet, a protocol version header
+        other than the negotiated one), nothing was sent or read.
+
+        The SDK sends nothing scoped to a request over a JSON response (no progress, no logs,
+        no requests to the client): here such requests fail at once rather than wait for an
+        answer that cannot come. A client's ``notifications/cancelled`` for the request goes
+        through the gate to :meth:`cancel`; the request is then answered ``Request cancelled``.
+        """
+        if not isinstance(message, dict) or "id" not in message or message.get("method") == "initialize":
+            return False
+        if not connection.initialize_accepted or not _accepts_json(accept):
+            return False
+        if protocol_header is not None and protocol_header != connection.protocol_version:
+            return False
+        try:
+            req = JSONRPCRequest.model_validate(message)
+        except ValidationError:
+            return False
+        request = Request(scope, receive)
+        dctx = _SingleExchangeDispatchContext(
+            transport=TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
+            request_id=req.id,
+            message_metadata=ServerMessageMetadata(request_context=request),
+            progress_token=progress_token_from_params(req.params),
+        )
+        key = (session_id, str(req.id))
+        task = asyncio.current_task()
+        tracked = task is not None and key not in self._in_flight and len(self._in_flight) < _MAX_IN_FLIGHT
+        if tracked and task is not None:
+            self._in_flight[key] = task
+        runner = ServerRunner(self._app, connection, self._lifespan_state())
+        body: dict[str, Any]
+        try:
+            result = await runner.on_request(dctx, req.method, req.params)
+            body = {"jsonrpc": "2.0", "id": req.id, "result": result}
+        except asyncio.CancelledError:
+            if key not in self._cancelled or task is None or task.uncancel() > 0:
+                raise
+            body = _error_body(req.id, ErrorData(code=REQUEST_CANCELLED, message="Request cancelled"))
+        except Exception as exc:
+            error = handler_exception_to_error_data(exc)
+            body = _error_body(req.id, error or ErrorData(code=INTERNAL_ERROR, message="Internal server error"))
+        finally:
+            if tracked:
+                self._in_flight.pop(key, None)
+            self._cancelled.discard(key)
+        await _write(body, 200, send, (b"mcp-session-id", session_id.encode("latin-1")))
+        return True
+
+    def cancel(self, session_id: str, request_id: Any) -> bool:
+        """The client cancelled one of its requests on ``session_id``: stop it if it runs here."""
+        key = (session_id, str(request_id))
+        task = self._in_flight.get(key)
+        if task is None or key in self._cancelled:
+            return False
+        self._cancelled.add(key)
+        task.cancel()
         return True
 
 
@@ -112,13 +189,19 @@ def _header_items(scope: Scope) -> list[tuple[str, str]]:
     return [(key.decode("latin-1"), value.decode("latin-1")) for key, value in scope["headers"]]
 
 
-async def _write(body: dict[str, Any], status: int, send: Send) -> None:
+def _error_body(request_id: Any, error: ErrorData) -> dict[str, Any]:
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=error).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+
+
+async def _write(body: dict[str, Any], status: int, send: Send, *extra: tuple[bytes, bytes]) -> None:
     encoded = pydantic_core.to_json(body)
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [_JSON_HEADERS, (b"content-length", str(len(encoded)).encode())],
+            "headers": [_JSON_HEADERS, (b"content-length", str(len(encoded)).encode()), *extra],
         }
     )
     await send({"type": "http.response.body", "body": encoded, "more_body": False})
