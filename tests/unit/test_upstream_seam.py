@@ -5,10 +5,9 @@ never reach it."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
-
-import base64
 
 import pytest
 from mcp_types import (
