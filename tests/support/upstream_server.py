@@ -130,6 +130,23 @@ async def raw_notes(topic: str, ctx: Context) -> bytes:
     return f"raw {topic}; I was called with {_authorization(ctx)}".encode()
 
 
+@server.resource("naps://{label}", name="slow_notes")
+async def slow_notes(label: str) -> str:
+    """A resource that takes 30 s to read; if cancelled, remembers the label (see ``cancellations``)."""
+    try:
+        await anyio.sleep(30)
+    except anyio.get_cancelled_exc_class():
+        cancelled.append(label)
+        raise
+    return "read at last"
+
+
+@server.resource("big://{size}", name="big_notes")
+async def big_notes(size: str) -> str:
+    """A resource of ``size`` characters."""
+    return "x" * int(size)
+
+
 @server.prompt()
 async def summarise(topic: str, ctx: Context, style: str = "short") -> str:
     """Ask for a summary; careless: quotes its own credential."""
