@@ -229,3 +229,23 @@ def test_private_loopback_and_link_local_addresses_are_refused(address: str) -> 
 @pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1"])
 def test_public_addresses_are_allowed(address: str) -> None:
     check_address(address, allow_private=False)
+
+
+@pytest.mark.anyio
+async def test_a_resource_or_prompt_listing_the_upstream_does_not_implement_lists_nothing() -> None:
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import METHOD_NOT_FOUND
+
+    from tenantry.gateway.gateway import _pages
+
+    async def missing(params: object) -> object:
+        raise MCPError(code=METHOD_NOT_FOUND, message="Method not found")
+
+    async def broken(params: object) -> object:
+        raise MCPError(code=-32603, message="boom")
+
+    assert await _pages(missing, "resource_templates", 10, optional=True) == []
+    with pytest.raises(MCPError):  # tools are not optional
+        await _pages(missing, "tools", 10)
+    with pytest.raises(MCPError):  # any other refusal fails the discovery, loudly
+        await _pages(broken, "resources", 10, optional=True)

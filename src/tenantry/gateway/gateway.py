@@ -256,18 +256,25 @@ class Gateway:
                 listing.tools = await _pages(lambda p: client.list_tools(params=p), "tools", spec.max_tools)
                 if capabilities is not None and capabilities.resources is not None:
                     listing.resources = await _pages(
-                        lambda p: client.list_resources(params=p), "resources", spec.max_tools
+                        lambda p: client.list_resources(params=p), "resources", spec.max_tools, optional=True
                     )
                     listing.templates = await _pages(
-                        lambda p: client.list_resource_templates(params=p), "resource_templates", spec.max_tools
+                        lambda p: client.list_resource_templates(params=p),
+                        "resource_templates",
+                        spec.max_tools,
+                        optional=True,
                     )
                 if capabilities is not None and capabilities.prompts is not None:
-                    listing.prompts = await _pages(lambda p: client.list_prompts(params=p), "prompts", spec.max_tools)
+                    listing.prompts = await _pages(
+                        lambda p: client.list_prompts(params=p), "prompts", spec.max_tools, optional=True
+                    )
         except TimeoutError:
-            raise UpstreamUnavailable(f"upstream {spec.name!r} did not list its tools in time") from None
+            raise UpstreamUnavailable(
+                f"upstream {spec.name!r} did not list its tools, resources and prompts in time"
+            ) from None
         except MCPError as exc:
             raise UpstreamUnavailable(
-                f"upstream {spec.name!r} refused to list its tools: {exc.error.message[:200]}"
+                f"upstream {spec.name!r} refused to list its tools, resources or prompts: {exc.error.message[:200]}"
             ) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection") from None
@@ -511,12 +518,27 @@ class _Listing:
     prompts: list[types.Prompt] = field(default_factory=list)
 
 
-async def _pages(list_page: Callable[[types.PaginatedRequestParams | None], Awaitable[Any]], key: str, cap: int) -> Any:
-    """Follow ``nextCursor`` (at most ``_PAGES`` pages) until more than ``cap`` items are in hand."""
+async def _pages(
+    list_page: Callable[[types.PaginatedRequestParams | None], Awaitable[Any]],
+    key: str,
+    cap: int,
+    *,
+    optional: bool = False,
+) -> Any:
+    """Follow ``nextCursor`` (at most ``_PAGES`` pages) until more than ``cap`` items are in hand.
+
+    :param optional: a method the upstream does not implement (``resources/templates/list`` of a
+        server with static resources only, say) lists nothing rather than failing the discovery.
+    """
     items: list[Any] = []
     cursor: str | None = None
     for _ in range(_PAGES):
-        page = await list_page(types.PaginatedRequestParams(cursor=cursor) if cursor else None)
+        try:
+            page = await list_page(types.PaginatedRequestParams(cursor=cursor) if cursor else None)
+        except MCPError as exc:
+            if optional and exc.error.code == types.METHOD_NOT_FOUND:
+                return items
+            raise
         items.extend(getattr(page, key))
         cursor = page.next_cursor
         if cursor is None or len(items) > cap:

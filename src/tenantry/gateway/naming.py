@@ -39,9 +39,9 @@ Kind = Literal["tool", "resource", "resource_template", "prompt"]
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 _REASONS: dict[SkipReason, str] = {
     "name_too_long": "the exposed name would be longer than 128 characters",
-    "invalid_name": "the tool's name has characters MCP tool names may not contain",
-    "collision": "the exposed name is already taken by another tool of this server",
-    "duplicate": "the upstream listed this tool name twice",
+    "invalid_name": "the name has characters MCP tool names (and so grantable names) may not contain",
+    "collision": "the exposed name is already taken by another tool, resource or prompt of this server",
+    "duplicate": "the upstream listed this name twice",
     "invalid_schema": "the tool's inputSchema is not a valid JSON schema",
     "tool_limit": "the upstream lists more tools than its --max-tools limit",
     "uri_too_long": f"the exposed URI would be longer than {MAX_EXPOSED_URI} characters",
