@@ -120,6 +120,20 @@ def test_a_secret_echoed_by_an_upstream_resource_or_prompt_is_redacted(server: R
     assert message == "Summarise q3 (short) for the holder of Bearer [redacted]"
 
 
+def test_the_same_uri_reaches_each_tenants_own_upstream_session_only(server: RunningServer) -> None:
+    server.cli("tenant", "grant", "globex", "notes__topic_notes")
+    wait_for_template(server, "globex", "upstream://notes/notes://by-topic/{topic}")
+    uri = "upstream://notes/notes://by-topic/shared"
+    acme = read(LegacySession(server.mcp_url, server.token("acme")), uri)
+    globex = read(LegacySession(server.mcp_url, server.token("globex")), uri)
+    # Each read carried the caller's own credential: redacted by the caller's own secrets. Had
+    # globex's read gone through acme's session, acme's credential would show in clear.
+    for answer in (acme, globex):
+        assert answer["result"]["contents"][0]["text"] == "notes on shared; I was called with Bearer [redacted]"
+    assert ACME_CREDENTIAL not in json.dumps(globex) and GLOBEX_CREDENTIAL not in json.dumps(acme)
+    server.cli("tenant", "ungrant", "globex", "notes__topic_notes")
+
+
 def test_an_ungranted_upstream_resource_is_refused_exactly_like_an_unknown_one(server: RunningServer) -> None:
     session = LegacySession(server.mcp_url, server.token("globex"))
     assert README not in resource_uris(session)

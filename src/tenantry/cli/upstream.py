@@ -133,10 +133,15 @@ def add(
             if report.get(kind):
                 typer.echo(f"  {kind} ({len(report[kind])}): {', '.join(report[kind])}")
         for skipped in report["skipped"]:
-            what = "" if skipped.get("kind", "tool") == "tool" else f"{skipped['kind'].replace('_', ' ')} "
-            typer.echo(f"  not exposed: {what}{skipped['tool']!r}: {skipped['why']}", err=True)
+            typer.echo(f"  not exposed: {_kind(skipped)}{skipped['tool']!r}: {skipped['why']}", err=True)
     else:
         typer.echo(f"added upstream {name} (its tools are listed when a server starts using it)")
+
+
+def _kind(skipped: dict[str, Any]) -> str:
+    """``""`` for a tool, else ``"resource "``, ``"resource template "`` or ``"prompt "``."""
+    kind = str(skipped.get("kind", "tool"))
+    return "" if kind == "tool" else kind.replace("_", " ") + " "
 
 
 async def _check(runtime: Runtime, specs: list[UpstreamSpec], name: str) -> dict[str, Any]:
@@ -193,7 +198,7 @@ def list_(
         "name", "transport", "target", "state", "tools", "not exposed", wrap=("target", "tools", "not exposed")
     )
     for row in rows:
-        skipped = "; ".join(f"{s['tool']} ({s['reason']})" for s in row["skipped"]) or "-"
+        skipped = "; ".join(f"{_kind(s)}{s['tool']} ({s['reason']})" for s in row["skipped"]) or "-"
         state = row["state"] + (f": {row['error']}" if row["error"] else "")
         exposed = ", ".join([*row["tools"], *row["resources"], *row["prompts"]]) or "-"
         table.add_row(row["name"], row["transport"], row["target"], state, exposed, skipped)
