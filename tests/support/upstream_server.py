@@ -1,7 +1,9 @@
 """A third-party MCP server over streamable HTTP for gateway tests: ``python -m tests.support.upstream_server PORT``.
 
 It reports what it receives (headers, arguments, cancellations), so tests can prove what a
-gateway does and does not pass on. Imports nothing from ``tenantry``.
+gateway does and does not pass on. Besides tools it serves resources, resource templates and a
+prompt (some of which quote their own credential, as a careless server might). Imports nothing
+from ``tenantry``.
 """
 
 from __future__ import annotations
