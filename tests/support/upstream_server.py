@@ -1,7 +1,9 @@
 """A third-party MCP server over streamable HTTP for gateway tests: ``python -m tests.support.upstream_server PORT``.
 
 It reports what it receives (headers, arguments, cancellations), so tests can prove what a
-gateway does and does not pass on. Imports nothing from ``tenantry``.
+gateway does and does not pass on. Besides tools it serves resources, resource templates and a
+prompt (some of which quote their own credential, as a careless server might). Imports nothing
+from ``tenantry``.
 """
 
 from __future__ import annotations
@@ -12,17 +14,23 @@ from typing import Any, ClassVar
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resources import FunctionResource
+from mcp_types import Resource as MCPResource
 from mcp_types import Tool as MCPTool
 from pydantic import BaseModel
 
 
 class ListingServer(MCPServer):
-    """Can list many extra tools (generated, never called) without registering each."""
+    """Can list many extra tools and resources (generated, never called) without registering each."""
 
     extra: ClassVar[list[MCPTool]] = []
+    extra_resources: ClassVar[list[MCPResource]] = []
 
     async def list_tools(self) -> list[MCPTool]:
         return [*await super().list_tools(), *self.extra]
+
+    async def list_resources(self) -> list[MCPResource]:
+        return [*await super().list_resources(), *self.extra_resources]
 
 
 server = ListingServer("upstream-under-test")
@@ -103,6 +111,62 @@ async def grow(ctx: Context, name: str) -> str:
     return "grown"
 
 
+def _authorization(ctx: Context) -> str:
+    return {k.lower(): v for k, v in (ctx.headers or {}).items()}.get("authorization", "nothing")
+
+
+@server.resource("notes://readme", name="readme", mime_type="text/markdown", description="A fixed note.")
+async def readme() -> str:
+    return "# the upstream's readme"
+
+
+@server.resource("notes://by-topic/{topic}", name="topic_notes", mime_type="text/plain")
+async def topic_notes(topic: str, ctx: Context) -> str:
+    """Notes on a topic; careless: quotes its own credential."""
+    return f"notes on {topic}; I was called with {_authorization(ctx)}"
+
+
+@server.resource("notes://raw/{topic}", name="raw_notes", mime_type="application/octet-stream")
+async def raw_notes(topic: str, ctx: Context) -> bytes:
+    """The same, as bytes (a blob)."""
+    return f"raw {topic}; I was called with {_authorization(ctx)}".encode()
+
+
+@server.resource("naps://{label}", name="slow_notes")
+async def slow_notes(label: str) -> str:
+    """A resource that takes 30 s to read; if cancelled, remembers the label (see ``cancellations``)."""
+    try:
+        await anyio.sleep(30)
+    except anyio.get_cancelled_exc_class():
+        cancelled.append(label)
+        raise
+    return "read at last"
+
+
+@server.resource("big://{size}", name="big_notes")
+async def big_notes(size: str) -> str:
+    """A resource of ``size`` characters."""
+    return "x" * int(size)
+
+
+@server.prompt()
+async def summarise(topic: str, ctx: Context, style: str = "short") -> str:
+    """Ask for a summary; careless: quotes its own credential."""
+    return f"Summarise {topic} ({style}) for the holder of {_authorization(ctx)}"
+
+
+@server.tool()
+async def add_note(ctx: Context, name: str) -> str:
+    """Adds a resource named ``name`` and tells the client its resource list changed."""
+
+    async def note() -> str:
+        return f"note {name}"
+
+    server.add_resource(FunctionResource(uri=f"notes://added/{name}", name=name, fn=note))
+    await ctx.session.send_resource_list_changed()
+    return "noted"
+
+
 def main() -> None:
     port = int(sys.argv[1])
     many = int(sys.argv[2]) if len(sys.argv) > 2 else 0
@@ -111,6 +175,9 @@ def main() -> None:
     if many:
         ListingServer.extra.append(MCPTool(name="x" * 127, description="too long once prefixed", input_schema=schema))
         ListingServer.extra.append(MCPTool(name="has space", description="not an MCP tool name", input_schema=schema))
+        ListingServer.extra_resources = [MCPResource(uri=f"gen://r/{i}", name=f"r{i:05d}") for i in range(many)]
+        ListingServer.extra_resources.append(MCPResource(uri="gen://spaced", name="Has Space"))
+        ListingServer.extra_resources.append(MCPResource(uri="gen://" + "y" * 2100, name="long_uri"))
     app = server.streamable_http_app(host="127.0.0.1")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

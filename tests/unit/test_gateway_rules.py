@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from mcp_types import Tool
+from mcp_types import Prompt, Resource, ResourceTemplate, Tool
 
 from tenantry.core.errors import NotFound, UsageError
-from tenantry.core.upstreams import TemplateValues, UpstreamSpec, exposed_name, render_template, template_secrets
+from tenantry.core.upstreams import (
+    TemplateValues,
+    UpstreamSpec,
+    exposed_name,
+    exposed_uri,
+    original_uri,
+    render_template,
+    template_secrets,
+)
 from tenantry.gateway.errors import UpstreamUnavailable
-from tenantry.gateway.naming import map_tools
+from tenantry.gateway.naming import map_items, map_tools
 from tenantry.gateway.transports import check_address
 
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}}
@@ -51,6 +59,86 @@ def test_unexposable_tools_are_reported_with_their_reason() -> None:
         ("t2", "tool_limit"),
     }
     assert all(s.explanation for s in skipped)
+
+
+def test_resource_uris_are_served_under_the_upstreams_name() -> None:
+    assert exposed_uri("crm", "file:///a/b.txt") == "upstream://crm/file:///a/b.txt"
+    assert original_uri("crm", "upstream://crm/file:///a/b.txt") == "file:///a/b.txt"
+    assert original_uri("crm", exposed_uri("crm", "upstream://other/x")) == "upstream://other/x"  # nested, unchanged
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "upstream://crm-evil/x",
+        "upstream://crmx/x",
+        "upstream://cr/m/x",
+        "upstream://crm",
+        "crm://x",
+        "UPSTREAM://crm/x",
+    ],
+)
+def test_an_exposed_uri_names_exactly_one_upstream(uri: str) -> None:
+    assert original_uri("crm", uri) is None
+    assert original_uri("crm", "upstream://crm/x") == "x"  # positive control
+
+
+def test_distinct_upstream_uri_pairs_never_share_an_exposed_uri() -> None:
+    pairs = [("a", "b/c"), ("a-b", "c"), ("a", "-b/c"), ("ab", "c"), ("a", "bc"), ("a", "/b/c")]
+    uris = [exposed_uri(u, r) for u, r in pairs]
+    assert len(uris) == len(set(uris))
+
+
+def test_unexposable_resources_templates_and_prompts_are_reported_with_their_reason() -> None:
+    resources = [
+        Resource(uri="crm://a", name="accounts"),
+        Resource(uri="crm://b", name="accounts"),  # the same name twice
+        Resource(uri="crm://c", name="search"),  # the name of one of its tools
+        Resource(uri="crm://d", name="Has Space"),
+        Resource(uri="crm://e", name="y" * 126),
+        Resource(uri="crm://" + "z" * 2100, name="long_uri"),
+        Resource(uri="crm://a", name="again"),  # a URI it already listed
+        Resource(uri="native://taken", name="clash"),
+        Resource(uri="crm://f", name="contacts"),
+        Resource(uri="crm://g", name="over"),
+    ]
+    exposed, skipped = map_items(
+        "crm", "resource", resources, {"crm__search"}, {"upstream://crm/native://taken"}, max_items=9
+    )
+    assert [(e.name, e.uri) for e in exposed] == [
+        ("crm__accounts", "upstream://crm/crm://a"),
+        ("crm__contacts", "upstream://crm/crm://f"),
+    ]
+    assert {(s.upstream_tool, s.reason) for s in skipped} == {
+        ("accounts", "duplicate"),
+        ("search", "collision"),
+        ("Has Space", "invalid_name"),
+        ("y" * 126, "name_too_long"),
+        ("long_uri", "uri_too_long"),
+        ("again", "uri_collision"),
+        ("clash", "uri_collision"),
+        ("over", "item_limit"),
+    }
+    assert all(s.kind == "resource" and s.explanation for s in skipped)
+
+
+def test_resource_templates_must_parse_once_prefixed() -> None:
+    templates = [
+        ResourceTemplate(uri_template="crm://x/{id}", name="ok"),
+        ResourceTemplate(uri_template="crm://{a}{b}", name="bad"),
+    ]
+    exposed, skipped = map_items("crm", "resource_template", templates, set(), set(), max_items=10)
+    assert [(e.name, e.template is not None and e.template.match("upstream://crm/crm://x/7")) for e in exposed] == [
+        ("crm__ok", {"id": "7"})
+    ]
+    assert [(s.upstream_tool, s.reason, s.kind) for s in skipped] == [("bad", "invalid_uri", "resource_template")]
+
+
+def test_prompts_share_the_namespace_of_tools_and_resources() -> None:
+    prompts = [Prompt(name="brief"), Prompt(name="accounts")]
+    exposed, skipped = map_items("crm", "prompt", prompts, {"crm__accounts"}, set(), max_items=10)
+    assert [e.name for e in exposed] == ["crm__brief"] and exposed[0].uri is None
+    assert [(s.upstream_tool, s.reason, s.kind) for s in skipped] == [("accounts", "collision", "prompt")]
 
 
 def values(**secrets: str) -> TemplateValues:
@@ -141,3 +229,23 @@ def test_private_loopback_and_link_local_addresses_are_refused(address: str) -> 
 @pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1"])
 def test_public_addresses_are_allowed(address: str) -> None:
     check_address(address, allow_private=False)
+
+
+@pytest.mark.anyio
+async def test_a_resource_or_prompt_listing_the_upstream_does_not_implement_lists_nothing() -> None:
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import METHOD_NOT_FOUND
+
+    from tenantry.gateway.gateway import _pages
+
+    async def missing(params: object) -> object:
+        raise MCPError(code=METHOD_NOT_FOUND, message="Method not found")
+
+    async def broken(params: object) -> object:
+        raise MCPError(code=-32603, message="boom")
+
+    assert await _pages(missing, "resource_templates", 10, optional=True) == []
+    with pytest.raises(MCPError):  # tools are not optional
+        await _pages(missing, "tools", 10)
+    with pytest.raises(MCPError):  # any other refusal fails the discovery, loudly
+        await _pages(broken, "resources", 10, optional=True)

@@ -83,10 +83,12 @@ def remove_upstream(store: ControlStore, name: str, *, actor: str) -> AuditEvent
 
 
 def publish_upstream_report(store: ControlStore, report: Mapping[str, Any], tenants: frozenset[str] | None) -> None:
-    """Record what a gateway found on upstream ``report["name"]``, and make its tools grantable."""
+    """Record what a gateway found on upstream ``report["name"]``, and make its tools, resources
+    and prompts grantable."""
     name = str(report["name"])
     store.set_meta(REPORT_KEY_PREFIX + name, json.dumps(report, separators=(",", ":"), sort_keys=True))
-    publish_catalogue(store, catalogue_key(name), Catalogue.of((tool, tenants) for tool in report.get("tools", [])))
+    names = [*report.get("tools", []), *report.get("resources", []), *report.get("prompts", [])]
+    publish_catalogue(store, catalogue_key(name), Catalogue.of((item, tenants) for item in names))
 
 
 def upstream_reports(store: ControlStore) -> dict[str, dict[str, Any]]:

@@ -129,10 +129,19 @@ def add(
     if check:
         tools = report["tools"]
         typer.echo(f"added upstream {name} with {len(tools)} tool(s): {', '.join(tools) or '-'}")
+        for kind in ("resources", "prompts"):
+            if report.get(kind):
+                typer.echo(f"  {kind} ({len(report[kind])}): {', '.join(report[kind])}")
         for skipped in report["skipped"]:
-            typer.echo(f"  not exposed: {skipped['tool']!r}: {skipped['why']}", err=True)
+            typer.echo(f"  not exposed: {_kind(skipped)}{skipped['tool']!r}: {skipped['why']}", err=True)
     else:
         typer.echo(f"added upstream {name} (its tools are listed when a server starts using it)")
+
+
+def _kind(skipped: dict[str, Any]) -> str:
+    """``""`` for a tool, else ``"resource "``, ``"resource template "`` or ``"prompt "``."""
+    kind = str(skipped.get("kind", "tool"))
+    return "" if kind == "tool" else kind.replace("_", " ") + " "
 
 
 async def _check(runtime: Runtime, specs: list[UpstreamSpec], name: str) -> dict[str, Any]:
@@ -165,6 +174,8 @@ def _as_dict(spec: UpstreamSpec, report: dict[str, Any] | None) -> dict[str, Any
         "state": (report or {}).get("state", "pending"),
         "error": (report or {}).get("error"),
         "tools": (report or {}).get("tools", []),
+        "resources": (report or {}).get("resources", []),
+        "prompts": (report or {}).get("prompts", []),
         "skipped": (report or {}).get("skipped", []),
         "listed_at": iso_time((report or {}).get("discovered_at")),
     }
@@ -176,7 +187,7 @@ def list_(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """List upstreams, the tools each exposes, and every tool not exposed with the reason."""
+    """List upstreams, the tools, resources and prompts each exposes, and every one not exposed with the reason."""
     with open_runtime(data_dir, config) as runtime:
         reports = upstream_reports(runtime.store)
         rows = [_as_dict(spec, reports.get(spec.name)) for spec in runtime.store.list_upstreams()]
@@ -187,9 +198,10 @@ def list_(
         "name", "transport", "target", "state", "tools", "not exposed", wrap=("target", "tools", "not exposed")
     )
     for row in rows:
-        skipped = "; ".join(f"{s['tool']} ({s['reason']})" for s in row["skipped"]) or "-"
+        skipped = "; ".join(f"{_kind(s)}{s['tool']} ({s['reason']})" for s in row["skipped"]) or "-"
         state = row["state"] + (f": {row['error']}" if row["error"] else "")
-        table.add_row(row["name"], row["transport"], row["target"], state, ", ".join(row["tools"]) or "-", skipped)
+        exposed = ", ".join([*row["tools"], *row["resources"], *row["prompts"]]) or "-"
+        table.add_row(row["name"], row["transport"], row["target"], state, exposed, skipped)
     print_table(table)
 
 

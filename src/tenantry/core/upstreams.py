@@ -1,10 +1,15 @@
 """Upstream MCP servers (gateway mode): what the control plane stores about one, and the naming rule.
 
-An upstream's tools become grantable tools named ``<upstream>__<tool>``. Upstream names are
-lowercase letters, digits and inner hyphens (no underscore), so the first ``__`` of an exposed
-name always ends the upstream's name: two different ``(upstream, tool)`` pairs never map to the
-same exposed name. An exposed name must still be a valid MCP tool name (1-128 of
-``[A-Za-z0-9_.-]``); a tool whose exposed name would not be is reported, never renamed.
+An upstream's tools become grantable tools named ``<upstream>__<tool>``; its resources,
+resource templates and prompts are granted under ``<upstream>__<name>`` the same way. Upstream
+names are lowercase letters, digits and inner hyphens (no underscore), so the first ``__`` of an
+exposed name always ends the upstream's name: two different ``(upstream, name)`` pairs never map
+to the same exposed name. An exposed name must still be a valid MCP tool name (1-128 of
+``[A-Za-z0-9_.-]``); an item whose exposed name would not be is reported, never renamed.
+
+A resource's URI ``U`` (or a template's) is served as ``upstream://<upstream>/U``: the
+upstream's name, which has no ``/``, is the URI's authority, so the exposed URI names exactly one
+upstream, and ``U`` is the rest of it, unchanged (:func:`exposed_uri`, :func:`original_uri`).
 
 Credentials are templates resolved per tenant when its session with the upstream starts:
 ``{secret:NAME}`` is the calling tenant's secret ``NAME``, ``{tenant}`` its id, ``{tenant_dir}``
@@ -29,6 +34,10 @@ __all__ = [
     "SEPARATOR",
     "validate_upstream_name",
     "exposed_name",
+    "exposed_uri",
+    "original_uri",
+    "RESOURCE_SCHEME",
+    "MAX_EXPOSED_URI",
     "template_secrets",
     "render_template",
     "TemplateValues",
@@ -38,6 +47,9 @@ Transport = Literal["http", "stdio"]
 
 UPSTREAM_NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 SEPARATOR = "__"
+RESOURCE_SCHEME = "upstream"
+MAX_EXPOSED_URI = 2048
+"""The longest exposed resource URI or template (longer ones are reported, not served)."""
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,100}")
@@ -58,6 +70,17 @@ def exposed_name(upstream: str, tool: str) -> str | None:
     """The grantable name of ``tool`` of ``upstream``; ``None`` when it is not a valid MCP tool name."""
     name = f"{upstream}{SEPARATOR}{tool}"
     return name if TOOL_NAME_PATTERN.fullmatch(name) else None
+
+
+def exposed_uri(upstream: str, uri: str) -> str:
+    """The URI under which resource (or template) ``uri`` of ``upstream`` is served."""
+    return f"{RESOURCE_SCHEME}://{upstream}/{uri}"
+
+
+def original_uri(upstream: str, exposed: str) -> str | None:
+    """The upstream's own URI behind ``exposed``; ``None`` unless ``exposed`` is one of ``upstream``'s."""
+    prefix = exposed_uri(upstream, "")
+    return exposed[len(prefix) :] if exposed.startswith(prefix) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,9 @@ class ResourceDefinition:
     template: UriTemplate | None = None
     """Set for a resource template (``test://items/{id}``); its variables become the function's arguments."""
     upstream: str | None = None
+    """Gateway mode: the upstream MCP server that serves this resource (``None``: a Python function here)."""
+    upstream_name: str | None = None
+    """The resource's own name on its upstream."""
 
     def available_to(self, tenant_id: str) -> bool:
         return self.tenants is None or tenant_id in self.tenants
@@ -127,6 +130,9 @@ class PromptDefinition:
     """``(name, required, description)`` per argument."""
     title: str | None = None
     upstream: str | None = None
+    """Gateway mode: the upstream MCP server that serves this prompt."""
+    upstream_name: str | None = None
+    """The prompt's own name on its upstream."""
 
     def available_to(self, tenant_id: str) -> bool:
         return self.tenants is None or tenant_id in self.tenants
@@ -170,20 +176,47 @@ class App:
         return removed
 
     def replace_upstream_tools(self, upstream: str, tools: Iterable[ToolDefinition]) -> None:
-        """Gateway mode: make ``tools`` the whole set registered for ``upstream`` (one change
-        notification). Names taken by anything else are refused.
+        """Gateway mode: make ``tools`` the whole set of tools registered for ``upstream`` (its
+        resources and prompts stay). :raises UsageError: as :meth:`replace_upstream`."""
+        resources = [r for r in self._resources.values() if r.upstream == upstream]
+        prompts = [p for p in self._prompts.values() if p.upstream == upstream]
+        self.replace_upstream(upstream, tools, resources, prompts)
 
-        :raises UsageError: a tool of another upstream or a native one already has the name.
+    def replace_upstream(
+        self,
+        upstream: str,
+        tools: Iterable[ToolDefinition] = (),
+        resources: Iterable[ResourceDefinition] = (),
+        prompts: Iterable[PromptDefinition] = (),
+    ) -> None:
+        """Gateway mode: make these the whole set of tools, resources and prompts registered for
+        ``upstream`` (one change notification). Names and resource URIs taken by anything else are
+        refused, and nothing changes.
+
+        :raises UsageError: a native capability or another upstream's already has the name (or URI).
         """
-        new = {tool.name: tool for tool in tools}
-        old = [name for name, tool in self._tools.items() if tool.upstream == upstream]
-        for name in new:
-            if name not in old:
+        new_tools = {tool.name: tool for tool in tools}
+        new_resources = {resource.name: resource for resource in resources}
+        new_prompts = {prompt.name: prompt for prompt in prompts}
+        registries = (self._tools, self._resources, self._prompts)
+        mine = {name for registry in registries for name, item in registry.items() if item.upstream == upstream}
+        names = [*new_tools, *new_resources, *new_prompts]
+        if len(names) != len(set(names)):
+            raise UsageError(f"upstream {upstream!r} would register one name twice")
+        for name in names:
+            if name not in mine:
                 self._claim(name)
-        for name in old:
-            del self._tools[name]
-        self._tools.update(new)
-        if old or new:
+        others = {r.uri for r in self._resources.values() if r.upstream != upstream}
+        for resource in new_resources.values():
+            if resource.uri in others:
+                raise UsageError(f"resource URI {resource.uri!r} is registered twice")
+        for registry in registries:
+            for name in [n for n, item in registry.items() if item.upstream == upstream]:
+                del registry[name]
+        self._tools.update(new_tools)
+        self._resources.update(new_resources)
+        self._prompts.update(new_prompts)
+        if mine or names:
             self._changed()
 
     # -- registration ---------------------------------------------------------------------

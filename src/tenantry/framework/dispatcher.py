@@ -520,7 +520,7 @@ class Dispatcher:
 
     def list_resources(self, caller: Caller) -> list[Resource]:
         return [
-            Resource(uri=r.uri, name=r.name, title=r.title, description=r.description, mime_type=r.mime_type)
+            Resource(uri=r.uri, name=r.name, title=r.title, description=r.description, mime_type=r.mime_type or None)
             for r in self._visible_resources(caller)
             if r.template is None
         ]
@@ -528,7 +528,11 @@ class Dispatcher:
     def list_resource_templates(self, caller: Caller) -> list[ResourceTemplate]:
         return [
             ResourceTemplate(
-                uri_template=r.uri, name=r.name, title=r.title, description=r.description, mime_type=r.mime_type
+                uri_template=r.uri,
+                name=r.name,
+                title=r.title,
+                description=r.description,
+                mime_type=r.mime_type or None,
             )
             for r in self._visible_resources(caller)
             if r.template is not None
@@ -556,18 +560,21 @@ class Dispatcher:
         slot = await self._admit_limits(caller, limits, "access_denied", resource.name, {"uri": uri}, started)
         try:
             hashed = args_hash({"uri": uri})
-            await self._start(caller, "resources/read", resource.name, hashed, started, None)
+            detail = _upstream_detail(resource, "upstream_resource")
+            await self._start(caller, "resources/read", resource.name, hashed, started, detail)
             context = self._context(caller, tenant, resource.name, channel or _NO_CHANNEL)
             try:
                 result = await self._read(resource, variables, context, caller, uri, limits)
             except (TenantryError, MCPError) as exc:
                 failed, code = _failure_status(exc)
-                self._outcome(caller, "resource_read", failed, resource.name, hashed, started, reason=code)
+                self._outcome(
+                    caller, "resource_read", failed, resource.name, hashed, started, reason=code, detail=detail
+                )
                 raise
         finally:
             slot.release()
         status: ResultStatus = "input_required" if isinstance(result, InputRequiredResult) else "ok"
-        self._outcome(caller, "resource_read", status, resource.name, hashed, started)
+        self._outcome(caller, "resource_read", status, resource.name, hashed, started, detail=detail)
         return result
 
     async def _read(
@@ -579,9 +586,15 @@ class Dispatcher:
         uri: str,
         limits: TenantLimits,
     ) -> ReadResourceResult | InputRequiredResult:
-        content = await self._call_plain(self._invocation(resource, variables, context, limits))
+        # An upstream resource is read by its URI (the upstream's own is derived from it); a native
+        # one's function takes the template's variables.
+        arguments = {"uri": uri} if resource.upstream is not None else variables
+        content = await self._call_plain(self._invocation(resource, arguments, context, limits))
         result: ReadResourceResult | InputRequiredResult
-        if isinstance(content, InputRequiredResult | ReadResourceResult):
+        if isinstance(content, ReadResourceResult):
+            redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
+            result = _redacted_blobs(content, redactor)
+        elif isinstance(content, InputRequiredResult):
             result = content
         elif isinstance(content, bytes):
             redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
@@ -636,18 +649,19 @@ class Dispatcher:
             except ValidationError as exc:
                 raise _argument_error(exc) from None
             hashed = args_hash(arguments)
-            await self._start(caller, "prompts/get", name, hashed, started, None)
+            detail = _upstream_detail(prompt, "upstream_prompt")
+            await self._start(caller, "prompts/get", name, hashed, started, detail)
             context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
             try:
                 result = await self._render(prompt, kwargs, context, limits)
             except (TenantryError, MCPError) as exc:
                 failed, code = _failure_status(exc)
-                self._outcome(caller, "prompt_get", failed, name, hashed, started, reason=code)
+                self._outcome(caller, "prompt_get", failed, name, hashed, started, reason=code, detail=detail)
                 raise
         finally:
             slot.release()
         status: ResultStatus = "input_required" if isinstance(result, InputRequiredResult) else "ok"
-        self._outcome(caller, "prompt_get", status, name, hashed, started)
+        self._outcome(caller, "prompt_get", status, name, hashed, started, detail=detail)
         return result
 
     async def _render(
@@ -773,6 +787,31 @@ def _call_detail(tool: ToolDefinition, names_other_tenant: bool) -> dict[str, An
         detail["upstream"] = tool.upstream
         detail["upstream_tool"] = tool.upstream_name
     return detail or None
+
+
+def _upstream_detail(target: ResourceDefinition | PromptDefinition, key: str) -> dict[str, Any] | None:
+    # The upstream's own name, never the requested URI: that is an argument (hashed, not stored).
+    if target.upstream is None:
+        return None
+    return {"upstream": target.upstream, key: target.upstream_name}
+
+
+def _redacted_blobs(result: ReadResourceResult, redactor: SecretRedactor) -> ReadResourceResult:
+    """``result`` with the tenant's secret values replaced inside its binary contents too (text is
+    redacted with the rest of the result; a base64 blob would hide a secret from that)."""
+    if not redactor or not any(isinstance(c, BlobResourceContents) for c in result.contents):
+        return result
+    contents: list[TextResourceContents | BlobResourceContents] = []
+    for content in result.contents:
+        if isinstance(content, BlobResourceContents):
+            try:
+                data = base64.b64decode(content.blob, validate=True)
+            except ValueError:
+                raise ToolFailed("the resource's binary content is not valid base64") from None
+            blob = base64.b64encode(redactor.data(data)).decode()
+            content = BlobResourceContents(uri=content.uri, mime_type=content.mime_type, blob=blob)
+        contents.append(content)
+    return ReadResourceResult(contents=contents)
 
 
 def _failure_status(exc: TenantryError | MCPError) -> tuple[ResultStatus, str]:

@@ -5,9 +5,10 @@ Lifecycle, per upstream:
 * **sessions**: a command (stdio) upstream runs one process per tenant, started at the tenant's
   first call; an HTTP upstream gets one session per tenant, or one shared by every tenant when
   it is declared tenant-agnostic. Each tenant's session carries that tenant's credentials only.
-* **discovery**: the upstream's tools are listed through the session of the first tenant
-  allowed to use it (or the shared one), mapped to ``<upstream>__<tool>`` and registered in the
-  app; ``notifications/tools/list_changed`` from the upstream lists them again.
+* **discovery**: the upstream's tools (and the resources, resource templates and prompts it
+  advertises) are listed through the session of the first tenant allowed to use it (or the
+  shared one), mapped to ``<upstream>__<name>`` (resource URIs to ``upstream://<upstream>/<uri>``)
+  and registered in the app; a ``list_changed`` notification of any kind lists them again.
 * **health**: live sessions are pinged every ``health_interval``; a session that fails, crashes
   or stops answering is closed and started again at the next call, after a backoff that doubles
   with each consecutive failure (at most 30 s). While backing off, calls fail at once with
@@ -22,24 +23,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 import mcp_types as types
 from mcp.client._transport import TransportStreams
+from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
 
 from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError
 from tenantry.core.upstreams import TemplateValues, UpstreamSpec, render_template
 from tenantry.framework.app import App
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
-from tenantry.gateway.naming import Skipped, map_tools
+from tenantry.gateway.items import upstream_prompt_definition, upstream_resource_definition
+from tenantry.gateway.naming import Kind, Skipped, map_items, map_tools
 from tenantry.gateway.session import UpstreamSession
 from tenantry.gateway.tools import upstream_tool_definition
 from tenantry.gateway.transports import StderrTail, http_streams, stdio_streams
@@ -55,6 +58,7 @@ SecretReader = Callable[[str, str], Awaitable[str]]
 _SHARED = "*"
 _MAX_BACKOFF = 30.0
 _PAGES = 100
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -66,6 +70,9 @@ class UpstreamReport:
     """``pending``, ``ready`` or ``unavailable``."""
     error: str | None = None
     tools: list[str] = field(default_factory=list)
+    resources: list[str] = field(default_factory=list)
+    """The grantable names of its resources and resource templates."""
+    prompts: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     discovered_at: int | None = None
 
@@ -75,7 +82,12 @@ class UpstreamReport:
             "state": self.state,
             "error": self.error,
             "tools": self.tools,
-            "skipped": [{"tool": s.upstream_tool, "reason": s.reason, "why": s.explanation} for s in self.skipped],
+            "resources": self.resources,
+            "prompts": self.prompts,
+            "skipped": [
+                {"tool": s.upstream_tool, "kind": s.kind, "reason": s.reason, "why": s.explanation}
+                for s in self.skipped
+            ],
             "discovered_at": self.discovered_at,
         }
 
@@ -151,14 +163,14 @@ class Gateway:
         return self._reports.get(name)
 
     def route(self, exposed: str) -> tuple[UpstreamSpec, str]:
-        """The upstream and its own tool name behind an exposed tool name.
+        """The upstream and its own name behind an exposed tool, resource or prompt name.
 
         :raises UpstreamUnavailable: the upstream was removed meanwhile.
         """
         found = self._routes.get(exposed)
         spec = None if found is None else self._specs.get(found[0])
         if found is None or spec is None:
-            raise UpstreamUnavailable("the upstream serving this tool was removed")
+            raise UpstreamUnavailable("the upstream serving this was removed")
         return spec, found[1]
 
     async def apply(self, specs: Mapping[str, UpstreamSpec]) -> None:
@@ -220,20 +232,20 @@ class Gateway:
             report.state, report.error = "unavailable", "no tenant may use this upstream yet (create one, or --tenants)"
         for tenant_id in candidates[:3]:
             try:
-                tools = await self._list_tools(spec, tenant_id)
+                listing = await self._list_all(spec, tenant_id)
             except TenantryError as exc:
                 where = "" if tenant_id == _SHARED else f" (listing through tenant {tenant_id})"
                 report.state, report.error = "unavailable", exc.message + where
                 continue
             if self._specs.get(name) is not spec:
                 return None  # removed or replaced while it was being listed
-            self._register(spec, tools, report)
+            self._register(spec, listing, report)
             break
         report.discovered_at = int(time.time())
         self._reports[name] = report
         if report.skipped:
             logger.warning(
-                "some tools of an upstream are not exposed",
+                "some tools, resources or prompts of an upstream are not exposed",
                 extra={"upstream": name, "skipped": {s.upstream_tool: s.reason for s in report.skipped[:50]}},
             )
         if report.error:
@@ -245,45 +257,77 @@ class Gateway:
                 logger.warning("could not publish an upstream's report", extra={"upstream": name, "code": exc.code})
         return report
 
-    async def _list_tools(self, spec: UpstreamSpec, tenant_id: str) -> list[types.Tool]:
+    async def _list_all(self, spec: UpstreamSpec, tenant_id: str) -> _Listing:
+        """Every tool of the upstream, and the resources, templates and prompts it advertises,
+        each capped at ``max_tools`` (+1, so that going over it is reported)."""
         _, client = await self._session(spec, tenant_id)
-        tools: list[types.Tool] = []
-        cursor: str | None = None
+        capabilities = client.server_capabilities
+        listing = _Listing()
         try:
             with anyio.fail_after(spec.call_timeout):
-                for _ in range(_PAGES):
-                    params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
-                    page = await client.list_tools(params=params)
-                    tools.extend(page.tools)
-                    cursor = page.next_cursor
-                    if cursor is None or len(tools) > spec.max_tools:
-                        break
+                listing.tools = await _pages(lambda p: client.list_tools(params=p), "tools", spec.max_tools)
+                if capabilities is not None and capabilities.resources is not None:
+                    listing.resources = await _pages(
+                        lambda p: client.list_resources(params=p), "resources", spec.max_tools, optional=True
+                    )
+                    listing.templates = await _pages(
+                        lambda p: client.list_resource_templates(params=p),
+                        "resource_templates",
+                        spec.max_tools,
+                        optional=True,
+                    )
+                if capabilities is not None and capabilities.prompts is not None:
+                    listing.prompts = await _pages(
+                        lambda p: client.list_prompts(params=p), "prompts", spec.max_tools, optional=True
+                    )
         except TimeoutError:
-            raise UpstreamUnavailable(f"upstream {spec.name!r} did not list its tools in time") from None
+            raise UpstreamUnavailable(
+                f"upstream {spec.name!r} did not list its tools, resources and prompts in time"
+            ) from None
         except MCPError as exc:
             raise UpstreamUnavailable(
-                f"upstream {spec.name!r} refused to list its tools: {exc.error.message[:200]}"
+                f"upstream {spec.name!r} refused to list its tools, resources or prompts: {exc.error.message[:200]}"
             ) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection") from None
-        return tools
+        return listing
 
-    def _register(self, spec: UpstreamSpec, tools: list[types.Tool], report: UpstreamReport) -> None:
+    def _register(self, spec: UpstreamSpec, listing: _Listing, report: UpstreamReport) -> None:
         mine = {n for n, (upstream, _) in self._routes.items() if upstream == spec.name}
-        taken = self._app.capability_names() - mine
-        exposed, skipped = map_tools(spec.name, tools, taken, max_tools=spec.max_tools)
-        self._app.replace_upstream_tools(
-            spec.name, [upstream_tool_definition(spec.name, e, spec.tenants) for e in exposed]
+        taken = set(self._app.capability_names() - mine)
+        taken_uris = {r.uri for r in self._app.resources.values() if r.upstream != spec.name}
+        tools, skipped = map_tools(spec.name, listing.tools, taken, max_tools=spec.max_tools)
+        taken.update(e.name for e in tools)
+        items = []
+        kinds: list[tuple[Kind, Sequence[Any]]] = [
+            ("resource", listing.resources),
+            ("resource_template", listing.templates),
+            ("prompt", listing.prompts),
+        ]
+        for kind, listed in kinds:
+            exposed, refused = map_items(spec.name, kind, listed, taken, taken_uris, max_items=spec.max_tools)
+            taken.update(e.name for e in exposed)
+            taken_uris.update(e.uri for e in exposed if e.uri is not None)
+            items += exposed
+            skipped += refused
+        self._app.replace_upstream(
+            spec.name,
+            [upstream_tool_definition(spec.name, e, spec.tenants) for e in tools],
+            [upstream_resource_definition(spec.name, e, spec.tenants) for e in items if e.kind != "prompt"],
+            [upstream_prompt_definition(spec.name, e, spec.tenants) for e in items if e.kind == "prompt"],
         )
         for name in mine:
             self._routes.pop(name, None)
-        self._routes.update({e.name: (spec.name, e.upstream_tool) for e in exposed})
+        self._routes.update({e.name: (spec.name, e.upstream_tool) for e in tools})
+        self._routes.update({e.name: (spec.name, e.upstream_name) for e in items})
         report.state, report.error = "ready", None
-        report.tools = sorted(e.name for e in exposed)
+        report.tools = sorted(e.name for e in tools)
+        report.resources = sorted(e.name for e in items if e.kind != "prompt")
+        report.prompts = sorted(e.name for e in items if e.kind == "prompt")
         report.skipped = skipped
 
     def _forget_tools(self, name: str) -> None:
-        self._app.replace_upstream_tools(name, [])
+        self._app.replace_upstream(name)
         for exposed in [n for n, (upstream, _) in self._routes.items() if upstream == name]:
             del self._routes[exposed]
 
@@ -297,6 +341,21 @@ class Gateway:
         :raises UpstreamUnavailable: the upstream cannot be reached or the session broke.
         :raises UpstreamError: the upstream answered with a protocol error.
         """
+        return await self._request(spec, tenant_id, lambda client: client.call_tool(tool, arguments))
+
+    async def read_resource(self, spec: UpstreamSpec, tenant_id: str, uri: str) -> types.ReadResourceResult:
+        """Read the upstream's own ``uri`` on the tenant's session. :raises: as :meth:`call_tool`."""
+        return await self._request(spec, tenant_id, lambda client: client.read_resource(uri))
+
+    async def get_prompt(
+        self, spec: UpstreamSpec, tenant_id: str, prompt: str, arguments: dict[str, str]
+    ) -> types.GetPromptResult:
+        """Get the upstream's prompt ``prompt`` on the tenant's session. :raises: as :meth:`call_tool`."""
+        return await self._request(spec, tenant_id, lambda client: client.get_prompt(prompt, arguments))
+
+    async def _request(self, spec: UpstreamSpec, tenant_id: str, send: Callable[[ClientSession], Awaitable[_T]]) -> _T:
+        """``send`` on the tenant's session (started if needed), the session's failures and the
+        upstream's protocol errors translated in this one place."""
         key = (spec.name, _SHARED if spec.tenant_agnostic else tenant_id)
         session = self._sessions.get(key)
         client = session.client if session is not None else None
@@ -305,7 +364,7 @@ class Gateway:
         session.in_flight += 1
         session.last_used = time.monotonic()
         try:
-            return await client.call_tool(tool, arguments)
+            return await send(client)
         except MCPError as exc:
             if "byte limit" in exc.error.message:  # the transport's bound on one message (the session lives on)
                 raise ResultTooLarge(
@@ -322,7 +381,7 @@ class Gateway:
         finally:
             session.in_flight -= 1
 
-    async def _session(self, spec: UpstreamSpec, tenant_id: str) -> tuple[UpstreamSession, Any]:
+    async def _session(self, spec: UpstreamSpec, tenant_id: str) -> tuple[UpstreamSession, ClientSession]:
         """The tenant's live session with ``spec`` and its client, started if needed.
 
         :raises UpstreamUnavailable: it cannot be started, or is backing off after failures.
@@ -484,3 +543,39 @@ class Gateway:
 
 def _no_secret(name: str) -> str:
     raise NotFound(f"no secret named {name!r}")
+
+
+@dataclass
+class _Listing:
+    tools: list[types.Tool] = field(default_factory=list)
+    resources: list[types.Resource] = field(default_factory=list)
+    templates: list[types.ResourceTemplate] = field(default_factory=list)
+    prompts: list[types.Prompt] = field(default_factory=list)
+
+
+async def _pages(
+    list_page: Callable[[types.PaginatedRequestParams | None], Awaitable[Any]],
+    key: str,
+    cap: int,
+    *,
+    optional: bool = False,
+) -> Any:
+    """Follow ``nextCursor`` (at most ``_PAGES`` pages) until more than ``cap`` items are in hand.
+
+    :param optional: a method the upstream does not implement (``resources/templates/list`` of a
+        server with static resources only, say) lists nothing rather than failing the discovery.
+    """
+    items: list[Any] = []
+    cursor: str | None = None
+    for _ in range(_PAGES):
+        try:
+            page = await list_page(types.PaginatedRequestParams(cursor=cursor) if cursor else None)
+        except MCPError as exc:
+            if optional and exc.error.code == types.METHOD_NOT_FOUND:
+                return items
+            raise
+        items.extend(getattr(page, key))
+        cursor = page.next_cursor
+        if cursor is None or len(items) > cap:
+            break
+    return items

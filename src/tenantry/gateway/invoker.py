@@ -1,4 +1,5 @@
-"""The invoker of upstream tools: the dispatcher's seam (see :mod:`tenantry.framework.invoker`).
+"""The invoker of upstream tools, resources and prompts: the dispatcher's seam (see
+:mod:`tenantry.framework.invoker`).
 
 Admission has already happened (grants, token, the upstream's own schema, limits) and the
 outcome (size check, redaction of the tenant's secret values, audit, metrics) happens after,
@@ -8,12 +9,16 @@ session then sends ``notifications/cancelled`` for the request to the upstream.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
+from tenantry.core.upstreams import original_uri
+from tenantry.framework.app import PromptDefinition, ResourceDefinition
 from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch, Interrupted
 from tenantry.framework.invoker import CallCancelled, Invocation, ToolTimedOut
 from tenantry.gateway.errors import UpstreamUnavailable
 from tenantry.gateway.gateway import Gateway
+from tenantry.gateway.items import served_prompt_result, served_read_result
 
 __all__ = ["UpstreamInvoker"]
 
@@ -27,17 +32,35 @@ class UpstreamInvoker:
         target = call.target
         if target.upstream is None:
             raise UpstreamUnavailable()
-        spec, tool = self._gateway.route(target.name)
+        spec, own_name = self._gateway.route(target.name)
         timeout = min(call.timeout, spec.call_timeout)
         tenant_id = call.context.tenant_id
+        work: Coroutine[Any, Any, Any]
+        if isinstance(target, ResourceDefinition):
+            # The dispatcher matched the requested URI against this resource's exposed URI (or
+            # template), which starts with this upstream's prefix: the rest is the upstream's own.
+            uri = original_uri(spec.name, str(call.arguments.get("uri", "")))
+            if uri is None:
+                raise UpstreamUnavailable("the upstream serving this resource was removed")
+            work = self._read(spec.name, self._gateway.read_resource(spec, tenant_id, uri))
+        elif isinstance(target, PromptDefinition):
+            work = self._prompt(self._gateway.get_prompt(spec, tenant_id, own_name, call.arguments))
+        else:
+            work = self._gateway.call_tool(spec, tenant_id, own_name, call.arguments)
         try:
-            return await self._deadlines.run(
-                self._gateway.call_tool(spec, tenant_id, tool, call.arguments), timeout, tag=tenant_id
-            )
+            return await self._deadlines.run(work, timeout, tag=tenant_id)
         except DeadlineExceeded:
             raise ToolTimedOut(f"{target.name} did not finish within {timeout:g}s") from None
         except Interrupted:
             raise CallCancelled() from None
+
+    @staticmethod
+    async def _read(upstream: str, read: Coroutine[Any, Any, Any]) -> Any:
+        return served_read_result(upstream, await read)
+
+    @staticmethod
+    async def _prompt(get: Coroutine[Any, Any, Any]) -> Any:
+        return served_prompt_result(await get)
 
     def cancel_tenant(self, tenant_id: str) -> int:
         return self._deadlines.interrupt(tenant_id)

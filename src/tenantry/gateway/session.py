@@ -31,6 +31,12 @@ REFUSED_BY_GATEWAY = "refused by the Tenantry gateway: upstream servers may not 
 
 Opener = Callable[[], AbstractAsyncContextManager[TransportStreams]]
 
+_LIST_CHANGED = (
+    types.ToolListChangedNotification,
+    types.ResourceListChangedNotification,
+    types.PromptListChangedNotification,
+)
+
 
 async def _refuse_sampling(context: Any, params: types.CreateMessageRequestParams) -> types.ErrorData:
     return types.ErrorData(code=types.INVALID_REQUEST, message=REFUSED_BY_GATEWAY)
@@ -49,7 +55,8 @@ async def _ignore_log(params: types.LoggingMessageNotificationParams) -> None:
 
 
 class UpstreamSession:
-    """:param on_tools_changed: called (in the session's task) on ``notifications/tools/list_changed``."""
+    """:param on_tools_changed: called (in the session's task) on ``notifications/tools/list_changed``
+    (and the resources and prompts equivalents)."""
 
     def __init__(
         self,
@@ -129,7 +136,7 @@ class UpstreamSession:
                 logger.warning("upstream session ended", extra={"upstream": self.upstream, "reason": self.error})
 
     async def _on_message(self, message: Any) -> None:
-        if isinstance(message, types.ToolListChangedNotification) and self._on_tools_changed is not None:
+        if isinstance(message, _LIST_CHANGED) and self._on_tools_changed is not None:
             await self._on_tools_changed()
 
     async def ready(self) -> ClientSession:

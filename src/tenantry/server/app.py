@@ -117,13 +117,16 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             overall=settings.limits.refusals_held_total,
         ),
     )
-    list_changed = ListChangedNotifier(resources=bool(app.resources), prompts=bool(app.prompts))
+    # Upstreams' resources and prompts can appear while the server runs (gateway mode).
+    list_changed = ListChangedNotifier(resources=True, prompts=True)
     runtime.directory.add_listener(follow_upstreams(gateway))
     app.add_change_listener(_on_catalogue_change(dispatcher, list_changed))
     mcp_server = build_mcp_server(
         dispatcher,
         http_caller,
         notifier=list_changed,
+        serve_resources=True,
+        serve_prompts=True,
         name=app.name,
         version=__version__,
         request_state_security=RequestStateSecurity(keys=[runtime.request_state_key()]),

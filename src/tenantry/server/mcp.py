@@ -68,8 +68,13 @@ def build_mcp_server(
     request_state_security: RequestStateSecurity | None = None,
     audience: str | None = None,
     notifier: ListChangedNotifier | None = None,
+    serve_resources: bool = False,
+    serve_prompts: bool = False,
 ) -> Server[Any]:
     """A low-level MCP server serving ``dispatcher``'s app to whoever ``caller_for`` names.
+
+    :param serve_resources: answer the resource methods even while the app has no resource yet
+        (gateway mode: upstreams' resources appear while the server runs); ``serve_prompts`` alike.
 
     :param request_state_security: seals the 2026-07-28 multi-round-trip ``requestState``
         (bound to the caller's principal); an ephemeral key when omitted.
@@ -181,7 +186,8 @@ def build_mcp_server(
         return None if caller is None else dispatcher.tool_input_schema(caller, tool_name)
 
     app = dispatcher.app
-    has_resources = bool(app.resources)
+    has_resources = bool(app.resources) or serve_resources
+    has_prompts = bool(app.prompts) or serve_prompts
     with warnings.catch_warnings():
         # logging/setLevel is deprecated at 2026-07-28 but still part of the handshake era we serve.
         warnings.simplefilter("ignore", MCPDeprecationWarning)
@@ -198,9 +204,9 @@ def build_mcp_server(
             on_read_resource=read_resource if has_resources else None,
             on_subscribe_resource=subscribe if has_resources else None,
             on_unsubscribe_resource=unsubscribe if has_resources else None,
-            on_list_prompts=list_prompts if app.prompts else None,
-            on_get_prompt=get_prompt if app.prompts else None,
-            on_completion=complete if app.prompts or has_resources else None,
+            on_list_prompts=list_prompts if has_prompts else None,
+            on_get_prompt=get_prompt if has_prompts else None,
+            on_completion=complete if has_prompts or has_resources else None,
             on_set_logging_level=set_logging_level,
         )
     security = request_state_security or RequestStateSecurity.ephemeral()
