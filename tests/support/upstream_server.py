@@ -70,6 +70,12 @@ async def nap(seconds: float, label: str = "") -> str:
 
 
 @server.tool()
+async def request_id(ctx: Context) -> str:
+    """The JSON-RPC id of the request that carried this call."""
+    return repr(ctx.request_id)
+
+
+@server.tool()
 async def cancellations() -> list[str]:
     """The labels of the naps that were cancelled."""
     return list(cancelled)
@@ -104,14 +110,17 @@ async def grow(ctx: Context, name: str) -> str:
 
 
 def main() -> None:
-    port = int(sys.argv[1])
-    many = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    """``PORT [MANY_EXTRA_TOOLS] [--json]`` (``--json``: JSON responses instead of SSE streams)."""
+    json_response = "--json" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    port = int(args[0])
+    many = int(args[1]) if len(args) > 1 else 0
     schema = {"type": "object", "properties": {}}
     ListingServer.extra = [MCPTool(name=f"t{i:05d}", description="generated", input_schema=schema) for i in range(many)]
     if many:
         ListingServer.extra.append(MCPTool(name="x" * 127, description="too long once prefixed", input_schema=schema))
         ListingServer.extra.append(MCPTool(name="has space", description="not an MCP tool name", input_schema=schema))
-    app = server.streamable_http_app(host="127.0.0.1")
+    app = server.streamable_http_app(host="127.0.0.1", json_response=json_response)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

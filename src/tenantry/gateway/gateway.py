@@ -35,6 +35,7 @@ from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError
 from tenantry.core.upstreams import TemplateValues, UpstreamSpec, render_template
 from tenantry.framework.app import App
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
+from tenantry.gateway.http_calls import HttpCalls
 from tenantry.gateway.naming import Skipped, map_tools
 from tenantry.gateway.session import UpstreamSession
 from tenantry.gateway.tools import upstream_tool_definition
@@ -292,7 +293,20 @@ class Gateway:
             session, client = await self._session(spec, tenant_id)
         session.in_flight += 1
         session.last_used = time.monotonic()
+        direct = session.direct
         try:
+            if direct is not None and direct.ready:
+                # An HTTP upstream: one POST on the session's keep-alive connection (see http_calls).
+                result = await direct.call_tool(
+                    tool,
+                    arguments,
+                    stamp=client._stamp,  # the SDK session's own stamp for its negotiated era
+                    on_notification=session.handle_notification,
+                    fail_session=session.fail,
+                )
+                if not result.is_error:
+                    await client.validate_tool_result(tool, result)  # against the tool's output schema
+                return result
             return await client.call_tool(tool, arguments)
         except MCPError as exc:
             if "byte limit" in exc.error.message:  # the transport's bound on one message (the session lives on)
@@ -361,6 +375,7 @@ class Gateway:
             assert spec.url is not None
             url = render_template(spec.url, values)
             headers = {h: render_template(t, values) for h, t in spec.headers}
+            direct = HttpCalls(spec.name, url, max_message=self._max_message)
 
             def opener() -> AbstractAsyncContextManager[TransportStreams]:
                 return http_streams(
@@ -369,10 +384,11 @@ class Gateway:
                     allow_private=spec.allow_private,
                     connect_timeout=spec.connect_timeout,
                     max_message=self._max_message,
+                    direct=direct,
                 )
 
             return UpstreamSession(
-                spec.name, opener, connect_timeout=spec.connect_timeout, on_tools_changed=tools_changed
+                spec.name, opener, connect_timeout=spec.connect_timeout, on_tools_changed=tools_changed, direct=direct
             )
         command = [render_template(part, values) for part in spec.command]
         env = {v: render_template(t, values) for v, t in spec.env}

@@ -19,6 +19,7 @@ import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
@@ -31,6 +32,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
 from tenantry.gateway.errors import UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from tenantry.gateway.http_calls import HttpCalls
 
 __all__ = ["stdio_streams", "http_streams", "check_address", "StderrTail"]
 
@@ -209,8 +213,12 @@ async def http_streams(
     allow_private: bool,
     connect_timeout: float,
     max_message: int,
+    direct: HttpCalls | None = None,
 ) -> AsyncIterator[TransportStreams]:
-    """A streamable HTTP connection to ``url`` sending exactly ``headers`` (and the protocol's own)."""
+    """A streamable HTTP connection to ``url`` sending exactly ``headers`` (and the protocol's own).
+
+    :param direct: given the connection's client (with its guard) for direct calls while it is open.
+    """
     origin = _origin(url)
 
     async def guard(request: httpx2.Request) -> None:
@@ -224,7 +232,13 @@ async def http_streams(
         timeout=httpx2.Timeout(connect_timeout, read=300.0),
         follow_redirects=False,
         trust_env=False,
-        event_hooks={"request": [guard]},
+        event_hooks={"request": [guard] if direct is None else [guard, direct.observe]},
     )
     async with client, streamable_http_client(url, http_client=client, max_sse_event_size=max_message) as streams:
-        yield streams
+        if direct is not None:
+            direct.attach(client)
+        try:
+            yield streams
+        finally:
+            if direct is not None:
+                direct.detach()
