@@ -424,3 +424,19 @@ def test_an_upstream_that_restarts_loses_its_session_and_the_gateway_starts_a_ne
         server.cli("upstream", "remove", "phoenix", check=False)
         process.terminate()
         process.wait(10)
+
+
+def test_a_call_whose_event_stream_the_upstream_closes_early_is_resumed(server: RunningServer) -> None:
+    process, url = start_upstream("--resumable")
+    try:
+        server.cli("upstream", "add", "resumer", "--url", url, "--allow-private")
+        server.cli("tenant", "grant", "acme", "resumer__interrupted", "resumer__echo")
+        wait_for_tool(server, "acme", "resumer__interrupted")
+        session = LegacySession(server.mcp_url, server.token("acme"))
+        assert text_of(call(session, "resumer__echo", {"text": "resumable"})) == "resumable"
+        answer = call(session, "resumer__interrupted")
+        assert text_of(answer) == "answered after the stream was resumed", answer
+    finally:
+        server.cli("upstream", "remove", "resumer", check=False)
+        process.terminate()
+        process.wait(10)

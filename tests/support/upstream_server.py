@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
+from mcp_types import JSONRPCMessage
 from mcp_types import Tool as MCPTool
 from pydantic import BaseModel
 
@@ -23,6 +25,27 @@ class ListingServer(MCPServer):
 
     async def list_tools(self) -> list[MCPTool]:
         return [*await super().list_tools(), *self.extra]
+
+
+class MemoryEventStore(EventStore):
+    """Keeps every event, so a client can resume a stream the server closed (``--resumable``)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, JSONRPCMessage | None]] = []
+
+    async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+        stream = next((s for e, s, _ in self.events if e == last_event_id), None)
+        if stream is None:
+            return None
+        for event_id, stream_id, message in self.events[int(last_event_id) :]:
+            if stream_id == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream
 
 
 server = ListingServer("upstream-under-test")
@@ -76,6 +99,14 @@ async def request_id(ctx: Context) -> str:
 
 
 @server.tool()
+async def interrupted(ctx: Context) -> str:
+    """Closes its own event stream before answering (the client must resume it to get the answer)."""
+    await ctx.close_sse_stream()
+    await anyio.sleep(0.5)
+    return "answered after the stream was resumed"
+
+
+@server.tool()
 async def cancellations() -> list[str]:
     """The labels of the naps that were cancelled."""
     return list(cancelled)
@@ -110,9 +141,11 @@ async def grow(ctx: Context, name: str) -> str:
 
 
 def main() -> None:
-    """``PORT [MANY_EXTRA_TOOLS] [--json]`` (``--json``: JSON responses instead of SSE streams)."""
+    """``PORT [MANY_EXTRA_TOOLS] [--json] [--resumable]`` (``--json``: JSON responses instead of
+    SSE streams; ``--resumable``: its streams can be resumed, with a retry hint of 100 ms)."""
     json_response = "--json" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--json"]
+    resumable = "--resumable" in sys.argv
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     port = int(args[0])
     many = int(args[1]) if len(args) > 1 else 0
     schema = {"type": "object", "properties": {}}
@@ -120,7 +153,12 @@ def main() -> None:
     if many:
         ListingServer.extra.append(MCPTool(name="x" * 127, description="too long once prefixed", input_schema=schema))
         ListingServer.extra.append(MCPTool(name="has space", description="not an MCP tool name", input_schema=schema))
-    app = server.streamable_http_app(host="127.0.0.1", json_response=json_response)
+    app = server.streamable_http_app(
+        host="127.0.0.1",
+        json_response=json_response,
+        event_store=MemoryEventStore() if resumable else None,
+        retry_interval=100 if resumable else None,
+    )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -45,11 +46,22 @@ logger = logging.getLogger(__name__)
 
 _SESSION_ID = "mcp-session-id"
 _PROTOCOL_VERSION = "mcp-protocol-version"
+_LAST_EVENT_ID = "last-event-id"
 _CANCEL_GRACE = 2.0
+_RESUME_ATTEMPTS = 2
+_MAX_RETRY_MS = 10_000
 _ids = itertools.count(1)
 
 Stamp = Callable[[dict[str, Any], Any], None]
 NotificationHandler = Callable[[Any], Awaitable[None]]
+
+
+@dataclass
+class _Resume:
+    """Where a call's event stream can be resumed from (its last event id) and when (the retry hint)."""
+
+    last_event_id: str | None = None
+    retry_ms: int = 1000
 
 
 class HttpCalls:
@@ -124,7 +136,8 @@ class HttpCalls:
             try:
                 raw = await self._answer(response, request_id, on_notification, fail_session)
             finally:
-                await response.aclose()
+                with anyio.CancelScope(shield=True):  # a cancelled call still closes its stream
+                    await response.aclose()
             answered = True
         except (ResultTooLarge, UpstreamError, UpstreamUnavailable):
             answered = True  # the upstream is not working on it any more
@@ -176,9 +189,25 @@ class HttpCalls:
                 raise UpstreamError(f"upstream {self.upstream!r} answered with a message that is not the call's")
             return message
         if content_type == "text/event-stream":
-            async for message in self._events(response):
+            resume = _Resume()
+            async for message in self._events(response, resume):
                 if await self._handle(message, request_id, on_notification):
                     return message
+            # A resumable stream the upstream closed early: resumed from its last event, as the SDK does.
+            for _ in range(_RESUME_ATTEMPTS):
+                if resume.last_event_id is None or self.client is None:
+                    break
+                await anyio.sleep(resume.retry_ms / 1000)
+                headers = self._headers({_LAST_EVENT_ID: resume.last_event_id})
+                headers.pop("content-type")
+                async with self.client.stream("GET", self.url, headers=headers) as resumed:
+                    if resumed.status_code != 200 or not resumed.headers.get("content-type", "").startswith(
+                        "text/event-stream"
+                    ):
+                        break
+                    async for message in self._events(resumed, resume):
+                        if await self._handle(message, request_id, on_notification):
+                            return message
             raise self._gone("the upstream ended the call's event stream without an answer", fail_session)
         raise UpstreamError(f"upstream {self.upstream!r} answered with an unexpected content type")
 
@@ -203,8 +232,12 @@ class HttpCalls:
         except ValueError:
             raise UpstreamError(f"upstream {self.upstream!r} answered with malformed JSON") from None
 
-    async def _events(self, response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self, response: httpx2.Response, resume: _Resume) -> AsyncIterator[dict[str, Any]]:
         async for event in httpx2.EventSource(response, max_event_size=self.max_message):
+            if event.id:
+                resume.last_event_id = event.id
+            if event.retry is not None:
+                resume.retry_ms = min(event.retry, _MAX_RETRY_MS)
             if event.event != "message" or not event.data:
                 continue  # priming events and other event types carry no message
             try:
