@@ -230,6 +230,7 @@ def test_a_halt_cancels_an_upstream_call_in_flight_and_tells_the_upstream(server
     caller.join(10)
     assert answers, "the call was not answered after the halt"
     assert time.monotonic() - halted_at < 3
+    assert "result" in answers[0], answers[0]
     result = answers[0]["result"]
     assert result["isError"] is True and result["_meta"]["io.tenantry/error"]["code"] == "call_cancelled"
     # The upstream got notifications/cancelled for the request and stopped the nap.

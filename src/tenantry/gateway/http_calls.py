@@ -54,6 +54,7 @@ _ids = itertools.count(1)
 
 Stamp = Callable[[dict[str, Any], Any], None]
 NotificationHandler = Callable[[Any], Awaitable[None]]
+Spawn = Callable[..., object]
 
 
 @dataclass
@@ -79,16 +80,19 @@ class HttpCalls:
         self.client: httpx2.AsyncClient | None = None
         self.session_id: str | None = None
         self.protocol_version: str | None = None
+        self._spawn: Spawn | None = None
 
     @property
     def ready(self) -> bool:
         return self.client is not None and self.protocol_version is not None
 
-    def attach(self, client: httpx2.AsyncClient) -> None:
+    def attach(self, client: httpx2.AsyncClient, spawn: Spawn) -> None:
+        """Use ``client`` from now on; ``spawn`` runs what a call sends after it ended (its cancellation)."""
         self.client, self.session_id, self.protocol_version = client, None, None
+        self._spawn = spawn
 
     def detach(self) -> None:
-        self.client = None
+        self.client, self._spawn = None, None
 
     async def observe(self, request: httpx2.Request) -> None:
         version = request.headers.get(_PROTOCOL_VERSION)
@@ -121,8 +125,8 @@ class HttpCalls:
         :raises UpstreamError: the upstream answered with an error or an unusable message.
         :raises ResultTooLarge: the answer is over ``max_message`` bytes.
         """
-        client = self.client
-        if client is None:
+        client, spawn = self.client, self._spawn
+        if client is None or spawn is None:
             raise UpstreamUnavailable(f"upstream {self.upstream!r} closed the connection")
         request_id = f"tenantry-{next(_ids)}"
         data: dict[str, Any] = {"method": "tools/call", "params": {"name": tool, "arguments": arguments}}
@@ -130,31 +134,35 @@ class HttpCalls:
         stamp(data, opts)
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, **data}, separators=(",", ":")).encode()
         request = client.build_request("POST", self.url, content=body, headers=self._headers(opts.get("headers")))
-        answered = False
-        try:
-            response = await client.send(request, stream=True)
+        # The exchange runs in a task of the session's, the caller only waits for it: a halt or a
+        # timeout interrupts the caller at once (its call_cancelled answer waits for no socket),
+        # then the exchange is cancelled and the upstream told.
+        outcome: list[dict[str, Any] | Exception] = []
+        done = anyio.Event()
+        scope = anyio.CancelScope()
+
+        async def exchange() -> None:
             try:
-                raw = await self._answer(response, request_id, on_notification, fail_session)
+                with scope:
+                    outcome.append(await self._exchange(client, request, request_id, on_notification, fail_session))
+            except Exception as exc:
+                outcome.append(exc)
             finally:
-                with anyio.CancelScope(shield=True):  # a cancelled call still closes its stream
-                    await response.aclose()
-            answered = True
-        except (ResultTooLarge, UpstreamError, UpstreamUnavailable):
-            answered = True  # the upstream is not working on it any more
+                done.set()
+
+        spawn(exchange)
+        try:
+            await done.wait()
+        except BaseException:
+            if not done.is_set():
+                scope.cancel()
+                spawn(self._cancel, request_id)
             raise
-        except httpx2.SSEError as exc:
-            answered = True
-            if "byte limit" in str(exc):
-                raise self._too_large() from None
-            raise UpstreamError(f"upstream {self.upstream!r} sent a broken event stream") from None
-        except httpx2.TransportError:
-            answered = True
-            fail_session("the connection failed")
-            raise UpstreamUnavailable(f"upstream {self.upstream!r} closed the connection during the call") from None
-        finally:
-            if not answered:  # cancelled (a halt, the call's timeout) or failed locally while in flight
-                with anyio.CancelScope(shield=True):
-                    await self._cancel(request_id)
+        if not outcome:  # the session closed under the call
+            raise UpstreamUnavailable(f"upstream {self.upstream!r} closed the connection during the call")
+        raw = outcome[0]
+        if isinstance(raw, Exception):
+            raise raw
         if "error" in raw:
             error = raw.get("error") or {}
             message = str(error.get("message", "")) if isinstance(error, dict) else ""
@@ -163,6 +171,28 @@ class HttpCalls:
             return types.CallToolResult.model_validate(raw.get("result"), by_name=False)
         except ValidationError:
             raise UpstreamError(f"upstream {self.upstream!r} gave an unusable answer (ValidationError)") from None
+
+    async def _exchange(
+        self,
+        client: httpx2.AsyncClient,
+        request: httpx2.Request,
+        request_id: str,
+        on_notification: NotificationHandler,
+        fail_session: Callable[[str], None],
+    ) -> dict[str, Any]:
+        try:
+            response = await client.send(request, stream=True)
+            try:
+                return await self._answer(response, request_id, on_notification, fail_session)
+            finally:
+                await response.aclose()
+        except httpx2.SSEError as exc:
+            if "byte limit" in str(exc):
+                raise self._too_large() from None
+            raise UpstreamError(f"upstream {self.upstream!r} sent a broken event stream") from None
+        except httpx2.TransportError:
+            fail_session("the connection failed")
+            raise UpstreamUnavailable(f"upstream {self.upstream!r} closed the connection during the call") from None
 
     async def _answer(
         self,

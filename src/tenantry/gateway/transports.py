@@ -235,10 +235,13 @@ async def http_streams(
         event_hooks={"request": [guard] if direct is None else [guard, direct.observe]},
     )
     async with client, streamable_http_client(url, http_client=client, max_sse_event_size=max_message) as streams:
-        if direct is not None:
-            direct.attach(client)
-        try:
+        if direct is None:
             yield streams
-        finally:
-            if direct is not None:
+            return
+        async with anyio.create_task_group() as background:  # what direct calls send after they end
+            direct.attach(client, background.start_soon)
+            try:
+                yield streams
+            finally:
                 direct.detach()
+                background.cancel_scope.cancel()
