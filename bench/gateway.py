@@ -11,13 +11,18 @@ enforcement (c - a) from the cost of the upstream hop (b - c). Handshake
 era, N sessions calling in a closed loop from N workers. Rounds alternate a, b so noise hits both;
 the ratios of one run are what count: calls/s b/a and p50 b - a.
 
-    .venv/bin/python bench/gateway.py [--seconds 3] [--rounds 3] [--concurrency 1 16]
+    .venv/bin/python bench/gateway.py [--seconds 3] [--rounds 3] [--concurrency 1 16] [--baseline-src DIR]
+
+``--baseline-src DIR`` adds (d) **baseline**: a second gateway running the ``src`` tree in DIR
+(e.g. ``git archive <commit> src | tar -x -C /tmp/base`` then ``--baseline-src /tmp/base/src``),
+alternated with the others, so a change to the gateway is measured against its parent in one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -45,7 +50,7 @@ def start_gateway(workdir: Path, upstream: Target) -> Target:
     return Target("gateway", f"http://127.0.0.1:{port}/mcp", token, process)
 
 
-TOOL = {"direct": "echo", "native": "echo", "gateway": "up__echo"}
+TOOL = {"direct": "echo", "native": "echo", "gateway": "up__echo", "baseline": "up__echo"}
 
 
 def main() -> None:
@@ -53,6 +58,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--baseline-src", type=Path, help="a src tree to run as a second, baseline gateway")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tenantry-bench-gateway-") as tmp:
         workdir = Path(tmp)
@@ -61,6 +67,17 @@ def main() -> None:
         gateway = start_gateway(workdir, upstream)
         native = Target("native", gateway.mcp_url, gateway.token, gateway.process)
         targets = [direct, native, gateway]
+        if args.baseline_src is not None:
+            (workdir / "baseline").mkdir()
+            saved = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = str(args.baseline_src.resolve())  # only for the baseline's processes
+            try:
+                base = start_gateway(workdir / "baseline", upstream)
+            finally:
+                os.environ.pop("PYTHONPATH")
+                if saved is not None:
+                    os.environ["PYTHONPATH"] = saved
+            targets.append(Target("baseline", base.mcp_url, base.token, base.process))
         try:
             print(f"{'sessions':>8} {'path':<8} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
             for concurrency in args.concurrency:
@@ -90,6 +107,12 @@ def main() -> None:
                     f"{concurrency:>8} gateway / native tool on the same server: calls/s {b.rate / n.rate:.3f};"
                     f" p50 of the upstream hop {b.percentile(0.5) - n.percentile(0.5):.2f} ms"
                 )
+                if "baseline" in merged:
+                    z = merged["baseline"]
+                    print(
+                        f"{concurrency:>8} gateway / baseline: calls/s {b.rate / z.rate:.3f} (baseline / direct"
+                        f" {z.rate / a.rate:.3f}); p50 {b.percentile(0.5) - z.percentile(0.5):+.2f} ms"
+                    )
         finally:
             for process in {id(t.process): t.process for t in targets}.values():
                 process.terminate()

@@ -58,5 +58,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json", filters: Sequence[
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("mcp", "httpx", "httpcore", "uvicorn.access"):
+    # httpx2 logs every request at INFO with its URL (an upstream's may carry a tenant's secret).
+    for noisy in ("mcp", "httpx", "httpcore", "httpx2", "httpcore2", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

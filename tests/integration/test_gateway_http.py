@@ -21,11 +21,19 @@ from tests.support.server import RunningServer, free_port, start_server
 REPO = Path(__file__).parent.parent.parent
 ACME_CREDENTIAL = "acme-upstream-credential-7f3a"
 GLOBEX_CREDENTIAL = "globex-upstream-credential-91bc"
-TOOLS = ["echo__echo", "echo__add", "echo__seen_headers", "echo__credential", "echo__nap", "echo__big"]
+TOOLS = [
+    "echo__echo",
+    "echo__add",
+    "echo__seen_headers",
+    "echo__credential",
+    "echo__nap",
+    "echo__big",
+    "echo__request_id",
+]
 
 
-def start_upstream(*extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_upstream(*extra: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.upstream_server", str(port), *extra],
         cwd=REPO,
@@ -222,6 +230,7 @@ def test_a_halt_cancels_an_upstream_call_in_flight_and_tells_the_upstream(server
     caller.join(10)
     assert answers, "the call was not answered after the halt"
     assert time.monotonic() - halted_at < 3
+    assert "result" in answers[0], answers[0]
     result = answers[0]["result"]
     assert result["isError"] is True and result["_meta"]["io.tenantry/error"]["code"] == "call_cancelled"
     # The upstream got notifications/cancelled for the request and stopped the nap.
@@ -363,3 +372,72 @@ def test_upstream_calls_are_counted_in_the_metrics_under_their_tool_name(server:
     token = (server.data_dir / "keys" / "metrics.token").read_text().strip()
     text = httpx2.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {token}"}).text
     assert any('tool="echo__echo"' in line and 'tenant="acme"' in line for line in text.splitlines())
+
+
+def test_calls_to_an_http_upstream_take_the_direct_path(server: RunningServer) -> None:
+    # The direct path's request ids are its own strings (the SDK session numbers its requests), so
+    # every other test here exercises it; this one proves it is taken.
+    session = LegacySession(server.mcp_url, server.token("acme"))
+    assert text_of(call(session, "echo__request_id")).startswith("'tenantry-")
+    assert text_of(call(session, "echo__echo", {"text": "and answers"})) == "and answers"
+
+
+def test_an_upstream_answering_in_json_is_served_and_its_answers_are_bounded(server: RunningServer) -> None:
+    process, url = start_upstream("--json")
+    try:
+        server.cli("upstream", "add", "jsonly", "--url", url, "--allow-private")
+        server.cli("tenant", "grant", "acme", "jsonly__echo", "jsonly__big")
+        wait_for_tool(server, "acme", "jsonly__big")
+        session = LegacySession(server.mcp_url, server.token("acme"))
+        assert text_of(call(session, "jsonly__echo", {"text": "plain json"})) == "plain json"
+        assert text_of(call(session, "jsonly__big", {"size": 1000})) == "x" * 1000  # positive control
+        answer = call(session, "jsonly__big", {"size": 10 * 1024 * 1024})
+        assert answer["result"]["_meta"]["io.tenantry/error"]["code"] == "result_too_large", answer
+        assert text_of(call(session, "jsonly__echo", {"text": "still here"})) == "still here"
+    finally:
+        server.cli("upstream", "remove", "jsonly", check=False)
+        process.terminate()
+        process.wait(10)
+
+
+def test_an_upstream_that_restarts_loses_its_session_and_the_gateway_starts_a_new_one(server: RunningServer) -> None:
+    port = free_port()
+    process, url = start_upstream(port=port)
+    try:
+        server.cli("upstream", "add", "phoenix", "--url", url, "--allow-private")
+        server.cli("tenant", "grant", "acme", "phoenix__echo")
+        wait_for_tool(server, "acme", "phoenix__echo")
+        session = LegacySession(server.mcp_url, server.token("acme"))
+        assert text_of(call(session, "phoenix__echo", {"text": "first life"})) == "first life"
+        process.terminate()
+        process.wait(10)
+        process, _ = start_upstream(port=port)  # the same address; it knows nothing of the old session
+        lost = call(session, "phoenix__echo", {"text": "which session?"})
+        assert lost["result"]["_meta"]["io.tenantry/error"]["code"] == "upstream_unavailable", lost
+        deadline = time.monotonic() + 15
+        while "result" not in (answer := call(session, "phoenix__echo", {"text": "second life"})) or answer[
+            "result"
+        ].get("isError"):
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.2)
+        assert text_of(answer) == "second life"
+    finally:
+        server.cli("upstream", "remove", "phoenix", check=False)
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_call_whose_event_stream_the_upstream_closes_early_is_resumed(server: RunningServer) -> None:
+    process, url = start_upstream("--resumable")
+    try:
+        server.cli("upstream", "add", "resumer", "--url", url, "--allow-private")
+        server.cli("tenant", "grant", "acme", "resumer__interrupted", "resumer__echo")
+        wait_for_tool(server, "acme", "resumer__interrupted")
+        session = LegacySession(server.mcp_url, server.token("acme"))
+        assert text_of(call(session, "resumer__echo", {"text": "resumable"})) == "resumable"
+        answer = call(session, "resumer__interrupted")
+        assert text_of(answer) == "answered after the stream was resumed", answer
+    finally:
+        server.cli("upstream", "remove", "resumer", check=False)
+        process.terminate()
+        process.wait(10)

@@ -15,6 +15,8 @@ import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resources import FunctionResource
+from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
+from mcp_types import JSONRPCMessage
 from mcp_types import Resource as MCPResource
 from mcp_types import Tool as MCPTool
 from pydantic import BaseModel
@@ -31,6 +33,27 @@ class ListingServer(MCPServer):
 
     async def list_resources(self) -> list[MCPResource]:
         return [*await super().list_resources(), *self.extra_resources]
+
+
+class MemoryEventStore(EventStore):
+    """Keeps every event, so a client can resume a stream the server closed (``--resumable``)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, JSONRPCMessage | None]] = []
+
+    async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+        stream = next((s for e, s, _ in self.events if e == last_event_id), None)
+        if stream is None:
+            return None
+        for event_id, stream_id, message in self.events[int(last_event_id) :]:
+            if stream_id == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream
 
 
 server = ListingServer("upstream-under-test")
@@ -75,6 +98,20 @@ async def nap(seconds: float, label: str = "") -> str:
         cancelled.append(label)
         raise
     return "rested"
+
+
+@server.tool()
+async def request_id(ctx: Context) -> str:
+    """The JSON-RPC id of the request that carried this call."""
+    return repr(ctx.request_id)
+
+
+@server.tool()
+async def interrupted(ctx: Context) -> str:
+    """Closes its own event stream before answering (the client must resume it to get the answer)."""
+    await ctx.close_sse_stream()
+    await anyio.sleep(0.5)
+    return "answered after the stream was resumed"
 
 
 @server.tool()
@@ -168,8 +205,13 @@ async def add_note(ctx: Context, name: str) -> str:
 
 
 def main() -> None:
-    port = int(sys.argv[1])
-    many = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    """``PORT [MANY_EXTRA_TOOLS] [--json] [--resumable]`` (``--json``: JSON responses instead of
+    SSE streams; ``--resumable``: its streams can be resumed, with a retry hint of 100 ms)."""
+    json_response = "--json" in sys.argv
+    resumable = "--resumable" in sys.argv
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    port = int(args[0])
+    many = int(args[1]) if len(args) > 1 else 0
     schema = {"type": "object", "properties": {}}
     ListingServer.extra = [MCPTool(name=f"t{i:05d}", description="generated", input_schema=schema) for i in range(many)]
     if many:
@@ -178,7 +220,12 @@ def main() -> None:
         ListingServer.extra_resources = [MCPResource(uri=f"gen://r/{i}", name=f"r{i:05d}") for i in range(many)]
         ListingServer.extra_resources.append(MCPResource(uri="gen://spaced", name="Has Space"))
         ListingServer.extra_resources.append(MCPResource(uri="gen://" + "y" * 2100, name="long_uri"))
-    app = server.streamable_http_app(host="127.0.0.1")
+    app = server.streamable_http_app(
+        host="127.0.0.1",
+        json_response=json_response,
+        event_store=MemoryEventStore() if resumable else None,
+        retry_interval=100 if resumable else None,
+    )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

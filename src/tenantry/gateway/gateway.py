@@ -41,6 +41,7 @@ from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError
 from tenantry.core.upstreams import TemplateValues, UpstreamSpec, render_template
 from tenantry.framework.app import App
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
+from tenantry.gateway.http_calls import HttpCalls
 from tenantry.gateway.items import upstream_prompt_definition, upstream_resource_definition
 from tenantry.gateway.naming import Kind, Skipped, map_items, map_tools
 from tenantry.gateway.session import UpstreamSession
@@ -341,7 +342,22 @@ class Gateway:
         :raises UpstreamUnavailable: the upstream cannot be reached or the session broke.
         :raises UpstreamError: the upstream answered with a protocol error.
         """
-        return await self._request(spec, tenant_id, lambda client: client.call_tool(tool, arguments))
+
+        async def direct_call(
+            direct: HttpCalls, client: ClientSession, session: UpstreamSession
+        ) -> types.CallToolResult:
+            result = await direct.call_tool(
+                tool,
+                arguments,
+                stamp=client._stamp,  # the SDK session's own stamp for its negotiated era
+                on_notification=session.handle_notification,
+                fail_session=session.fail,
+            )
+            if not result.is_error:
+                await client.validate_tool_result(tool, result)  # against the tool's output schema
+            return result
+
+        return await self._request(spec, tenant_id, lambda client: client.call_tool(tool, arguments), direct_call)
 
     async def read_resource(self, spec: UpstreamSpec, tenant_id: str, uri: str) -> types.ReadResourceResult:
         """Read the upstream's own ``uri`` on the tenant's session. :raises: as :meth:`call_tool`."""
@@ -353,9 +369,16 @@ class Gateway:
         """Get the upstream's prompt ``prompt`` on the tenant's session. :raises: as :meth:`call_tool`."""
         return await self._request(spec, tenant_id, lambda client: client.get_prompt(prompt, arguments))
 
-    async def _request(self, spec: UpstreamSpec, tenant_id: str, send: Callable[[ClientSession], Awaitable[_T]]) -> _T:
-        """``send`` on the tenant's session (started if needed), the session's failures and the
-        upstream's protocol errors translated in this one place."""
+    async def _request(
+        self,
+        spec: UpstreamSpec,
+        tenant_id: str,
+        send: Callable[[ClientSession], Awaitable[_T]],
+        direct_send: Callable[[HttpCalls, ClientSession, UpstreamSession], Awaitable[_T]] | None = None,
+    ) -> _T:
+        """``send`` on the tenant's session (started if needed), or ``direct_send`` when the session
+        has a direct HTTP path; the session's failures and the upstream's protocol errors are
+        translated in this one place."""
         key = (spec.name, _SHARED if spec.tenant_agnostic else tenant_id)
         session = self._sessions.get(key)
         client = session.client if session is not None else None
@@ -363,7 +386,11 @@ class Gateway:
             session, client = await self._session(spec, tenant_id)
         session.in_flight += 1
         session.last_used = time.monotonic()
+        direct = session.direct
         try:
+            if direct_send is not None and direct is not None and direct.ready:
+                # An HTTP upstream: one POST on the session's keep-alive connection (see http_calls).
+                return await direct_send(direct, client, session)
             return await send(client)
         except MCPError as exc:
             if "byte limit" in exc.error.message:  # the transport's bound on one message (the session lives on)
@@ -455,6 +482,7 @@ class Gateway:
             assert spec.url is not None
             url = render_template(spec.url, values)
             headers = {h: render_template(t, values) for h, t in spec.headers}
+            direct = HttpCalls(spec.name, url, max_message=self._max_message)
 
             def opener() -> AbstractAsyncContextManager[TransportStreams]:
                 return http_streams(
@@ -463,10 +491,11 @@ class Gateway:
                     allow_private=spec.allow_private,
                     connect_timeout=spec.connect_timeout,
                     max_message=self._max_message,
+                    direct=direct,
                 )
 
             return UpstreamSession(
-                spec.name, opener, connect_timeout=spec.connect_timeout, on_tools_changed=tools_changed
+                spec.name, opener, connect_timeout=spec.connect_timeout, on_tools_changed=tools_changed, direct=direct
             )
         command = [render_template(part, values) for part in spec.command]
         env = {v: render_template(t, values) for v, t in spec.env}

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types as types
@@ -22,6 +22,9 @@ from mcp.client.session import ClientSession
 from tenantry import __version__
 from tenantry.gateway.errors import UpstreamUnavailable
 from tenantry.gateway.transports import StderrTail
+
+if TYPE_CHECKING:
+    from tenantry.gateway.http_calls import HttpCalls
 
 __all__ = ["UpstreamSession", "REFUSED_BY_GATEWAY"]
 
@@ -56,7 +59,9 @@ async def _ignore_log(params: types.LoggingMessageNotificationParams) -> None:
 
 class UpstreamSession:
     """:param on_tools_changed: called (in the session's task) on ``notifications/tools/list_changed``
-    (and the resources and prompts equivalents)."""
+    (and the resources and prompts equivalents).
+    :param direct: an HTTP session's direct ``tools/call`` path (see :mod:`tenantry.gateway.http_calls`).
+    """
 
     def __init__(
         self,
@@ -66,12 +71,14 @@ class UpstreamSession:
         connect_timeout: float,
         on_tools_changed: Callable[[], Awaitable[None]] | None = None,
         stderr: StderrTail | None = None,
+        direct: HttpCalls | None = None,
     ) -> None:
         self.upstream = upstream
         self._opener = opener
         self._connect_timeout = connect_timeout
         self._on_tools_changed = on_tools_changed
         self.stderr = stderr
+        self.direct = direct
         self._ready = anyio.Event()
         self._closing = anyio.Event()
         self._done = anyio.Event()
@@ -134,6 +141,10 @@ class UpstreamSession:
             self._ready.set()
             if self.error:
                 logger.warning("upstream session ended", extra={"upstream": self.upstream, "reason": self.error})
+
+    async def handle_notification(self, message: Any) -> None:
+        """A server notification that arrived outside the SDK session (on a direct call's stream)."""
+        await self._on_message(message)
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, _LIST_CHANGED) and self._on_tools_changed is not None:

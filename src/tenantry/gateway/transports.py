@@ -23,6 +23,7 @@ import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
@@ -36,6 +37,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
 from tenantry.gateway.errors import UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from tenantry.gateway.http_calls import HttpCalls
 
 __all__ = ["stdio_streams", "http_streams", "guarded_client", "check_address", "resolve_host", "Resolver", "StderrTail"]
 
@@ -330,10 +334,25 @@ async def http_streams(
     connect_timeout: float,
     max_message: int,
     resolver: Resolver = resolve_host,
+    direct: HttpCalls | None = None,
 ) -> AsyncIterator[TransportStreams]:
-    """A streamable HTTP connection to ``url`` sending exactly ``headers`` (and the protocol's own)."""
+    """A streamable HTTP connection to ``url`` sending exactly ``headers`` (and the protocol's own).
+
+    :param direct: given the connection's client (with its guard) for direct calls while it is open.
+    """
     client = guarded_client(
         url, headers, allow_private=allow_private, connect_timeout=connect_timeout, resolver=resolver
     )
+    if direct is not None:
+        client.event_hooks = {**client.event_hooks, "request": [*client.event_hooks["request"], direct.observe]}
     async with client, streamable_http_client(url, http_client=client, max_sse_event_size=max_message) as streams:
-        yield streams
+        if direct is None:
+            yield streams
+            return
+        async with anyio.create_task_group() as background:  # what direct calls send after they end
+            direct.attach(client, background.start_soon)
+            try:
+                yield streams
+            finally:
+                direct.detach()
+                background.cancel_scope.cancel()
