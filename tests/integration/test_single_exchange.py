@@ -7,28 +7,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from textwrap import dedent
 
 import httpx2
 import pytest
 
+from tests.integration.test_kill_switch import SLOW_APP
 from tests.support.rpc import LegacySession, post, request
 from tests.support.server import RunningServer, start_server
 
-SLOW_APP = dedent(
-    '''
-    import anyio
-    import tenantry
-
-    app = tenantry.App("slow")
-
-    @app.tool()
-    async def nap(ctx: tenantry.ToolContext, seconds: float) -> str:
-        """Sleep, then say so."""
-        await anyio.sleep(seconds)
-        return "rested"
-    '''
-)
 IDLE_SECONDS = 3
 
 
