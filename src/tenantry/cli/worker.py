@@ -114,10 +114,16 @@ async def _serve(sock: socket.socket) -> None:
             max_frame_bytes=settings.worker.max_frame_bytes,
             upstreams=upstreams,
         )
+        broken: Exception | None = None
         async with upstreams.running():
             writer.write(encode_frame({"t": "ready", "pid": os.getpid()}, _INIT_BYTES))
             await writer.drain()
-            await host.serve(reader, writer)
+            try:
+                await host.serve(reader, writer)
+            except Exception as exc:  # raised outside the upstreams' task group, not as a group
+                broken = exc
+        if broken is not None:
+            raise broken
     finally:
         writer.close()
         scopes.close()
