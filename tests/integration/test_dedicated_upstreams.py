@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +20,9 @@ from typing import Any
 import pytest
 
 from tests.support.rpc import modern_call
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, free_port, start_server
+
+REPO = Path(__file__).parent.parent.parent
 
 SCRIPT = Path(__file__).parent.parent / "support" / "stdio_upstream.py"
 ACME_CREDENTIAL = "acme-stdio-credential-5d1c"
@@ -116,10 +120,28 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
+def upstream_processes(server: RunningServer, tenant: str) -> dict[int, int]:
+    """The test upstream's processes running for ``tenant`` (in its directory): pid -> parent pid."""
+    where = server.data_dir.resolve() / "tenants" / tenant / "upstreams" / "probe"
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ours = str(SCRIPT).encode() in (entry / "cmdline").read_bytes().split(b"\0")
+            if ours and Path(os.readlink(entry / "cwd")) == where and alive(int(entry.name)):
+                found[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    return found
+
+
 def test_a_dedicated_tenants_stdio_upstream_is_a_child_of_its_worker(server: RunningServer) -> None:
     acme = where(server, "acme")
     assert acme["ppid"] != server.process.pid
     assert is_worker_of(acme["ppid"], server, "acme")
+    # The gateway's own process for acme (it listed the upstream's tools through acme) stopped at the move.
+    assert wait_for(lambda: set(upstream_processes(server, "acme").values()) == {acme["ppid"]})
     # It inherits the worker's resource limits.
     assert acme["nofile"] == [200, 200]
     assert acme["address_space"] == [3072 * 1024 * 1024] * 2
@@ -231,3 +253,33 @@ def test_tenant_move_sends_upstream_calls_to_the_gateway_and_back(server: Runnin
         server.cli("tenant", "move", "acme", "--tier", "dedicated")
     back = wait_for(lambda: (w := where(server, "acme")) and w["ppid"] != server.process.pid and w)
     assert is_worker_of(back["ppid"], server, "acme") and back["pid"] != in_worker["pid"]
+
+
+def test_a_dedicated_tenants_url_upstream_is_still_called_through_the_gateway(server: RunningServer) -> None:
+    port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.upstream_server", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def listening() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(listening, timeout=30)
+        url = f"http://127.0.0.1:{port}/mcp"
+        server.cli("upstream", "add", "web", "--url", url, "--allow-private")
+        server.cli("tenant", "grant", "acme", "web__echo")
+        # The worker is not given URL upstreams: the server's gateway calls it (else upstream_unavailable).
+        assert wait_for(lambda: value(server, "acme", "web__echo", text="over http") == "over http")
+        assert is_worker_of(where(server, "acme")["ppid"], server, "acme")  # still a dedicated tenant
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
+        server.cli("upstream", "remove", "web", check=False)

@@ -96,7 +96,10 @@ class WorkerUpstreams:
         """
         spec = self._specs.get(upstream)
         if spec is None:
-            raise UpstreamUnavailable("the upstream serving this tool is not configured for this tenant's worker")
+            raise UpstreamUnavailable(
+                f"upstream {upstream!r} is not configured in this tenant's worker (its worker follows upstream"
+                " changes within about a second); try again"
+            )
         timeout = min(seconds, spec.call_timeout)
         try:
             return await self._deadlines.run(
