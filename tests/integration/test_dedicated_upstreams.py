@@ -27,13 +27,21 @@ REPO = Path(__file__).parent.parent.parent
 SCRIPT = Path(__file__).parent.parent / "support" / "stdio_upstream.py"
 ACME_CREDENTIAL = "acme-stdio-credential-5d1c"
 GLOBEX_CREDENTIAL = "globex-stdio-credential-e80a"
-TOOLS = ["probe__whereami", "probe__env_holds", "probe__credential", "probe__nap", "probe__cancellations"]
+TOOLS = [
+    "probe__whereami",
+    "probe__env_holds",
+    "probe__credential",
+    "probe__nap",
+    "probe__cancellations",
+    "probe__big",
+]
 WORKER_ENV = {
     "TENANTRY_WORKER__OPEN_FILES": "200",
     "TENANTRY_WORKER__ADDRESS_SPACE_MB": "3072",
     "TENANTRY_WORKER__PROCESSES": "60000",
     "TENANTRY_LIMITS__CALLS_PER_SECOND": "1000",
     "TENANTRY_LIMITS__BURST": "2000",
+    "TENANTRY_TOOLS__MAX_RESULT_BYTES": "100000",
 }
 
 
@@ -181,6 +189,46 @@ def test_admission_applies_before_the_worker_is_asked(server: RunningServer) -> 
     assert narrow.json()["error"]["data"]["code"] == "tool_unavailable"
     allowed = modern_call(server.mcp_url, token, "tools/call", {"name": "probe__whereami", "arguments": {}})
     assert not allowed.json()["result"].get("isError")  # positive control: the same token, its tool
+
+
+def test_an_oversized_dedicated_upstream_result_is_refused_and_the_session_survives(server: RunningServer) -> None:
+    process = where(server, "acme")["pid"]
+    # Over tools.max_result_bytes (text and structured copy: ~120 kB), under the message bound.
+    assert error_code(call(server, "acme", "probe__big", size=60_000)) == "result_too_large"
+    assert error_code(call(server, "globex", "probe__big", size=60_000)) == "result_too_large"  # as on the logical tier
+    assert value(server, "acme", "probe__big", size=10) == "x" * 10  # positive control
+    assert where(server, "acme")["pid"] == process  # the same upstream process answered
+
+
+def test_an_upstream_message_over_the_bound_fails_only_that_process_as_on_the_logical_tier(
+    server: RunningServer,
+) -> None:
+    before = where(server, "acme")
+    dedicated = error_code(call(server, "acme", "probe__big", size=2_000_000))
+    logical = error_code(call(server, "globex", "probe__big", size=2_000_000))
+    assert dedicated == logical == "upstream_unavailable"
+    # The worker lives on; its next call starts a new upstream process under it.
+    after = wait_for(lambda: (w := where(server, "acme")) and w["pid"] != before["pid"] and w)
+    assert after["ppid"] == before["ppid"]
+
+
+def test_a_dedicated_tenant_without_the_upstreams_secret_gets_upstream_unavailable(server: RunningServer) -> None:
+    server.cli("secret", "set", "--tenant", "globex", "only_globex", input="globex-only-value")
+    server.cli(
+        "upstream", "add", "needs", "--command", f"{sys.executable} {SCRIPT}", "--env", "KEY={secret:only_globex}"
+    )
+    try:
+        server.cli("tenant", "grant", "acme", "needs__whereami")
+        server.cli("tenant", "grant", "globex", "needs__whereami")
+        refused = wait_for(
+            lambda: (r := call(server, "acme", "needs__whereami")) and error_code(r) == "upstream_unavailable" and r
+        )
+        assert "needs this tenant's secret 'only_globex', which is not set" in refused["content"][0]["text"]
+        assert "globex-only-value" not in json.dumps(refused)
+        # Positive control: the tenant that has the secret reaches the same upstream.
+        assert value(server, "globex", "needs__whereami")["ppid"] == server.process.pid
+    finally:
+        server.cli("upstream", "remove", "needs")
 
 
 def test_a_dedicated_upstream_call_is_audited_with_the_upstream_named(server: RunningServer) -> None:

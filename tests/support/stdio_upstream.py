@@ -56,6 +56,12 @@ async def nap(seconds: float, label: str = "") -> str:
     return "rested"
 
 
+@server.tool()
+async def big(size: int) -> str:
+    """A result of ``size`` characters."""
+    return "x" * size
+
+
 def _remember(label: str) -> None:
     with CANCELLED.open("a") as out:
         out.write(label + "\n")
