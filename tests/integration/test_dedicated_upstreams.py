@@ -34,6 +34,7 @@ TOOLS = [
     "probe__nap",
     "probe__cancellations",
     "probe__big",
+    "probe__linger",
 ]
 WORKER_ENV = {
     "TENANTRY_WORKER__OPEN_FILES": "200",
@@ -331,3 +332,34 @@ def test_a_dedicated_tenants_url_upstream_is_still_called_through_the_gateway(se
         upstream.terminate()
         upstream.wait(10)
         server.cli("upstream", "remove", "web", check=False)
+
+
+def test_an_upstream_that_ignores_the_end_of_its_stdin_dies_with_its_killed_worker(server: RunningServer) -> None:
+    # Positive control: run on its own, it does outlive the end of its stdin.
+    alone = subprocess.Popen(
+        [sys.executable, str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert alone.stdin is not None and alone.stdout is not None
+        hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
+        for message in (
+            {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "linger", "arguments": {}}},
+        ):
+            alone.stdin.write(json.dumps(message).encode() + b"\n")
+        alone.stdin.flush()
+        while json.loads(alone.stdout.readline()).get("id") != 1:
+            pass
+        alone.stdin.close()
+        time.sleep(2)
+        assert alone.poll() is None
+    finally:
+        alone.kill()
+        alone.wait()
+    worker = where(server, "acme")["ppid"]
+    stubborn = value(server, "acme", "probe__linger")
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not alive(stubborn), timeout=10)
+    restarted = wait_for(lambda: where(server, "acme"))
+    assert restarted["ppid"] != worker and is_worker_of(restarted["ppid"], server, "acme")

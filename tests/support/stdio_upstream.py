@@ -3,13 +3,16 @@
 For the dedicated tier's command upstreams: its parent process, resource limits, working
 directory and environment show whose child it is; ``credential`` echoes its configured
 credential (a careless server: the gateway must redact it); ``nap`` records a cancellation in
-a file of its working directory. Imports nothing from ``tenantry``.
+a file of its working directory; ``linger`` makes it outlive the end of its stdin. Imports
+nothing from ``tenantry``.
 """
 
 from __future__ import annotations
 
 import os
 import resource
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,13 @@ async def nap(seconds: float, label: str = "") -> str:
 async def big(size: int) -> str:
     """A result of ``size`` characters."""
     return "x" * size
+
+
+@server.tool()
+async def linger() -> int:
+    """From now on, outlive the end of stdin for a while (a server that ignores it); returns its pid."""
+    threading.Thread(target=time.sleep, args=(120,), daemon=False).start()
+    return os.getpid()
 
 
 def _remember(label: str) -> None:
