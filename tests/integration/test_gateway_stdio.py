@@ -173,3 +173,36 @@ def test_a_crashed_tenant_process_is_restarted_and_the_other_tenant_is_unaffecte
         time.sleep(0.2)
     after = fs_processes(server)
     assert after["acme"] != before["acme"] and after["globex"] == before["globex"]
+
+
+def test_a_dedicated_tenants_filesystem_server_runs_under_its_worker(server: RunningServer) -> None:
+    server.cli("tenant", "move", "acme", "--tier", "dedicated")
+    try:
+        acme, globex = session_of(server, "acme"), session_of(server, "globex")
+        acme_root = root_of(server, "acme")
+
+        def parent_of(pid: int) -> int:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+        def served_by_a_worker() -> bool:
+            result = call(acme, "fs__list_directory", {"path": str(acme_root)})
+            pid = fs_processes(server).get("acme")
+            if result.get("isError") or pid is None:
+                return False
+            parent = Path(f"/proc/{parent_of(pid)}/cmdline").read_bytes()
+            return b"tenantry.cli.worker" in parent
+
+        deadline = time.monotonic() + 30
+        while not served_by_a_worker():
+            assert time.monotonic() < deadline, "acme's filesystem server never ran under its worker"
+            time.sleep(0.2)
+        written = call(acme, "fs__write_file", {"path": str(acme_root / "dedicated.txt"), "content": "from a worker"})
+        assert not written.get("isError"), written
+        assert "from a worker" in text_of(call(acme, "fs__read_text_file", {"path": str(acme_root / "dedicated.txt")}))
+        refused = call(acme, "fs__read_text_file", {"path": str(root_of(server, "globex") / "x.txt")})
+        assert refused.get("isError") is True and "Access denied" in text_of(refused)
+        # Positive control: the logical tenant's filesystem server is the server's own child.
+        call(globex, "fs__list_directory", {"path": str(root_of(server, "globex"))})
+        assert parent_of(fs_processes(server)["globex"]) == server.process.pid
+    finally:
+        server.cli("tenant", "move", "acme", "--tier", "logical")

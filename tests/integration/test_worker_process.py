@@ -1,5 +1,6 @@
 """A dedicated worker process on its own, spoken to over its socket as the server does: it is
-started for one tenant and refuses a call for any other, and it refuses oversized frames."""
+started for one tenant and refuses a call for any other (of its tools or its command upstreams'),
+and it refuses oversized frames."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from typing import Any
 
 import pytest
 
+from tenantry.core.upstreams import UpstreamSpec
 from tenantry.framework.frames import encode_frame
+
+UPSTREAM = Path(__file__).parent.parent / "support" / "stdio_upstream.py"
 
 MAX_FRAME = 64 * 1024
 APP = dedent(
@@ -33,7 +37,7 @@ APP = dedent(
 
 
 class Worker:
-    def __init__(self, root: Path, tenant: str) -> None:
+    def __init__(self, root: Path, tenant: str, upstreams: dict[str, str] | None = None) -> None:
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tenantry.cli.worker", "--fd", str(theirs.fileno())],
@@ -57,6 +61,7 @@ class Worker:
                     "worker": {"max_frame_bytes": MAX_FRAME},
                 },
                 "limits": {},
+                "upstreams": upstreams or {},
             }
         )
         assert self.receive()["t"] == "ready"
@@ -92,6 +97,27 @@ class Worker:
                 "session_id": None,
                 "request_id": f"r{call_id}",
                 "allowed_tools": ["add_row"],
+                "resource_prefix": None,
+            }
+        )
+        return self.receive()
+
+    def call_upstream(self, call_id: int, tenant: str, upstream: str, tool: str) -> dict[str, Any]:
+        self.send(
+            {
+                "t": "call",
+                "id": call_id,
+                "kind": "tool",
+                "name": f"{upstream}__{tool}",
+                "upstream": upstream,
+                "upstream_tool": tool,
+                "arguments": {},
+                "timeout": 30,
+                "tenant_id": tenant,
+                "subject": "agent",
+                "session_id": None,
+                "request_id": f"r{call_id}",
+                "allowed_tools": [f"{upstream}__{tool}"],
                 "resource_prefix": None,
             }
         )
@@ -136,3 +162,21 @@ def test_a_worker_stops_at_an_oversized_frame(worker: Worker) -> None:
 def test_a_worker_exits_cleanly_when_the_server_closes_its_socket(worker: Worker) -> None:
     assert worker.call(1, "acme", "fine")["t"] == "result"
     assert worker.close() == 0
+
+
+def test_a_worker_runs_only_its_own_tenants_calls_of_its_own_command_upstreams(tmp_path: Path) -> None:
+    (tmp_path / "worker_tools.py").write_text(APP)
+    spec = UpstreamSpec(name="probe", transport="stdio", command=(sys.executable, str(UPSTREAM)))
+    worker = Worker(tmp_path, "acme", {"probe": spec.to_json()})
+    try:
+        refused = worker.call_upstream(1, "globex", "probe", "whereami")
+        assert refused["t"] == "error" and refused["error"]["code"] == "scope_violation"
+        unknown = worker.call_upstream(2, "acme", "other", "whereami")
+        assert unknown["t"] == "error" and unknown["error"]["code"] == "upstream_unavailable"
+        assert not (tmp_path / "data" / "tenants" / "globex").exists()
+        # Positive control: its own tenant's call runs in an upstream process that is its child.
+        done = worker.call_upstream(3, "acme", "probe", "whereami")
+        assert done["t"] == "result", done
+        assert done["value"]["data"]["structuredContent"]["ppid"] == worker.process.pid
+    finally:
+        assert worker.close() == 0

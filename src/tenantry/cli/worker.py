@@ -5,7 +5,8 @@ message from the socket ``N`` (which tenant, which app, its data-plane settings 
 applies its resource limits before it loads any tool code, builds the scoped handles of that
 one tenant, tells the server it is ready and runs calls until the server closes the socket.
 Its secrets come from its environment (``TENANTRY_SECRET_<name>``), which holds nothing else
-of the tenant's or the server's.
+of the tenant's or the server's. The tenant's command (stdio) upstreams named in the first
+message are started by this process, as its children, at their first call.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tenantry.core.ids import validate_tenant_id
 from tenantry.core.limits import TenantLimits
 from tenantry.core.settings import (
     FileSettings,
+    GatewaySettings,
     LoggingSettings,
     Settings,
     SqlSettings,
@@ -35,6 +37,7 @@ from tenantry.core.settings import (
 from tenantry.framework.frames import FrameTooLarge, encode_frame, read_frame
 from tenantry.framework.redaction import RedactingLogFilter
 from tenantry.framework.worker_host import WorkerHost
+from tenantry.gateway.worker_upstreams import WorkerUpstreams, upstream_specs_from_init
 from tenantry.logs import configure_logging
 from tenantry.runtime import open_data_scopes
 from tenantry.scoping.secrets.pinned import PinnedSecretScopes, secrets_from_environ
@@ -43,6 +46,8 @@ from tenantry.scoping.threads import ThreadBulkheads
 __all__ = ["main", "apply_limits"]
 
 _INIT_BYTES = 1024 * 1024
+_UPSTREAM_ENVELOPE = 64 * 1024
+"""Room for the JSON-RPC envelope around an upstream result of the largest allowed size (as the server's gateway)."""
 
 
 def apply_limits(limits: WorkerSettings) -> None:
@@ -72,6 +77,7 @@ def _settings(init: dict[str, Any]) -> Settings:
         tools=ToolSettings.model_validate(config["tools"]),
         logging=LoggingSettings.model_validate(config["logging"]),
         worker=WorkerSettings.model_validate(config["worker"]),
+        gateway=GatewaySettings.model_validate(config.get("gateway") or {}),
     )
 
 
@@ -91,12 +97,33 @@ async def _serve(sock: socket.socket) -> None:
     try:
         source = init["app"]
         app = load_app(source.get("spec"), demo=bool(source.get("demo")), search_path=Path(source["path"]))
-        host = WorkerHost(
-            app, tenant_id, scopes, list(secrets.values()), max_frame_bytes=settings.worker.max_frame_bytes
+        upstreams = WorkerUpstreams(
+            tenant_id,
+            upstream_specs_from_init(init.get("upstreams") or {}),
+            app=app,
+            data_dir=settings.data_dir,
+            secrets=secrets,
+            settings=settings.gateway,
+            max_message=settings.tools.max_result_bytes + _UPSTREAM_ENVELOPE,
         )
-        writer.write(encode_frame({"t": "ready", "pid": os.getpid()}, _INIT_BYTES))
-        await writer.drain()
-        await host.serve(reader, writer)
+        host = WorkerHost(
+            app,
+            tenant_id,
+            scopes,
+            list(secrets.values()),
+            max_frame_bytes=settings.worker.max_frame_bytes,
+            upstreams=upstreams,
+        )
+        broken: Exception | None = None
+        async with upstreams.running():
+            writer.write(encode_frame({"t": "ready", "pid": os.getpid()}, _INIT_BYTES))
+            await writer.drain()
+            try:
+                await host.serve(reader, writer)
+            except Exception as exc:  # raised outside the upstreams' task group, not as a group
+                broken = exc
+        if broken is not None:
+            raise broken
     finally:
         writer.close()
         scopes.close()

@@ -166,16 +166,28 @@ class Dispatcher:
 
     def _invoker_for(self, call: Invocation) -> Invoker:
         """Where one admitted call runs, chosen per call (a call in flight finishes where it started
-        when its tenant moves): its upstream MCP server (gateway mode), the tenant's own worker
-        process (dedicated tier), else this process."""
-        if self._upstream_invoker is not None and call.target.upstream is not None:
-            return self._upstream_invoker
+        when its tenant moves): the tenant's own worker process (dedicated tier; for an upstream
+        tool, only a command upstream's, which the worker runs as its child), its upstream MCP
+        server through the gateway (gateway mode), else this process."""
+        upstream = call.target.upstream
+        if upstream is not None:
+            if self._dedicated is not None and self._runs_in_worker(call.context.tenant_id, upstream):
+                return self._dedicated
+            if self._upstream_invoker is not None:
+                return self._upstream_invoker
         tenant = self._directory.get(call.context.tenant_id)
         if tenant is not None and tenant.tier == "dedicated":
             if self._dedicated is None:
                 raise WorkerUnavailable("this server runs no dedicated workers")
             return self._dedicated
         return self._invoker
+
+    def _runs_in_worker(self, tenant_id: str, upstream: str) -> bool:
+        tenant = self._directory.get(tenant_id)
+        if tenant is None or tenant.tier != "dedicated":
+            return False
+        spec = self._directory.snapshot.upstreams.get(upstream)
+        return spec is not None and spec.transport == "stdio"
 
     def _standing(self, tenant_id: str) -> bool:
         tenant = self._directory.get(tenant_id)

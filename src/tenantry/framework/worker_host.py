@@ -6,7 +6,9 @@ started for, and answers with the value or the error. A call naming any other te
 refused before anything runs: the scoping is enforced here too, not only in the server.
 
 Several calls run at once (one task each). ``ctx.client`` is relayed to the server, which
-owns the client connection.
+owns the client connection. A call of a command (stdio) upstream's tool (the frame names its
+``upstream``) goes to the worker's :class:`UpstreamCalls`, which runs the upstream processes as
+the worker's own children.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import itertools
 import logging
 import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -36,7 +38,7 @@ from tenantry.framework.invoker import InProcessInvoker, Invocation
 from tenantry.framework.redaction import SecretRedactor
 from tenantry.scoping.handles import DataScopes
 
-__all__ = ["WorkerHost", "RelayedChannel"]
+__all__ = ["WorkerHost", "RelayedChannel", "UpstreamCalls"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +76,33 @@ class RelayedChannel:
         return ListRootsResult.model_validate(await self._host.ask(self._call_id, "list_roots", {}))
 
 
+class UpstreamCalls(Protocol):
+    """The worker's tenant's command upstreams (:class:`~tenantry.gateway.worker_upstreams.WorkerUpstreams`)."""
+
+    async def call(self, upstream: str, tool: str, arguments: dict[str, Any], *, seconds: float, name: str) -> Any:
+        """The upstream's ``CallToolResult``; raises what an :class:`~tenantry.framework.invoker.Invoker` raises."""
+        ...
+
+    def cancel_all(self) -> int:
+        """Cancel every upstream call in flight (the kill switch)."""
+        ...
+
+
 class WorkerHost:
-    """Serves the calls of ``tenant_id`` that arrive on one connection until it closes."""
+    """Serves the calls of ``tenant_id`` that arrive on one connection until it closes.
+
+    :param upstreams: where calls of the tenant's command upstreams run (none: they are refused).
+    """
 
     def __init__(
-        self, app: App, tenant_id: str, scopes: DataScopes, secret_values: list[str], *, max_frame_bytes: int
+        self,
+        app: App,
+        tenant_id: str,
+        scopes: DataScopes,
+        secret_values: list[str],
+        *,
+        max_frame_bytes: int,
+        upstreams: UpstreamCalls | None = None,
     ) -> None:
         self._app = app
         self._tenant_id = tenant_id
@@ -86,6 +110,7 @@ class WorkerHost:
         self._redactor = SecretRedactor(secret_values)
         self._max = max_frame_bytes
         self._invoker = InProcessInvoker()
+        self._upstreams = upstreams
         self._calls: dict[int, asyncio.Task[None]] = {}
         self._questions: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._question_ids = itertools.count(1)
@@ -119,6 +144,8 @@ class WorkerHost:
                 running.cancel()
         elif kind == "halt":
             self._invoker.cancel_tenant(self._tenant_id)
+            if self._upstreams is not None:
+                self._upstreams.cancel_all()
         elif kind == "answer":
             waiting = self._questions.pop(int(frame["qid"]), None)
             if waiting is not None and not waiting.done():
@@ -193,13 +220,33 @@ class WorkerHost:
         context = self._context(call_id, frame, name)
         return Invocation(target, arguments, context, float(frame["timeout"]), lambda: redactor)
 
+    async def _upstream_call(self, frame: Mapping[str, Any]) -> Any:
+        """A tool of a command upstream: admitted and validated against the upstream's own schema
+        by the server; its result is the upstream's (redacted and size-checked by the server)."""
+        if frame.get("tenant_id") != self._tenant_id:
+            logger.warning("refused a call for another tenant", extra={"tenant_id": self._tenant_id})
+            raise ScopeViolation("this worker serves one tenant only")
+        name = str(frame.get("name"))
+        if self._upstreams is None or frame.get("kind") != "tool":
+            raise ToolUnavailable(f"{name} is not served by this worker")
+        return await self._upstreams.call(
+            str(frame["upstream"]),
+            str(frame.get("upstream_tool")),
+            dict(frame.get("arguments") or {}),
+            seconds=float(frame["timeout"]),
+            name=name,
+        )
+
     async def _run(self, call_id: int, frame: Mapping[str, Any]) -> None:
         reply: dict[str, Any]
         try:
-            call = self._invocation(call_id, frame)
-            value = await self._invoker.invoke(call)
-            if isinstance(call.target, ToolDefinition):
-                value = call.target.metadata.convert_result(value)
+            if frame.get("upstream") is not None:
+                value = await self._upstream_call(frame)
+            else:
+                call = self._invocation(call_id, frame)
+                value = await self._invoker.invoke(call)
+                if isinstance(call.target, ToolDefinition):
+                    value = call.target.metadata.convert_result(value)
             reply = {"t": "result", "id": call_id, "value": encode_value(value)}
         except (TenantryError, MCPError) as exc:
             reply = {"t": "error", "id": call_id, "error": encode_error(exc)}

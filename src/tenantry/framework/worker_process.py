@@ -326,7 +326,7 @@ def _call_frame(call_id: int, call: Invocation) -> dict[str, Any]:
     kind = "tool" if isinstance(target, ToolDefinition) else "prompt"
     if isinstance(target, ResourceDefinition):
         kind = "resource"
-    return {
+    frame: dict[str, Any] = {
         "t": "call",
         "id": call_id,
         "kind": kind,
@@ -343,6 +343,10 @@ def _call_frame(call_id: int, call: Invocation) -> dict[str, Any]:
         "input_responses": to_jsonable_python(client.input_responses),
         "request_state": client.request_state,
     }
+    if isinstance(target, ToolDefinition) and target.upstream is not None:
+        # A command upstream's tool: the worker calls it on the tenant's upstream process.
+        frame["upstream"], frame["upstream_tool"] = target.upstream, target.upstream_name
+    return frame
 
 
 async def _client_request(channel: ClientChannel, op: str, args: dict[str, Any]) -> Any:

@@ -560,6 +560,26 @@ class Gateway:
         assert self._tasks is not None
         self._tasks.start_soon(ping)
 
+    def close_idle_processes_of(self, tenant_id: str) -> None:
+        """Stop, in the background, the tenant's command-upstream processes that have no call in
+        flight (the tenant moved to the dedicated tier, whose worker runs them); calls in flight
+        finish on theirs."""
+        self._spawn(self._close_idle_processes, tenant_id)
+
+    async def _close_idle_processes(self, tenant_id: str) -> None:
+        def idle_stdio(key: tuple[str, str]) -> bool:
+            spec = self._specs.get(key[0])
+            session = self._sessions.get(key)
+            return (
+                key[1] == tenant_id
+                and spec is not None
+                and spec.transport == "stdio"
+                and session is not None
+                and session.in_flight == 0
+            )
+
+        await self._close_where(idle_stdio)
+
     async def _close_where(self, match: Callable[[tuple[str, str]], bool]) -> None:
         doomed = [s for k, s in self._sessions.items() if match(k)]
         for key in [k for k in self._sessions if match(k)]:

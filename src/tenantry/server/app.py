@@ -60,7 +60,7 @@ from tenantry.server.session_streams import ReleasingSessionManager
 from tenantry.server.sessions import SessionCloser, SessionRegistry
 from tenantry.server.single_exchange import SingleExchange
 from tenantry.server.step_up import StepUp
-from tenantry.server.upstreams import build_gateway, follow_upstreams
+from tenantry.server.upstreams import build_gateway, follow_upstreams, hand_over_to_workers
 from tenantry.server.wellknown import discovery_routes, health_routes
 from tenantry.server.workers import WorkerSource, follow_tier_moves, worker_invoker
 
@@ -180,6 +180,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
     runtime.directory.add_listener(dispatcher.on_control_change)
     if dedicated is not None:
         runtime.directory.add_listener(follow_tier_moves(dedicated))
+        runtime.directory.add_listener(hand_over_to_workers(gateway))
     runtime.directory.add_listener(_close_sessions_of_halted_tenants(sessions))
     runtime.directory.add_listener(_notify_grant_changes(list_changed))
     runtime.directory.add_listener(_release_deleted_tenants(runtime))

@@ -8,7 +8,7 @@ from tenantry.framework.app import App
 from tenantry.gateway.gateway import Gateway, UpstreamReport
 from tenantry.runtime import Runtime
 
-__all__ = ["build_gateway", "follow_upstreams"]
+__all__ = ["build_gateway", "follow_upstreams", "hand_over_to_workers"]
 
 _ENVELOPE = 64 * 1024
 """Room for the JSON-RPC envelope around a result of the largest allowed size."""
@@ -51,5 +51,19 @@ def follow_upstreams(gateway: Gateway) -> ChangeListener:
                 report = gateway.report(name)
                 if report is not None and report.state != "ready":
                     await gateway.rediscover_soon(name)
+
+    return on_change
+
+
+def hand_over_to_workers(gateway: Gateway) -> ChangeListener:
+    """A tenant moved to the dedicated tier has its command upstreams run by its worker from its
+    next call: the gateway's idle processes of that tenant stop now (not after their idle timeout),
+    so two processes of one single-user server do not run side by side for long."""
+
+    async def on_change(before: ControlSnapshot, after: ControlSnapshot) -> None:
+        for tenant_id, now in after.tenants.items():
+            was = before.tenants.get(tenant_id)
+            if now.tier == "dedicated" and was is not None and was.tier != "dedicated":
+                gateway.close_idle_processes_of(tenant_id)
 
     return on_change

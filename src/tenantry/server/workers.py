@@ -11,9 +11,10 @@ A worker gets:
 - as its first message: the tenant id, the app to load (the same ``--app``/``--demo`` as the
   server, imported from the server's directory), the data-plane settings (SQL, files, vectors:
   never the control plane, the audit store, signing keys or the secrets master key) and the
-  tenant's limits.
+  tenant's limits; and the command (stdio) upstreams the tenant may use, whose processes the
+  worker starts as its own children (their credentials rendered there from the tenant's secrets).
 
-Secrets and limit overrides are fingerprinted: a worker started before a change is replaced
+Secrets, limit overrides and those upstreams are fingerprinted: a worker started before a change is replaced
 (within about a second; calls in flight finish in the old one).
 """
 
@@ -33,7 +34,9 @@ from pydantic import BaseModel, SecretStr
 from tenantry.controlplane.directory import ChangeListener, ControlSnapshot
 from tenantry.core.errors import StorageError
 from tenantry.core.ids import validate_tenant_id
+from tenantry.core.upstreams import UpstreamSpec
 from tenantry.framework.worker import WorkerInvoker, WorkerLaunch
+from tenantry.gateway.worker_upstreams import upstream_specs_to_init
 from tenantry.runtime import Runtime, sql_tenant_key
 from tenantry.scoping.secrets.pinned import SECRET_ENV_PREFIX
 
@@ -77,8 +80,15 @@ def follow_tier_moves(invoker: WorkerInvoker) -> ChangeListener:
     return listener
 
 
+def _stdio_upstreams(runtime: Runtime, tenant_id: str) -> dict[str, UpstreamSpec]:
+    """The command upstreams ``tenant_id`` may use: its worker runs their processes."""
+    upstreams = runtime.directory.snapshot.upstreams
+    return {n: u for n, u in upstreams.items() if u.transport == "stdio" and u.available_to(tenant_id)}
+
+
 def _fingerprint(runtime: Runtime, tenant_id: str, key: bytes) -> tuple[str, dict[str, str]]:
-    """The tenant's secret values by name, and a keyed fingerprint of them and its limits."""
+    """The tenant's secret values by name, and a keyed fingerprint of them, its limits and its
+    command upstreams."""
     store = runtime.secrets
     values = {name: store.read_secret(tenant_id, name) for name in store.list_names(tenant_id)}
     tenant = runtime.directory.get(tenant_id)
@@ -86,6 +96,7 @@ def _fingerprint(runtime: Runtime, tenant_id: str, key: bytes) -> tuple[str, dic
     for name, value in sorted(values.items()):
         digest.update(f"{len(name)}:{name}{len(value)}:{value}".encode())
     digest.update(repr(tenant.limit_overrides if tenant is not None else ()).encode())
+    digest.update(repr(sorted(upstream_specs_to_init(_stdio_upstreams(runtime, tenant_id)).items())).encode())
     return digest.hexdigest(), values
 
 
@@ -111,6 +122,7 @@ def _launch(runtime: Runtime, source: WorkerSource, tenant_id: str, key: bytes) 
         "app": {"spec": source.app_spec, "demo": source.demo, "path": str(source.app_path)},
         "settings": _data_plane(runtime),
         "limits": runtime.directory.limits(tenant_id).as_dict(),
+        "upstreams": upstream_specs_to_init(_stdio_upstreams(runtime, tenant_id)),
     }
     return WorkerLaunch(argv=source.command, env=env, cwd=workdir, init=init, fingerprint=fingerprint)
 
@@ -124,6 +136,7 @@ def _data_plane(runtime: Runtime) -> dict[str, Any]:
         "tools": settings.tools,
         "logging": settings.logging,
         "worker": settings.worker,
+        "gateway": settings.gateway,
     }
     plane: dict[str, Any] = {name: _revealed(section.model_dump()) for name, section in sections.items()}
     plane["data_dir"] = str(runtime.data_dir)
