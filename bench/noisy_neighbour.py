@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -111,12 +112,29 @@ def p99(values: list[float]) -> float:
 
 
 async def noisy_round(url: str, quiet: str, loud: str, tool: str, seconds: float, rate: float) -> tuple:
-    a = asyncio.create_task(steady(url, quiet, tool, seconds, rate))
-    b = asyncio.create_task(flood(url, loud, tool, seconds, 16))
-    return await a, await b
+    # B floods from a process of its own: A and B are different clients, and in one event loop
+    # A's latencies would include waiting behind B's response handling in the client itself.
+    flooder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--flood",
+        url,
+        loud,
+        tool,
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    a = await steady(url, quiet, tool, seconds, rate)
+    out, _ = await flooder.communicate()
+    done, refused = json.loads(out)
+    return a, (done, refused)
 
 
 def main() -> None:
+    if len(sys.argv) == 6 and sys.argv[1] == "--flood":  # B's flood, started by noisy_round
+        url, token, tool, seconds = sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+        print(json.dumps(asyncio.run(flood(url, token, tool, seconds, 16))))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tool", choices=sorted(ARGUMENTS), default="whoami")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -142,12 +160,13 @@ def main() -> None:
                     raise SystemExit("server did not start")
                 time.sleep(0.2)
             url = f"http://127.0.0.1:{port}/mcp"
-            quiet = cli(env, "token", "issue", "--tenant", "globex", "--sub", "quiet", "--ttl", "60m")
-            loud = cli(env, "token", "issue", "--tenant", "acme", "--sub", "loud", "--ttl", "60m")
             tool = args.tool
             if tool not in ("whoami", "query_crm"):
                 cli(env, "tenant", "grant", "globex", tool)
                 time.sleep(1)
+            # Tokens after the grant: a token's tools are the tenant's grants when it is issued.
+            quiet = cli(env, "token", "issue", "--tenant", "globex", "--sub", "quiet", "--ttl", "60m")
+            loud = cli(env, "token", "issue", "--tenant", "acme", "--sub", "loud", "--ttl", "60m")
             asyncio.run(steady(url, quiet, tool, 1.0, args.rate))  # warm-up
             quiet_p99: list[float] = []
             noisy_p99: list[float] = []

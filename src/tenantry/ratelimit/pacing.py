@@ -13,14 +13,17 @@ holding cannot become a way to pin the server's memory or connections.
 
 from __future__ import annotations
 
+import random
+
 import anyio
 
 __all__ = ["RefusalPacer"]
 
 
 class RefusalPacer:
-    """:param hold: seconds a refusal is held at most. :param per_tenant: refusals of one
-    tenant held at once at most. :param overall: refusals held at once in all."""
+    """:param hold: seconds a refusal is held at most (between half of it and all of it).
+    :param per_tenant: refusals of one tenant held at once at most.
+    :param overall: refusals held at once in all."""
 
     def __init__(self, *, hold: float = 0.5, per_tenant: int = 64, overall: int = 1024) -> None:
         self._hold = hold
@@ -38,6 +41,9 @@ class RefusalPacer:
         """Wait before a refusal of ``tenant_id`` is answered (or return at once when the holds
         are full or the refusal asks for no wait)."""
         seconds = min(self._hold, retry_after if retry_after is not None else self._hold)
+        # Spread over the second half of the hold: refusals made together must not all come
+        # back together (a flood's connections would arrive in lockstep, a burst every hold).
+        seconds *= 0.5 + 0.5 * random.random()  # noqa: S311 - scheduling jitter, not a secret
         count = self._held.get(tenant_id, 0)
         if seconds <= 0 or count >= self._per_tenant or self._total >= self._overall:
             return
