@@ -33,6 +33,7 @@ TOOLS = [
     "probe__credential",
     "probe__nap",
     "probe__cancellations",
+    "probe__napping",
     "probe__big",
     "probe__linger",
 ]
@@ -275,9 +276,13 @@ def test_kill_9_of_the_worker_mid_upstream_call_is_a_clear_error_and_others_carr
     before = where(server, "acme")
     globex_before = where(server, "globex")
     answers: list[dict[str, Any]] = []
-    caller = threading.Thread(target=lambda: answers.append(call(server, "acme", "probe__nap", seconds=30)))
+    label = f"kill9-{time.time_ns()}"
+    caller = threading.Thread(
+        target=lambda: answers.append(call(server, "acme", "probe__nap", seconds=30, label=label))
+    )
     caller.start()
-    time.sleep(1.5)
+    # Kill only once the nap runs in this worker's upstream (a loaded machine may be slow to get there).
+    wait_for(lambda: value(server, "acme", "probe__napping") == f"{before['pid']} {label}" or None, timeout=30)
     os.kill(before["ppid"], signal.SIGKILL)
     caller.join(15)
     assert answers and error_code(answers[0]) == "worker_crashed"

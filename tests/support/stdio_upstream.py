@@ -21,6 +21,7 @@ from mcp.server.mcpserver import MCPServer
 
 server = MCPServer("stdio-upstream-under-test")
 CANCELLED = Path("cancelled.txt")
+NAPPING = Path("napping.txt")
 
 
 @server.tool()
@@ -50,7 +51,9 @@ async def credential() -> str:
 
 @server.tool()
 async def nap(seconds: float, label: str = "") -> str:
-    """Sleep; if cancelled, remember the label (in ``cancelled.txt`` of the working directory)."""
+    """Sleep; if cancelled, remember the label (in ``cancelled.txt`` of the working directory).
+    ``napping`` then says which process began which nap last."""
+    _note_nap(label)
     try:
         await anyio.sleep(seconds)
     except anyio.get_cancelled_exc_class():
@@ -72,9 +75,19 @@ async def linger() -> int:
     return os.getpid()
 
 
+def _note_nap(label: str) -> None:
+    NAPPING.write_text(f"{os.getpid()} {label}")
+
+
 def _remember(label: str) -> None:
     with CANCELLED.open("a") as out:
         out.write(label + "\n")
+
+
+@server.tool()
+def napping() -> str:
+    """``"<pid> <label>"`` of the last nap begun by a process of this directory ("" if none)."""
+    return NAPPING.read_text() if NAPPING.exists() else ""
 
 
 @server.tool()
