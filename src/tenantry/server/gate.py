@@ -176,6 +176,8 @@ class McpGate:
         if assigned is not None:
             await self._sessions.record_opened(assigned, caller)
         elif bound is not None and method == "DELETE" and 200 <= status < 300 and session_id is not None:
+            if self._single_exchange is not None:
+                self._single_exchange.cancel_session(session_id)
             await self._sessions.close(session_id, caller, "client_closed")
 
     async def _answered_here(

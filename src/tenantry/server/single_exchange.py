@@ -157,22 +157,37 @@ class SingleExchange:
             self._in_flight[key] = task
         runner = ServerRunner(self._app, connection, self._lifespan_state())
         body: dict[str, Any]
+        absorbed = False
         try:
             result = await runner.on_request(dctx, req.method, req.params)
             body = {"jsonrpc": "2.0", "id": req.id, "result": result}
         except asyncio.CancelledError:
-            if key not in self._cancelled or task is None or task.uncancel() > 0:
+            if not tracked or key not in self._cancelled or task is None:
+                raise
+            absorbed = True
+            if task.uncancel() > 0:  # another cancellation (the server stopping) is still owed
                 raise
             body = _error_body(req.id, ErrorData(code=REQUEST_CANCELLED, message="Request cancelled"))
         except Exception as exc:
             error = handler_exception_to_error_data(exc)
             body = _error_body(req.id, error or ErrorData(code=INTERNAL_ERROR, message="Internal server error"))
         finally:
+            # Only the tracked request owns its key: another one with the same id (a client's
+            # mistake) must not clear a cancellation meant for the first.
             if tracked:
                 self._in_flight.pop(key, None)
-            self._cancelled.discard(key)
+                if key in self._cancelled:
+                    self._cancelled.discard(key)
+                    if not absorbed and task is not None:
+                        task.uncancel()  # the cancel came too late to interrupt anything
         await _write(body, 200, send, (b"mcp-session-id", session_id.encode("latin-1")))
         return True
+
+    def cancel_session(self, session_id: str) -> int:
+        """The session ended (``DELETE``): stop its requests still running here, as the SDK ends
+        its handlers with its transport. Returns how many."""
+        keys = [key for key in self._in_flight if key[0] == session_id]
+        return sum(self.cancel(*key) for key in keys)
 
     def cancel(self, session_id: str, request_id: Any) -> bool:
         """The client cancelled one of its requests on ``session_id``: stop it if it runs here."""
