@@ -62,3 +62,23 @@ def test_a_session_in_use_does_not_idle_out_and_an_idle_one_does(server: Running
     time.sleep(IDLE_SECONDS + 3)  # the registry's sweep runs every 2 s
     gone = post(server.mcp_url, request("tools/list", {}, 99), token=session.token, headers=session.headers())
     assert gone.status_code == 404
+
+
+def test_ending_a_session_stops_its_calls_still_running(server: RunningServer) -> None:
+    session = LegacySession(server.mcp_url, server.token("acme", "leaver"))
+    assert nap(session, 0, 1).status_code == 200  # the next calls take the gate's path
+    answers: list[httpx2.Response] = []
+    caller = threading.Thread(target=lambda: answers.append(nap(session, 20, 2)))
+    started = time.monotonic()
+    caller.start()
+    time.sleep(0.5)
+    ended = httpx2.delete(
+        server.mcp_url, headers={**session.headers(), "Authorization": f"Bearer {session.token}"}, timeout=10
+    )
+    assert ended.status_code == 200
+    caller.join(10)
+    assert answers and time.monotonic() - started < 5
+    assert answers[0].json()["error"]["code"] == -32800
+    # The control: the session is gone for new requests too.
+    gone = post(server.mcp_url, request("tools/list", {}, 3), token=session.token, headers=session.headers())
+    assert gone.status_code == 404
