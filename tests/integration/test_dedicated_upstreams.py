@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_dedicated_tier import error_code, wait_for
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, free_port, start_server
 
@@ -94,25 +95,6 @@ def where(server: RunningServer, tenant: str) -> dict[str, Any]:
     found = value(server, tenant, "probe__whereami")
     assert isinstance(found, dict), found
     return found
-
-
-def error_code(result: dict[str, Any]) -> str | None:
-    return result.get("_meta", {}).get("io.tenantry/error", {}).get("code") if result.get("isError") else None
-
-
-def wait_for(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            found = None
-        if found:
-            return found
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def is_worker_of(pid: int, server: RunningServer, tenant: str) -> bool:

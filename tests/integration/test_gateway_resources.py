@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_gateway_http import start_upstream
+from tests.integration.test_gateway_http import start_upstream, upstream  # noqa: F401 - the shared upstream fixture
 from tests.support.rpc import LegacySession, modern_call
 from tests.support.server import RunningServer, start_server
 
@@ -25,15 +25,7 @@ README = "upstream://notes/notes://readme"
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
-    process, url = start_upstream()
-    yield url
-    process.terminate()
-    process.wait(10)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[RunningServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[RunningServer]:  # noqa: F811
     running = start_server(tmp_path_factory.mktemp("gateway-resources") / "data")
     running.cli("secret", "set", "--tenant", "acme", "api_token", input=ACME_CREDENTIAL)
     running.cli("secret", "set", "--tenant", "globex", "api_token", input=GLOBEX_CREDENTIAL)
