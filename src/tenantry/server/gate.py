@@ -195,9 +195,8 @@ class McpGate:
         exchange = self._single_exchange
         if exchange is None:
             return False
-        accept = headers.get("accept") or ""
         if not handshake_era:
-            return await exchange.serve(message, accept, scope, receive, send)
+            return await exchange.serve(message, scope, receive, send)
         if session_id is None or self._live_session is None:
             return False
         if message.get("method") == "notifications/cancelled" and "id" not in message:
@@ -211,9 +210,7 @@ class McpGate:
         connection, in_flight = live
         protocol = headers.get("mcp-protocol-version")
         with in_flight:
-            return await exchange.serve_in_session(
-                message, accept, protocol, session_id, connection, scope, receive, send
-            )
+            return await exchange.serve_in_session(message, protocol, session_id, connection, scope, receive, send)
 
     async def _refuse(
         self,

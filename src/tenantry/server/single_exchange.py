@@ -10,7 +10,8 @@ SDK's method validation, its middleware with the ``requestState`` boundary, and 
 shaping all apply), and it encodes the reply once.
 
 What it does not answer the same way goes to the SDK's entry unchanged: a notification, a
-``subscriptions/listen``, any ladder rejection, an SSE-only ``Accept``. The SDK then answers
+``subscriptions/listen``, any ladder rejection. (The gate has already refused an ``Accept``
+without JSON, by the SDK's rules.) The SDK then answers
 it as before, so its error texts and status codes stay the SDK's own.
 """
 
@@ -49,15 +50,6 @@ _JSON_HEADERS = (b"content-type", b"application/json")
 _MAX_IN_FLIGHT = 100_000
 
 
-def _accepts_json(accept: str) -> bool:
-    """``check_accept_headers``'s JSON half (RFC 7231 wildcards), on the raw header value."""
-    for part in accept.split(","):
-        media = part.split(";", 1)[0].strip().lower()
-        if media in ("application/json", "application/*", "*/*"):
-            return True
-    return False
-
-
 class SingleExchange:
     """Serves one sessionless JSON-mode request the way the SDK's modern entry does, or declines.
 
@@ -71,12 +63,10 @@ class SingleExchange:
         self._in_flight: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._cancelled: set[tuple[str, str]] = set()
 
-    async def serve(self, message: Any, accept: str, scope: Scope, receive: Receive, send: Send) -> bool:
+    async def serve(self, message: Any, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer ``message`` (the parsed body of a sessionless POST). ``False``: declined, nothing
         was sent or read, and the SDK's entry must answer it."""
         if not isinstance(message, dict) or "id" not in message or message.get("method") == "subscriptions/listen":
-            return False
-        if not _accepts_json(accept):
             return False
         try:
             req = JSONRPCRequest.model_validate(message)
@@ -114,7 +104,6 @@ class SingleExchange:
     async def serve_in_session(
         self,
         message: Any,
-        accept: str,
         protocol_header: str | None,
         session_id: str,
         connection: Connection,
@@ -135,7 +124,7 @@ class SingleExchange:
         """
         if not isinstance(message, dict) or "id" not in message or message.get("method") == "initialize":
             return False
-        if not connection.initialize_accepted or not _accepts_json(accept):
+        if not connection.initialize_accepted:
             return False
         if protocol_header is not None and protocol_header != connection.protocol_version:
             return False
