@@ -26,6 +26,8 @@ from tenantry.server.app import create_http_app
 
 class DiscardingSink:
     available = True
+    committed = 0
+    batches = 0
 
     def ensure_writable(self) -> None:
         return None

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from tenantry.audit.checkpoints import AUDIT_KEY_FILE, Checkpointer, CheckpointSigner
 from tenantry.audit.events import AuditEvent
+from tenantry.audit.process_sink import ProcessAuditSink, WriterCommand
+from tenantry.audit.sink import AuditSink
 from tenantry.audit.store.base import AuditStore
 from tenantry.audit.store.factory import open_audit_store
 from tenantry.audit.writer import DurableAuditSink
@@ -189,7 +191,7 @@ class Runtime:
             self.store, default_limits=settings.tenant_limits(), offload=self.bulkheads.run_system
         )
         self.audit_keys = KeyRing(self.data_dir / "keys", alg="EdDSA", file_name=AUDIT_KEY_FILE)
-        self._audit: DurableAuditSink | None = None
+        self._audit: AuditSink | None = None
         self._scopes: DataScopes | None = None
         self._secrets: StoredSecretScopes | None = None
 
@@ -327,15 +329,29 @@ class Runtime:
         )
 
     @property
-    def audit(self) -> DurableAuditSink:
-        """The durable audit sink of a serving process (group commit in a writer thread)."""
+    def audit(self) -> AuditSink:
+        """The durable audit sink of a serving process (group commit in a writer process, or
+        thread: ``audit.writer``)."""
         if self._audit is None:
             self.audit_store().close()  # fail fast, with a clear error, if the store cannot be opened
-            self._audit = DurableAuditSink(self.audit_store, spill_path=self.data_dir / "audit-spill.jsonl")
+            spill = self.data_dir / "audit-spill.jsonl"
+            audit = self.settings.audit
+            if audit.writer == "thread":
+                self._audit = DurableAuditSink(self.audit_store, spill_path=spill)
+            else:
+                command = WriterCommand(
+                    audit.url,
+                    self.data_dir,
+                    spill,
+                    busy_timeout=audit.busy_timeout,
+                    log_level=self.settings.logging.level,
+                    log_format=self.settings.logging.format,
+                )
+                self._audit = ProcessAuditSink(command)
         return self._audit
 
     @audit.setter
-    def audit(self, sink: DurableAuditSink) -> None:
+    def audit(self, sink: AuditSink) -> None:
         self._audit = sink
 
     def record_admin(self, event: AuditEvent) -> None:

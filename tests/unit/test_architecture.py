@@ -29,7 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "policy": {"core"},
     "auth": {"core"},
-    "audit": {"core", "auth"},  # checkpoints are signed with an auth key ring
+    # Checkpoints are signed with an auth key ring; the writer process logs as the server does.
+    "audit": {"core", "auth", "logs"},
     "scoping": {"core"},
     "controlplane": {"core"},
     "ratelimit": {"core"},

@@ -69,7 +69,7 @@ async def test_failure_fails_closed_keeps_the_records_and_recovers(tmp_path: Pat
     with pytest.raises(AuditUnavailable):
         sink.ensure_writable()  # no new tool starts
     with pytest.raises(AuditUnavailable):
-        await sink.record(event(n=3))
+        await sink.record(event(n=3))  # a refusal while the store is known down: kept all the same
     FlakyStore.failing.clear()
     with anyio.fail_after(5):
         while not sink.available:  # noqa: ASYNC110 - polling a flag set by another thread
@@ -78,8 +78,9 @@ async def test_failure_fails_closed_keeps_the_records_and_recovers(tmp_path: Pat
     await sink.aclose()
     store = SqliteAuditStore(tmp_path / "a.sqlite3")
     records = list(store.read("acme"))
-    assert [r.seq for r in records] == [1, 2, 3]  # 1, the held record of call 2, then 4
+    assert [r.seq for r in records] == [1, 2, 3, 4]  # 1, the held records of 2 and 3, then 4
     assert b"%064x" % 2 in records[1].record  # what happened while the store was down is not lost
+    assert b"%064x" % 3 in records[2].record
     from tenantry.audit.checkpoints import CheckpointSigner
     from tenantry.auth.keys import KeyRing
 

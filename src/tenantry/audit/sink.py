@@ -20,6 +20,11 @@ class AuditSink(Protocol):
     :raises AuditUnavailable: when the event cannot be recorded (callers fail closed).
     """
 
+    committed: int
+    """Records made durable so far (a metric)."""
+    batches: int
+    """Transactions (or writer answers) so far (a metric)."""
+
     @property
     def available(self) -> bool:
         """Whether the sink can currently record events (cheap; checked before and after a call)."""

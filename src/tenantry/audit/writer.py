@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -51,9 +52,18 @@ logger = logging.getLogger(__name__)
 class _Pending:
     event: AuditEvent
     done: asyncio.Future[None] | None
-    """``None`` for a submitted event nobody waits for."""
+    """``None`` for a submitted event nobody waits for (or one enqueued with a token)."""
     loop: asyncio.AbstractEventLoop | None
     queued: float
+    waited: bool
+    """Someone waits for it: its transaction is committed at once."""
+    token: int = -1
+    """Given by :meth:`DurableAuditSink.enqueue`'s caller, handed back to ``acknowledge``."""
+
+
+Acknowledge = Callable[[list[int], list[int]], None]
+"""Called in the writer thread with the tokens of enqueued events now durable, and of those that
+are not (refused, or kept in the spill file until the store is back)."""
 
 
 _OUTCOME_TYPES = frozenset(CALL_OUTCOMES.values())
@@ -92,6 +102,10 @@ class DurableAuditSink:
         observers: Sequence[AuditObserver] = (),
         spill_path: os.PathLike[str] | None = None,
         linger: float = 0.005,
+        instance: ServerInstance | None = None,
+        acknowledge: Acknowledge | None = None,
+        on_availability: Callable[[bool], None] | None = None,
+        threaded: bool = True,
     ) -> None:
         self._factory = store_factory
         self._max_batch = max_batch
@@ -108,17 +122,23 @@ class DurableAuditSink:
         self._available = True
         self._closing = False
         self._store: AuditStore | None = None
-        self.instance = ServerInstance(os.urandom(8).hex(), socket.gethostname(), os.getpid(), time.time(), 0.0)
+        self.instance = instance or ServerInstance(
+            os.urandom(8).hex(), socket.gethostname(), os.getpid(), time.time(), 0.0
+        )
+        self._acknowledge = acknowledge
+        self._on_availability = on_availability
         self._last_heartbeat = 0.0
         self._last_reconcile = 0.0
         self._open_starts: dict[tuple[str, str], float] = {}
         """Calls of this process started and not yet given an outcome (for the low-water mark)."""
         self._flush_armed = False
-        self._thread = threading.Thread(target=self._run, name="tenantry-audit-writer", daemon=True)
-        self._thread.start()
         self.committed = 0
         self.batches = 0
         self.recovered_calls = 0
+        self._threaded = threaded
+        self._thread = threading.Thread(target=self._run, name="tenantry-audit-writer", daemon=True)
+        if threaded:
+            self._thread.start()
 
     @property
     def available(self) -> bool:
@@ -142,12 +162,14 @@ class DurableAuditSink:
         :raises AuditUnavailable: the event is not recorded.
         """
         if not self._available or self._closing:
+            if event.event_type != "call_started":
+                self._keep([event])  # it happened (a refusal): kept until the store is back
             raise AuditUnavailable()
         start_key = self._track_start(event)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         with self._condition:
-            self._pending.append(_Pending(event, done, loop, 0.0))
+            self._pending.append(_Pending(event, done, loop, 0.0, True))
             self._urgent += 1
             self._condition.notify()
         try:
@@ -178,7 +200,7 @@ class DurableAuditSink:
             self._keep([event])
             return
         with self._condition:
-            self._pending.append(_Pending(event, None, None, time.monotonic()))
+            self._pending.append(_Pending(event, None, None, time.monotonic(), False))
             arm = not self._flush_armed
             self._flush_armed = True
         if arm:
@@ -188,6 +210,79 @@ class DurableAuditSink:
                 asyncio.get_running_loop().call_later(self._linger, self._flush_if_waiting)
             except RuntimeError:
                 self._flush_if_waiting()
+
+    def enqueue(self, event: AuditEvent, token: int, *, wait: bool) -> None:
+        """Queue ``event`` for the writer thread without an event loop (the audit writer process's
+        entry): ``acknowledge`` later receives ``token``. A waited event is committed at once, like
+        :meth:`record`; any other rides the next transaction, like :meth:`submit`."""
+        if wait:
+            if not self._available or self._closing:
+                if event.event_type != "call_started":
+                    self._keep([event])  # it happened (a refusal): kept until the store is back
+                self._acknowledged([], [token])
+                return
+            self._track_start(event)
+        elif event.request_id is not None and event.event_type in _OUTCOME_TYPES:
+            with self._condition:
+                self._open_starts.pop((event.tenant_id, event.request_id), None)
+        if not wait and (not self._available or self._closing):
+            self._keep([event])
+            self._acknowledged([], [token])
+            return
+        with self._condition:
+            self._pending.append(_Pending(event, None, None, time.monotonic(), wait, token))
+            if wait:
+                self._urgent += 1
+            self._condition.notify()
+
+    def _acknowledged(self, durable: list[int], not_durable: list[int]) -> None:
+        if self._acknowledge is not None and (durable or not_durable):
+            self._acknowledge(durable, not_durable)
+
+    def _set_available(self, available: bool) -> None:
+        changed = available != self._available
+        self._available = available
+        if changed and self._on_availability is not None:
+            self._on_availability(available)
+
+    def drive(self, fd: int, take: Callable[[bytes], None]) -> None:
+        r"""Be the writer in this thread (``threaded=False``: the writer process), reading events
+        from ``fd`` until it ends; ``take`` gets each chunk read and :meth:`enqueue`\ s its events.
+        While one batch commits, the next accumulates in the pipe; the commit after it takes
+        everything that arrived, so under load the flush is shared as with the thread."""
+        self._start_or_fail()
+        next_probe = time.monotonic() + self._probe_interval
+        while True:
+            now = time.monotonic()
+            timeout = self._last_heartbeat + _HEARTBEAT_INTERVAL - now
+            if self._pending:
+                timeout = 0.0 if self._urgent or self._closing else self._pending[0].queued + self._linger - now
+            if not self._available:
+                timeout = min(timeout, next_probe - now)
+            if not self._closing:
+                readable, _, _ = select.select([fd], [], [], max(timeout, 0.0))
+                if readable:
+                    chunk = os.read(fd, 1 << 20)
+                    if chunk:
+                        take(chunk)
+                        continue  # read what else is there before committing: one batch
+                    self._closing = True
+            if not self._available and time.monotonic() >= next_probe:
+                self._probe_once()
+                next_probe = time.monotonic() + self._probe_interval
+            with self._condition:
+                action, batch = self._next_action(block=False)
+            if action == "stop":
+                break
+            try:
+                if action == "commit":
+                    self._commit(batch)
+                elif action == "housekeeping":
+                    self._housekeeping()
+            finally:
+                with self._condition:
+                    self._committing = False
+        self._shutdown()
 
     def _flush_if_waiting(self) -> None:
         with self._condition:
@@ -209,8 +304,9 @@ class DurableAuditSink:
 
     # -- writer thread ----------------------------------------------------------------------
 
-    def _next_action(self) -> tuple[str, list[_Pending]]:
-        """Wait (holding the condition) for the next thing the thread must do."""
+    def _next_action(self, *, block: bool = True) -> tuple[str, list[_Pending]]:
+        """Wait (holding the condition) for the next thing the thread must do (``block=False``:
+        ``idle`` when there is nothing to do now)."""
         while True:
             now = time.monotonic()
             if (
@@ -219,7 +315,7 @@ class DurableAuditSink:
                 and (self._urgent or self._closing or now - self._pending[0].queued >= self._linger)
             ):
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                self._urgent -= sum(1 for p in batch if p.done is not None)
+                self._urgent -= sum(1 for p in batch if p.waited)
                 self._committing = True
                 return "commit", batch
             if self._closing and not self._pending and not self._committing:
@@ -228,18 +324,27 @@ class DurableAuditSink:
             if housekeeping_due <= 0 and not self._committing:
                 self._committing = True
                 return "housekeeping", []
+            if not block:
+                return "idle", []
             timeout = housekeeping_due
             if self._pending and not self._committing:
                 timeout = min(timeout, self._pending[0].queued + self._linger - now)
             self._condition.wait(max(timeout, 0.0005))
 
-    def _run(self) -> None:
+    def _start_or_fail(self) -> None:
         try:
             self._start()
         except Exception:
             logger.warning("audit store not available at start; calls fail closed until it is", exc_info=True)
             self._store = None
-            self._available = False
+            self._set_available(False)
+        else:
+            if self._on_availability is not None:
+                self._on_availability(True)
+
+    def _run(self) -> None:
+        self._start_or_fail()
+        if not self._available:
             self._recover()
         while True:
             with self._condition:
@@ -272,11 +377,13 @@ class DurableAuditSink:
             if not isinstance(exc, AuditUnavailable):  # a bug must not lose the writer thread or hang callers
                 logger.exception("audit writer failed")
             self._fail(batch)
-            self._recover()
+            if self._threaded:  # a driven writer probes between reads instead
+                self._recover()
             return
         self.committed += len(batch)
         self.batches += 1
         _resolve(batch, None, self._observe)
+        self._acknowledged([p.token for p in batch if p.token >= 0], [])
 
     def _open(self) -> AuditStore:
         if self._store is None:
@@ -294,11 +401,12 @@ class DurableAuditSink:
         everything = [*batch, *queued]
         self._fail_events([p.event for p in everything])
         _resolve(everything, AuditUnavailable(), self._observe)
+        self._acknowledged([], [p.token for p in everything if p.token >= 0])
 
     def _fail_events(self, events: list[AuditEvent]) -> None:
         if self._available:
             logger.error("audit store unavailable; tool calls fail closed until it recovers")
-        self._available = False
+        self._set_available(False)
         # A start that was not recorded belongs to a call that is refused and never runs; every
         # other event describes something that happened and is kept until it can be written.
         kept = [event for event in events if event.event_type != "call_started"]
@@ -341,16 +449,20 @@ class DurableAuditSink:
     def _recover(self) -> None:
         while not self._closing:
             time.sleep(self._probe_interval)
-            try:
-                store = self._open()
-                store.ping()
-                self._drain_spill(store)
-            except Exception:
-                self._store = None
-                continue
-            logger.warning("audit store available again")
-            self._available = True
-            return
+            if self._probe_once():
+                return
+
+    def _probe_once(self) -> bool:
+        try:
+            store = self._open()
+            store.ping()
+            self._drain_spill(store)
+        except Exception:
+            self._store = None
+            return False
+        logger.warning("audit store available again")
+        self._set_available(True)
+        return True
 
     # -- housekeeping: heartbeat, and closing calls that a dead process left open -----------
 

@@ -404,6 +404,10 @@ class AuditSettings(_Section):
     """Records younger than this are never purged (at least 12 months)."""
     busy_timeout: float = Field(default=2.0, gt=0)
     """Seconds a write may wait for the store before the call fails closed."""
+    writer: Literal["process", "thread"] = "process"
+    """Where a serving process makes records durable: ``process`` (a writer process of its own,
+    so encoding and committing never compete with the server for its interpreter) or ``thread``
+    (a writer thread inside the server)."""
     refused_records_per_source: str = "30/minute"
     """Records that refused requests may write per client address (or refused tenant); beyond
     it they are counted and summarised in one record per stream."""
