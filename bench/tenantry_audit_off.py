@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 import uvicorn
@@ -24,6 +25,14 @@ from tenantry.runtime import Runtime
 from tenantry.server.app import create_http_app
 
 
+class _Done:
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return iter(())
+
+
+_DONE = _Done()
+
+
 class DiscardingSink:
     available = True
     committed = 0
@@ -34,6 +43,9 @@ class DiscardingSink:
 
     async def record(self, event: AuditEvent) -> None:
         return None
+
+    def begin(self, event: AuditEvent) -> Awaitable[None]:
+        return _DONE
 
     def submit(self, event: AuditEvent) -> None:
         return None

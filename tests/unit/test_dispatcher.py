@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,11 @@ class RecordingSink:
     async def record(self, event: AuditEvent) -> None:
         self.ensure_writable()
         self.events.append(event)
+
+    def begin(self, event: AuditEvent) -> Awaitable[None]:
+        self.ensure_writable()  # queued at once, as the real sinks do
+        self.events.append(event)
+        return asyncio.sleep(0)
 
     def submit(self, event: AuditEvent) -> None:
         self.events.append(event)
@@ -220,9 +226,21 @@ class SlowStartSink(RecordingSink):
 
     async def record(self, event: AuditEvent) -> None:
         if event.event_type == "call_started":
-            self.start_reached.set()
-            await self.release.wait()
+            await self._held()
         await super().record(event)
+
+    def begin(self, event: AuditEvent) -> Awaitable[None]:
+        if event.event_type != "call_started":
+            return super().begin(event)
+        return asyncio.ensure_future(self._held_then(event))
+
+    async def _held(self) -> None:
+        self.start_reached.set()
+        await self.release.wait()
+
+    async def _held_then(self, event: AuditEvent) -> None:
+        await self._held()
+        await RecordingSink.record(self, event)
 
 
 @pytest.mark.parametrize("halt", [True, False], ids=["halted-while-starting", "control-not-halted"])
@@ -233,7 +251,7 @@ async def test_a_halt_landing_while_a_call_starts_still_stops_the_call(tmp_path:
     directory = TenantDirectory(store)
     directory.refresh(force=True)
     sink = SlowStartSink()
-    dispatcher = Dispatcher(app, directory, data_scopes(tmp_path, store), sink)
+    dispatcher = Dispatcher(app, directory, data_scopes(tmp_path, store), sink, start_before="tool")
     directory.add_listener(dispatcher.on_control_change)
     outcome: list[Any] = []
 
@@ -253,6 +271,64 @@ async def test_a_halt_landing_while_a_call_starts_still_stops_the_call(tmp_path:
         assert RAN == [] and sink.events[-1].result_status == "cancelled"
     else:
         assert not result.is_error and RAN == ["shared:acme"]
+
+
+class FailingStartSink(SlowStartSink):
+    """A start that is never recorded (the store failed while it was being flushed)."""
+
+    async def _held_then(self, event: AuditEvent) -> None:
+        await self._held()
+        raise AuditUnavailable()
+
+
+@app.tool()
+async def write_note(ctx: tenantry.ToolContext, text: str) -> str:
+    sink = NOTE_SINK[0]
+    RAN.append(f"computed, start durable: {any(e.event_type == 'call_started' for e in sink.events)}")
+    await ctx.files.write_bytes("note.txt", text.encode())
+    RAN.append(f"wrote, start durable: {any(e.event_type == 'call_started' for e in sink.events)}")
+    return "noted"
+
+
+NOTE_SINK: list[RecordingSink] = []
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["start-recorded", "start-not-recorded"])
+async def test_with_start_before_effects_the_tool_computes_while_its_start_is_flushed_but_every_effect_waits(
+    tmp_path: Path, recorded: bool
+) -> None:
+    RAN.clear()
+    store = SqliteTenantStore(tmp_path / "control.sqlite3")
+    store.create_tenant("acme", tools=["write_note"])
+    directory = TenantDirectory(store)
+    directory.refresh(force=True)
+    sink = SlowStartSink() if recorded else FailingStartSink()
+    NOTE_SINK[:] = [sink]
+    dispatcher = Dispatcher(app, directory, data_scopes(tmp_path, store), sink, start_before="effects")
+    outcome: list[Any] = []
+
+    async def run_call() -> None:
+        try:
+            outcome.append(await dispatcher.call_tool(caller("acme", {"write_note"}), "write_note", {"text": "hi"}))
+        except AuditUnavailable as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run_call)
+        await sink.start_reached.wait()
+        await anyio.sleep(0.1)  # the tool runs meanwhile, up to its first effect
+        assert RAN == ["computed, start durable: False"]
+        assert outcome == []  # no result before the start is durable
+        sink.release.set()
+    note = tmp_path / "tenants" / "acme" / "files" / "note.txt"
+    if recorded:
+        assert RAN == ["computed, start durable: False", "wrote, start durable: True"]
+        assert not outcome[0].is_error and note.read_bytes() == b"hi"
+        assert [e.event_type for e in sink.events] == ["call_started", "tool_call"]
+    else:  # the effect never happened, and the call answers as one that did not run
+        assert isinstance(outcome[0], AuditUnavailable) and "not run" in outcome[0].message
+        assert RAN == ["computed, start durable: False"] and not note.exists()
+        assert sink.events == []  # neither a start nor an outcome
 
 
 async def test_input_schema_hook_reveals_only_visible_tools(setup) -> None:

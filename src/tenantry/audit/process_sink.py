@@ -157,6 +157,13 @@ class ProcessAuditSink:
 
         :raises AuditUnavailable: the event is not recorded.
         """
+        await self.begin(event)
+
+    def begin(self, event: AuditEvent) -> asyncio.Future[None]:
+        """Send ``event`` to the writer now; the future completes once it is durable.
+
+        :raises AuditUnavailable: the event will not be recorded (raised at once).
+        """
         if not self._available or self._closing or not self._running:
             # A start is refused here (its call never runs); anything else happened and is kept:
             # by the writer (with its spill file) while it runs, else by this process.
@@ -171,7 +178,7 @@ class ProcessAuditSink:
         self._unconfirmed[token] = _Sent(event, done, time.monotonic())
         self._lingering += encode_event(token, True, event)
         self._flush()
-        await done
+        return done
 
     def submit(self, event: AuditEvent) -> None:
         """Record ``event`` with the next transaction, without waiting. Never raises: while the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from tenantry.audit.events import AuditEvent
@@ -42,6 +43,13 @@ class AuditSink(Protocol):
 
     async def record(self, event: AuditEvent) -> None:
         """Record ``event`` durably (the event loop is free meanwhile: no commit runs on it)."""
+        ...
+
+    def begin(self, event: AuditEvent) -> Awaitable[None]:
+        """Hand ``event`` to the writer now and return what completes once it is durable (a
+        call's start is committed while the tool's own code runs).
+
+        :raises AuditUnavailable: when the event will not be recorded (at once)."""
         ...
 
     def add_observer(self, observer: AuditObserver) -> None:

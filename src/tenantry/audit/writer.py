@@ -161,6 +161,13 @@ class DurableAuditSink:
 
         :raises AuditUnavailable: the event is not recorded.
         """
+        await self.begin(event)
+
+    def begin(self, event: AuditEvent) -> asyncio.Future[None]:
+        """Queue ``event`` now; the future completes once it is durable (see :meth:`record`).
+
+        :raises AuditUnavailable: the event will not be recorded (raised at once).
+        """
         if not self._available or self._closing:
             if event.event_type != "call_started":
                 self._keep([event])  # it happened (a refusal): kept until the store is back
@@ -172,13 +179,14 @@ class DurableAuditSink:
             self._pending.append(_Pending(event, done, loop, 0.0, True))
             self._urgent += 1
             self._condition.notify()
-        try:
-            await done
-        except BaseException:
-            if start_key is not None:  # the start was not recorded: its call never runs
-                with self._condition:
-                    self._open_starts.pop(start_key, None)
-            raise
+        if start_key is not None:
+            done.add_done_callback(lambda future: self._forget_unrecorded_start(future, start_key))
+        return done
+
+    def _forget_unrecorded_start(self, future: asyncio.Future[None], key: tuple[str, str]) -> None:
+        if future.cancelled() or future.exception() is not None:  # not recorded: its call never runs
+            with self._condition:
+                self._open_starts.pop(key, None)
 
     def _track_start(self, event: AuditEvent) -> tuple[str, str] | None:
         if event.event_type != "call_started" or event.request_id is None:

@@ -404,6 +404,11 @@ class AuditSettings(_Section):
     """Records younger than this are never purged (at least 12 months)."""
     busy_timeout: float = Field(default=2.0, gt=0)
     """Seconds a write may wait for the store before the call fails closed."""
+    start_before: Literal["effects", "tool"] = "effects"
+    """When a call's start record must be durable: before the call's first effect through
+    Tenantry (its data handles, its messages to the client, an upstream, a worker) and before
+    its result (``effects``: the flush overlaps the tool's own computation), or before the tool
+    runs at all (``tool``: for tools with effects outside Tenantry's handles)."""
     writer: Literal["process", "thread"] = "process"
     """Where a serving process makes records durable: ``process`` (a writer process of its own,
     so encoding and committing never compete with the server for its interpreter) or ``thread``

@@ -18,11 +18,12 @@ Three stages, the same for tools, resources and prompts:
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -48,6 +49,7 @@ from tenantry.controlplane.base import Tenant
 from tenantry.controlplane.directory import ControlSnapshot, TenantDirectory
 from tenantry.core.bounded import NAME_LIMIT, bounded_text
 from tenantry.core.calls import Caller
+from tenantry.core.effects import CALL_START, DurableStart
 from tenantry.core.errors import (
     AuditUnavailable,
     InvalidArguments,
@@ -133,6 +135,7 @@ class Dispatcher:
         max_result_bytes: int = _DEFAULT_MAX_RESULT,
         refusal_budget: RecordBudget | None = None,
         refusal_pacer: RefusalPacer | None = None,
+        start_before: Literal["effects", "tool"] = "effects",
     ) -> None:
         self._app = app
         self._directory = directory
@@ -146,6 +149,7 @@ class Dispatcher:
         self._max_result = max_result_bytes
         self._refusals = refusal_budget or RecordBudget(per_source="60/minute", overall="6000/minute")
         self._pacer = refusal_pacer
+        self._start_before = start_before
         self._registered: dict[str, frozenset[str]] = {}
         self._tool_models: dict[str, Tool] = {}
         self._secret_values = TenantSecretValues(scopes.secrets)
@@ -193,7 +197,7 @@ class Dispatcher:
         tenant = self._directory.get(tenant_id)
         return tenant is not None and not tenant.halted
 
-    async def _invoke(self, call: Invocation) -> Any:
+    async def _invoke(self, call: Invocation, start: DurableStart | None = None) -> Any:
         """Run an admitted call where it belongs.
 
         A halt can land after admission, while the call's start is being made durable; its
@@ -201,10 +205,32 @@ class Dispatcher:
         standing is read again here, and nothing awaits between this check and the invoker's
         registration of the call: a halt either finds the call registered or this check finds
         the halt (the directory changes before its listeners run).
+
+        ``start`` (``[audit] start_before = "effects"``): the call's start, still being made
+        durable. A Python coroutine here runs meanwhile, and its first effect through Tenantry
+        waits for it (:func:`~tenantry.core.effects.before_effect`); anything else (an upstream,
+        a worker, synchronous code, whose first step may be an effect) waits before it starts.
+        Either way no result leaves before the start is durable, and if it cannot be recorded
+        the call fails with ``audit_unavailable`` whatever the tool did.
         """
+        invoker = self._invoker_for(call)
+        if start is not None and not (invoker is self._invoker and _coroutine(call.target)):
+            await start
         if not self._standing(call.context.tenant_id):
             raise CallCancelled()
-        return await self._invoker_for(call).invoke(call)
+        if start is None:
+            return await invoker.invoke(call)
+        token = CALL_START.set(start)
+        try:
+            try:
+                value = await invoker.invoke(call)
+            except Exception:
+                await start  # a start that was not recorded wins over the tool's own error
+                raise
+            await start
+            return value
+        finally:
+            CALL_START.reset(token)
 
     def catalogue_changed(self) -> None:
         """Forget what was derived from the app's registrations (tools that appeared or went)."""
@@ -340,18 +366,20 @@ class Dispatcher:
             hashed = await self._hash(caller, arguments)
             detail = _call_detail(tool, names_other_tenant)
             # -- invocation: the start is durable before the tool runs
-            await self._start(caller, "tools/call", name, hashed, started, detail)
+            start = await self._start(caller, "tools/call", name, hashed, started, detail)
             context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
             status: ResultStatus = "ok"
             reason: str | None = None
             result: ToolOutcome
             try:
                 invocation = self._invocation(tool, kwargs, context, limits)
-                value = await self._invoke(invocation)
+                value = await self._invoke(invocation, start)
                 result = tool.metadata.convert_result(value)
                 if isinstance(result, InputRequiredResult):
                     status = "input_required"
             except TenantryError as exc:
+                if start is not None and start.failed:
+                    raise  # its start was never recorded: no result and no outcome, as if not run
                 status, reason = _failure_status(exc)
                 result = _error_result(exc.message, exc.code)
             except MCPError as exc:
@@ -573,11 +601,13 @@ class Dispatcher:
         try:
             hashed = args_hash({"uri": uri})
             detail = _upstream_detail(resource, "upstream_resource")
-            await self._start(caller, "resources/read", resource.name, hashed, started, detail)
+            start = await self._start(caller, "resources/read", resource.name, hashed, started, detail)
             context = self._context(caller, tenant, resource.name, channel or _NO_CHANNEL)
             try:
-                result = await self._read(resource, variables, context, caller, uri, limits)
+                result = await self._read(resource, variables, context, caller, uri, limits, start)
             except (TenantryError, MCPError) as exc:
+                if start is not None and start.failed:
+                    raise
                 failed, code = _failure_status(exc)
                 self._outcome(
                     caller, "resource_read", failed, resource.name, hashed, started, reason=code, detail=detail
@@ -597,11 +627,12 @@ class Dispatcher:
         caller: Caller,
         uri: str,
         limits: TenantLimits,
+        start: DurableStart | None,
     ) -> ReadResourceResult | InputRequiredResult:
         # An upstream resource is read by its URI (the upstream's own is derived from it); a native
         # one's function takes the template's variables.
         arguments = {"uri": uri} if resource.upstream is not None else variables
-        content = await self._call_plain(self._invocation(resource, arguments, context, limits))
+        content = await self._call_plain(self._invocation(resource, arguments, context, limits), start)
         result: ReadResourceResult | InputRequiredResult
         if isinstance(content, ReadResourceResult):
             redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
@@ -662,11 +693,13 @@ class Dispatcher:
                 raise _argument_error(exc) from None
             hashed = args_hash(arguments)
             detail = _upstream_detail(prompt, "upstream_prompt")
-            await self._start(caller, "prompts/get", name, hashed, started, detail)
+            start = await self._start(caller, "prompts/get", name, hashed, started, detail)
             context = self._context(caller, tenant, name, channel or _NO_CHANNEL)
             try:
-                result = await self._render(prompt, kwargs, context, limits)
+                result = await self._render(prompt, kwargs, context, limits, start)
             except (TenantryError, MCPError) as exc:
+                if start is not None and start.failed:
+                    raise
                 failed, code = _failure_status(exc)
                 self._outcome(caller, "prompt_get", failed, name, hashed, started, reason=code, detail=detail)
                 raise
@@ -677,9 +710,14 @@ class Dispatcher:
         return result
 
     async def _render(
-        self, prompt: PromptDefinition, kwargs: dict[str, Any], context: ToolContext, limits: TenantLimits
+        self,
+        prompt: PromptDefinition,
+        kwargs: dict[str, Any],
+        context: ToolContext,
+        limits: TenantLimits,
+        start: DurableStart | None,
     ) -> GetPromptResult | InputRequiredResult:
-        value = await self._call_plain(self._invocation(prompt, kwargs, context, limits))
+        value = await self._call_plain(self._invocation(prompt, kwargs, context, limits), start)
         result: GetPromptResult | InputRequiredResult
         if isinstance(value, InputRequiredResult | GetPromptResult):
             result = value
@@ -691,12 +729,12 @@ class Dispatcher:
             result = GetPromptResult(description=prompt.description, messages=messages)
         return await self._redacted(context.tenant_id, result, context.secrets_read())
 
-    async def _call_plain(self, call: Invocation) -> Any:
+    async def _call_plain(self, call: Invocation, start: DurableStart | None) -> Any:
         """A resource or prompt through the invoker; every failure becomes a :class:`TenantryError`
         or MCP protocol error with the tenant's secrets redacted."""
         context = call.context
         try:
-            return await self._invoke(call)
+            return await self._invoke(call, start)
         except (TenantryError, MCPError) as exc:
             redactor = await self._secret_values.redactor(context.tenant_id, context.secrets_read())
             raise redactor.error(exc) from None
@@ -714,16 +752,19 @@ class Dispatcher:
         hashed: str | None,
         started: float,
         detail: dict[str, Any] | None,
-    ) -> None:
-        """Durably record that a call starts (before anything runs).
+    ) -> DurableStart | None:
+        """Record that a call starts: durable before anything runs (``start_before = "tool"``),
+        or returned still being flushed, for :meth:`_invoke` to overlap (``"effects"``).
 
         :raises AuditUnavailable: nothing ran; the caller may safely retry.
         """
-        await self._audit.record(
-            self._event(
-                caller, "call_started", "started", name, hashed, started, None, {"method": method, **(detail or {})}
-            )
+        event = self._event(
+            caller, "call_started", "started", name, hashed, started, None, {"method": method, **(detail or {})}
         )
+        if self._start_before == "tool":
+            await self._audit.record(event)
+            return None
+        return DurableStart(self._audit.begin(event))
 
     def _outcome(
         self,
@@ -791,6 +832,12 @@ class Dispatcher:
             detail=detail or {},
             principal=caller.principal,
         )
+
+
+def _coroutine(target: ToolDefinition | ResourceDefinition | PromptDefinition) -> bool:
+    """Whether the target is a Python coroutine function (it runs on the loop, its effects go
+    through Tenantry's handles)."""
+    return target.upstream is None and inspect.iscoroutinefunction(target.fn)
 
 
 def _call_detail(tool: ToolDefinition, names_other_tenant: bool) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from mcp_types import (
 )
 from pydantic import BaseModel
 
+from tenantry.core.effects import before_effect
 from tenantry.core.errors import TenantryError
 from tenantry.framework.channel import ClientChannel
 from tenantry.scoping.secrets.base import SecretScopes
@@ -189,22 +190,27 @@ class RedactingChannel:
         return self._inner.request_state
 
     async def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        await before_effect()  # what reaches the client is an effect: after the call's durable start
         if message is not None:
             message = (await self._redactor()).text(message)
         await self._inner.report_progress(progress, total, message)
 
     async def log(self, level: str, data: Any) -> None:
+        await before_effect()
         await self._inner.log(level, (await self._redactor()).value(data))
 
     async def elicit(self, message: str, schema: dict[str, Any]) -> ElicitResult:
+        await before_effect()
         redactor = await self._redactor()
         return await self._inner.elicit(redactor.text(message), redactor.value(schema))
 
     async def sample(self, messages: list[SamplingMessage], *, max_tokens: int) -> CreateMessageResult:
+        await before_effect()
         redactor = await self._redactor()
         return await self._inner.sample([redactor.model(m) for m in messages], max_tokens=max_tokens)
 
     async def list_roots(self) -> ListRootsResult:
+        await before_effect()
         return await self._inner.list_roots()
 
 

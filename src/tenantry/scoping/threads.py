@@ -33,6 +33,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from tenantry.core.effects import before_effect
 from tenantry.core.limits import TenantLimits
 
 __all__ = [
@@ -145,6 +146,7 @@ class ThreadBulkheads:
         On cancellation the caller is released at once and ``interrupt`` (if given) is set; the
         tokens stay taken until ``fn`` returns. Whatever ``fn`` raises propagates.
         """
+        await before_effect()  # inside a call: its start is durable before its data is touched
         state = self._current()
         tenant = self._tenant_limiter(state, tenant_id)
         borrower = _Claim()

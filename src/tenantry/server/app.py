@@ -111,6 +111,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         upstream_invoker=UpstreamInvoker(gateway),
         dedicated=dedicated,
         max_result_bytes=settings.tools.max_result_bytes,
+        start_before=settings.audit.start_before,
         refusal_pacer=RefusalPacer(
             hold=settings.limits.refusal_hold,
             per_tenant=settings.limits.refusals_held_per_tenant,

@@ -57,6 +57,7 @@ async def serve_stdio(runtime: Runtime, app: App, principal: Principal, *, worke
         limiter=runtime.tenant_limiter(),
         dedicated=dedicated,
         max_result_bytes=runtime.settings.tools.max_result_bytes,
+        start_before=runtime.settings.audit.start_before,
     )
 
     # Our own tokens expire exactly at ``exp`` (issuer and verifier share a clock); an external
