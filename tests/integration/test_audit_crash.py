@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.support.rpc import modern_call
+from tests.support.rpc import LegacySession, modern_call
 from tests.support.server import start_server
 
 SLOW_TOOLS = textwrap.dedent(
@@ -133,5 +133,46 @@ def test_every_call_has_a_start_and_an_outcome_with_the_same_request_id(tmp_path
             by_request.setdefault(record["request_id"], []).append(record["event_type"])
         assert len(by_request) == 5
         assert all(sorted(kinds) == ["call_started", "tool_call"] for kinds in by_request.values()), by_request
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("era", ["sessionless", "handshake"])
+def test_a_call_whose_start_is_not_recorded_returns_no_result_and_leaves_no_outcome(tmp_path: Path, era: str) -> None:
+    data = tmp_path / "data"
+    server = start_server(data, env={"TENANTRY_AUDIT__BUSY_TIMEOUT": "0.3"})
+    try:
+        token = server.token("acme", "alice")
+        session = LegacySession(server.mcp_url, token) if era == "handshake" else None
+
+        def whoami(request_id: int) -> httpx2.Response:
+            params = {"name": "whoami", "arguments": {}}
+            if session is not None:
+                return session.call("tools/call", params, id=request_id)
+            return modern_call(server.mcp_url, token, "tools/call", params)
+
+        assert "result" in whoami(1).json()  # positive control
+        blocker = sqlite3.connect(data / "audit.sqlite3", isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            # The tool has no effect to hold back, so it runs while its start is flushed; the
+            # flush fails, and the answer must be that error, not the tool's result.
+            for request_id in (2, 3):
+                body = whoami(request_id).json()
+                assert "result" not in body, body
+                assert body["error"]["data"]["code"] == "audit_unavailable"
+                assert "not run" in body["error"]["message"]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        deadline = time.monotonic() + 10
+        while "result" not in (answer := whoami(4).json()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "result" in answer, answer  # the store is back
+        time.sleep(0.3)
+        whoamis = [r for r in server.audit_records("acme") if r.get("tool_name") == "whoami"]
+        assert [r["event_type"] for r in whoamis].count("tool_call") == [r["event_type"] for r in whoamis].count(
+            "call_started"
+        )  # every outcome has its start: none for the calls that were refused
     finally:
         server.stop()

@@ -10,11 +10,11 @@ of preceding it. The result waits for it too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["DurableStart", "CALL_START", "before_effect"]
+__all__ = ["DurableStart", "CALL_START", "RESPONSE_WAITS", "before_effect", "durable_before_response"]
 
 
 class DurableStart:
@@ -31,10 +31,25 @@ class DurableStart:
         self._future.add_done_callback(_retrieve)
 
     @property
+    def recorded(self) -> bool:
+        """The start is known to be durable."""
+        future = self._future
+        return future.done() and not future.cancelled() and future.exception() is None
+
+    @property
     def failed(self) -> bool:
         """The start is known not to be recorded (the call must end with ``audit_unavailable``)."""
         future = self._future
         return future.done() and (future.cancelled() or future.exception() is not None)
+
+    def when_recorded(self, then: Callable[[], None]) -> None:
+        """Call ``then`` once the start is durable (never if it is not)."""
+
+        def settle(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                then()
+
+        self._future.add_done_callback(settle)
 
     def __await__(self) -> Generator[Any, None, None]:
         # One waiter's cancellation (a halted call) must not cancel the record itself.
@@ -47,6 +62,17 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 
 
 CALL_START: ContextVar[DurableStart | None] = ContextVar("tenantry_call_start", default=None)
+
+
+RESPONSE_WAITS: ContextVar[list[DurableStart] | None] = ContextVar("tenantry_response_waits", default=None)
+"""Set by a response writer that waits itself, just before it sends, for the starts of the calls
+its request made (so their flush also overlaps shaping and encoding the result)."""
+
+
+async def durable_before_response(waits: list[DurableStart]) -> None:
+    """:raises AuditUnavailable: a start of this response's call was not recorded: send that error instead."""
+    for start in waits:
+        await start
 
 
 async def before_effect() -> None:

@@ -49,7 +49,7 @@ from tenantry.controlplane.base import Tenant
 from tenantry.controlplane.directory import ControlSnapshot, TenantDirectory
 from tenantry.core.bounded import NAME_LIMIT, bounded_text
 from tenantry.core.calls import Caller
-from tenantry.core.effects import CALL_START, DurableStart
+from tenantry.core.effects import CALL_START, RESPONSE_WAITS, DurableStart
 from tenantry.core.errors import (
     AuditUnavailable,
     InvalidArguments,
@@ -227,7 +227,11 @@ class Dispatcher:
             except Exception:
                 await start  # a start that was not recorded wins over the tool's own error
                 raise
-            await start
+            waits = RESPONSE_WAITS.get()
+            if waits is not None and len(waits) < _MAX_RESPONSE_WAITS:
+                waits.append(start)  # the response writer waits, just before it sends
+            else:
+                await start
             return value
         finally:
             CALL_START.reset(token)
@@ -398,7 +402,7 @@ class Dispatcher:
         except (SecretsUnavailable, ResultTooLarge) as exc:
             status, reason = "error", exc.code
             result = _error_result(exc.message, exc.code)
-        self._outcome(caller, "tool_call", status, name, hashed, started, reason=reason, detail=detail)
+        self._outcome(caller, "tool_call", status, name, hashed, started, reason=reason, detail=detail, start=start)
         return result
 
     # -- admission --------------------------------------------------------------------------
@@ -616,7 +620,7 @@ class Dispatcher:
         finally:
             slot.release()
         status: ResultStatus = "input_required" if isinstance(result, InputRequiredResult) else "ok"
-        self._outcome(caller, "resource_read", status, resource.name, hashed, started, detail=detail)
+        self._outcome(caller, "resource_read", status, resource.name, hashed, started, detail=detail, start=start)
         return result
 
     async def _read(
@@ -706,7 +710,7 @@ class Dispatcher:
         finally:
             slot.release()
         status: ResultStatus = "input_required" if isinstance(result, InputRequiredResult) else "ok"
-        self._outcome(caller, "prompt_get", status, name, hashed, started, detail=detail)
+        self._outcome(caller, "prompt_get", status, name, hashed, started, detail=detail, start=start)
         return result
 
     async def _render(
@@ -777,15 +781,22 @@ class Dispatcher:
         *,
         reason: str | None = None,
         detail: dict[str, Any] | None = None,
+        start: DurableStart | None = None,
     ) -> None:
-        """Record a call's outcome with the next group commit (its start is already durable).
+        """Record a call's outcome with the next group commit (its start is already durable, or
+        ``start`` is still being flushed: then the outcome follows it, and is never recorded
+        for a start that was not).
 
         :raises AuditUnavailable: the store became unavailable while the call ran: the outcome
             is kept (spill file) and written on recovery, but the result is withheld, and the
             error says the call ran.
         """
         available = self._audit.available
-        self._audit.submit(self._event(caller, event_type, status, name, hashed, started, reason, detail))
+        event = self._event(caller, event_type, status, name, hashed, started, reason, detail)
+        if start is not None and not start.recorded:
+            start.when_recorded(lambda: self._audit.submit(event))
+        else:
+            self._audit.submit(event)
         if not available:
             raise AuditUnavailable(
                 "The call ran, but its result is withheld: the audit store became unavailable while it ran",
@@ -832,6 +843,10 @@ class Dispatcher:
             detail=detail or {},
             principal=caller.principal,
         )
+
+
+_MAX_RESPONSE_WAITS = 16
+"""Starts one response may wait for (a request makes one call; more is a bug, not a budget)."""
 
 
 def _coroutine(target: ToolDefinition | ResourceDefinition | PromptDefinition) -> bool:

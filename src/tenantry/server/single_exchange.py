@@ -44,6 +44,10 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from tenantry.core.effects import RESPONSE_WAITS, DurableStart, durable_before_response
+from tenantry.core.errors import AuditUnavailable
+from tenantry.server.errors import to_mcp_error
+
 __all__ = ["SingleExchange"]
 
 _JSON_HEADERS = (b"content-type", b"application/json")
@@ -90,10 +94,17 @@ class SingleExchange:
             message_metadata=ServerMessageMetadata(request_context=request),
             progress_token=progress_token_from_params(req.params),
         )
+        waits: list[DurableStart] = []
+        RESPONSE_WAITS.set(waits)
         try:
             result = await serve_one(
                 self._app, dctx, req.method, req.params, connection=connection, lifespan_state=lifespan_state
             )
+            await durable_before_response(waits)
+        except AuditUnavailable as exc:
+            error = modern_error_data(to_mcp_error(exc))
+            await _write(_error_body(req.id, error), ERROR_CODE_HTTP_STATUS.get(error.code, 200), send)
+            return True
         except Exception as exc:
             error = modern_error_data(exc)
             await _write(_error_body(req.id, error), ERROR_CODE_HTTP_STATUS.get(error.code, 200), send)
@@ -147,9 +158,14 @@ class SingleExchange:
         runner = ServerRunner(self._app, connection, self._lifespan_state())
         body: dict[str, Any]
         absorbed = False
+        waits: list[DurableStart] = []
+        RESPONSE_WAITS.set(waits)
         try:
             result = await runner.on_request(dctx, req.method, req.params)
+            await durable_before_response(waits)
             body = {"jsonrpc": "2.0", "id": req.id, "result": result}
+        except AuditUnavailable as exc:
+            body = _error_body(req.id, handler_exception_to_error_data(to_mcp_error(exc)) or _INTERNAL)
         except asyncio.CancelledError:
             if not tracked or key not in self._cancelled or task is None:
                 raise
@@ -187,6 +203,9 @@ class SingleExchange:
         self._cancelled.add(key)
         task.cancel()
         return True
+
+
+_INTERNAL = ErrorData(code=INTERNAL_ERROR, message="Internal server error")
 
 
 def _header_items(scope: Scope) -> list[tuple[str, str]]:
