@@ -133,6 +133,8 @@ class ProcessAuditSink:
         """Set when the writer has closed its answers (it is stopping)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_armed = False
+        self._tick: asyncio.Handle | None = None
+        self._writer_armed = False
         self._restarts = 0
         self._watchdog: asyncio.TimerHandle | None = None
         self.committed = 0
@@ -177,8 +179,17 @@ class ProcessAuditSink:
         token = self._token()
         self._unconfirmed[token] = _Sent(event, done, time.monotonic())
         self._lingering += encode_event(token, True, event)
-        self._flush()
+        if self._tick is None:
+            # The first waited event of a loop iteration goes at once (a lone call's start is
+            # flushed while its tool runs); the others of the same iteration join it in one write.
+            self._flush()
+            self._tick = loop.call_soon(self._end_tick)
         return done
+
+    def _end_tick(self) -> None:
+        self._tick = None
+        if self._lingering:
+            self._flush()
 
     def submit(self, event: AuditEvent) -> None:
         """Record ``event`` with the next transaction, without waiting. Never raises: while the
@@ -261,6 +272,7 @@ class ProcessAuditSink:
             if pipe is not None and not pipe.closed:
                 loop.remove_reader(pipe.fileno())
                 loop.remove_writer(pipe.fileno())
+        self._writer_armed = False
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -297,10 +309,12 @@ class ProcessAuditSink:
             if len(self._output) > _MAX_OUTPUT:
                 self._kill("the audit writer does not read its input")
                 return
-            if self._loop is not None:
+            if self._loop is not None and not self._writer_armed:
                 self._loop.add_writer(stdin.fileno(), self._on_writable)
-        elif self._loop is not None:
+                self._writer_armed = True
+        elif self._writer_armed and self._loop is not None:
             self._loop.remove_writer(stdin.fileno())
+            self._writer_armed = False
 
     def _on_writable(self) -> None:
         self._write_out()
@@ -451,6 +465,7 @@ class ProcessAuditSink:
         if stdin is not None and not stdin.closed:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_writer(stdin.fileno())
+            self._writer_armed = False
             with contextlib.suppress(OSError):
                 stdin.close()
 
