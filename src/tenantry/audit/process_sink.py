@@ -33,7 +33,7 @@ from tenantry.audit.events import CALL_OUTCOMES, AuditEvent
 from tenantry.audit.sink import AuditObserver
 from tenantry.audit.spill import SpillFile
 from tenantry.audit.store.base import ServerInstance
-from tenantry.audit.wire import MAX_LINE, decode_reply, encode_event
+from tenantry.audit.wire import MAX_LINE, STORE_URL_VARIABLE, decode_reply, encode_event
 from tenantry.core.errors import AuditUnavailable
 
 __all__ = ["ProcessAuditSink", "WriterCommand"]
@@ -62,8 +62,6 @@ class WriterCommand:
             sys.executable,
             "-m",
             "tenantry.audit.writer_process",
-            "--store",
-            self.store_url or "",
             "--data-dir",
             str(self.data_dir),
             "--busy-timeout",
@@ -242,6 +240,8 @@ class ProcessAuditSink:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
+            # Not on the command line, which every local user can read: a PostgreSQL URL holds a password.
+            env={**os.environ, STORE_URL_VARIABLE: self._command.store_url or ""},  # noqa: TID251 - handed on, not read
         )
         assert process.stdin is not None and process.stdout is not None
         os.set_blocking(process.stdin.fileno(), False)

@@ -17,7 +17,10 @@ import pydantic_core
 
 from tenantry.audit.events import AuditEvent
 
-__all__ = ["MAX_LINE", "encode_event", "decode_event", "encode_reply", "decode_reply"]
+__all__ = ["MAX_LINE", "STORE_URL_VARIABLE", "encode_event", "decode_event", "encode_reply", "decode_reply"]
+
+STORE_URL_VARIABLE = "TENANTRY_AUDIT_WRITER_STORE"
+"""The audit store's URL is handed to the writer in its environment, never on its command line."""
 
 MAX_LINE = 1 << 20
 """An event is bounded long before this (see :class:`AuditEvent`); a longer line is a bug."""

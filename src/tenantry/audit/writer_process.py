@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tenantry.audit.store.base import ServerInstance
 from tenantry.audit.store.factory import open_audit_store
-from tenantry.audit.wire import MAX_LINE, decode_event, encode_reply
+from tenantry.audit.wire import MAX_LINE, STORE_URL_VARIABLE, decode_event, encode_reply
 from tenantry.audit.writer import DurableAuditSink
 from tenantry.logs import configure_logging
 
@@ -54,7 +54,6 @@ class _Replies:
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tenantry-audit-writer")
-    parser.add_argument("--store", default="", help="audit.url (empty: <data-dir>/audit.sqlite3)")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--busy-timeout", type=float, default=2.0)
     parser.add_argument("--spill", type=Path, required=True)
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(args.log_level, args.log_format)
     replies = _Replies(sys.stdout.fileno())
-    store_url = args.store or None
+    store_url = os.environ.pop(STORE_URL_VARIABLE, "") or None  # noqa: TID251 - set by the server
     sink = DurableAuditSink(
         lambda: open_audit_store(store_url, args.data_dir, busy_timeout=args.busy_timeout),
         probe_interval=args.probe_interval,
