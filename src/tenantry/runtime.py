@@ -408,6 +408,8 @@ class Runtime:
         return self.data_dir / "tenants" / tenant_id
 
     def close(self) -> None:
+        if isinstance(self._audit, ProcessAuditSink):
+            self._audit.close()  # a no-op after the server's own aclose
         if self._scopes is not None:
             self._scopes.close()
         self.store.close()

@@ -231,3 +231,11 @@ async def test_the_store_url_reaches_the_writer_but_never_its_command_line(tmp_p
     finally:
         store.close()
     assert not (tmp_path / "audit.sqlite3").exists()
+
+
+def test_closing_without_an_event_loop_still_commits_and_stops_the_writer(tmp_path: Path) -> None:
+    sink = sink_for(tmp_path)
+    sink.submit(outcome("r0"))  # no running loop: written at once
+    sink.close()
+    assert sink._process.poll() == 0
+    assert [r["request_id"] for r in stream(tmp_path)] == ["r0"]

@@ -232,6 +232,23 @@ class ProcessAuditSink:
         if self._unconfirmed:
             self._writer_lost("the audit writer stopped before confirming every record")
 
+    def close(self) -> None:
+        """Without an event loop (a runtime closed without :meth:`aclose`): let the writer commit
+        what it has and stop; what it never confirmed goes to the spill file."""
+        if self._closing:
+            return
+        self._closing = True
+        self._flush()
+        self._close_pipe_in()
+        try:
+            self._process.wait(timeout=10.0)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._read_available()
+        if self._unconfirmed:
+            self._writer_lost("the audit writer stopped before confirming every record")
+
     # -- the writer process -------------------------------------------------------------------
 
     def _spawn(self) -> subprocess.Popen[bytes]:
