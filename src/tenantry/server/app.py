@@ -149,6 +149,9 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         idle_timeout=settings.server.session_idle_timeout,
         limits_for=runtime.directory.limits,
         closer=_session_closer(manager),
+        budget=RecordBudget(
+            per_source=settings.audit.refused_records_per_source, overall=settings.audit.refused_records_total
+        ),
     )
     authenticator = Authenticator(
         verifier=verifier,
@@ -207,7 +210,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             tasks.start_soon(runtime.directory.run)
             tasks.start_soon(sessions.reap_idle)
             tasks.start_soon(checkpointer.run, runtime.audit_store)
-            tasks.start_soon(_maintain_credentials, runtime, verifier, authenticator, dispatcher)
+            tasks.start_soon(_maintain_credentials, runtime, verifier, authenticator, dispatcher, sessions)
             if notifier is not None:
                 tasks.start_soon(notifier.run)
             if dedicated is not None:
@@ -412,7 +415,11 @@ _PRUNE_EVERY = 30  # maintenance rounds between prunes of expired revocations
 
 
 async def _maintain_credentials(
-    runtime: Runtime, verifier: CredentialRouter, authenticator: Authenticator, dispatcher: Dispatcher
+    runtime: Runtime,
+    verifier: CredentialRouter,
+    authenticator: Authenticator,
+    dispatcher: Dispatcher,
+    sessions: SessionRegistry,
 ) -> None:
     """Warm the identity providers' key caches, then periodically retire signing keys whose
     overlap has passed (persisted and audited), prune expired revocations, and summarise the
@@ -442,6 +449,7 @@ async def _maintain_credentials(
                 await runtime.bulkheads.run_system(lambda: runtime.store.prune_revocations(int(time.time())))
             await authenticator.record_suppressed()
             await dispatcher.record_suppressed()
+            await sessions.record_suppressed()
         except TenantryError as exc:
             logger.warning("credential maintenance failed; will retry", extra={"code": exc.code})
         await anyio.sleep(_MAINTENANCE_INTERVAL)
