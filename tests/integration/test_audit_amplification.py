@@ -101,3 +101,29 @@ def test_hijack_attempts_are_recorded_within_the_audit_record_budget(server: Run
         one_by_one = [r for r in hijacks(server, tenant) if "suppressed" not in (r.get("detail") or {})]
         assert len(one_by_one) == 5, (tenant, len(one_by_one))  # the budget: 5 per address and stream
         assert summarised(tenant) == ATTEMPTS - 5, tenant  # the rest counted, none lost
+
+
+def exchange(server: RunningServer, key: str) -> httpx2.Response:
+    return httpx2.post(
+        server.base_url + "/oauth/token", data={"grant_type": "client_credentials"}, auth=(key.split("_")[2], key)
+    )
+
+
+def test_token_exchanges_are_counted_against_the_tenants_limits(server: RunningServer) -> None:
+    acme_key = server.cli("apikey", "create", "--tenant", "acme", "--tools", "whoami").stdout.strip()
+    globex_key = server.cli("apikey", "create", "--tenant", "globex", "--tools", "whoami").stdout.strip()
+    set_limits(server, "acme", "burst=3", "calls_per_second=0.5")
+    began = time.monotonic()
+    answers = [exchange(server, acme_key) for _ in range(ATTEMPTS)]
+    allowed = 5 + int((time.monotonic() - began) * 0.5)
+    statuses = [a.status_code for a in answers]
+    # The positive control: the first ones get their tokens.
+    assert statuses[:3] == [200] * 3, statuses
+    assert statuses.count(200) <= allowed and set(statuses) == {200, 429}, statuses
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.json()["error"] == "invalid_request" and int(refused.headers["Retry-After"]) >= 1
+    assert "access_token" not in refused.json()
+    # Another tenant's key is exchanged as before.
+    assert exchange(server, globex_key).status_code == 200
+    issued = [r for r in server.audit_records("acme") if r["event_type"] == "token_issued"]
+    assert len(issued) == statuses.count(200)  # every token issued is audited, and only those

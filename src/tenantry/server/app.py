@@ -102,12 +102,13 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
     verifier = runtime.credential_verifier()
     failures = FailedAttempts(settings.auth.failed_attempts)
     gateway = build_gateway(runtime, app)
+    limiter = runtime.tenant_limiter()
     dispatcher = Dispatcher(
         app,
         runtime.directory,
         runtime.scopes,
         runtime.audit,
-        limiter=runtime.tenant_limiter(),
+        limiter=limiter,
         upstream_invoker=UpstreamInvoker(gateway),
         dedicated=dedicated,
         max_result_bytes=settings.tools.max_result_bytes,
@@ -243,6 +244,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             audience=runtime.endpoints.issuer,
             resource=runtime.endpoints.resource,
             ledger=runtime.assertion_ledger(),
+            limiter=limiter,
         ),
         *discovery_routes(
             runtime.endpoints,
