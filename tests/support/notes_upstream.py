@@ -26,13 +26,14 @@ def reader(text: str) -> Callable[[], Awaitable[str]]:
 def main() -> None:
     root = Path(sys.argv[1])
     server = MCPServer("notes")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
 
     @server.tool()
     async def count() -> int:
         """How many notes you have."""
-        return sum(1 for p in root.rglob("*") if p.is_file())
+        return len(files)
 
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in files:
         relative = path.relative_to(root).as_posix()
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()] or [""]
         server.add_resource(
