@@ -45,6 +45,7 @@ from tenantry.gateway.invoker import UpstreamInvoker
 from tenantry.ratelimit.failures import FailedAttempts
 from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.record_budget import RecordBudget
+from tenantry.ratelimit.requests import RequestBudget
 from tenantry.runtime import MCP_PATH, Runtime
 from tenantry.server.alerts import AlertRecorder, WebhookNotifier
 from tenantry.server.authn import Authenticator
@@ -177,6 +178,12 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         challenge_scope=scope_map.challenge_scope(app.tools.keys()),
         single_exchange=SingleExchange(mcp_server, lambda: manager.lifespan_state),
         live_session=_live_session(manager, list_changed),
+        requests=RequestBudget(runtime.directory.limits),
+        pacer=RefusalPacer(
+            hold=settings.limits.refusal_hold,
+            per_tenant=settings.limits.refusals_held_per_tenant,
+            overall=settings.limits.refusals_held_total,
+        ),
     )
 
     checkpointer = runtime.checkpointer()

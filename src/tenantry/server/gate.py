@@ -1,7 +1,7 @@
 """The ``/mcp`` gate: one ASGI step in front of the SDK that runs every HTTP-level check in order.
 
 1. ``Host``/``Origin`` policy (before any token work),
-2. bearer authentication, tenant existence and kill switch,
+2. bearer authentication, tenant existence and kill switch, the tenant's request budget,
 3. session ownership for handshake-era requests carrying ``Mcp-Session-Id``,
 4. method, content type, size and JSON envelope of the body,
 
@@ -24,7 +24,9 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
 from tenantry.core.calls import Caller
-from tenantry.core.errors import TenantryError
+from tenantry.core.errors import RateLimited, TenantryError
+from tenantry.ratelimit.pacing import RefusalPacer
+from tenantry.ratelimit.requests import RequestBudget
 from tenantry.server.authn import Authenticator, sdk_identity
 from tenantry.server.errors import error_response
 from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, check_http_method, read_checked_message
@@ -58,8 +60,12 @@ class McpGate:
         challenge_scope: str | None = None,
         single_exchange: SingleExchange | None = None,
         live_session: Callable[[str, Scope], tuple[Connection, AbstractContextManager[None]] | None] | None = None,
+        requests: RequestBudget | None = None,
+        pacer: RefusalPacer | None = None,
     ) -> None:
         self._handler = handler
+        self._requests = requests
+        self._pacer = pacer
         self._single_exchange = None if sse_responses else single_exchange
         self._live_session = live_session
         self._step_up = step_up
@@ -88,6 +94,15 @@ class McpGate:
         except TenantryError as exc:
             await self._refuse(exc, request_id, scope, receive, send)
             return
+        if self._requests is not None:
+            try:
+                self._requests.admit(principal.tenant_id)
+            except RateLimited as exc:
+                # Held before it is answered (bounded): a client looping on refusals slows itself down.
+                if self._pacer is not None:
+                    await self._pacer.pace(principal.tenant_id, exc.retry_after)
+                await self._refuse(exc, request_id, scope, receive, send)
+                return
         version = headers.get("mcp-protocol-version")
         handshake_era = version is None or version in HANDSHAKE_PROTOCOL_VERSIONS
         # In the sessionless era a client's Mcp-Session-Id proves nothing: it never reaches the

@@ -1,0 +1,55 @@
+"""Every request of a tenant is counted in one-second windows, whatever its method."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenantry.core.errors import RateLimited
+from tenantry.core.limits import TenantLimits
+from tenantry.ratelimit.requests import RequestBudget
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def budget(clock: Clock, **limits: int) -> RequestBudget:
+    per_tenant = {"acme": TenantLimits(requests_per_second=limits.get("acme", 3)), "globex": TenantLimits()}
+    return RequestBudget(per_tenant.__getitem__, clock=clock)
+
+
+def test_a_tenant_over_its_requests_per_second_is_refused_with_retry_after() -> None:
+    clock = Clock()
+    requests = budget(clock)
+    for _ in range(3):
+        requests.admit("acme")  # the positive control: up to the limit
+    with pytest.raises(RateLimited) as refused:
+        requests.admit("acme")
+    assert refused.value.retry_after == 1 and "3 requests within a second" in refused.value.message
+
+
+def test_another_tenant_and_the_next_second_are_untouched() -> None:
+    clock = Clock()
+    requests = budget(clock)
+    for _ in range(3):
+        requests.admit("acme")
+    with pytest.raises(RateLimited):
+        requests.admit("acme")
+    for _ in range(200):
+        requests.admit("globex")  # its own budget (the default, 200)
+    with pytest.raises(RateLimited):
+        requests.admit("globex")
+    clock.now += 1
+    requests.admit("acme")
+
+
+def test_the_budget_forgets_tenants_past_its_bound() -> None:
+    clock = Clock()
+    requests = RequestBudget(lambda tenant: TenantLimits(requests_per_second=1), clock=clock, max_tenants=10)
+    for n in range(25):
+        requests.admit(f"t{n}")
+    assert len(requests._windows) <= 10
