@@ -60,3 +60,25 @@ def test_the_default_request_limit_leaves_an_ordinary_client_alone(server: Runni
     token = server.token("acme", "alice")
     codes = {tools_list(server, token).status_code for _ in range(50)}
     assert codes == {200}
+
+
+def test_refused_credentials_in_a_loop_are_held_and_valid_ones_are_not(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", env={"TENANTRY_AUTH__FAILED_ATTEMPTS": "5/minute"})
+    try:
+        valid = server.token("acme", "alice")
+        took: list[float] = []
+        for _ in range(12):
+            sent = time.monotonic()
+            refused = tools_list(server, "garbage")
+            took.append(time.monotonic() - sent)
+            assert refused.status_code == 401 and "WWW-Authenticate" in refused.headers
+        # The positive control: a client's first refusals (the 401 that starts discovery) are at once.
+        assert max(took[:5]) < 0.2, took
+        # Past 5 a minute from this address, each is held (between half the hold and all of it).
+        assert min(took[6:]) >= 0.2, took
+        # A valid credential from the same address is never held.
+        sent = time.monotonic()
+        assert tools_list(server, valid).status_code == 200
+        assert time.monotonic() - sent < 0.2
+    finally:
+        server.stop()

@@ -46,6 +46,7 @@ from tenantry.ratelimit.failures import FailedAttempts
 from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.ratelimit.requests import RequestBudget
+from tenantry.ratelimit.windows import MovingWindow
 from tenantry.runtime import MCP_PATH, Runtime
 from tenantry.server.alerts import AlertRecorder, WebhookNotifier
 from tenantry.server.authn import Authenticator
@@ -180,6 +181,12 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         live_session=_live_session(manager, list_changed),
         requests=RequestBudget(runtime.directory.limits),
         pacer=RefusalPacer(
+            hold=settings.limits.refusal_hold,
+            per_tenant=settings.limits.refusals_held_per_tenant,
+            overall=settings.limits.refusals_held_total,
+        ),
+        refused_credentials=MovingWindow(settings.auth.failed_attempts, max_keys=100_000),
+        address_pacer=RefusalPacer(
             hold=settings.limits.refusal_hold,
             per_tenant=settings.limits.refusals_held_per_tenant,
             overall=settings.limits.refusals_held_total,

@@ -27,7 +27,8 @@ from tenantry.core.calls import Caller
 from tenantry.core.errors import RateLimited, TenantryError
 from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.requests import RequestBudget
-from tenantry.server.authn import Authenticator, sdk_identity
+from tenantry.ratelimit.windows import MovingWindow
+from tenantry.server.authn import Authenticator, failure_key, sdk_identity
 from tenantry.server.errors import error_response
 from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, check_http_method, read_checked_message
 from tenantry.server.headers import RequestHeaders
@@ -62,10 +63,14 @@ class McpGate:
         live_session: Callable[[str, Scope], tuple[Connection, AbstractContextManager[None]] | None] | None = None,
         requests: RequestBudget | None = None,
         pacer: RefusalPacer | None = None,
+        refused_credentials: MovingWindow | None = None,
+        address_pacer: RefusalPacer | None = None,
     ) -> None:
         self._handler = handler
         self._requests = requests
         self._pacer = pacer
+        self._refused_credentials = refused_credentials
+        self._address_pacer = address_pacer
         self._single_exchange = None if sse_responses else single_exchange
         self._live_session = live_session
         self._step_up = step_up
@@ -92,6 +97,7 @@ class McpGate:
         try:
             principal = await self._authenticator.authenticate(headers, address=address, request_id=request_id)
         except TenantryError as exc:
+            await self._hold_refusal(address)
             await self._refuse(exc, request_id, scope, receive, send)
             return
         if self._requests is not None:
@@ -194,6 +200,17 @@ class McpGate:
             if self._single_exchange is not None:
                 self._single_exchange.cancel_session(session_id)
             await self._sessions.close(session_id, caller, "client_closed")
+
+    async def _hold_refusal(self, address: str | None) -> None:
+        """Past a few refused credentials from one client, hold each further refusal (bounded) before
+        answering it: a loop of garbage or expired tokens then costs the server a few requests a
+        second per connection instead of hundreds, and a client's first refusals (the 401 that
+        starts OAuth discovery) are answered at once."""
+        if self._refused_credentials is None or self._address_pacer is None or address is None:
+            return
+        key = failure_key(address) or "unknown"
+        if not self._refused_credentials.hit(key):
+            await self._address_pacer.pace(key, None)
 
     async def _answered_here(
         self,
