@@ -31,7 +31,7 @@ def tools_list(server: RunningServer, token: str) -> httpx2.Response:
 
 
 def test_a_tenant_listing_in_a_loop_is_refused_past_its_request_limit(server: RunningServer) -> None:
-    server.cli("tenant", "limits", "acme", "requests_per_second=5")
+    server.cli("tenant", "limits", "acme", "requests_per_second=5", "burst=2")
     time.sleep(0.6)  # the server's next control-plane poll
     acme, globex = server.token("acme", "flooder"), server.token("globex", "quiet")
     answers: list[tuple[httpx2.Response, float]] = []
@@ -60,6 +60,17 @@ def test_the_default_request_limit_leaves_an_ordinary_client_alone(server: Runni
     token = server.token("acme", "alice")
     codes = {tools_list(server, token).status_code for _ in range(50)}
     assert codes == {200}
+
+
+def test_raising_a_tenants_call_burst_raises_its_request_limit_with_it(server: RunningServer) -> None:
+    server.cli("tenant", "limits", "acme", "requests_per_second=5", "burst=50")
+    time.sleep(0.6)
+    token = server.token("acme", "busy")
+    began = time.monotonic()
+    codes = [tools_list(server, token).status_code for _ in range(40)]
+    if time.monotonic() - began < 1.0:  # 40 requests within one second: over 5, under 2 x 50
+        assert set(codes) == {200}, codes
+    assert codes.count(200) >= 20, codes
 
 
 def test_refused_credentials_in_a_loop_are_held_and_valid_ones_are_not(tmp_path: Path) -> None:

@@ -18,7 +18,10 @@ class Clock:
 
 
 def budget(clock: Clock, **limits: int) -> RequestBudget:
-    per_tenant = {"acme": TenantLimits(requests_per_second=limits.get("acme", 3)), "globex": TenantLimits()}
+    per_tenant = {
+        "acme": TenantLimits(requests_per_second=limits.get("acme", 3), burst=1),
+        "globex": TenantLimits(),
+    }
     return RequestBudget(per_tenant.__getitem__, clock=clock)
 
 
@@ -49,7 +52,16 @@ def test_another_tenant_and_the_next_second_are_untouched() -> None:
 
 def test_the_budget_forgets_tenants_past_its_bound() -> None:
     clock = Clock()
-    requests = RequestBudget(lambda tenant: TenantLimits(requests_per_second=1), clock=clock, max_tenants=10)
+    requests = RequestBudget(lambda tenant: TenantLimits(requests_per_second=1, burst=1), clock=clock, max_tenants=10)
     for n in range(25):
         requests.admit(f"t{n}")
     assert len(requests._windows) <= 10
+
+
+def test_the_request_limit_is_never_below_twice_the_call_burst() -> None:
+    clock = Clock()
+    requests = RequestBudget(lambda tenant: TenantLimits(requests_per_second=3, burst=10), clock=clock)
+    for _ in range(20):
+        requests.admit("acme")
+    with pytest.raises(RateLimited):
+        requests.admit("acme")

@@ -42,7 +42,8 @@ class TenantLimits:
     """Worker threads the tenant's blocking work (SQL, files, secrets, sync tools) may occupy."""
     requests_per_second: int = 200
     """Requests of any kind on ``/mcp`` within one second (lists, pings, notifications and calls
-    alike), per server process: what the call limits do not count still costs the server."""
+    alike), per server process: what the call limits do not count still costs the server. Never
+    below twice ``burst``, so that raising a tenant's call limits raises this one with them."""
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TenantLimits:
         """These limits with ``overrides`` (already validated by :func:`parse_limit_overrides`)."""

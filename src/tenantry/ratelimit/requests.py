@@ -7,7 +7,8 @@ refused call: parsed, authenticated and answered on the event loop every tenant 
 uncounted, one tenant listing its tools in a loop over a few dozen connections raised another
 tenant's p99 latency more than tenfold (outside attack review). Here every authenticated
 request of a tenant is counted in one-second windows against ``requests_per_second``, per
-server process (it bounds this process's work, like ``concurrent_calls``).
+server process (it bounds this process's work, like ``concurrent_calls``), and never below
+twice the tenant's call ``burst``.
 
 Memory: one small entry per tenant that has made a request (only verified principals of known
 tenants get here), bounded by ``max_tenants``.
@@ -52,7 +53,10 @@ class RequestBudget:
                 self._windows.clear()  # only ever favours the tenants forgotten
             self._windows[tenant_id] = [second, 1]
             return
-        limit = self._limits_for(tenant_id).requests_per_second
+        limits = self._limits_for(tenant_id)
+        # Never below twice the call burst: a tenant whose call limits were raised is not capped by
+        # a request limit nobody raised with them (each call is a request too).
+        limit = max(limits.requests_per_second, 2 * limits.burst)
         if window[1] >= limit:
             raise RateLimited(
                 f"more than {limit} requests within a second (this tenant's request limit)", retry_after=1
