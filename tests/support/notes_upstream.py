@@ -2,7 +2,8 @@
 
 Rooted in the directory it is given (the gateway passes ``{tenant_dir}``), it lists each file
 there as a resource whose description quotes the file's first and last lines, as many file
-servers describe their files. Imports nothing from ``tenantry``.
+servers describe their files, and writes notes there (``write``), as file servers do. Imports
+nothing from ``tenantry``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def main() -> None:
     async def count() -> int:
         """How many notes you have."""
         return len(files)
+
+    @server.tool()
+    def write(name: str, text: str) -> int:
+        """Write a note; how many bytes were written."""
+        if "/" in name or name.startswith("."):
+            raise ValueError("plain names only")
+        return (root / name).write_text(text)
 
     for path in files:
         relative = path.relative_to(root).as_posix()
