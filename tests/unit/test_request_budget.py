@@ -1,4 +1,4 @@
-"""Every request of a tenant is counted in one-second windows, whatever its method."""
+"""Every request of a tenant is counted (a token bucket of one second's worth), whatever its method."""
 
 from __future__ import annotations
 
@@ -47,7 +47,24 @@ def test_another_tenant_and_the_next_second_are_untouched() -> None:
     with pytest.raises(RateLimited):
         requests.admit("globex")
     clock.now += 1
-    requests.admit("acme")
+    for _ in range(3):
+        requests.admit("acme")  # a second later, a second's worth again
+
+
+def test_a_flooding_tenant_is_admitted_at_an_even_pace() -> None:
+    clock = Clock()
+    requests = budget(clock, acme=10)
+    for _ in range(10):
+        requests.admit("acme")
+    admitted = 0
+    for _ in range(100):  # 100 tries over one second, every 10 ms
+        clock.now += 0.01
+        try:
+            requests.admit("acme")
+            admitted += 1
+        except RateLimited:
+            pass
+    assert 9 <= admitted <= 10  # the refill, one every 100 ms, not a burst of 10
 
 
 def test_the_budget_forgets_tenants_past_its_bound() -> None:
@@ -55,7 +72,7 @@ def test_the_budget_forgets_tenants_past_its_bound() -> None:
     requests = RequestBudget(lambda tenant: TenantLimits(requests_per_second=1, burst=1), clock=clock, max_tenants=10)
     for n in range(25):
         requests.admit(f"t{n}")
-    assert len(requests._windows) <= 10
+    assert len(requests._buckets) <= 10
 
 
 def test_the_request_limit_is_never_below_twice_the_call_burst() -> None:
