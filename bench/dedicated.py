@@ -48,7 +48,15 @@ def add_dedicated_tenant(workdir: Path, logical: Target) -> Target:
         return subprocess.run([TENANTRY, *args], env=env, check=True, capture_output=True, text=True).stdout.strip()
 
     cli("tenant", "create", DEDICATED, "--tools", "echo", "--tier", "dedicated")
-    cli("tenant", "limits", DEDICATED, "calls_per_second=1000000", "burst=1000000", "concurrent_calls=1024")
+    cli(
+        "tenant",
+        "limits",
+        DEDICATED,
+        "calls_per_second=1000000",
+        "burst=1000000",
+        "concurrent_calls=1024",
+        "requests_per_second=10000000",
+    )
     time.sleep(2.0)  # the server's next control-plane poll
     token = cli("token", "issue", "--tenant", DEDICATED, "--sub", "bench", "--ttl", "60m")
     return Target("dedicated", logical.mcp_url, token, logical.process)

@@ -44,7 +44,15 @@ def start_gateway(workdir: Path, upstream: Target) -> Target:
     cli("tenant", "create", "bench")
     cli("upstream", "add", "up", "--url", upstream.mcp_url, "--allow-private")
     cli("tenant", "grant", "bench", "up__echo", "echo")
-    cli("tenant", "limits", "bench", "calls_per_second=1000000", "burst=1000000", "concurrent_calls=1024")
+    cli(
+        "tenant",
+        "limits",
+        "bench",
+        "calls_per_second=1000000",
+        "burst=1000000",
+        "concurrent_calls=1024",
+        "requests_per_second=10000000",
+    )
     time.sleep(2.0)  # the server's next control-plane poll sees the tenant and the upstream
     token = cli("token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m")
     return Target("gateway", f"http://127.0.0.1:{port}/mcp", token, process)

@@ -52,7 +52,15 @@ def run_once(kind: str, calls: int) -> int:
         (workdir / "data" / "control.sqlite3").touch(mode=0o600)  # an empty store, made as serve would
         for command in (
             ["tenant", "create", "bench", "--tools", "echo", "--pending"],
-            ["tenant", "limits", "bench", "calls_per_second=1000000", "burst=1000000", "concurrent_calls=1024"],
+            [
+                "tenant",
+                "limits",
+                "bench",
+                "calls_per_second=1000000",
+                "burst=1000000",
+                "concurrent_calls=1024",
+                "requests_per_second=10000000",
+            ],
         ):
             subprocess.run([TENANTRY, *command], env=env, check=True, capture_output=True)
         if kind == "audit-off":

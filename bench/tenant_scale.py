@@ -36,7 +36,16 @@ def start(workdir: Path, tenants: int) -> tuple[Target, float]:
     subprocess.run([TENANTRY, "tenant", "import", str(specs)], env=env, check=True, capture_output=True)
     imported = time.perf_counter() - began
     subprocess.run(
-        [TENANTRY, "tenant", "limits", "bench", "calls_per_second=1000000", "burst=1000000", "concurrent_calls=1024"],
+        [
+            TENANTRY,
+            "tenant",
+            "limits",
+            "bench",
+            "calls_per_second=1000000",
+            "burst=1000000",
+            "concurrent_calls=1024",
+            "requests_per_second=10000000",
+        ],
         env=env,
         check=True,
         capture_output=True,

@@ -134,7 +134,16 @@ def start_tenantry(workdir: Path) -> Target:
     subprocess.run([TENANTRY, "tenant", "create", "bench", "--tools", "echo"], env=env, check=True, capture_output=True)
     # The benchmark measures the enforcement path, not the default limits: lift them well above the load.
     subprocess.run(
-        [TENANTRY, "tenant", "limits", "bench", "calls_per_second=1000000", "burst=1000000", "concurrent_calls=1024"],
+        [
+            TENANTRY,
+            "tenant",
+            "limits",
+            "bench",
+            "calls_per_second=1000000",
+            "burst=1000000",
+            "concurrent_calls=1024",
+            "requests_per_second=10000000",
+        ],
         env=env,
         check=True,
         capture_output=True,

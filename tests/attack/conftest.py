@@ -26,6 +26,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
             "TENANTRY_AUDIT__REFUSED_RECORDS_PER_SOURCE": "100000/minute",
             # The suite makes thousands of calls as acme in a few seconds; its limits are tested elsewhere.
             "TENANTRY_LIMITS__CALLS_PER_SECOND": "100000",
+            "TENANTRY_LIMITS__REQUESTS_PER_SECOND": "100000",
+            "TENANTRY_AUTH__FAILED_ATTEMPTS": "100000/minute",  # refused tokens are answered at once
             "TENANTRY_LIMITS__BURST": "1000000",
             "TENANTRY_LIMITS__CONCURRENT_CALLS": "1000",
         },

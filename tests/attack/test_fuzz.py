@@ -228,6 +228,8 @@ def fuzzing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzing]:
         # The fuzzer is one busy tenant by design: its own rate limit must not hide what it finds.
         "TENANTRY_LIMITS__CALLS_PER_SECOND": "100000",
         "TENANTRY_LIMITS__BURST": "100000",
+        "TENANTRY_LIMITS__REQUESTS_PER_SECOND": "100000",
+        "TENANTRY_AUTH__FAILED_ATTEMPTS": "100000/minute",  # refused tokens are answered at once
         "TENANTRY_AUDIT__REFUSED_RECORDS_PER_SOURCE": "100000/minute",
         "TENANTRY_AUDIT__REFUSED_RECORDS_TOTAL": "100000/minute",
     }

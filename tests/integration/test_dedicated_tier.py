@@ -109,7 +109,12 @@ WORKER_LIMITS = {
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("dedicated")
     (root / "dedicated_tools.py").write_text(APP)
-    env = {**WORKER_LIMITS, "TENANTRY_LIMITS__CALLS_PER_SECOND": "1000", "TENANTRY_LIMITS__BURST": "2000"}
+    env = {
+        **WORKER_LIMITS,
+        "TENANTRY_LIMITS__CALLS_PER_SECOND": "1000",
+        "TENANTRY_LIMITS__BURST": "2000",
+        "TENANTRY_LIMITS__REQUESTS_PER_SECOND": "10000",
+    }
     running = start_server(root / "data", demo=False, app="dedicated_tools:app", cwd=root, env=env)
     running.cli("tenant", "create", "acme", "--tools", TOOLS, "--tier", "dedicated")
     running.cli("tenant", "create", "globex", "--tools", TOOLS)

@@ -64,7 +64,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         root / "data",
         app="blocking_tools:app",
         cwd=root,
-        env={"TENANTRY_SERVER__DEBUG_SLOW_CALLBACKS": str(REPORTED), "TENANTRY_LIMITS__CALLS_PER_SECOND": "10000"},
+        env={
+            "TENANTRY_SERVER__DEBUG_SLOW_CALLBACKS": str(REPORTED),
+            "TENANTRY_LIMITS__CALLS_PER_SECOND": "10000",
+            "TENANTRY_LIMITS__REQUESTS_PER_SECOND": "100000",
+        },
     )
     running.cli("tenant", "create", "initech", "--tools", "block_the_loop")
     yield running

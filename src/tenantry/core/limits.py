@@ -40,6 +40,10 @@ class TenantLimits:
     """Seconds one statement may run on the tenant's embedded SQLite database."""
     blocking_threads: int = 4
     """Worker threads the tenant's blocking work (SQL, files, secrets, sync tools) may occupy."""
+    requests_per_second: int = 200
+    """Requests of any kind on ``/mcp`` within one second (lists, pings, notifications and calls
+    alike), per server process: what the call limits do not count still costs the server. Never
+    below twice ``burst``, so that raising a tenant's call limits raises this one with them."""
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TenantLimits:
         """These limits with ``overrides`` (already validated by :func:`parse_limit_overrides`)."""
@@ -62,6 +66,7 @@ LIMIT_MAXIMA: dict[str, float] = {
     "file_count": 10**9,
     "sql_statement_timeout": 86_400,
     "blocking_threads": 64,
+    "requests_per_second": 10_000_000,
 }
 """Largest value each limit accepts (beyond them a number stops being a limit and starts breaking things)."""
 _INTEGER = frozenset(name for name in LIMIT_NAMES if isinstance(getattr(TenantLimits(), name), int))

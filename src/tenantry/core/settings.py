@@ -242,6 +242,8 @@ class LimitSettings(_Section):
     file_count: int = Field(default=100_000, gt=0)
     sql_statement_timeout: float = Field(default=10.0, gt=0)
     blocking_threads: int = Field(default=4, gt=0, le=64)
+    requests_per_second: int = Field(default=200, gt=0, le=10_000_000)
+    """Requests of any kind on ``/mcp`` a tenant may make within one second (per server process)."""
     blocking_threads_total: int = Field(default=64, gt=0, le=1024)
     """Worker threads all tenants' blocking work may occupy together (not per tenant); the
     server's own work (control-plane polls, audit checkpoints) has 8 more that tenants never get."""

@@ -595,14 +595,20 @@ class Dispatcher:
             if variables is not None:
                 found = (resource, variables)
                 break
-        if found is None:
-            await self._record(caller, "access_denied", "denied", None, None, started, reason="resource_unavailable")
-            raise ResourceNotFound(uri)
-        resource, variables = found
-        tenant = await self._admit_tenant(caller, "access_denied", resource.name, {"uri": uri}, started)
+        # Admission before anything is recorded, as for tools/call: a read of a URI that exists
+        # nowhere costs a durable record, so it must be counted against the tenant's limits (and
+        # its refusals against the record budget) like any other read.
+        name = found[0].name if found is not None else None
+        tenant = await self._admit_tenant(caller, "access_denied", name, {"uri": uri}, started)
         limits = self._directory.limits(tenant.id)
-        slot = await self._admit_limits(caller, limits, "access_denied", resource.name, {"uri": uri}, started)
+        slot = await self._admit_limits(caller, limits, "access_denied", name, {"uri": uri}, started)
         try:
+            if found is None:
+                await self._record(
+                    caller, "access_denied", "denied", None, None, started, reason="resource_unavailable"
+                )
+                raise ResourceNotFound(uri)
+            resource, variables = found
             hashed = args_hash({"uri": uri})
             detail = _upstream_detail(resource, "upstream_resource")
             start = await self._start(caller, "resources/read", resource.name, hashed, started, detail)
@@ -684,13 +690,14 @@ class Dispatcher:
         started = time.perf_counter()
         visible = self.visible(caller)
         prompt = self._app.prompts.get(name)
-        if prompt is None or name not in visible:
-            await self._record(caller, "access_denied", "denied", name, None, started, reason="prompt_unavailable")
-            raise NotFound(f"Prompt not found: {bounded_text(name, NAME_LIMIT)}")
+        # Admission before anything is recorded (see read_resource).
         tenant = await self._admit_tenant(caller, "access_denied", name, arguments, started)
         limits = self._directory.limits(tenant.id)
         slot = await self._admit_limits(caller, limits, "access_denied", name, arguments, started)
         try:
+            if prompt is None or name not in visible:
+                await self._record(caller, "access_denied", "denied", name, None, started, reason="prompt_unavailable")
+                raise NotFound(f"Prompt not found: {bounded_text(name, NAME_LIMIT)}")
             try:
                 kwargs = prompt.metadata.validate_arguments(dict(arguments or {}))
             except ValidationError as exc:

@@ -45,6 +45,8 @@ from tenantry.gateway.invoker import UpstreamInvoker
 from tenantry.ratelimit.failures import FailedAttempts
 from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.record_budget import RecordBudget
+from tenantry.ratelimit.requests import RequestBudget
+from tenantry.ratelimit.windows import MovingWindow
 from tenantry.runtime import MCP_PATH, Runtime
 from tenantry.server.alerts import AlertRecorder, WebhookNotifier
 from tenantry.server.authn import Authenticator
@@ -102,12 +104,13 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
     verifier = runtime.credential_verifier()
     failures = FailedAttempts(settings.auth.failed_attempts)
     gateway = build_gateway(runtime, app)
+    limiter = runtime.tenant_limiter()
     dispatcher = Dispatcher(
         app,
         runtime.directory,
         runtime.scopes,
         runtime.audit,
-        limiter=runtime.tenant_limiter(),
+        limiter=limiter,
         upstream_invoker=UpstreamInvoker(gateway),
         dedicated=dedicated,
         max_result_bytes=settings.tools.max_result_bytes,
@@ -150,6 +153,9 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         idle_timeout=settings.server.session_idle_timeout,
         limits_for=runtime.directory.limits,
         closer=_session_closer(manager),
+        budget=RecordBudget(
+            per_source=settings.audit.refused_records_per_source, overall=settings.audit.refused_records_total
+        ),
     )
     authenticator = Authenticator(
         verifier=verifier,
@@ -174,6 +180,18 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         challenge_scope=scope_map.challenge_scope(app.tools.keys()),
         single_exchange=SingleExchange(mcp_server, lambda: manager.lifespan_state),
         live_session=_live_session(manager, list_changed),
+        requests=RequestBudget(runtime.directory.limits),
+        pacer=RefusalPacer(
+            hold=settings.limits.refusal_hold,
+            per_tenant=settings.limits.refusals_held_per_tenant,
+            overall=settings.limits.refusals_held_total,
+        ),
+        refused_credentials=MovingWindow(settings.auth.failed_attempts, max_keys=100_000),
+        address_pacer=RefusalPacer(
+            hold=settings.limits.refusal_hold,
+            per_tenant=settings.limits.refusals_held_per_tenant,
+            overall=settings.limits.refusals_held_total,
+        ),
     )
 
     checkpointer = runtime.checkpointer()
@@ -208,7 +226,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             tasks.start_soon(runtime.directory.run)
             tasks.start_soon(sessions.reap_idle)
             tasks.start_soon(checkpointer.run, runtime.audit_store)
-            tasks.start_soon(_maintain_credentials, runtime, verifier, authenticator, dispatcher)
+            tasks.start_soon(_maintain_credentials, runtime, verifier, authenticator, dispatcher, sessions)
             if notifier is not None:
                 tasks.start_soon(notifier.run)
             if dedicated is not None:
@@ -241,6 +259,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             audience=runtime.endpoints.issuer,
             resource=runtime.endpoints.resource,
             ledger=runtime.assertion_ledger(),
+            limiter=limiter,
         ),
         *discovery_routes(
             runtime.endpoints,
@@ -413,7 +432,11 @@ _PRUNE_EVERY = 30  # maintenance rounds between prunes of expired revocations
 
 
 async def _maintain_credentials(
-    runtime: Runtime, verifier: CredentialRouter, authenticator: Authenticator, dispatcher: Dispatcher
+    runtime: Runtime,
+    verifier: CredentialRouter,
+    authenticator: Authenticator,
+    dispatcher: Dispatcher,
+    sessions: SessionRegistry,
 ) -> None:
     """Warm the identity providers' key caches, then periodically retire signing keys whose
     overlap has passed (persisted and audited), prune expired revocations, and summarise the
@@ -443,6 +466,7 @@ async def _maintain_credentials(
                 await runtime.bulkheads.run_system(lambda: runtime.store.prune_revocations(int(time.time())))
             await authenticator.record_suppressed()
             await dispatcher.record_suppressed()
+            await sessions.record_suppressed()
         except TenantryError as exc:
             logger.warning("credential maintenance failed; will retry", extra={"code": exc.code})
         await anyio.sleep(_MAINTENANCE_INTERVAL)

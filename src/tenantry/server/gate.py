@@ -1,7 +1,7 @@
 """The ``/mcp`` gate: one ASGI step in front of the SDK that runs every HTTP-level check in order.
 
 1. ``Host``/``Origin`` policy (before any token work),
-2. bearer authentication, tenant existence and kill switch,
+2. bearer authentication, tenant existence and kill switch, the tenant's request budget,
 3. session ownership for handshake-era requests carrying ``Mcp-Session-Id``,
 4. method, content type, size and JSON envelope of the body,
 
@@ -24,8 +24,11 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
 from tenantry.core.calls import Caller
-from tenantry.core.errors import TenantryError
-from tenantry.server.authn import Authenticator, sdk_identity
+from tenantry.core.errors import RateLimited, TenantryError
+from tenantry.ratelimit.pacing import RefusalPacer
+from tenantry.ratelimit.requests import RequestBudget
+from tenantry.ratelimit.windows import MovingWindow
+from tenantry.server.authn import Authenticator, failure_key, sdk_identity
 from tenantry.server.errors import error_response
 from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, check_http_method, read_checked_message
 from tenantry.server.headers import RequestHeaders
@@ -58,8 +61,16 @@ class McpGate:
         challenge_scope: str | None = None,
         single_exchange: SingleExchange | None = None,
         live_session: Callable[[str, Scope], tuple[Connection, AbstractContextManager[None]] | None] | None = None,
+        requests: RequestBudget | None = None,
+        pacer: RefusalPacer | None = None,
+        refused_credentials: MovingWindow | None = None,
+        address_pacer: RefusalPacer | None = None,
     ) -> None:
         self._handler = handler
+        self._requests = requests
+        self._pacer = pacer
+        self._refused_credentials = refused_credentials
+        self._address_pacer = address_pacer
         self._single_exchange = None if sse_responses else single_exchange
         self._live_session = live_session
         self._step_up = step_up
@@ -86,8 +97,18 @@ class McpGate:
         try:
             principal = await self._authenticator.authenticate(headers, address=address, request_id=request_id)
         except TenantryError as exc:
+            await self._hold_refusal(address)
             await self._refuse(exc, request_id, scope, receive, send)
             return
+        if self._requests is not None:
+            try:
+                self._requests.admit(principal.tenant_id)
+            except RateLimited as exc:
+                # Held before it is answered (bounded): a client looping on refusals slows itself down.
+                if self._pacer is not None:
+                    await self._pacer.pace(principal.tenant_id, exc.retry_after)
+                await self._refuse(exc, request_id, scope, receive, send)
+                return
         version = headers.get("mcp-protocol-version")
         handshake_era = version is None or version in HANDSHAKE_PROTOCOL_VERSIONS
         # In the sessionless era a client's Mcp-Session-Id proves nothing: it never reaches the
@@ -179,6 +200,17 @@ class McpGate:
             if self._single_exchange is not None:
                 self._single_exchange.cancel_session(session_id)
             await self._sessions.close(session_id, caller, "client_closed")
+
+    async def _hold_refusal(self, address: str | None) -> None:
+        """Past a few refused credentials from one client, hold each further refusal (bounded) before
+        answering it: a loop of garbage or expired tokens then costs the server a few requests a
+        second per connection instead of hundreds, and a client's first refusals (the 401 that
+        starts OAuth discovery) are answered at once."""
+        if self._refused_credentials is None or self._address_pacer is None or address is None:
+            return
+        key = failure_key(address) or "unknown"
+        if not self._refused_credentials.hit(key):
+            await self._address_pacer.pace(key, None)
 
     async def _answered_here(
         self,

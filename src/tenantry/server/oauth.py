@@ -46,6 +46,7 @@ from tenantry.core.credentials import ApiKeyRecord
 from tenantry.core.errors import InvalidCredential, RateLimited, TenantryError
 from tenantry.core.ids import is_valid_subject, is_valid_tool_name
 from tenantry.ratelimit.failures import FailedAttempts
+from tenantry.ratelimit.tenant_limits import TenantLimiter
 from tenantry.server.authn import failure_key
 
 if TYPE_CHECKING:  # the provider verifier (and its HTTP client) loads only when providers are configured
@@ -131,8 +132,13 @@ def token_route(
     audience: str = "",
     resource: str = "",
     ledger: AssertionLedger | None = None,
+    limiter: TenantLimiter | None = None,
 ) -> Route:
     """The token endpoint.
+
+    :param limiter: the tenants' limits (the dispatcher's own limiter, so one budget): each token
+        issued is counted as one of the tenant's calls, since each costs a signature and a durable
+        ``token_issued`` record; over a limit the request gets ``429`` with ``Retry-After``.
 
     :param assertion_issuers: identity providers by issuer whose assertions the JWT-bearer grant
         accepts (those configured with ``identity_assertions``); none: the grant is unsupported.
@@ -177,6 +183,8 @@ def token_route(
             if tenant is None:
                 raise OAuthError("invalid_client", "client authentication failed", 401)
             raise OAuthError("access_denied", f"tenant {tenant.id!r} is halted by an administrator", 403)
+        if limiter is not None:
+            await _admit(tenant.id)
         tools = set(record.tools) & tenant.grants
         subject, ttl = api_key_subject(record.key_id), None
         detail: dict[str, object] = {"grant": grant, "key_id": record.key_id}
@@ -234,6 +242,17 @@ def token_route(
             media_type="application/json",
             headers={**_NO_STORE, "X-Request-Id": request_id},
         )
+
+    async def _admit(tenant_id: str) -> None:
+        assert limiter is not None
+        try:
+            slot = await limiter.admit(tenant_id, directory.limits(tenant_id))
+        except RateLimited as exc:  # its rate, its burst, its daily quota
+            # Refused without an audit record: the limit is what bounds the records.
+            raise OAuthError("invalid_request", exc.message, 429, exc.retry_after or 1) from None
+        except TenantryError as exc:  # the limits storage is unreachable and the limiter fails closed
+            raise OAuthError("temporarily_unavailable", exc.message, 503) from None
+        slot.release()  # a token exchange is over when it is answered: nothing stays in flight
 
     async def _assertion(
         form: dict[str, str], record: ApiKeyRecord, address: str | None, request_id: str

@@ -18,10 +18,12 @@ import anyio
 
 from tenantry.audit.events import AuditEvent, EventType
 from tenantry.audit.sink import AuditSink
+from tenantry.core.addresses import address_bucket
 from tenantry.core.calls import Caller
 from tenantry.core.errors import SessionLimitReached, SessionNotFound, TenantryError
 from tenantry.core.identity import PrincipalKey
 from tenantry.core.limits import TenantLimits
+from tenantry.ratelimit.record_budget import RecordBudget
 
 __all__ = ["SessionRegistry", "BoundSession", "SessionCloser"]
 
@@ -45,6 +47,10 @@ SessionCloser = Callable[[str], Awaitable[None]]
 class SessionRegistry:
     """:param limits_for: a tenant's effective limits (``sessions``, ``session_idle``).
     :param closer: ends a session's transport when the registry closes it (idle, halted tenant).
+    :param budget: how many hijack-attempt records one client address may cause per stream; the
+        rest are counted and summarised (:meth:`record_suppressed`). Presenting a session id of
+        another principal costs the presenter one request, so it must not cost the server an
+        unbounded number of durable records (two per attempt, one in each tenant's stream).
     """
 
     def __init__(
@@ -54,8 +60,10 @@ class SessionRegistry:
         idle_timeout: float,
         limits_for: Callable[[str], TenantLimits] | None = None,
         closer: SessionCloser | None = None,
+        budget: RecordBudget | None = None,
     ) -> None:
         self._audit = audit
+        self._budget = budget or RecordBudget()
         self._idle_timeout = idle_timeout
         self._limits_for = limits_for or (lambda tenant_id: TenantLimits(session_idle=idle_timeout))
         self._closer = closer
@@ -155,23 +163,44 @@ class SessionRegistry:
         return len(ids)
 
     async def _audit_hijack(self, caller: Caller, session_id: str, bound: BoundSession) -> None:
-        await self._record(
-            "session_hijack_attempt",
-            caller.tenant_id,
-            caller.principal.subject,
-            session_id,
-            caller,
-            reason="session belongs to another principal",
-        )
-        await self._record(
-            "session_hijack_attempt",
-            bound.tenant_id,
-            bound.subject,
-            session_id,
-            caller,
-            reason="another principal presented this session id",
-            own_address=False,
-        )
+        source = "addr:" + address_bucket(caller.client_address) if caller.client_address else "unknown"
+        if self._budget.admit(caller.tenant_id, source):
+            await self._record(
+                "session_hijack_attempt",
+                caller.tenant_id,
+                caller.principal.subject,
+                session_id,
+                caller,
+                reason="session belongs to another principal",
+            )
+        if self._budget.admit(bound.tenant_id, source):
+            await self._record(
+                "session_hijack_attempt",
+                bound.tenant_id,
+                bound.subject,
+                session_id,
+                caller,
+                reason="another principal presented this session id",
+                own_address=False,
+            )
+
+    async def record_suppressed(self) -> None:
+        """One summary record per stream for the hijack attempts over the record budget since last time."""
+        for stream, counts in self._budget.take_suppressed().items():
+            total = sum(counts.values())
+            try:
+                await self._audit.record(
+                    AuditEvent(
+                        event_type="session_hijack_attempt",
+                        tenant_id=stream,
+                        result_status="rejected",
+                        reason=f"{total} further attempts to use another principal's session not recorded one by one"
+                        " (audit record budget)",
+                        detail={"suppressed": total, "sources": len(counts)},
+                    )
+                )
+            except TenantryError:
+                logger.warning("could not audit suppressed hijack attempts", extra={"tenant_id": stream})
 
     async def _record(
         self,

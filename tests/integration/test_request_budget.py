@@ -1,0 +1,95 @@
+"""A tenant's requests of every kind are bounded, not only its calls (outside attack review).
+
+``tools/list`` in a loop over a few dozen connections used to go unlimited (about 1,600 a second
+from one tenant at default limits) and raised another tenant's p99 latency more than tenfold.
+Now each tenant has ``requests_per_second``; past it a request is refused ``429 rate_limited``
+with ``Retry-After``, after a short hold, while other tenants are served.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.support.rpc import modern_call
+from tests.support.server import RunningServer, start_server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    running = start_server(tmp_path / "data")
+    yield running
+    running.stop()
+
+
+def tools_list(server: RunningServer, token: str) -> httpx2.Response:
+    return modern_call(server.mcp_url, token, "tools/list", {})
+
+
+def test_a_tenant_listing_in_a_loop_is_refused_past_its_request_limit(server: RunningServer) -> None:
+    server.cli("tenant", "limits", "acme", "requests_per_second=5", "burst=2")
+    time.sleep(0.6)  # the server's next control-plane poll
+    acme, globex = server.token("acme", "flooder"), server.token("globex", "quiet")
+    answers: list[tuple[httpx2.Response, float]] = []
+    began = time.monotonic()
+    while time.monotonic() - began < 2.0:
+        sent = time.monotonic()
+        answers.append((tools_list(server, acme), time.monotonic() - sent))
+    served = [r for r, _ in answers if r.status_code == 200]
+    refused = [(r, took) for r, took in answers if r.status_code != 200]
+    # The positive control: requests within the limit are answered; at most 5 in each second.
+    assert answers[0][0].status_code == 200
+    assert 1 <= len(served) <= 5 * 3, len(served)
+    assert refused and all(r.status_code == 429 for r, _ in refused)
+    body = refused[0][0].json()
+    assert body["error"]["data"]["code"] == "rate_limited" and refused[0][0].headers["Retry-After"] == "1"
+    assert "request limit" in body["error"]["message"]
+    # Refusals are held (limits.refusal_hold, 0.5 s: between half of it and all of it).
+    assert min(took for _, took in refused) >= 0.2
+    # Another tenant is answered at once meanwhile.
+    before = time.monotonic()
+    assert tools_list(server, globex).status_code == 200
+    assert time.monotonic() - before < 0.4
+
+
+def test_the_default_request_limit_leaves_an_ordinary_client_alone(server: RunningServer) -> None:
+    token = server.token("acme", "alice")
+    codes = {tools_list(server, token).status_code for _ in range(50)}
+    assert codes == {200}
+
+
+def test_raising_a_tenants_call_burst_raises_its_request_limit_with_it(server: RunningServer) -> None:
+    server.cli("tenant", "limits", "acme", "requests_per_second=5", "burst=50")
+    time.sleep(0.6)
+    token = server.token("acme", "busy")
+    began = time.monotonic()
+    codes = [tools_list(server, token).status_code for _ in range(40)]
+    if time.monotonic() - began < 1.0:  # 40 requests within one second: over 5, under 2 x 50
+        assert set(codes) == {200}, codes
+    assert codes.count(200) >= 20, codes
+
+
+def test_refused_credentials_in_a_loop_are_held_and_valid_ones_are_not(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", env={"TENANTRY_AUTH__FAILED_ATTEMPTS": "5/minute"})
+    try:
+        valid = server.token("acme", "alice")
+        took: list[float] = []
+        for _ in range(12):
+            sent = time.monotonic()
+            refused = tools_list(server, "garbage")
+            took.append(time.monotonic() - sent)
+            assert refused.status_code == 401 and "WWW-Authenticate" in refused.headers
+        # The positive control: a client's first refusals (the 401 that starts discovery) are at once.
+        assert max(took[:5]) < 0.2, took
+        # Past 5 a minute from this address, each is held (between half the hold and all of it).
+        assert min(took[6:]) >= 0.2, took
+        # A valid credential from the same address is never held.
+        sent = time.monotonic()
+        assert tools_list(server, valid).status_code == 200
+        assert time.monotonic() - sent < 0.2
+    finally:
+        server.stop()
