@@ -176,3 +176,70 @@ def test_a_call_whose_start_is_not_recorded_returns_no_result_and_leaves_no_outc
         )  # every outcome has its start: none for the calls that were refused
     finally:
         server.stop()
+
+
+FAILING_AFTER_RETURN = textwrap.dedent(
+    """
+    import tenantry
+
+    app = tenantry.App("failing")
+
+    @app.resource("failing://big")
+    async def big_report(ctx: tenantry.ToolContext) -> str:
+        return "x" * 5000  # over the deployment's result limit: fails after the read returned
+
+    @app.prompt()
+    async def broken_prompt(ctx: tenantry.ToolContext) -> list:
+        return [{"role": "nobody", "content": 3}]  # not prompt messages
+    """
+)
+
+
+def test_a_read_or_prompt_failing_after_it_returned_waits_for_its_start_and_has_an_outcome(tmp_path: Path) -> None:
+    (tmp_path / "failing_tools.py").write_text(FAILING_AFTER_RETURN)
+    data = tmp_path / "data"
+    env = {"TENANTRY_AUDIT__BUSY_TIMEOUT": "0.3", "TENANTRY_TOOLS__MAX_RESULT_BYTES": "1000"}
+    server = start_server(data, app="failing_tools:app", cwd=tmp_path, env=env)
+    try:
+        server.cli("tenant", "grant", "acme", "big_report", "broken_prompt")
+        time.sleep(0.6)  # the running server picks up the grant
+        token = server.token("acme", "alice")
+
+        def read() -> dict:
+            return modern_call(server.mcp_url, token, "resources/read", {"uri": "failing://big"}).json()
+
+        def prompt() -> dict:
+            return modern_call(server.mcp_url, token, "prompts/get", {"name": "broken_prompt"}).json()
+
+        # positive control: with the store up, each fails with its own error, start and outcome recorded
+        assert read()["error"]["data"]["code"] == "result_too_large"
+        assert prompt()["error"]["data"]["code"] == "tool_failed"
+        time.sleep(0.3)
+        kinds = [(r["event_type"], r["reason"]) for r in server.audit_records("acme") if r.get("request_id")]
+        assert kinds.count(("call_started", None)) == 2
+        assert ("resource_read", "result_too_large") in kinds and ("prompt_get", "tool_failed") in kinds
+        before = len(server.audit_records("acme"))
+
+        blocker = sqlite3.connect(data / "audit.sqlite3", isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            for answer in (read(), prompt()):
+                # the start was not recorded: not the call's own error (sent before the start was
+                # durable, with an outcome that has no start), but "not run"
+                assert answer["error"]["data"]["code"] == "audit_unavailable", answer
+                assert "not run" in answer["error"]["message"]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        deadline = time.monotonic() + 10
+        while "audit_unavailable" in str(answer := read()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answer["error"]["data"]["code"] == "result_too_large"  # the store is back
+        time.sleep(0.3)
+        later = server.audit_records("acme")[before:]
+        starts = {r["request_id"] for r in later if r["event_type"] == "call_started"}
+        outcomes = [r for r in later if r["event_type"] in ("resource_read", "prompt_get")]
+        assert outcomes and all(r["request_id"] in starts for r in outcomes), later  # no outcome without its start
+        assert server.cli("audit", "verify", check=False).returncode == 0
+    finally:
+        server.stop()

@@ -387,7 +387,8 @@ class Dispatcher:
                 status, reason = _failure_status(exc)
                 result = _error_result(exc.message, exc.code)
             except MCPError as exc:
-                self._outcome(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
+                reason = f"protocol_error {exc.code}"
+                self._outcome(caller, "tool_call", "error", name, hashed, started, reason=reason, start=start)
                 redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
                 raise redactor.error(exc) from None
             except Exception as exc:
@@ -610,8 +611,11 @@ class Dispatcher:
             try:
                 result = await self._read(resource, variables, context, caller, uri, limits, start)
             except (TenantryError, MCPError) as exc:
-                if start is not None and start.failed:
-                    raise
+                if start is not None:
+                    # A failure after the read returned (a result too large) must not be answered,
+                    # nor its outcome recorded, before the start is durable; if it cannot be
+                    # recorded, the read had no effect and is refused as not run.
+                    await start
                 failed, code = _failure_status(exc)
                 self._outcome(
                     caller, "resource_read", failed, resource.name, hashed, started, reason=code, detail=detail
@@ -702,8 +706,8 @@ class Dispatcher:
             try:
                 result = await self._render(prompt, kwargs, context, limits, start)
             except (TenantryError, MCPError) as exc:
-                if start is not None and start.failed:
-                    raise
+                if start is not None:
+                    await start  # as for a resource: neither answer nor outcome before the start
                 failed, code = _failure_status(exc)
                 self._outcome(caller, "prompt_get", failed, name, hashed, started, reason=code, detail=detail)
                 raise
@@ -729,7 +733,14 @@ class Dispatcher:
             if isinstance(value, str):
                 messages = [PromptMessage(role="user", content=TextContent(type="text", text=value))]
             else:
-                messages = [m if isinstance(m, PromptMessage) else PromptMessage.model_validate(m) for m in value]
+                try:
+                    messages = [m if isinstance(m, PromptMessage) else PromptMessage.model_validate(m) for m in value]
+                except (ValidationError, TypeError) as exc:
+                    # A bug in the prompt, not a crash of the server: the call ends with an outcome.
+                    self._log_crash(exc, context)
+                    raise ToolFailed(
+                        f"{prompt.name} returned something that is not prompt messages (reference {context.request_id})"
+                    ) from None
             result = GetPromptResult(description=prompt.description, messages=messages)
         return await self._redacted(context.tenant_id, result, context.secrets_read())
 
