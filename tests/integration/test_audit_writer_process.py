@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -286,3 +287,24 @@ async def test_the_store_url_reaches_the_writer_but_never_its_command_line(tmp_p
     finally:
         store.close()
     assert not (tmp_path / "audit.sqlite3").exists()
+
+
+async def test_a_stopped_writer_is_replaced_after_the_stall_timeout_without_a_failing_watchdog(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    sink = sink_for(tmp_path, stall_timeout=0.5)
+    try:
+        await sink.record(start("r1"))
+        first = sink._process
+        first.send_signal(signal.SIGSTOP)  # alive, but it answers nothing
+        with pytest.raises(AuditUnavailable):
+            await sink.record(start("r2"))  # refused once the stall timeout has passed
+        assert first.poll() == -signal.SIGKILL
+        await wait_until(lambda: sink.available and sink._process is not first)
+        await sink.record(start("r3"))  # positive control: the new writer records
+    finally:
+        await sink.aclose()
+        loop.set_exception_handler(None)
+    assert errors == []  # the watchdog of the writer it killed did not fail
+    assert "r3" in [r["request_id"] for r in stream(tmp_path) if r["event_type"] == "call_started"]
