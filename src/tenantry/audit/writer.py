@@ -436,6 +436,11 @@ class DurableAuditSink:
             queued, self._pending = self._pending, []
             self._urgent = 0
         everything = [*batch, *queued]
+        with self._condition:  # starts not recorded: their calls never run, nor stay open
+            for pending in everything:
+                event = pending.event
+                if event.event_type == "call_started" and event.request_id is not None:
+                    self._open_starts.pop((event.tenant_id, event.request_id), None)
         self._fail_events([p.event for p in everything])
         _resolve(everything, AuditUnavailable(), self._observe)
         self._acknowledged([], [p.token for p in everything if p.token >= 0])
