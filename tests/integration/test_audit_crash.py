@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.support.rpc import LegacySession, modern_call
+from tests.support.rpc import LegacySession, modern_call, post
 from tests.support.server import start_server
 
 SLOW_TOOLS = textwrap.dedent(
@@ -241,5 +241,40 @@ def test_a_read_or_prompt_failing_after_it_returned_waits_for_its_start_and_has_
         outcomes = [r for r in later if r["event_type"] in ("resource_read", "prompt_get")]
         assert outcomes and all(r["request_id"] in starts for r in outcomes), later  # no outcome without its start
         assert server.cli("audit", "verify", check=False).returncode == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("mode", ["json", "sse"])
+def test_a_call_the_client_cancels_gets_its_outcome_at_once_not_at_shutdown(tmp_path: Path, mode: str) -> None:
+    (tmp_path / "slow_tools.py").write_text(SLOW_TOOLS)
+    data = tmp_path / "data"
+    server = start_server(data, app="slow_tools:app", cwd=tmp_path, env={"TENANTRY_SERVER__RESPONSE_MODE": mode})
+    try:
+        server.cli("tenant", "grant", "acme", "write_then_hang")
+        time.sleep(0.6)  # the running server picks up the grant
+        token = server.token("acme", "alice")
+        session = LegacySession(server.mcp_url, token)
+        answers: list[str] = []
+        arguments = {"name": "write_then_hang", "arguments": {"name": "cancelled.txt"}}
+        thread = threading.Thread(target=lambda: answers.append(session.call("tools/call", arguments, id=7).text))
+        thread.start()
+        target = data / "tenants" / "acme" / "files" / "cancelled.txt"
+        deadline = time.monotonic() + 20
+        while not target.exists():
+            assert time.monotonic() < deadline, "the tool never wrote its file"
+            time.sleep(0.05)
+        assert "result" in session.call("tools/call", {"name": "whoami", "arguments": {}}, id=8).text  # control
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
+        assert post(server.mcp_url, cancel, token=token, headers=session.headers()).status_code == 202
+        thread.join(20)
+        assert "Request cancelled" in answers[0]
+        time.sleep(0.3)  # the outcome rides the next group commit
+        records = server.audit_records("acme")
+        ended = [r for r in records if r["event_type"] == "tool_call"]
+        outcomes = {r["tool_name"]: (r["result_status"], r["reason"]) for r in ended}
+        assert outcomes["whoami"] == ("ok", None)  # positive control: a call that finished
+        # recorded while the server runs, as cancelled (not left open, then "interrupted" at shutdown)
+        assert outcomes.get("write_then_hang") == ("cancelled", "request_cancelled"), records
     finally:
         server.stop()

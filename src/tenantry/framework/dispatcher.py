@@ -17,7 +17,9 @@ Three stages, the same for tools, resources and prompts:
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import inspect
 import logging
 import time
@@ -391,6 +393,9 @@ class Dispatcher:
                 self._outcome(caller, "tool_call", "error", name, hashed, started, reason=reason, start=start)
                 redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
                 raise redactor.error(exc) from None
+            except asyncio.CancelledError:
+                self._cancelled(caller, "tool_call", name, hashed, started, detail, start)
+                raise
             except Exception as exc:
                 self._log_crash(exc, context)
                 status, reason = "error", "tool_failed"
@@ -621,6 +626,9 @@ class Dispatcher:
                     caller, "resource_read", failed, resource.name, hashed, started, reason=code, detail=detail
                 )
                 raise
+            except asyncio.CancelledError:
+                self._cancelled(caller, "resource_read", resource.name, hashed, started, detail, start)
+                raise
         finally:
             slot.release()
         status: ResultStatus = "input_required" if isinstance(result, InputRequiredResult) else "ok"
@@ -710,6 +718,9 @@ class Dispatcher:
                     await start  # as for a resource: neither answer nor outcome before the start
                 failed, code = _failure_status(exc)
                 self._outcome(caller, "prompt_get", failed, name, hashed, started, reason=code, detail=detail)
+                raise
+            except asyncio.CancelledError:
+                self._cancelled(caller, "prompt_get", name, hashed, started, detail, start)
                 raise
         finally:
             slot.release()
@@ -812,6 +823,32 @@ class Dispatcher:
             raise AuditUnavailable(
                 "The call ran, but its result is withheld: the audit store became unavailable while it ran",
                 data={"ran": True},
+            )
+
+    def _cancelled(
+        self,
+        caller: Caller,
+        event_type: EventType,
+        name: str | None,
+        hashed: str | None,
+        started: float,
+        detail: dict[str, Any] | None,
+        start: DurableStart | None,
+    ) -> None:
+        """The request was cancelled while its call ran (the client's ``notifications/cancelled``,
+        its session ended, the server stopping): the call ends now, and so does its record, rather
+        than stay open until this process stops and then pass for a crash (``interrupted``)."""
+        with contextlib.suppress(AuditUnavailable):  # kept in the spill file all the same
+            self._outcome(
+                caller,
+                event_type,
+                "cancelled",
+                name,
+                hashed,
+                started,
+                reason="request_cancelled",
+                detail=detail,
+                start=start,
             )
 
     async def _record(
