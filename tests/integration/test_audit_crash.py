@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.support.rpc import LegacySession, modern_call
+from tests.support.rpc import LegacySession, modern_call, post
 from tests.support.server import start_server
 
 SLOW_TOOLS = textwrap.dedent(
@@ -174,5 +174,107 @@ def test_a_call_whose_start_is_not_recorded_returns_no_result_and_leaves_no_outc
         assert [r["event_type"] for r in whoamis].count("tool_call") == [r["event_type"] for r in whoamis].count(
             "call_started"
         )  # every outcome has its start: none for the calls that were refused
+    finally:
+        server.stop()
+
+
+FAILING_AFTER_RETURN = textwrap.dedent(
+    """
+    import tenantry
+
+    app = tenantry.App("failing")
+
+    @app.resource("failing://big")
+    async def big_report(ctx: tenantry.ToolContext) -> str:
+        return "x" * 5000  # over the deployment's result limit: fails after the read returned
+
+    @app.prompt()
+    async def broken_prompt(ctx: tenantry.ToolContext) -> list:
+        return [{"role": "nobody", "content": 3}]  # not prompt messages
+    """
+)
+
+
+def test_a_read_or_prompt_failing_after_it_returned_waits_for_its_start_and_has_an_outcome(tmp_path: Path) -> None:
+    (tmp_path / "failing_tools.py").write_text(FAILING_AFTER_RETURN)
+    data = tmp_path / "data"
+    env = {"TENANTRY_AUDIT__BUSY_TIMEOUT": "0.3", "TENANTRY_TOOLS__MAX_RESULT_BYTES": "1000"}
+    server = start_server(data, app="failing_tools:app", cwd=tmp_path, env=env)
+    try:
+        server.cli("tenant", "grant", "acme", "big_report", "broken_prompt")
+        time.sleep(0.6)  # the running server picks up the grant
+        token = server.token("acme", "alice")
+
+        def read() -> dict:
+            return modern_call(server.mcp_url, token, "resources/read", {"uri": "failing://big"}).json()
+
+        def prompt() -> dict:
+            return modern_call(server.mcp_url, token, "prompts/get", {"name": "broken_prompt"}).json()
+
+        # positive control: with the store up, each fails with its own error, start and outcome recorded
+        assert read()["error"]["data"]["code"] == "result_too_large"
+        assert prompt()["error"]["data"]["code"] == "tool_failed"
+        time.sleep(0.3)
+        kinds = [(r["event_type"], r["reason"]) for r in server.audit_records("acme") if r.get("request_id")]
+        assert kinds.count(("call_started", None)) == 2
+        assert ("resource_read", "result_too_large") in kinds and ("prompt_get", "tool_failed") in kinds
+        before = len(server.audit_records("acme"))
+
+        blocker = sqlite3.connect(data / "audit.sqlite3", isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            for answer in (read(), prompt()):
+                # the start was not recorded: not the call's own error (sent before the start was
+                # durable, with an outcome that has no start), but "not run"
+                assert answer["error"]["data"]["code"] == "audit_unavailable", answer
+                assert "not run" in answer["error"]["message"]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        deadline = time.monotonic() + 10
+        while "audit_unavailable" in str(answer := read()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answer["error"]["data"]["code"] == "result_too_large"  # the store is back
+        time.sleep(0.3)
+        later = server.audit_records("acme")[before:]
+        starts = {r["request_id"] for r in later if r["event_type"] == "call_started"}
+        outcomes = [r for r in later if r["event_type"] in ("resource_read", "prompt_get")]
+        assert outcomes and all(r["request_id"] in starts for r in outcomes), later  # no outcome without its start
+        assert server.cli("audit", "verify", check=False).returncode == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("mode", ["json", "sse"])
+def test_a_call_the_client_cancels_gets_its_outcome_at_once_not_at_shutdown(tmp_path: Path, mode: str) -> None:
+    (tmp_path / "slow_tools.py").write_text(SLOW_TOOLS)
+    data = tmp_path / "data"
+    server = start_server(data, app="slow_tools:app", cwd=tmp_path, env={"TENANTRY_SERVER__RESPONSE_MODE": mode})
+    try:
+        server.cli("tenant", "grant", "acme", "write_then_hang")
+        time.sleep(0.6)  # the running server picks up the grant
+        token = server.token("acme", "alice")
+        session = LegacySession(server.mcp_url, token)
+        answers: list[str] = []
+        arguments = {"name": "write_then_hang", "arguments": {"name": "cancelled.txt"}}
+        thread = threading.Thread(target=lambda: answers.append(session.call("tools/call", arguments, id=7).text))
+        thread.start()
+        target = data / "tenants" / "acme" / "files" / "cancelled.txt"
+        deadline = time.monotonic() + 20
+        while not target.exists():
+            assert time.monotonic() < deadline, "the tool never wrote its file"
+            time.sleep(0.05)
+        assert "result" in session.call("tools/call", {"name": "whoami", "arguments": {}}, id=8).text  # control
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
+        assert post(server.mcp_url, cancel, token=token, headers=session.headers()).status_code == 202
+        thread.join(20)
+        assert "Request cancelled" in answers[0]
+        time.sleep(0.3)  # the outcome rides the next group commit
+        records = server.audit_records("acme")
+        ended = [r for r in records if r["event_type"] == "tool_call"]
+        outcomes = {r["tool_name"]: (r["result_status"], r["reason"]) for r in ended}
+        assert outcomes["whoami"] == ("ok", None)  # positive control: a call that finished
+        # recorded while the server runs, as cancelled (not left open, then "interrupted" at shutdown)
+        assert outcomes.get("write_then_hang") == ("cancelled", "request_cancelled"), records
     finally:
         server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -198,6 +199,61 @@ def test_when_the_server_dies_the_writer_closes_its_open_calls_at_once_and_exits
     assert records[1]["request_id"] == "open"
 
 
+RESTARTED_PARENT = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys, time
+    from pathlib import Path
+    from tenantry.audit.events import AuditEvent
+    from tenantry.audit.process_sink import ProcessAuditSink, WriterCommand
+
+    def start(request_id):
+        return AuditEvent(event_type="call_started", tenant_id="acme", result_status="started",
+                          tool_name="write_file", request_id=request_id, detail={"method": "tools/call"})
+
+    async def main():
+        data = Path(sys.argv[1])
+        sink = ProcessAuditSink(WriterCommand(None, data, data / "audit-spill.jsonl", probe_interval=0.05))
+        await sink.record(start("before"))  # a call starts, and runs on...
+        first = sink._process
+        first.kill()  # ...while the audit writer dies and is replaced
+        first.wait()
+        while not (sink.available and sink._process is not first):
+            await asyncio.sleep(0.02)
+        await sink.record(start("after"))  # a call started through the new writer
+        print(sink._process.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # the server dies while both calls run
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_calls_left_open_by_a_replaced_writer_are_still_closed_when_the_server_dies(tmp_path: Path) -> None:
+    server = subprocess.run(
+        [sys.executable, "-c", RESTARTED_PARENT, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert server.returncode == -signal.SIGKILL, server.stderr
+    writer_pid = int(server.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(writer_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the writer outlived its server")
+    closed = {str(r["request_id"]): r["result_status"] for r in stream(tmp_path) if r["event_type"] == "tool_call"}
+    assert closed.get("after") == "interrupted"  # positive control: the new writer's own call
+    # the call journaled by the writer that died: the new one took it over, and closed it too
+    assert closed.get("before") == "interrupted", closed
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    try:
+        assert store.instances() == []  # nothing is left for a later server to find
+    finally:
+        store.close()
+
+
 async def test_the_writer_ignores_the_interrupts_that_reach_a_whole_process_group(tmp_path: Path) -> None:
     sink = sink_for(tmp_path)
     try:
@@ -239,3 +295,24 @@ def test_closing_without_an_event_loop_still_commits_and_stops_the_writer(tmp_pa
     sink.close()
     assert sink._process.poll() == 0
     assert [r["request_id"] for r in stream(tmp_path)] == ["r0"]
+
+
+async def test_a_stopped_writer_is_replaced_after_the_stall_timeout_without_a_failing_watchdog(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    sink = sink_for(tmp_path, stall_timeout=0.5)
+    try:
+        await sink.record(start("r1"))
+        first = sink._process
+        first.send_signal(signal.SIGSTOP)  # alive, but it answers nothing
+        with pytest.raises(AuditUnavailable):
+            await sink.record(start("r2"))  # refused once the stall timeout has passed
+        assert first.poll() == -signal.SIGKILL
+        await wait_until(lambda: sink.available and sink._process is not first)
+        await sink.record(start("r3"))  # positive control: the new writer records
+    finally:
+        await sink.aclose()
+        loop.set_exception_handler(None)
+    assert errors == []  # the watchdog of the writer it killed did not fail
+    assert "r3" in [r["request_id"] for r in stream(tmp_path) if r["event_type"] == "call_started"]

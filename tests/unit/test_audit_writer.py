@@ -203,3 +203,42 @@ async def test_starts_carry_the_instance_and_the_low_water_mark_follows_open_cal
     sink.submit(outcome("acme", "r1"))
     assert sink._low_water() > first.created  # nothing open: now
     await sink.aclose()
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["control-recorded-start", "start-not-recorded"])
+async def test_a_start_that_was_not_recorded_does_not_hold_back_the_low_water_mark(
+    tmp_path: Path, recorded: bool
+) -> None:
+    # The writer process's entry (enqueue with a token): a start that fails must not stay
+    # among the open calls, or every later heartbeat stores its time as the low-water mark and
+    # whoever closes this instance's calls rereads every record since.
+    answers: list[tuple[list[int], list[int]]] = []
+    sink = DurableAuditSink(
+        lambda: FlakyStore(tmp_path / "a.sqlite3"),
+        probe_interval=0.05,
+        acknowledge=lambda ok, failed: answers.append((ok, failed)),
+    )
+    try:
+        start = AuditEvent(
+            event_type="call_started",
+            tenant_id="acme",
+            result_status="started",
+            request_id="r1",
+            detail={"method": "tools/call"},
+        )
+        if not recorded:
+            FlakyStore.failing.set()
+        sink.enqueue(start, 1, wait=True)
+        with anyio.fail_after(5):
+            while not answers:  # noqa: ASYNC110 - answered by the writer thread
+                await anyio.sleep(0.01)
+        FlakyStore.failing.clear()
+        assert answers == ([([1], [])] if recorded else [([], [1])])
+        later = time.time()
+        if recorded:  # an open call holds the mark at its start
+            assert sink._low_water() == start.created
+        else:
+            assert sink._low_water() >= later
+    finally:
+        FlakyStore.failing.clear()
+        await sink.aclose()

@@ -421,6 +421,7 @@ class ProcessAuditSink:
         oldest = min((s.sent for s in self._unconfirmed.values() if s.done is not None), default=now)
         if now - oldest > self._stall_timeout:
             self._kill(f"the audit writer has not answered for {self._stall_timeout:.0f} s")
+            return  # the writer that replaces it gets a watchdog of its own
         self._watchdog = self._loop.call_later(1.0, self._check_stall)
 
     def _kill(self, why: str) -> None:

@@ -40,7 +40,7 @@ from tenantry.audit.events import CALL_OUTCOMES, AuditEvent
 from tenantry.audit.sink import AuditObserver
 from tenantry.audit.spill import SpillFile
 from tenantry.audit.store.base import AuditStore, CallJournal, ServerInstance
-from tenantry.audit.store.journal import interrupted_calls
+from tenantry.audit.store.journal import interrupted_calls, open_calls
 from tenantry.core.errors import AuditUnavailable
 
 __all__ = ["DurableAuditSink"]
@@ -131,6 +131,8 @@ class DurableAuditSink:
         self._last_reconcile = 0.0
         self._open_starts: dict[tuple[str, str], float] = {}
         """Calls of this process started and not yet given an outcome (for the low-water mark)."""
+        self._adopted = False
+        """The calls an earlier writer of the same instance left open have been taken over."""
         self._flush_armed = False
         self.committed = 0
         self.batches = 0
@@ -396,17 +398,49 @@ class DurableAuditSink:
     def _open(self) -> AuditStore:
         if self._store is None:
             store = self._factory()
-            if isinstance(store, CallJournal):
-                store.register_instance(self.instance)
+            try:
+                if isinstance(store, CallJournal):
+                    if not self._adopted:
+                        self._adopt_open_calls(store)
+                    store.register_instance(self.instance)
+            except BaseException:
+                store.close()
+                raise
             # A runtime Protocol check costs tens of microseconds: made once per store, not per call.
             self._store = store
         return self._store
+
+    def _adopt_open_calls(self, store: CallJournal) -> None:
+        """Take over the calls this instance's previous writer journaled and left open.
+
+        The writer process of a server is started again when it died; the server goes on, with
+        the same instance, and so do its calls that were running then. They are this writer's to
+        close: tracked like its own starts (the low-water mark stays below them, and if the server
+        dies, they are recorded as ``interrupted`` at once); otherwise the first heartbeat would
+        move the mark past them, and the clean end of this writer would retire the instance with
+        them still open, for good.
+        """
+        previous = next((i for i in store.instances() if i.instance == self.instance.instance), None)
+        if previous is not None:
+            since = previous.low_water or previous.started
+            left_open = open_calls(store.records_since(since), self.instance.instance)
+            with self._condition:
+                for key, created in left_open.items():
+                    self._open_starts.setdefault(key, created)
+            if left_open:
+                logger.warning("took over %d calls the previous audit writer left open", len(left_open))
+        self._adopted = True
 
     def _fail(self, batch: list[_Pending]) -> None:
         with self._condition:
             queued, self._pending = self._pending, []
             self._urgent = 0
         everything = [*batch, *queued]
+        with self._condition:  # starts not recorded: their calls never run, nor stay open
+            for pending in everything:
+                event = pending.event
+                if event.event_type == "call_started" and event.request_id is not None:
+                    self._open_starts.pop((event.tenant_id, event.request_id), None)
         self._fail_events([p.event for p in everything])
         _resolve(everything, AuditUnavailable(), self._observe)
         self._acknowledged([], [p.token for p in everything if p.token >= 0])
@@ -440,6 +474,12 @@ class DurableAuditSink:
         with self._condition:
             self._held.extend(events)
 
+    def _closed(self, events: list[AuditEvent]) -> None:
+        with self._condition:
+            for event in events:
+                if event.request_id is not None and event.event_type in _OUTCOME_TYPES:
+                    self._open_starts.pop((event.tenant_id, event.request_id), None)
+
     def _drain_spill(self, store: AuditStore) -> None:
         if self._held:
             held, self._held = self._held, []
@@ -450,7 +490,12 @@ class DurableAuditSink:
                 raise
             logger.warning("wrote %d held audit records", len(held))
         if self._spill is not None:
-            count = self._spill.drain(store.append)
+
+            def write(events: list[AuditEvent]) -> None:
+                store.append(events)
+                self._closed(events)  # outcomes the server kept while its writer was gone
+
+            count = self._spill.drain(write)
             if count:
                 logger.warning("wrote %d audit records kept in %s during an outage", count, self._spill.path)
 

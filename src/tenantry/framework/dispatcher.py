@@ -17,7 +17,9 @@ Three stages, the same for tools, resources and prompts:
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import inspect
 import logging
 import time
@@ -387,9 +389,13 @@ class Dispatcher:
                 status, reason = _failure_status(exc)
                 result = _error_result(exc.message, exc.code)
             except MCPError as exc:
-                self._outcome(caller, "tool_call", "error", name, hashed, started, reason=f"protocol_error {exc.code}")
+                reason = f"protocol_error {exc.code}"
+                self._outcome(caller, "tool_call", "error", name, hashed, started, reason=reason, start=start)
                 redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
                 raise redactor.error(exc) from None
+            except asyncio.CancelledError:
+                self._cancelled(caller, "tool_call", name, hashed, started, detail, start)
+                raise
             except Exception as exc:
                 self._log_crash(exc, context)
                 status, reason = "error", "tool_failed"
@@ -616,12 +622,18 @@ class Dispatcher:
             try:
                 result = await self._read(resource, variables, context, caller, uri, limits, start)
             except (TenantryError, MCPError) as exc:
-                if start is not None and start.failed:
-                    raise
+                if start is not None:
+                    # A failure after the read returned (a result too large) must not be answered,
+                    # nor its outcome recorded, before the start is durable; if it cannot be
+                    # recorded, the read had no effect and is refused as not run.
+                    await start
                 failed, code = _failure_status(exc)
                 self._outcome(
                     caller, "resource_read", failed, resource.name, hashed, started, reason=code, detail=detail
                 )
+                raise
+            except asyncio.CancelledError:
+                self._cancelled(caller, "resource_read", resource.name, hashed, started, detail, start)
                 raise
         finally:
             slot.release()
@@ -709,10 +721,13 @@ class Dispatcher:
             try:
                 result = await self._render(prompt, kwargs, context, limits, start)
             except (TenantryError, MCPError) as exc:
-                if start is not None and start.failed:
-                    raise
+                if start is not None:
+                    await start  # as for a resource: neither answer nor outcome before the start
                 failed, code = _failure_status(exc)
                 self._outcome(caller, "prompt_get", failed, name, hashed, started, reason=code, detail=detail)
+                raise
+            except asyncio.CancelledError:
+                self._cancelled(caller, "prompt_get", name, hashed, started, detail, start)
                 raise
         finally:
             slot.release()
@@ -736,7 +751,14 @@ class Dispatcher:
             if isinstance(value, str):
                 messages = [PromptMessage(role="user", content=TextContent(type="text", text=value))]
             else:
-                messages = [m if isinstance(m, PromptMessage) else PromptMessage.model_validate(m) for m in value]
+                try:
+                    messages = [m if isinstance(m, PromptMessage) else PromptMessage.model_validate(m) for m in value]
+                except (ValidationError, TypeError) as exc:
+                    # A bug in the prompt, not a crash of the server: the call ends with an outcome.
+                    self._log_crash(exc, context)
+                    raise ToolFailed(
+                        f"{prompt.name} returned something that is not prompt messages (reference {context.request_id})"
+                    ) from None
             result = GetPromptResult(description=prompt.description, messages=messages)
         return await self._redacted(context.tenant_id, result, context.secrets_read())
 
@@ -808,6 +830,32 @@ class Dispatcher:
             raise AuditUnavailable(
                 "The call ran, but its result is withheld: the audit store became unavailable while it ran",
                 data={"ran": True},
+            )
+
+    def _cancelled(
+        self,
+        caller: Caller,
+        event_type: EventType,
+        name: str | None,
+        hashed: str | None,
+        started: float,
+        detail: dict[str, Any] | None,
+        start: DurableStart | None,
+    ) -> None:
+        """The request was cancelled while its call ran (the client's ``notifications/cancelled``,
+        its session ended, the server stopping): the call ends now, and so does its record, rather
+        than stay open until this process stops and then pass for a crash (``interrupted``)."""
+        with contextlib.suppress(AuditUnavailable):  # kept in the spill file all the same
+            self._outcome(
+                caller,
+                event_type,
+                "cancelled",
+                name,
+                hashed,
+                started,
+                reason="request_cancelled",
+                detail=detail,
+                start=start,
             )
 
     async def _record(

@@ -106,7 +106,7 @@ class SingleExchange:
             await _write(_error_body(req.id, error), ERROR_CODE_HTTP_STATUS.get(error.code, 200), send)
             return True
         except Exception as exc:
-            error = modern_error_data(exc)
+            error = modern_error_data(exc if await _recorded(waits) else to_mcp_error(AuditUnavailable()))
             await _write(_error_body(req.id, error), ERROR_CODE_HTTP_STATUS.get(error.code, 200), send)
             return True
         await _write({"jsonrpc": "2.0", "id": req.id, "result": result}, 200, send)
@@ -174,7 +174,8 @@ class SingleExchange:
                 raise
             body = _error_body(req.id, ErrorData(code=REQUEST_CANCELLED, message="Request cancelled"))
         except Exception as exc:
-            error = handler_exception_to_error_data(exc)
+            failure: Exception = exc if await _recorded(waits) else to_mcp_error(AuditUnavailable())
+            error = handler_exception_to_error_data(failure)
             body = _error_body(req.id, error or ErrorData(code=INTERNAL_ERROR, message="Internal server error"))
         finally:
             # Only the tracked request owns its key: another one with the same id (a client's
@@ -206,6 +207,16 @@ class SingleExchange:
 
 
 _INTERNAL = ErrorData(code=INTERNAL_ERROR, message="Internal server error")
+
+
+async def _recorded(waits: list[DurableStart]) -> bool:
+    """Wait, before an error goes out too, for the starts its request's call made; ``False``: one
+    was not recorded (the call had no effect: it is answered ``audit_unavailable``, not run)."""
+    try:
+        await durable_before_response(waits)
+    except AuditUnavailable:
+        return False
+    return True
 
 
 def _header_items(scope: Scope) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ import pydantic_core
 from tenantry.audit.chain import StoredRecord
 from tenantry.audit.events import CALL_OUTCOMES, AuditEvent
 
-__all__ = ["interrupted_calls"]
+__all__ = ["interrupted_calls", "open_calls"]
 
 _OUTCOME_TYPES = frozenset(CALL_OUTCOMES.values())
 
@@ -18,6 +18,22 @@ _OUTCOME_TYPES = frozenset(CALL_OUTCOMES.values())
 def interrupted_calls(records: Iterable[StoredRecord], instance: str) -> list[AuditEvent]:
     """For every ``call_started`` of ``instance`` among ``records`` with no outcome among them
     (same tenant and ``request_id``), the ``interrupted`` outcome to record."""
+    outcomes = []
+    for stored, fields in _open_starts(records, instance):
+        outcome = interrupted_outcome(stored, fields, instance)
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes
+
+
+def open_calls(records: Iterable[StoredRecord], instance: str) -> dict[tuple[str, str], float]:
+    """The calls ``instance`` started among ``records`` and that have no outcome among them:
+    ``(tenant, request_id)`` -> when each started."""
+    starts = _open_starts(records, instance)
+    return {(stored.tenant_id, str(fields["request_id"])): stored.created for stored, fields in starts}
+
+
+def _open_starts(records: Iterable[StoredRecord], instance: str) -> list[tuple[StoredRecord, dict[str, Any]]]:
     starts: dict[tuple[str, str], tuple[StoredRecord, dict[str, Any]]] = {}
     closed: set[tuple[str, str]] = set()
     for stored in records:
@@ -35,13 +51,7 @@ def interrupted_calls(records: Iterable[StoredRecord], instance: str) -> list[Au
             starts[key] = (stored, fields)
         elif kind in _OUTCOME_TYPES:
             closed.add(key)
-    outcomes = []
-    for key, (stored, fields) in starts.items():
-        if key not in closed:
-            outcome = interrupted_outcome(stored, fields, instance)
-            if outcome is not None:
-                outcomes.append(outcome)
-    return outcomes
+    return [start for key, start in starts.items() if key not in closed]
 
 
 def interrupted_outcome(start: StoredRecord, fields: dict[str, Any], instance: str) -> AuditEvent | None:
