@@ -17,6 +17,7 @@ again with backoff; the new one writes the spill file first. A writer that stops
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -113,6 +114,8 @@ class ProcessAuditSink:
         self._linger = linger
         self._stall_timeout = stall_timeout
         self._spill = SpillFile(command.spill_path)
+        self._spiller = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tenantry-audit-spill")
+        self._spilling: list[concurrent.futures.Future[None]] = []
         self.instance = ServerInstance(os.urandom(8).hex(), socket.gethostname(), os.getpid(), time.time(), 0.0)
         self._available = True
         self._running = False
@@ -231,6 +234,7 @@ class ProcessAuditSink:
         self._detach()
         if self._unconfirmed:
             self._writer_lost("the audit writer stopped before confirming every record")
+        await loop.run_in_executor(None, self._spiller.shutdown)  # what was kept is on disk
 
     def close(self) -> None:
         """Without an event loop (a runtime closed without :meth:`aclose`): let the writer commit
@@ -248,6 +252,7 @@ class ProcessAuditSink:
         self._read_available()
         if self._unconfirmed:
             self._writer_lost("the audit writer stopped before confirming every record")
+        self._spiller.shutdown()
 
     # -- the writer process -------------------------------------------------------------------
 
@@ -438,12 +443,13 @@ class ProcessAuditSink:
         loop = self._loop
         self._detach()
         self._close_pipe_in()
-        if self._process.poll() is None:
-            self._process.kill()
-        self._process.wait()
-        for pipe in (self._process.stdout,):
-            if pipe is not None and not pipe.closed:
-                pipe.close()
+        process = self._process
+        if process.poll() is None:
+            process.kill()
+        # Reaped without waiting: a writer stuck in the kernel (a hung fsync) must not freeze the loop.
+        self._reap(process, loop)
+        if process.stdout is not None and not process.stdout.closed:
+            process.stdout.close()
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         self._lingering.clear()
         self._output.clear()
@@ -463,8 +469,18 @@ class ProcessAuditSink:
         if loop is not None and not loop.is_closed():
             loop.call_later(delay, self._restart, loop)
 
+    def _reap(self, process: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop | None) -> None:
+        status = process.poll()
+        if status is not None:
+            logger.warning("the audit writer process (pid %d) ended with status %d", process.pid, status)
+        elif loop is not None and not loop.is_closed():
+            loop.call_later(0.2, self._reap, process, loop)
+
     def _restart(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._closing:
+            return
+        if self._spill_pending():  # the new writer reads the spill file first: let it be complete
+            loop.call_later(0.05, self._restart, loop)
             return
         try:
             self._process = self._spawn()
@@ -497,9 +513,23 @@ class ProcessAuditSink:
         for event in events:
             logger.error("audit record held until the store recovers", extra={"audit": event.present_fields()})
         try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._append_to_spill(events)
+            return
+        # The spill file is fsync'd: off the event loop, in order (one thread), and awaited
+        # before a new writer starts (it writes the file first).
+        self._spilling.append(self._spiller.submit(self._append_to_spill, events))
+
+    def _append_to_spill(self, events: list[AuditEvent]) -> None:
+        try:
             self._spill.append(events)
         except OSError:
             logger.exception("cannot write the audit spill file; the records are only in the log")
+
+    def _spill_pending(self) -> bool:
+        self._spilling = [future for future in self._spilling if not future.done()]
+        return bool(self._spilling)
 
 
 def _unconfirmed_start(start: AuditEvent) -> AuditEvent:
