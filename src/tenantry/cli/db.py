@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
+import psycopg
 import typer
+from psycopg import sql
 
+from tenantry.audit.store.postgres import AUDIT_SCHEMA_SQL, audit_grants_sql
 from tenantry.cli.common import ConfigOption, DataDirOption, open_runtime, settings_from
+from tenantry.controlplane.postgres import CONTROLPLANE_SCHEMA_SQL
 from tenantry.core.errors import StorageError, UsageError, driver_error_text
 from tenantry.demo.catalogue import DEMO_TENANTS
 from tenantry.demo.schema import POSTGRES_DEMO_SCHEMA
 from tenantry.runtime import Runtime, sql_tenant_key
-
-# psycopg and the PostgreSQL modules load in the two commands that use them: every other command,
-# ``serve`` included, imports this module to register them and need not pay for the driver.
-if TYPE_CHECKING:
-    import psycopg
-
-    from tenantry.scoping.sql.pg_migrations import SchemaMigrated
-    from tenantry.scoping.sql.pg_schema import DataRoles
+from tenantry.scoping.sql.pg_migrations import Migration, SchemaMigrated, migrate_schemas, record_roles, recorded_roles
+from tenantry.scoping.sql.pg_schema import DataRoles, install_tenant_proof, tenant_schema_name
 
 __all__ = ["db_app"]
 
@@ -125,14 +123,6 @@ def init(
     transaction's tenant is written to ``<data_dir>/keys/sql-tenant.key`` (or taken from
     ``sql.tenant_key``) and installed where only the owner can read it. Safe to run again.
     """
-    import psycopg
-    from psycopg import sql
-
-    from tenantry.audit.store.postgres import AUDIT_SCHEMA_SQL, audit_grants_sql
-    from tenantry.controlplane.postgres import CONTROLPLANE_SCHEMA_SQL
-    from tenantry.scoping.sql.pg_migrations import record_roles
-    from tenantry.scoping.sql.pg_schema import DataRoles, install_tenant_proof
-
     for role in (owner, app_role, tools_role):
         if not re.fullmatch(_ROLE, role):
             raise UsageError(f"role name {role!r} must be lowercase letters, digits and underscores")
@@ -220,11 +210,6 @@ def migrate(
     recorded script: after ``tenant create``, ``db migrate`` (no files needed) prepares the new
     tenant's schema; ``--demo`` prepares the demo tenants' schemas before they exist.
     """
-    import psycopg
-
-    from tenantry.scoping.sql.pg_migrations import Migration, migrate_schemas
-    from tenantry.scoping.sql.pg_schema import tenant_schema_name
-
     scripts = [Migration("demo", POSTGRES_DEMO_SCHEMA)] if demo else []
     for path in files or []:
         try:
@@ -263,9 +248,6 @@ def migrate(
 
 def _migration_roles(conn: psycopg.Connection[tuple[Any, ...]], tools_role: str | None) -> DataRoles:
     """The roles to migrate with: those ``db init`` recorded; an explicit ``--tools-role`` must agree."""
-    from tenantry.scoping.sql.pg_migrations import recorded_roles
-    from tenantry.scoping.sql.pg_schema import DataRoles
-
     owner = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
     schema = conn.execute("SELECT to_regnamespace('tenantry_rls') IS NOT NULL").fetchone()
     if not schema or not schema[0]:
