@@ -14,16 +14,21 @@ import pytest
 
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, run_cli
-from tests.support.store import init_store
+from tests.support.store import copy_store, init_store
 
 WHOAMI = {"name": "whoami", "arguments": {}}
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    path = init_store(tmp_path / "data")
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = init_store(tmp_path_factory.mktemp("credentials-template") / "data")
     run_cli("tenant", "create", "initech", "--tools", "whoami,list_files", data_dir=path)
     return path
+
+
+@pytest.fixture
+def data_dir(template: Path, tmp_path: Path) -> Path:
+    return copy_store(template, tmp_path / "data")
 
 
 def claims_of(token: str) -> dict:

@@ -125,10 +125,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running.stop()
 
 
+_TOKENS: dict[tuple[Path, str], str] = {}
+
+
 class Caller:
+    """Calls tools as ``tenant``'s agent.
+
+    Every Caller of a tenant of one server shares one token: the tenants here get their grants
+    when they are created, and a halt, a tier move or a secret or limit change leaves a token as
+    it was (a token carries the grants at its issue, so a test that changed a tenant's grants
+    would need a token of its own).
+    """
+
     def __init__(self, server: RunningServer, tenant: str) -> None:
         self.url = server.mcp_url
-        self.token = server.token(tenant, f"{tenant}-agent")
+        key = (server.data_dir, tenant)
+        if key not in _TOKENS:
+            _TOKENS[key] = server.token(tenant, f"{tenant}-agent")
+        self.token = _TOKENS[key]
 
     def call(self, name: str, /, **arguments: Any) -> dict[str, Any]:
         response = modern_call(self.url, self.token, "tools/call", {"name": name, "arguments": arguments})

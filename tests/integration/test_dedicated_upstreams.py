@@ -72,9 +72,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running.stop()
 
 
+_TOKENS: dict[tuple[Path, str], str] = {}
+
+
+def agent_token(server: RunningServer, tenant: str, name: str) -> str:
+    """A token of ``tenant``'s agent able to call ``name``.
+
+    A token carries the grants of its tenant when it was issued; all of ``TOOLS`` are granted by
+    the module's server fixture, so one token per tenant serves every call of them (a halt, a tier
+    move or a limit change does not touch it). A tool granted later by its test gets a fresh token.
+    """
+    if name not in TOOLS:
+        return server.token(tenant, f"{tenant}-agent")
+    key = (server.data_dir, tenant)
+    if key not in _TOKENS:
+        _TOKENS[key] = server.token(tenant, f"{tenant}-agent")
+    return _TOKENS[key]
+
+
 def call(server: RunningServer, tenant: str, name: str, /, **arguments: Any) -> dict[str, Any]:
     response = modern_call(
-        server.mcp_url, server.token(tenant, f"{tenant}-agent"), "tools/call", {"name": name, "arguments": arguments}
+        server.mcp_url, agent_token(server, tenant, name), "tools/call", {"name": name, "arguments": arguments}
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -225,13 +243,15 @@ def test_a_dedicated_upstream_call_is_audited_with_the_upstream_named(server: Ru
 
 
 def test_a_halt_cancels_a_dedicated_upstream_call_and_tells_the_upstream(server: RunningServer) -> None:
+    process = where(server, "acme")["pid"]
     label = f"halt-{time.time_ns()}"
     answers: list[dict[str, Any]] = []
     caller = threading.Thread(
         target=lambda: answers.append(call(server, "acme", "probe__nap", seconds=30, label=label))
     )
     caller.start()
-    time.sleep(1.5)
+    # Halt only once the nap runs in the upstream (a halt before it would refuse the call instead).
+    wait_for(lambda: value(server, "acme", "probe__napping") == f"{process} {label}" or None, timeout=30)
     server.cli("tenant", "halt", "acme", "--reason", "dedicated upstream halt test")
     try:
         caller.join(15)

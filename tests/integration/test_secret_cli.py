@@ -17,17 +17,22 @@ from tenantry.controlplane.factory import open_tenant_store
 from tenantry.core.settings import SecretSettings
 from tenantry.scoping.secrets.store import open_secret_scopes
 from tests.support.server import TENANTRY, run_cli
-from tests.support.store import init_store
+from tests.support.store import copy_store, init_store
 
 VALUE = "acme-canary-secret-7f3a9c"
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    data = init_store(tmp_path / "data")
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = init_store(tmp_path_factory.mktemp("secret-template") / "data")
     run_cli("tenant", "create", "acme", data_dir=data)
     run_cli("tenant", "create", "globex", data_dir=data)
     return data
+
+
+@pytest.fixture
+def data_dir(template: Path, tmp_path: Path) -> Path:
+    return copy_store(template, tmp_path / "data")
 
 
 def read_back(data_dir: Path, tenant: str, name: str, settings: SecretSettings | None = None) -> str:
