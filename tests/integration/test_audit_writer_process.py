@@ -308,7 +308,7 @@ async def test_a_stopped_writer_is_replaced_after_the_stall_timeout_without_a_fa
         first.send_signal(signal.SIGSTOP)  # alive, but it answers nothing
         with pytest.raises(AuditUnavailable):
             await sink.record(start("r2"))  # refused once the stall timeout has passed
-        assert first.poll() == -signal.SIGKILL
+        assert first.wait(5) == -signal.SIGKILL  # reaped by the sink without blocking its loop
         await wait_until(lambda: sink.available and sink._process is not first)
         await sink.record(start("r3"))  # positive control: the new writer records
     finally:
