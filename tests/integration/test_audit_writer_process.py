@@ -176,9 +176,11 @@ PARENT = textwrap.dedent(
 )
 
 
-def test_when_the_server_dies_the_writer_closes_its_open_calls_at_once_and_exits(tmp_path: Path) -> None:
+def run_server_that_dies(script: str, data: Path) -> None:
+    """Run ``script`` (a stand-in server that SIGKILLs itself after printing its writer's pid)
+    and wait until that writer has exited too."""
     server = subprocess.run(
-        [sys.executable, "-c", PARENT, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", script, str(data)], capture_output=True, text=True, timeout=60, check=False
     )
     assert server.returncode == -signal.SIGKILL, server.stderr
     writer_pid = int(server.stdout.split()[0])
@@ -187,10 +189,13 @@ def test_when_the_server_dies_the_writer_closes_its_open_calls_at_once_and_exits
         try:
             os.kill(writer_pid, 0)
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.05)
-    else:
-        pytest.fail("the writer outlived its server")
+    pytest.fail("the writer outlived its server")
+
+
+def test_when_the_server_dies_the_writer_closes_its_open_calls_at_once_and_exits(tmp_path: Path) -> None:
+    run_server_that_dies(PARENT, tmp_path)
     records = stream(tmp_path)
     assert [(r["event_type"], r["result_status"]) for r in records] == [
         ("call_started", "started"),
@@ -229,20 +234,7 @@ RESTARTED_PARENT = textwrap.dedent(
 
 
 def test_calls_left_open_by_a_replaced_writer_are_still_closed_when_the_server_dies(tmp_path: Path) -> None:
-    server = subprocess.run(
-        [sys.executable, "-c", RESTARTED_PARENT, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert server.returncode == -signal.SIGKILL, server.stderr
-    writer_pid = int(server.stdout.split()[0])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(writer_pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the writer outlived its server")
+    run_server_that_dies(RESTARTED_PARENT, tmp_path)
     closed = {str(r["request_id"]): r["result_status"] for r in stream(tmp_path) if r["event_type"] == "tool_call"}
     assert closed.get("after") == "interrupted"  # positive control: the new writer's own call
     # the call journaled by the writer that died: the new one took it over, and closed it too
