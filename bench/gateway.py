@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import TENANTRY, Result, Target, load, measured, serve_trivial_app, start_bare
+from throughput import LIFTED_LIMITS, TENANTRY, Result, Target, load, measured, serve_trivial_app, start_bare
 
 
 def start_gateway(workdir: Path, upstream: Target) -> Target:
@@ -48,10 +48,7 @@ def start_gateway(workdir: Path, upstream: Target) -> Target:
         "tenant",
         "limits",
         "bench",
-        "calls_per_second=1000000",
-        "burst=1000000",
-        "concurrent_calls=1024",
-        "requests_per_second=10000000",
+        *LIFTED_LIMITS,
     )
     time.sleep(2.0)  # the server's next control-plane poll sees the tenant and the upstream
     token = cli("token", "issue", "--tenant", "bench", "--sub", "bench", "--ttl", "60m")

@@ -29,7 +29,7 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.throughput import REPO, TENANTRY, Target, free_port, open_session
+from bench.throughput import LIFTED_LIMITS, REPO, TENANTRY, Target, free_port, open_session
 
 
 def _total_instructions(callgrind_out: Path) -> int:
@@ -56,10 +56,7 @@ def run_once(kind: str, calls: int) -> int:
                 "tenant",
                 "limits",
                 "bench",
-                "calls_per_second=1000000",
-                "burst=1000000",
-                "concurrent_calls=1024",
-                "requests_per_second=10000000",
+                *LIFTED_LIMITS,
             ],
         ):
             subprocess.run([TENANTRY, *command], env=env, check=True, capture_output=True)

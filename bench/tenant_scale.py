@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import TENANTRY, Target, load, serve_trivial_app
+from throughput import LIFTED_LIMITS, TENANTRY, Target, load, serve_trivial_app
 
 
 def start(workdir: Path, tenants: int) -> tuple[Target, float]:
@@ -41,10 +41,7 @@ def start(workdir: Path, tenants: int) -> tuple[Target, float]:
             "tenant",
             "limits",
             "bench",
-            "calls_per_second=1000000",
-            "burst=1000000",
-            "concurrent_calls=1024",
-            "requests_per_second=10000000",
+            *LIFTED_LIMITS,
         ],
         env=env,
         check=True,
