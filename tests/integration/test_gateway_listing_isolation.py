@@ -1,12 +1,10 @@
 """Known holes of per-tenant command upstreams (outside attack review), pinned as strict xfails.
 
 **Listings.**
-An upstream is listed through the session of the first tenant allowed to use it (docs/gateway.md),
-and that one listing is what every tenant is shown. For a per-tenant upstream (a command upstream
-rooted in ``{tenant_dir}``, or one with per-tenant credentials) the listing is that first tenant's
-data: here ``acme``'s file names and contents, quoted in resource names and descriptions, are
-served to ``globex`` in ``resources/list``. Reading such a URI as globex goes to globex's own
-session (its own content), so the leak is the listing itself.
+A per-tenant upstream (a command upstream rooted in ``{tenant_dir}``, or one with per-tenant
+credentials) lists that tenant's data: here each tenant's file names and lines, quoted in resource
+names and descriptions. Each tenant is shown the listing made on its own session only; the
+outside attack found every tenant shown the first tenant's (closed).
 
 **Storage quota.** An upstream rooted in ``{tenant_dir}`` writes in the tenant's file root
 without going through ``ctx.files``: its bytes are not in the tenant's quota ledger, so
@@ -39,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_server(tmp_path_factory.mktemp("listing") / "data")
     running.cli("upstream", "add", "notes", "--command", f"{sys.executable} {NOTES} {{tenant_dir}}")
     running.cli("tenant", "grant", "globex", "notes__count", "notes__README.md", "notes__reports_q3.txt")
-    running.cli("tenant", "grant", "acme", "notes__write")
+    running.cli("tenant", "grant", "acme", "notes__write", "notes__README.md")
     running.cli("tenant", "grant", "globex", "write_file")
     time.sleep(0.6)  # the server's next control-plane poll
     yield running
@@ -53,12 +51,23 @@ def test_globex_reads_its_own_notes_through_the_upstream(server: RunningServer) 
     assert "globex-canary" in text and "acme-canary" not in text
 
 
-@pytest.mark.xfail(strict=True, reason="known hole: upstream listings come from the first tenant's session")
 def test_another_tenants_upstream_listing_is_never_shown(server: RunningServer) -> None:
+    """globex is shown what the upstream lists on globex's own session (its file names and lines),
+    never what it listed on acme's, although acme's session listed it first."""
     globex = server.token("globex", "bob")
     listed = modern_call(server.mcp_url, globex, "resources/list", {})
     assert listed.status_code == 200
     assert "acme-canary" not in listed.text, listed.text
+    descriptions = [r.get("description", "") for r in listed.json()["result"]["resources"]]
+    assert any("globex-canary" in d for d in descriptions), descriptions
+
+
+def test_each_tenant_is_shown_its_own_listing_of_the_same_names(server: RunningServer) -> None:
+    acme = server.token("acme", "alice")
+    listed = modern_call(server.mcp_url, acme, "resources/list", {})
+    assert listed.status_code == 200
+    assert "globex-canary" not in listed.text, listed.text
+    assert "acme-canary" in listed.text  # the same upstream, listed on acme's own session
 
 
 def write_natively(server: RunningServer, token: str, path: str, text: str) -> dict[str, Any]:

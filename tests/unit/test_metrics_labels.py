@@ -15,7 +15,7 @@ def _scrape(metrics: TenantMetrics) -> str:
 
 
 def test_summary_records_of_unrecorded_refusals_add_no_label_per_count() -> None:
-    metrics = TenantMetrics(tools=["whoami"])
+    metrics = TenantMetrics(tools=lambda tenant_id: ["whoami"])
     for total in range(1, 200):
         metrics.observe(
             AuditEvent(
@@ -54,7 +54,7 @@ def test_summary_records_of_unrecorded_refusals_add_no_label_per_count() -> None
 
 
 def test_a_reason_that_is_not_a_code_is_counted_as_other() -> None:
-    metrics = TenantMetrics(tools=["whoami"])
+    metrics = TenantMetrics(tools=lambda tenant_id: ["whoami"])
     for text in ("Not A Code", "x" * 80, "protocol_error -32602"):
         metrics.observe(AuditEvent(event_type="tool_denied", tenant_id="acme", result_status="denied", reason=text))
     lines = [line for line in _scrape(metrics).splitlines() if line.startswith("tenantry_denials_total{")]

@@ -22,7 +22,7 @@ from tenantry.framework.context import ToolContext
 from tenantry.framework.markers import ResourceArgument, find_resource_arguments
 from tenantry.policy.catalogue import Catalogue
 
-__all__ = ["App", "ToolDefinition", "ResourceDefinition", "PromptDefinition"]
+__all__ = ["App", "ToolDefinition", "ResourceDefinition", "PromptDefinition", "TenantView"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -138,6 +138,29 @@ class PromptDefinition:
         return self.tenants is None or tenant_id in self.tenants
 
 
+@dataclass(frozen=True)
+class TenantView:
+    """What one upstream serves to one tenant (gateway mode, an upstream that is not tenant-agnostic):
+    listed through that tenant's own session, so its names, descriptions and URIs may quote that
+    tenant's data and are shown to nobody else."""
+
+    tools: Mapping[str, ToolDefinition] = field(default_factory=dict)
+    resources: Mapping[str, ResourceDefinition] = field(default_factory=dict)
+    prompts: Mapping[str, PromptDefinition] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return [*self.tools, *self.resources, *self.prompts]
+
+
+@dataclass(frozen=True)
+class _Effective:
+    """One tenant's whole registry: the shared one with its views laid over it."""
+
+    tools: Mapping[str, ToolDefinition]
+    resources: Mapping[str, ResourceDefinition]
+    prompts: Mapping[str, PromptDefinition]
+
+
 class App:
     """A set of tools (and resources and prompts) served to tenants.
 
@@ -155,6 +178,9 @@ class App:
         self._tools: dict[str, ToolDefinition] = {}
         self._resources: dict[str, ResourceDefinition] = {}
         self._prompts: dict[str, PromptDefinition] = {}
+        self._views: dict[str, dict[str, TenantView]] = {}
+        """tenant id -> upstream -> what that upstream serves that tenant alone."""
+        self._effective: dict[str, _Effective] = {}
         self._listeners: list[Callable[[], None]] = []
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
@@ -162,6 +188,7 @@ class App:
         self._listeners.append(listener)
 
     def _changed(self) -> None:
+        self._effective.clear()
         for listener in self._listeners:
             listener()
 
@@ -206,6 +233,11 @@ class App:
         for name in names:
             if name not in mine:
                 self._claim(name)
+        viewed = {
+            n for views in self._views.values() for u, view in views.items() if u != upstream for n in view.names()
+        }
+        if viewed.intersection(names):
+            raise UsageError(f"upstream {upstream!r} would register a name another upstream serves a tenant")
         others = {r.uri for r in self._resources.values() if r.upstream != upstream}
         for resource in new_resources.values():
             if resource.uri in others:
@@ -218,6 +250,81 @@ class App:
         self._prompts.update(new_prompts)
         if mine or names:
             self._changed()
+
+    def set_tenant_view(self, upstream: str, tenant_id: str, view: TenantView | None) -> None:
+        """Gateway mode: make ``view`` what ``upstream`` serves ``tenant_id`` (``None``: nothing),
+        seen by that tenant only. Its names and URIs must be free for that tenant: not registered
+        for everyone, nor by another upstream's view of the same tenant.
+
+        :raises UsageError: a name or URI is taken (nothing changes then).
+        """
+        views = self._views.get(tenant_id, {})
+        before = views.get(upstream)
+        if view is None or not view.names():
+            if before is not None:
+                del views[upstream]
+                if not views:
+                    self._views.pop(tenant_id, None)
+                self._changed()
+            return
+        names = view.names()
+        if len(names) != len(set(names)):
+            raise UsageError(f"upstream {upstream!r} would register one name twice")
+        shared = self._registries_names()
+        others = {n for u, v in views.items() if u != upstream for n in v.names()}
+        if shared.intersection(names) or others.intersection(names):
+            raise UsageError(f"upstream {upstream!r} would register a name that is already taken")
+        uris = {r.uri for r in self._resources.values()} | {
+            r.uri for u, v in views.items() if u != upstream for r in v.resources.values()
+        }
+        if any(r.uri in uris for r in view.resources.values()):
+            raise UsageError(f"upstream {upstream!r} would register a resource URI that is already taken")
+        self._views.setdefault(tenant_id, {})[upstream] = view
+        self._changed()
+
+    def drop_tenant_views(self, upstream: str, keep: Callable[[str], bool] = lambda tenant_id: False) -> None:
+        """Forget what ``upstream`` serves each tenant, but for the tenants ``keep`` names."""
+        changed = False
+        for tenant_id in list(self._views):
+            views = self._views[tenant_id]
+            if upstream in views and not keep(tenant_id):
+                del views[upstream]
+                changed = True
+                if not views:
+                    del self._views[tenant_id]
+        if changed:
+            self._changed()
+
+    def tenant_view(self, upstream: str, tenant_id: str) -> TenantView | None:
+        return self._views.get(tenant_id, {}).get(upstream)
+
+    def _registries_names(self) -> frozenset[str]:
+        return frozenset(self._tools) | frozenset(self._resources) | frozenset(self._prompts)
+
+    def _for(self, tenant_id: str) -> _Effective:
+        views = self._views.get(tenant_id)
+        if not views:
+            return _Effective(self._tools, self._resources, self._prompts)
+        effective = self._effective.get(tenant_id)
+        if effective is None:
+            tools, resources, prompts = dict(self._tools), dict(self._resources), dict(self._prompts)
+            for view in views.values():
+                tools.update(view.tools)
+                resources.update(view.resources)
+                prompts.update(view.prompts)
+            effective = self._effective[tenant_id] = _Effective(tools, resources, prompts)
+        return effective
+
+    def tools_for(self, tenant_id: str) -> Mapping[str, ToolDefinition]:
+        """The tools registered for everyone or some tenants, with what upstreams serve ``tenant_id``
+        alone (filter by :meth:`ToolDefinition.available_to` as for :attr:`tools`)."""
+        return self._for(tenant_id).tools
+
+    def resources_for(self, tenant_id: str) -> Mapping[str, ResourceDefinition]:
+        return self._for(tenant_id).resources
+
+    def prompts_for(self, tenant_id: str) -> Mapping[str, PromptDefinition]:
+        return self._for(tenant_id).prompts
 
     # -- registration ---------------------------------------------------------------------
 
@@ -359,6 +466,8 @@ class App:
     def _claim(self, name: str) -> None:
         if name in self._tools or name in self._resources or name in self._prompts:
             raise UsageError(f"{name!r} is registered twice (tools, resources and prompts share one namespace)")
+        if any(name in view.names() for views in self._views.values() for view in views.values()):
+            raise UsageError(f"{name!r} is already served to a tenant by an upstream")
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -375,13 +484,15 @@ class App:
         return self._prompts
 
     def capability_names(self) -> frozenset[str]:
-        return frozenset(self._tools) | frozenset(self._resources) | frozenset(self._prompts)
+        """The names registered for everyone or some tenants (not those of tenants' views)."""
+        return self._registries_names()
 
     def registered_for(self, tenant_id: str) -> frozenset[str]:
         """Every capability name that exists for ``tenant_id`` (before grants)."""
+        effective = self._for(tenant_id)
         return frozenset(
             name
-            for registry in (self._tools, self._resources, self._prompts)
+            for registry in (effective.tools, effective.resources, effective.prompts)
             for name, item in registry.items()
             if item.available_to(tenant_id)
         )

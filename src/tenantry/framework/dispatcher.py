@@ -72,6 +72,7 @@ from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
 from tenantry.framework.invoker import CallCancelled, InProcessInvoker, Invocation, Invoker, ToolTimedOut
 from tenantry.framework.redaction import RedactingChannel, SecretRedactor, TenantSecretValues
+from tenantry.framework.views import TenantViews
 from tenantry.framework.worker import WorkerUnavailable
 from tenantry.policy.acl import decide_tool_call, effective_tools
 from tenantry.ratelimit.pacing import RefusalPacer
@@ -120,6 +121,8 @@ class Dispatcher:
     :param dedicated: where dedicated-tier tenants' calls run (their own worker processes); without
         one, their calls are refused with ``worker_unavailable`` rather than run here.
     :param max_result_bytes: the largest result (as JSON) a call may return.
+    :param views: lists each tenant's own view of per-tenant upstreams (gateway mode) before
+        :meth:`prepare` lets one of its requests through.
     """
 
     def __init__(
@@ -138,8 +141,10 @@ class Dispatcher:
         refusal_budget: RecordBudget | None = None,
         refusal_pacer: RefusalPacer | None = None,
         start_before: Literal["effects", "tool"] = "effects",
+        views: TenantViews | None = None,
     ) -> None:
         self._app = app
+        self._views = views
         self._directory = directory
         self._scopes = scopes
         self._audit = audit
@@ -153,7 +158,9 @@ class Dispatcher:
         self._pacer = refusal_pacer
         self._start_before = start_before
         self._registered: dict[str, frozenset[str]] = {}
-        self._tool_models: dict[str, Tool] = {}
+        self._tool_models: dict[tuple[str, frozenset[str] | None], Tool] = {}
+        """By name and the tenants it is registered for: an upstream's per-tenant view of one name
+        differs from tenant to tenant, and one tenant's must never be served to another."""
         self._secret_values = TenantSecretValues(scopes.secrets)
 
     @property
@@ -257,6 +264,20 @@ class Dispatcher:
 
     # -- visibility -------------------------------------------------------------------------
 
+    def needs_prepare(self, caller: Caller) -> bool:
+        """Whether :meth:`prepare` has work to do before this caller's request is served."""
+        if self._views is None:
+            return False
+        tenant = self._directory.get(caller.tenant_id)
+        return tenant is not None and not tenant.halted and not self._views.views_current(tenant)
+
+    async def prepare(self, caller: Caller) -> None:
+        """Make the caller's tenant's own catalogue current (its views of per-tenant upstreams,
+        listed through its own sessions). A halted or unknown tenant lists nothing."""
+        tenant = self._directory.get(caller.tenant_id)
+        if self._views is not None and tenant is not None and not tenant.halted:
+            await self._views.load_views(tenant)
+
     def _registered_for(self, tenant_id: str) -> frozenset[str]:
         names = self._registered.get(tenant_id)
         if names is None:
@@ -281,7 +302,8 @@ class Dispatcher:
 
     def list_tools(self, caller: Caller) -> list[Tool]:
         visible = self.visible(caller)
-        return [self._tool_model(tool) for name, tool in sorted(self._app.tools.items()) if name in visible]
+        tools = self._app.tools_for(caller.tenant_id)
+        return [self._tool_model(tool) for name, tool in sorted(tools.items()) if name in visible]
 
     def tool_input_schema(self, caller: Caller, name: str) -> dict[str, Any] | None:
         """The schema of ``name`` if this caller may see it; ``None`` otherwise (reveals nothing)."""
@@ -289,11 +311,12 @@ class Dispatcher:
             visible = self.visible(caller)
         except TenantryError:
             return None
-        tool = self._app.tools.get(name)
+        tool = self._app.tools_for(caller.tenant_id).get(name)
         return tool.input_schema if tool is not None and name in visible else None
 
     def _tool_model(self, tool: ToolDefinition) -> Tool:
-        model = self._tool_models.get(tool.name)
+        key = (tool.name, tool.tenants)
+        model = self._tool_models.get(key)
         if model is None:
             model = Tool(
                 name=tool.name,
@@ -303,7 +326,7 @@ class Dispatcher:
                 output_schema=tool.metadata.output_schema,
                 annotations=tool.annotations,
             )
-            self._tool_models[tool.name] = model
+            self._tool_models[key] = model
         return model
 
     def needs_step_up(self, caller: Caller, name: str) -> bool:
@@ -311,7 +334,7 @@ class Dispatcher:
         token leaves it out: the one refusal that may say "ask for more scope". A tool that does
         not exist, or exists only for other tenants, or is not granted, answers ``False`` alike."""
         tenant = self._directory.get(caller.tenant_id)
-        if tenant is None or tenant.halted or name not in self._app.tools:
+        if tenant is None or tenant.halted or name not in self._app.tools_for(tenant.id):
             return False
         decision = decide_tool_call(name, caller.principal, tenant.grants, self._registered_for(tenant.id))
         return decision.reason == "not_in_token"
@@ -350,7 +373,7 @@ class Dispatcher:
         limits = self._directory.limits(tenant.id)
         slot = await self._admit_limits(caller, limits, "tool_denied", name, arguments, started)
         try:
-            tool = self._app.tools.get(name)
+            tool = self._app.tools_for(tenant.id).get(name)
             decision = decide_tool_call(name, caller.principal, tenant.grants, self._registered_for(tenant.id))
             if tool is None or not decision.allowed:
                 hashed = await self._hash(caller, arguments)
@@ -566,7 +589,7 @@ class Dispatcher:
 
     def _visible_resources(self, caller: Caller) -> list[ResourceDefinition]:
         visible = self.visible(caller)
-        return [r for name, r in sorted(self._app.resources.items()) if name in visible]
+        return [r for name, r in sorted(self._app.resources_for(caller.tenant_id).items()) if name in visible]
 
     def list_resources(self, caller: Caller) -> list[Resource]:
         return [
@@ -685,12 +708,12 @@ class Dispatcher:
                 description=p.description,
                 arguments=[PromptArgument(name=a, required=req, description=d) for a, req, d in p.arguments],
             )
-            for name, p in sorted(self._app.prompts.items())
+            for name, p in sorted(self._app.prompts_for(caller.tenant_id).items())
             if name in visible
         ]
 
     def prompt_visible(self, caller: Caller, name: str) -> bool:
-        return name in self._app.prompts and name in self.visible(caller)
+        return name in self._app.prompts_for(caller.tenant_id) and name in self.visible(caller)
 
     async def get_prompt(
         self,
@@ -701,7 +724,7 @@ class Dispatcher:
     ) -> GetPromptResult | InputRequiredResult:
         started = time.perf_counter()
         visible = self.visible(caller)
-        prompt = self._app.prompts.get(name)
+        prompt = self._app.prompts_for(caller.tenant_id).get(name)
         # Admission before anything is recorded (see read_resource).
         tenant = await self._admit_tenant(caller, "access_denied", name, arguments, started)
         limits = self._directory.limits(tenant.id)

@@ -21,9 +21,10 @@ Lifecycle, per upstream:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +38,14 @@ from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
 
-from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError
-from tenantry.core.upstreams import TemplateValues, UpstreamSpec, render_template
-from tenantry.framework.app import App
+from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError, UsageError
+from tenantry.core.upstreams import SEPARATOR, TemplateValues, UpstreamSpec, render_template
+from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, TenantView, ToolDefinition
+from tenantry.framework.views import ViewedTenant
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
 from tenantry.gateway.http_calls import HttpCalls
 from tenantry.gateway.items import upstream_prompt_definition, upstream_resource_definition
-from tenantry.gateway.naming import Kind, Skipped, map_items, map_tools
+from tenantry.gateway.naming import Exposed, ExposedItem, Kind, Skipped, map_items, map_tools
 from tenantry.gateway.session import UpstreamSession
 from tenantry.gateway.tools import upstream_tool_definition
 from tenantry.gateway.transports import StderrTail, http_streams, stdio_streams
@@ -139,7 +141,10 @@ class Gateway:
         self._backoff: dict[tuple[str, str], _Backoff] = {}
         self._reports: dict[str, UpstreamReport] = {}
         self._discovering: dict[str, bool] = {}
-        self._routes: dict[str, tuple[str, str]] = {}
+        self._views: dict[tuple[str, str], _ViewState] = {}
+        """(upstream, tenant) -> that tenant's own listing of a per-tenant upstream."""
+        self._current: dict[str, tuple[frozenset[str], float]] = {}
+        """tenant -> the grants its views were loaded for, and until when they are current."""
         self._tasks: anyio.abc.TaskGroup | None = None
         self._started = anyio.Event()
 
@@ -163,16 +168,15 @@ class Gateway:
     def report(self, name: str) -> UpstreamReport | None:
         return self._reports.get(name)
 
-    def route(self, exposed: str) -> tuple[UpstreamSpec, str]:
-        """The upstream and its own name behind an exposed tool, resource or prompt name.
+    def route(self, upstream: str | None) -> UpstreamSpec:
+        """The configured upstream behind a tool, resource or prompt definition's ``upstream``.
 
         :raises UpstreamUnavailable: the upstream was removed meanwhile.
         """
-        found = self._routes.get(exposed)
-        spec = None if found is None else self._specs.get(found[0])
-        if found is None or spec is None:
+        spec = None if upstream is None else self._specs.get(upstream)
+        if spec is None:
             raise UpstreamUnavailable("the upstream serving this was removed")
-        return spec, found[1]
+        return spec
 
     async def apply(self, specs: Mapping[str, UpstreamSpec]) -> None:
         """Make the configured upstreams ``specs``: new ones are discovered (in the background),
@@ -187,6 +191,7 @@ class Gateway:
         for name, spec in specs.items():
             if name not in self._specs:
                 self._specs[name] = spec
+                self._current.clear()  # each tenant's next request lists what it is granted of it
                 self._spawn(self.rediscover, name)
 
     async def check(self, spec: UpstreamSpec) -> UpstreamReport:
@@ -240,7 +245,7 @@ class Gateway:
                 continue
             if self._specs.get(name) is not spec:
                 return None  # removed or replaced while it was being listed
-            self._register(spec, listing, report)
+            self._register(spec, listing, report, tenant_id)
             break
         report.discovered_at = int(time.time())
         self._reports[name] = report
@@ -293,44 +298,197 @@ class Gateway:
             raise UpstreamUnavailable(f"upstream {spec.name!r} closed the connection") from None
         return listing
 
-    def _register(self, spec: UpstreamSpec, listing: _Listing, report: UpstreamReport) -> None:
-        mine = {n for n, (upstream, _) in self._routes.items() if upstream == spec.name}
-        taken = set(self._app.capability_names() - mine)
-        taken_uris = {r.uri for r in self._app.resources.values() if r.upstream != spec.name}
-        tools, skipped = map_tools(spec.name, listing.tools, taken, max_tools=spec.max_tools)
-        taken.update(e.name for e in tools)
-        items = []
+    def _register(self, spec: UpstreamSpec, listing: _Listing, report: UpstreamReport, tenant_id: str) -> None:
+        """Serve the listing: to every tenant allowed (a tenant-agnostic upstream), or as the view of
+        the one tenant it was listed through (any other upstream: it may quote that tenant's data)."""
+        if spec.tenant_agnostic:
+            mapped = self._mapped(spec, listing, self._taken(spec.name, None))
+            self._app.replace_upstream(spec.name, *mapped.definitions(spec.name, spec.tenants))
+        else:
+            self._app.replace_upstream(spec.name)  # nothing of it is shared
+            mapped = self._set_view(spec, tenant_id, listing)
+        report.state, report.error = "ready", None
+        report.tools = sorted(e.name for e in mapped.tools)
+        report.resources = sorted(e.name for e in mapped.items if e.kind != "prompt")
+        report.prompts = sorted(e.name for e in mapped.items if e.kind == "prompt")
+        report.skipped = mapped.skipped
+
+    def _taken(self, upstream: str, tenant_id: str | None) -> tuple[set[str], set[str]]:
+        """The names and resource URIs ``upstream`` may not use: what anything else registered for
+        everyone, and what other upstreams serve in their views (of ``tenant_id``, or of anyone
+        when ``upstream`` is shared)."""
+        names = {n for n in self._app.capability_names() if self._upstream_of(n) != upstream}
+        uris = {r.uri for r in self._app.resources.values() if r.upstream != upstream}
+        for other, viewer in self._views:
+            view = (
+                None if other == upstream or tenant_id not in (None, viewer) else self._app.tenant_view(other, viewer)
+            )
+            if view is not None:
+                names.update(view.names())
+                uris.update(r.uri for r in view.resources.values())
+        return names, uris
+
+    def _upstream_of(self, name: str) -> str | None:
+        item = self._app.tools.get(name) or self._app.resources.get(name) or self._app.prompts.get(name)
+        return None if item is None else item.upstream
+
+    @staticmethod
+    def _mapped(spec: UpstreamSpec, listing: _Listing, taken: tuple[set[str], set[str]]) -> _Mapped:
+        names, uris = taken
+        tools, skipped = map_tools(spec.name, listing.tools, names, max_tools=spec.max_tools)
+        names.update(e.name for e in tools)
+        items: list[ExposedItem] = []
         kinds: list[tuple[Kind, Sequence[Any]]] = [
             ("resource", listing.resources),
             ("resource_template", listing.templates),
             ("prompt", listing.prompts),
         ]
         for kind, listed in kinds:
-            exposed, refused = map_items(spec.name, kind, listed, taken, taken_uris, max_items=spec.max_tools)
-            taken.update(e.name for e in exposed)
-            taken_uris.update(e.uri for e in exposed if e.uri is not None)
+            exposed, refused = map_items(spec.name, kind, listed, names, uris, max_items=spec.max_tools)
+            names.update(e.name for e in exposed)
+            uris.update(e.uri for e in exposed if e.uri is not None)
             items += exposed
             skipped += refused
-        self._app.replace_upstream(
+        return _Mapped(tools, items, skipped)
+
+    def _set_view(self, spec: UpstreamSpec, tenant_id: str, listing: _Listing) -> _Mapped:
+        mapped = self._mapped(spec, listing, self._taken(spec.name, tenant_id))
+        tools, resources, prompts = mapped.definitions(spec.name, frozenset({tenant_id}))
+        self._app.set_tenant_view(
             spec.name,
-            [upstream_tool_definition(spec.name, e, spec.tenants) for e in tools],
-            [upstream_resource_definition(spec.name, e, spec.tenants) for e in items if e.kind != "prompt"],
-            [upstream_prompt_definition(spec.name, e, spec.tenants) for e in items if e.kind == "prompt"],
+            tenant_id,
+            TenantView(
+                tools={t.name: t for t in tools},
+                resources={r.name: r for r in resources},
+                prompts={p.name: p for p in prompts},
+            ),
         )
-        for name in mine:
-            self._routes.pop(name, None)
-        self._routes.update({e.name: (spec.name, e.upstream_tool) for e in tools})
-        self._routes.update({e.name: (spec.name, e.upstream_name) for e in items})
-        report.state, report.error = "ready", None
-        report.tools = sorted(e.name for e in tools)
-        report.resources = sorted(e.name for e in items if e.kind != "prompt")
-        report.prompts = sorted(e.name for e in items if e.kind == "prompt")
-        report.skipped = skipped
+        self._views[(spec.name, tenant_id)] = _ViewState(loaded=True, spec=spec)
+        return mapped
 
     def _forget_tools(self, name: str) -> None:
         self._app.replace_upstream(name)
-        for exposed in [n for n, (upstream, _) in self._routes.items() if upstream == name]:
-            del self._routes[exposed]
+        self._app.drop_tenant_views(name)
+        for key in [k for k in self._views if k[0] == name]:
+            del self._views[key]
+        self._current.clear()
+
+    # -- per-tenant views -------------------------------------------------------------------
+
+    def views_current(self, tenant: ViewedTenant) -> bool:
+        """Whether every per-tenant upstream ``tenant`` is granted something of has been listed
+        through its own session (or failed recently enough not to be tried again yet)."""
+        current = self._current.get(tenant.id)
+        if current is None:
+            return not self._specs
+        grants, until = current
+        return (grants is tenant.grants or grants == tenant.grants) and time.monotonic() < until
+
+    async def load_views(self, tenant: ViewedTenant) -> None:
+        """List, through ``tenant``'s own sessions, each per-tenant upstream it is granted something
+        of and has no current view of (concurrently, each within the upstream's call timeout).
+
+        A listing that fails leaves the tenant the view it had, or else its granted tools of that
+        upstream without descriptions (so that calling one answers ``upstream_unavailable``, and is
+        audited), and is tried again after the session's backoff.
+        """
+        until = float("inf")
+        wanted = [
+            spec
+            for spec in self._specs.values()
+            if not spec.tenant_agnostic and spec.available_to(tenant.id) and _granted_any(tenant.grants, spec.name)
+        ]
+        async with anyio.create_task_group() as tasks:
+            for spec in wanted:
+                state = self._views.get((spec.name, tenant.id))
+                if state is not None and state.spec is spec and (state.loaded or time.monotonic() < state.retry_at):
+                    if not state.loaded:
+                        until = min(until, state.retry_at)
+                    continue
+                tasks.start_soon(self._load_view, spec, tenant)
+        for spec in wanted:
+            state = self._views.get((spec.name, tenant.id))
+            if state is not None and not state.loaded:
+                until = min(until, state.retry_at)
+        if len(self._current) > 100_000:
+            self._current.clear()
+        self._current[tenant.id] = (tenant.grants, until)
+
+    async def _load_view(self, spec: UpstreamSpec, tenant: ViewedTenant) -> None:
+        key = (spec.name, tenant.id)
+        state = self._views.get(key)
+        if state is not None and state.loading is not None:
+            await state.loading.wait()  # another request of this tenant is listing it
+            return
+        loading = anyio.Event()
+        self._views[key] = _ViewState(loaded=False, spec=spec, loading=loading, retry_at=0.0)
+        try:
+            try:
+                listing = await self._list_all(spec, tenant.id)
+            except TenantryError as exc:
+                logger.warning(
+                    "could not list an upstream through a tenant's session",
+                    extra={"upstream": spec.name, "tenant_id": tenant.id, "reason": exc.message},
+                )
+                self._view_failed(spec, tenant)
+                return
+            if self._specs.get(spec.name) is not spec:
+                return  # removed or replaced while it was being listed
+            try:
+                self._set_view(spec, tenant.id, listing)
+            except UsageError as exc:  # a name another upstream took for this tenant meanwhile
+                logger.warning(
+                    "an upstream's view of a tenant was refused", extra={"upstream": spec.name, "why": str(exc)}
+                )
+                self._view_failed(spec, tenant)
+            if tenant.tier == "dedicated" and spec.transport == "stdio":
+                # The tenant's calls run its command upstreams in its worker; this process was
+                # started for the listing only.
+                await self._close_where(lambda k: k == (spec.name, tenant.id))
+        finally:
+            loading.set()
+            state = self._views.get(key)
+            if state is not None and state.loading is loading:
+                state.loading = None
+
+    def _view_failed(self, spec: UpstreamSpec, tenant: ViewedTenant) -> None:
+        """Keep the view the tenant had; without one, serve its granted tools of ``spec`` (named in
+        the discovery's report) with no description, so that a call reaches the gateway and
+        answers ``upstream_unavailable`` like any call of an upstream that is down."""
+        key = (spec.name, tenant.id)
+        backoff = self._backoff.get(key)
+        retry_at = max(time.monotonic() + 1.0, backoff.retry_at if backoff is not None else 0.0)
+        self._views[key] = _ViewState(loaded=False, spec=spec, retry_at=retry_at)
+        if self._app.tenant_view(spec.name, tenant.id) is not None:
+            return
+        report = self._reports.get(spec.name)
+        prefix = spec.name + SEPARATOR
+        placeholders = {}
+        for name in report.tools if report is not None else []:
+            if name in tenant.grants:
+                own = types.Tool(name=name[len(prefix) :], input_schema={"type": "object"})
+                placeholders[name] = upstream_tool_definition(
+                    spec.name, Exposed(name, own.name, own), frozenset({tenant.id})
+                )
+        with contextlib.suppress(UsageError):  # a name another upstream serves this tenant: it keeps that one
+            self._app.set_tenant_view(spec.name, tenant.id, TenantView(tools=placeholders))
+
+    def forget_tenants(self, remaining: Collection[str]) -> None:
+        """Drop the views of tenants that no longer exist."""
+        gone = {tenant_id for _, tenant_id in self._views if tenant_id not in remaining}
+        if not gone:
+            return
+        for upstream in {u for u, t in self._views if t in gone}:
+            self._app.drop_tenant_views(upstream, keep=lambda tenant_id: tenant_id not in gone)
+        for key in [k for k in self._views if k[1] in gone]:
+            del self._views[key]
+        for tenant_id in gone:
+            self._current.pop(tenant_id, None)
+
+    async def _reload_view(self, name: str, tenant_id: str) -> None:
+        """The upstream said its list changed on this tenant's session: list it again for this tenant."""
+        self._views.pop((name, tenant_id), None)
+        self._current.pop(tenant_id, None)  # the tenant's next request lists it again
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -476,7 +634,10 @@ class Gateway:
         values = await self._template_values(spec, tenant_id)
 
         async def tools_changed() -> None:
-            self._spawn(self.rediscover, spec.name)
+            if tenant_id == _SHARED:
+                self._spawn(self.rediscover, spec.name)
+            else:
+                await self._reload_view(spec.name, tenant_id)
 
         if spec.transport == "http":
             assert spec.url is not None
@@ -592,6 +753,37 @@ class Gateway:
 
 def _no_secret(name: str) -> str:
     raise NotFound(f"no secret named {name!r}")
+
+
+@dataclass
+class _ViewState:
+    loaded: bool = False
+    spec: UpstreamSpec | None = None
+    """The configuration it was listed under (a changed upstream is listed afresh)."""
+    retry_at: float = 0.0
+    """After a failed listing: when it is tried again."""
+    loading: anyio.Event | None = None
+
+
+@dataclass
+class _Mapped:
+    tools: list[Exposed]
+    items: list[ExposedItem]
+    skipped: list[Skipped]
+
+    def definitions(
+        self, upstream: str, tenants: frozenset[str] | None
+    ) -> tuple[list[ToolDefinition], list[ResourceDefinition], list[PromptDefinition]]:
+        return (
+            [upstream_tool_definition(upstream, e, tenants) for e in self.tools],
+            [upstream_resource_definition(upstream, e, tenants) for e in self.items if e.kind != "prompt"],
+            [upstream_prompt_definition(upstream, e, tenants) for e in self.items if e.kind == "prompt"],
+        )
+
+
+def _granted_any(grants: frozenset[str], upstream: str) -> bool:
+    prefix = upstream + SEPARATOR
+    return any(name.startswith(prefix) for name in grants)
 
 
 @dataclass

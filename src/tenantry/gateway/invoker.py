@@ -32,7 +32,8 @@ class UpstreamInvoker:
         target = call.target
         if target.upstream is None:
             raise UpstreamUnavailable()
-        spec, own_name = self._gateway.route(target.name)
+        spec = self._gateway.route(target.upstream)
+        own_name = target.upstream_name or ""
         timeout = min(call.timeout, spec.call_timeout)
         tenant_id = call.context.tenant_id
         work: Coroutine[Any, Any, Any]

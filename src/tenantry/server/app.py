@@ -115,6 +115,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         dedicated=dedicated,
         max_result_bytes=settings.tools.max_result_bytes,
         start_before=settings.audit.start_before,
+        views=gateway,
         refusal_pacer=RefusalPacer(
             hold=settings.limits.refusal_hold,
             per_tenant=settings.limits.refusals_held_per_tenant,
@@ -204,7 +205,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
     runtime.directory.add_listener(_notify_grant_changes(list_changed))
     runtime.directory.add_listener(_release_deleted_tenants(runtime))
     metrics = TenantMetrics(
-        tools=app.tools.keys(),
+        tools=app.tools_for,
         max_tenant_labels=settings.metrics.max_tenant_labels,
         gauges=lambda: {
             "tenantry_sessions_open": ("Open handshake-era sessions", float(len(sessions.sessions))),

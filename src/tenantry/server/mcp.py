@@ -90,6 +90,8 @@ def build_mcp_server(
                 connection = getattr(ctx.session, "_connection", None)
                 if connection is not None:
                     notifier.remember(caller.session_id, caller.tenant_id, connection)
+            if dispatcher.needs_prepare(caller):
+                await dispatcher.prepare(caller)
             return await work(caller)
         except TenantryError as exc:
             raise to_mcp_error(exc) from None

@@ -57,11 +57,12 @@ class TenantMetrics(Collector):
     def __init__(
         self,
         *,
-        tools: Collection[str],
+        tools: Callable[[str], Collection[str]],
         max_tenant_labels: int = 100,
         gauges: Callable[[], dict[str, tuple[str, float]]] = dict,
     ) -> None:
-        # Consulted live (the server passes ``app.tools.keys()``): upstream tools come and go.
+        """:param tools: the tool names registered for a tenant, consulted live (the server passes
+        ``app.tools_for``): upstream tools come and go, and some are one tenant's own."""
         self._tools = tools
         self._max_tenants = max_tenant_labels
         self._labelled: set[str] = set()
@@ -86,7 +87,7 @@ class TenantMetrics(Collector):
         if kind == "tool_call":
             tenant = self._tenant(event.tenant_id)
             name = event.tool_name
-            tool = name if name is not None and name in self._tools else "_unknown"
+            tool = name if name is not None and name in self._tools(event.tenant_id) else "_unknown"
             self._calls[(tenant, tool, event.result_status)] += 1
             if event.latency_ms is not None:
                 seconds = event.latency_ms / 1000

@@ -47,6 +47,7 @@ def follow_upstreams(gateway: Gateway) -> ChangeListener:
         if before.revision is None or before.upstreams != after.upstreams:
             await gateway.apply(after.upstreams)
         if before.tenants.keys() != after.tenants.keys():
+            gateway.forget_tenants(after.tenants.keys())
             for name in after.upstreams:
                 report = gateway.report(name)
                 if report is not None and report.state != "ready":
