@@ -245,9 +245,14 @@ class Dispatcher:
         finally:
             CALL_START.reset(token)
 
-    def catalogue_changed(self) -> None:
-        """Forget what was derived from the app's registrations (tools that appeared or went)."""
-        self._registered.clear()
+    def catalogue_changed(self, tenants: frozenset[str] | None = None) -> None:
+        """Forget what was derived from the app's registrations (tools that appeared or went),
+        for ``tenants`` (their own views changed) or everyone (``None``)."""
+        if tenants is None:
+            self._registered.clear()
+        else:
+            for tenant_id in tenants:
+                self._registered.pop(tenant_id, None)
         self._tool_models.clear()
 
     async def on_control_change(self, before: ControlSnapshot, after: ControlSnapshot) -> None:
