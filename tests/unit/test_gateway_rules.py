@@ -218,6 +218,12 @@ def test_a_spec_survives_storage() -> None:
         "2002:7f00:1::",  # 6to4 for 127.0.0.1
         "2002:a9fe:a9fe::1",  # 6to4 for 169.254.169.254
         "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+        "fec0::1",  # site-local (deprecated, still routed inside some networks)
+        "64:ff9b::a9fe:a9fe",  # NAT64 for 169.254.169.254
+        "64:ff9b:1::7f00:1",  # local-use NAT64 for 127.0.0.1
+        "198.18.0.1",  # benchmarking
+        "240.0.0.1",  # reserved
+        "2001:db8::1",  # documentation
     ],
 )
 def test_private_loopback_and_link_local_addresses_are_refused(address: str) -> None:
@@ -226,7 +232,9 @@ def test_private_loopback_and_link_local_addresses_are_refused(address: str) -> 
     check_address(address, allow_private=True)  # the operator's explicit choice
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1", "64:ff9b::5db8:d822"]
+)
 def test_public_addresses_are_allowed(address: str) -> None:
     check_address(address, allow_private=False)
 

@@ -168,12 +168,16 @@ def check_address(address: str, *, allow_private: bool) -> None:
     """:raises UpstreamUnavailable: ``address`` is private, loopback, link-local or otherwise special."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
-        # An IPv4 address inside an IPv6 one (mapped, 6to4, Teredo) is judged as that address.
+        # An IPv4 address inside an IPv6 one (mapped, 6to4, Teredo, NAT64) is judged as that address.
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and any(ip in prefix for prefix in _NAT64):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             ip = embedded
     special = (
-        ip.is_private
+        not ip.is_global  # every IANA special-purpose range, whatever it is called
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)  # fec0::/10, deprecated, still routed inside
+        or ip.is_private
         or ip.is_loopback
         or ip.is_link_local
         or ip.is_multicast
@@ -189,6 +193,8 @@ def check_address(address: str, *, allow_private: bool) -> None:
 
 
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+"""A NAT64 gateway turns these into the IPv4 address in their last 32 bits (RFC 6052, RFC 8215)."""
 
 
 def _origin(url: httpx2.URL | str) -> tuple[str, str, int | None]:
