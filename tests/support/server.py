@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx2
 
+from tests.support.cli_forkserver import fork_server
+
 TENANTRY = str(Path(sys.executable).parent / "tenantry")
 
 
@@ -38,12 +40,38 @@ def run_cli(
     cmd = [TENANTRY, *args]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, input=input, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd
-    )
+    full_env = {**os.environ, **(env or {})}
+    forks = fork_server(TENANTRY)
+    if forks is not None:
+        result = forks.run(cmd[1:], env=full_env, cwd=cwd, input=input, timeout=timeout)
+    else:
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, input=input, timeout=timeout, env=full_env, cwd=cwd
+        )
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr}")
     return result
+
+
+CONTROL_PLANE_POLL = 0.35
+"""The server's control-plane poll interval (0.25 s) and a margin."""
+
+_READ_ONLY = (
+    ("token", "issue"),
+    ("audit",),
+    ("tenant", "show"),
+    ("tenant", "list"),
+    ("upstream", "list"),
+    ("secret", "list"),
+    ("compliance",),
+    ("probe",),
+    ("--help",),
+    ("--version",),
+)
+
+
+def _reads_only(args: tuple[str, ...]) -> bool:
+    return any(args[: len(prefix)] == prefix for prefix in _READ_ONLY)
 
 
 @dataclass
@@ -59,7 +87,12 @@ class RunningServer:
         return self.base_url + "/mcp"
 
     def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, data_dir=self.data_dir, check=check, input=input, env=self.env)
+        """Run ``tenantry ARGS`` against this server's data dir; after a command that may change the
+        control plane, wait out the server's poll of it (250 ms), as a person at a terminal does."""
+        result = run_cli(*args, data_dir=self.data_dir, check=check, input=input, env=self.env)
+        if not _reads_only(args):
+            time.sleep(CONTROL_PLANE_POLL)
+        return result
 
     def token(
         self,
