@@ -105,6 +105,7 @@ async def _serve(sock: socket.socket) -> None:
             secrets=secrets,
             settings=settings.gateway,
             max_message=settings.tools.max_result_bytes + _UPSTREAM_ENVELOPE,
+            bulkheads=bulkheads,
         )
         host = WorkerHost(
             app,

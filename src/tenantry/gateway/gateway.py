@@ -17,12 +17,16 @@ Lifecycle, per upstream:
   tenants together) and ``max_processes_per_tenant`` for any one tenant; a call that would
   start one more is refused with ``upstream_unavailable`` saying which limit is reached, and
   nothing running is stopped to make room. A process counts until it has exited.
+* **storage**: what a tenant's command upstream writes in the tenant's directory counts against
+  its file quota (see :mod:`tenantry.gateway.storage`): its calls are refused while the tenant
+  is at its quota, and each one ends with the tenant's usage reconciled with the disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -47,6 +51,7 @@ from tenantry.gateway.http_calls import HttpCalls
 from tenantry.gateway.items import upstream_prompt_definition, upstream_resource_definition
 from tenantry.gateway.naming import Exposed, ExposedItem, Kind, Skipped, map_items, map_tools
 from tenantry.gateway.session import UpstreamSession
+from tenantry.gateway.storage import UpstreamStorage
 from tenantry.gateway.tools import upstream_tool_definition
 from tenantry.gateway.transports import StderrTail, http_streams, stdio_streams
 from tenantry.scoping.files.local import tenant_files_root
@@ -62,6 +67,7 @@ _SHARED = "*"
 _MAX_BACKOFF = 30.0
 _PAGES = 100
 _T = TypeVar("_T")
+_FILE_SIZE_LIMIT = Path(__file__).with_name("file_size_limit.py")
 
 
 @dataclass
@@ -107,6 +113,8 @@ class Gateway:
     :param max_message: the largest single message accepted from an upstream (bytes).
     :param max_processes: command-upstream processes alive at once, all tenants together.
     :param max_processes_per_tenant: command-upstream processes alive at once for one tenant.
+    :param storage: counts what tenants' command upstreams write against their file quotas
+        (without it, nothing does).
     """
 
     def __init__(
@@ -122,8 +130,10 @@ class Gateway:
         idle_timeout: float = 600.0,
         max_processes: int = 64,
         max_processes_per_tenant: int = 8,
+        storage: UpstreamStorage | None = None,
     ) -> None:
         self._app = app
+        self._storage = storage
         self._data_dir = data_dir
         self._read_secret = read_secret
         self._tenants = tenants
@@ -534,6 +544,27 @@ class Gateway:
         send: Callable[[ClientSession], Awaitable[_T]],
         direct_send: Callable[[HttpCalls, ClientSession, UpstreamSession], Awaitable[_T]] | None = None,
     ) -> _T:
+        """:meth:`_send`, for a tenant's command upstream inside its storage quota (refused at the
+        quota, usage reconciled after; see :mod:`tenantry.gateway.storage`).
+
+        :raises StorageQuotaExceeded: the tenant is at its quota (the upstream is not called).
+        """
+        storage = self._storage if spec.transport == "stdio" and not spec.tenant_agnostic else None
+        if storage is None:
+            return await self._send(spec, tenant_id, send, direct_send)
+        await storage.check_room(tenant_id)
+        try:
+            return await self._send(spec, tenant_id, send, direct_send)
+        finally:
+            await storage.reconcile(tenant_id)
+
+    async def _send(
+        self,
+        spec: UpstreamSpec,
+        tenant_id: str,
+        send: Callable[[ClientSession], Awaitable[_T]],
+        direct_send: Callable[[HttpCalls, ClientSession, UpstreamSession], Awaitable[_T]] | None = None,
+    ) -> _T:
         """``send`` on the tenant's session (started if needed), or ``direct_send`` when the session
         has a direct HTTP path; the session's failures and the upstream's protocol errors are
         translated in this one place."""
@@ -659,6 +690,9 @@ class Gateway:
                 spec.name, opener, connect_timeout=spec.connect_timeout, on_tools_changed=tools_changed, direct=direct
             )
         command = [render_template(part, values) for part in spec.command]
+        if self._storage is not None and tenant_id != _SHARED:
+            limit = self._storage.file_size_limit(tenant_id)
+            command = [sys.executable, "-I", "-S", str(_FILE_SIZE_LIMIT), str(limit), *command]
         env = {v: render_template(t, values) for v, t in spec.env}
         tail = StderrTail()
         cwd = str(Path(values.tenant_dir).parent / "upstreams" / spec.name) if tenant_id != _SHARED else None

@@ -29,6 +29,8 @@ from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch, Interru
 from tenantry.framework.invoker import CallCancelled, ToolTimedOut
 from tenantry.gateway.errors import UpstreamUnavailable
 from tenantry.gateway.gateway import Gateway
+from tenantry.gateway.storage import UpstreamStorage
+from tenantry.scoping.threads import ThreadBulkheads
 
 __all__ = ["WorkerUpstreams", "upstream_specs_from_init", "upstream_specs_to_init"]
 
@@ -52,6 +54,8 @@ class WorkerUpstreams:
     :param specs: the upstreams the tenant may use (sent by the server in the worker's first message).
     :param secrets: the tenant's secret values by name (the worker's environment).
     :param max_message: the largest single message accepted from an upstream (bytes).
+    :param bulkheads: the worker's thread capacity and the tenant's limits: what its upstreams
+        write in its directory counts against its file quota, as on the shared tier.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class WorkerUpstreams:
         secrets: Mapping[str, str],
         settings: GatewaySettings,
         max_message: int,
+        bulkheads: ThreadBulkheads,
     ) -> None:
         self._tenant_id = tenant_id
         self._specs = {name: _dying_with_this_process(spec) for name, spec in specs.items()}
@@ -84,6 +89,7 @@ class WorkerUpstreams:
             idle_timeout=settings.idle_timeout,
             max_processes=settings.max_stdio_processes_per_tenant,
             max_processes_per_tenant=settings.max_stdio_processes_per_tenant,
+            storage=UpstreamStorage(data_dir, bulkheads),
         )
 
     @asynccontextmanager

@@ -6,6 +6,7 @@ from tenantry.admin.upstreams import publish_upstream_report
 from tenantry.controlplane.directory import ChangeListener, ControlSnapshot
 from tenantry.framework.app import App
 from tenantry.gateway.gateway import Gateway, UpstreamReport
+from tenantry.gateway.storage import UpstreamStorage
 from tenantry.runtime import Runtime
 
 __all__ = ["build_gateway", "follow_upstreams", "hand_over_to_workers"]
@@ -36,6 +37,7 @@ def build_gateway(runtime: Runtime, app: App) -> Gateway:
         idle_timeout=runtime.settings.gateway.idle_timeout,
         max_processes=runtime.settings.gateway.max_stdio_processes,
         max_processes_per_tenant=runtime.settings.gateway.max_stdio_processes_per_tenant,
+        storage=UpstreamStorage(runtime.data_dir, runtime.bulkheads),
     )
 
 

@@ -14,6 +14,13 @@ holds the lock from its quota check until the ledger is updated, so processes sh
 dir (replicas, the CLI) serialise one tenant's changes and never pass its quota. The ledger is
 marked dirty before a change and clean after it; a lock holder that finds it dirty (its writer
 died), unreadable, missing or written before the machine last booted recounts the tree.
+
+The tenant's storage is its ``files`` tree and its command upstreams' working directories
+(``<data_dir>/tenants/<id>/upstreams``): a command upstream writes there, or in ``files`` when
+given ``{tenant_dir}``, without going through a handle, so the gateway reconciles the ledger with
+the disk after each of its calls (:func:`reconcile_usage`). That rescan is bounded in entries and
+time; a rescan cut short records what it counted as a *floor*: trusted to refuse a write, never to
+admit one (a write the floor would admit recounts the whole tree first).
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ import functools
 import json
 import os
 import stat
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,7 +55,18 @@ from tenantry.scoping.files.scope import (
 )
 from tenantry.scoping.threads import ThreadBulkheads, default_bulkheads
 
-__all__ = ["LocalFileScopes", "LocalFileHandle", "tenant_files_root", "resolve_scoped_path", "USAGE_LEDGER"]
+__all__ = [
+    "LocalFileScopes",
+    "LocalFileHandle",
+    "ScanBounds",
+    "TenantUsage",
+    "tenant_files_root",
+    "tenant_upstreams_root",
+    "resolve_scoped_path",
+    "reconcile_usage",
+    "recorded_usage",
+    "USAGE_LEDGER",
+]
 
 _T = TypeVar("_T")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -56,6 +76,66 @@ USAGE_LEDGER = "files-usage.json"
 
 def tenant_files_root(data_dir: Path, tenant_id: str) -> Path:
     return data_dir / "tenants" / validate_tenant_id(tenant_id) / "files"
+
+
+def tenant_upstreams_root(files_root: Path) -> Path:
+    """Where the tenant's command upstreams get their working directories (beside ``files``)."""
+    return files_root.parent / "upstreams"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    """What a tenant stores: bytes and regular files of its ``files`` tree and its upstreams' working
+    directories. ``floor`` when a bounded rescan stopped early: the real usage is at least this."""
+
+    bytes: int
+    files: int
+    floor: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScanBounds:
+    """How far one reconciling rescan may go before it stops and records a floor.
+
+    It also stops once the usage it has counted passes ``limits`` (the tenant is over its quota
+    then, and a floor refuses as well as the exact figure would).
+    """
+
+    entries: int = 200_000
+    """Directory entries looked at (files, directories, anything else)."""
+    seconds: float = 2.0
+    """Wall time, checked at every entry and directory."""
+
+
+def reconcile_usage(
+    data_dir: Path, tenant_id: str, limits: TenantLimits, bounds: ScanBounds = ScanBounds()
+) -> TenantUsage:
+    """Rescan the tenant's storage (bounded) and record it in its ledger, under the ledger's lock
+    (blocking; serialises with every handle's writes, across processes).
+
+    :raises StorageError: the ledger cannot be opened or written.
+    """
+    root = tenant_files_root(data_dir, tenant_id)
+    with _Ledger(root.parent / USAGE_LEDGER, lambda: _recount(root), recount_on_open=False) as ledger:
+        usage = _scan_usage(root, _Budget(bounds, limits))
+        ledger.commit(usage.bytes, usage.files, floor=usage.floor)
+        return usage
+
+
+def recorded_usage(
+    data_dir: Path, tenant_id: str, limits: TenantLimits, bounds: ScanBounds = ScanBounds()
+) -> TenantUsage:
+    """The ledger's figure; a missing, dirty or stale ledger is reconciled first (bounded).
+
+    :raises StorageError: the ledger cannot be opened or written.
+    """
+    root = tenant_files_root(data_dir, tenant_id)
+    with _Ledger(root.parent / USAGE_LEDGER, lambda: _recount(root), recount_on_open=False) as ledger:
+        if ledger.stale:
+            usage = _scan_usage(root, _Budget(bounds, limits))
+            ledger.commit(usage.bytes, usage.files, floor=usage.floor)
+            return usage
+        return TenantUsage(ledger.bytes, ledger.files, ledger.floor)
 
 
 class LocalFileScopes:
@@ -77,6 +157,8 @@ class LocalFileScopes:
         """``(bytes, files)`` the tenant stores (blocking; recounts if the ledger needs it)."""
         root = tenant_files_root(self._data_dir, tenant_id)
         with _Ledger(root.parent / USAGE_LEDGER, lambda: _recount(root)) as ledger:
+            if ledger.floor:
+                ledger.recount()
             return ledger.bytes, ledger.files
 
 
@@ -206,14 +288,21 @@ class LocalFileHandle(TextOverBytes):
     def _write_sync(self, parts: tuple[str, ...], data: bytes, limits: TenantLimits) -> FileEntry:
         with self._ledger() as ledger:
             old_size = self._existing_size(parts)
-            after = quota_check(
-                used_bytes=ledger.bytes,
-                used_files=ledger.files,
-                old_size=old_size,
-                new_size=len(data),
-                limit_bytes=limits.file_bytes,
-                limit_files=limits.file_count,
-            )
+
+            def check() -> tuple[int, int]:
+                return quota_check(
+                    used_bytes=ledger.bytes,
+                    used_files=ledger.files,
+                    old_size=old_size,
+                    new_size=len(data),
+                    limit_bytes=limits.file_bytes,
+                    limit_files=limits.file_count,
+                )
+
+            after = check()
+            if ledger.floor:  # a floor may refuse, never admit: the exact figure decides
+                ledger.recount()
+                after = check()
             ledger.begin()
             entry = self._replace_file(parts, data)
             ledger.commit(*after)
@@ -257,9 +346,9 @@ class LocalFileHandle(TextOverBytes):
                 ledger.begin()
                 os.unlink(parts[-1], dir_fd=dir_fd)
                 if stat.S_ISREG(info.st_mode):
-                    ledger.commit(max(ledger.bytes - info.st_size, 0), max(ledger.files - 1, 0))
+                    ledger.commit(max(ledger.bytes - info.st_size, 0), max(ledger.files - 1, 0), floor=ledger.floor)
                 else:
-                    ledger.commit(ledger.bytes, ledger.files)
+                    ledger.commit(ledger.bytes, ledger.files, floor=ledger.floor)
                 return True
             except FileNotFoundError:
                 return False
@@ -283,9 +372,12 @@ class LocalFileHandle(TextOverBytes):
         return FileListing(entries, limit=limit)
 
 
-def _walk(top_fd: int) -> Iterator[tuple[tuple[str, ...], str, os.stat_result]]:
+def _walk(
+    top_fd: int, on_directory: Callable[[], None] | None = None
+) -> Iterator[tuple[tuple[str, ...], str, os.stat_result]]:
     """Every non-directory entry under ``top_fd`` as ``(directory parts, name, lstat)``, in the
     order of the full paths as strings. Takes ownership of ``top_fd`` (closed at the end).
+    ``on_directory`` is called before each directory is read (it may raise to stop the walk).
 
     At most two descriptors are open at any time: the current directory's, and briefly the next
     one's. Climbing back up goes through ``..``, checked against the device and inode recorded on
@@ -301,6 +393,8 @@ def _walk(top_fd: int) -> Iterator[tuple[tuple[str, ...], str, os.stat_result]]:
     try:
         while True:
             if len(pending) == len(rel):  # just entered a directory: read it whole
+                if on_directory is not None:
+                    on_directory()
                 info = os.fstat(fd)
                 identities.append((info.st_dev, info.st_ino))
                 pending.append(_read_directory(fd))
@@ -354,26 +448,74 @@ def _read_directory(fd: int) -> list[tuple[str, os.stat_result | None]]:
 
 
 def _recount(root: Path) -> tuple[int, int]:
-    """``(bytes, files)`` of the regular files under ``root``; leftover temporary files (of a writer
-    that died: every writer holds the ledger lock while its file exists) are removed on the way."""
-    try:
-        top_fd = os.open(root, _DIR_FLAGS)
-    except FileNotFoundError:
-        return 0, 0
-    except OSError as exc:
-        raise _translate(exc) from None
+    """``(bytes, files)`` of the tenant's storage (see :func:`_scan_usage`), every entry counted."""
+    usage = _scan_usage(root, None)
+    return usage.bytes, usage.files
+
+
+class _ScanStopped(Exception):
+    """A bounded rescan reached one of its bounds."""
+
+
+class _Budget:
+    def __init__(self, bounds: ScanBounds, limits: TenantLimits) -> None:
+        self._entries_left = bounds.entries
+        self._deadline = time.monotonic() + bounds.seconds
+        self._limits = limits
+
+    def spend(self, used_bytes: int = 0, used_files: int = 0) -> None:
+        """:raises _ScanStopped: a bound is reached, or the usage counted so far passes a limit."""
+        self._entries_left -= 1
+        if (
+            self._entries_left < 0
+            or time.monotonic() > self._deadline
+            or used_bytes > self._limits.file_bytes
+            or used_files > self._limits.file_count
+        ):
+            raise _ScanStopped
+
+
+def _scan_usage(root: Path, budget: _Budget | None) -> TenantUsage:
+    """The regular files under ``root`` (the tenant's ``files``) and its upstreams' working
+    directories, never following a symlink; ``floor`` when ``budget`` stopped the scan (or a
+    directory moved during it). Leftover temporary files under ``root`` (of a writer that died:
+    every writer holds the ledger lock while its file exists) are removed on the way and not
+    counted; an upstream that names its files so loses them rather than hiding them.
+
+    :raises StorageError: a tree cannot be opened.
+    """
     total, count = 0, 0
     orphans: list[tuple[str, ...]] = []
-    for rel, name, info in _walk(top_fd):
-        if name.startswith(HIDDEN_NAME_PREFIX):
-            orphans.append((*rel, name))
-        elif stat.S_ISREG(info.st_mode):
-            total += info.st_size
-            count += 1
+    spend: Callable[[], None] | None = None
+    if budget is not None:
+        spend = budget.spend
+    complete = True
+    try:
+        for tree in (root, tenant_upstreams_root(root)):
+            try:
+                top_fd = os.open(tree, _DIR_FLAGS)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _translate(exc) from None
+            for rel, name, info in _walk(top_fd, spend):
+                if budget is not None:
+                    budget.spend(total, count)
+                if tree is root and name.startswith(HIDDEN_NAME_PREFIX):
+                    orphans.append((*rel, name))
+                elif stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+                    count += 1
+    except _ScanStopped:
+        complete = False
+    except StorageError:
+        if budget is None:
+            raise  # an exact recount that cannot finish is not a figure
+        complete = False  # a directory moved during the walk: what was counted is still a floor
     for parts in orphans:
         with contextlib.suppress(OSError):
             _unlink_below(root, parts)
-    return total, count
+    return TenantUsage(total, count, floor=not complete)
 
 
 def _unlink_below(root: Path, parts: tuple[str, ...]) -> None:
@@ -392,15 +534,22 @@ class _Ledger:
     """One tenant's stored bytes and files, read and written under an exclusive ``flock``.
 
     Use as a context manager (blocking). Between :meth:`begin` and :meth:`commit` the file says
-    ``dirty``; if the holder dies there, the next holder recounts.
+    ``dirty``; if the holder dies there, the next holder recounts. ``floor``: the figures are a
+    lower bound (a bounded rescan stopped early).
+
+    :param recount_on_open: recount a dirty, stale or missing record on entering; else leave it
+        to the holder (``stale`` says so, the figures are zero).
     """
 
-    def __init__(self, path: Path, recount: Callable[[], tuple[int, int]]) -> None:
+    def __init__(self, path: Path, recount: Callable[[], tuple[int, int]], *, recount_on_open: bool = True) -> None:
         self._path = path
         self._recount = recount
+        self._recount_on_open = recount_on_open
         self._fd = -1
         self.bytes = 0
         self.files = 0
+        self.floor = False
+        self.stale = False
 
     def __enter__(self) -> _Ledger:
         try:
@@ -412,10 +561,12 @@ class _Ledger:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             recorded = self._read()
             if recorded is None:
-                self.bytes, self.files = self._recount()
-                self._write("clean")
+                if self._recount_on_open:
+                    self.recount()
+                else:
+                    self.stale = True
             else:
-                self.bytes, self.files = recorded
+                self.bytes, self.files, self.floor = recorded
         except BaseException:
             os.close(self._fd)
             raise
@@ -427,11 +578,16 @@ class _Ledger:
     def begin(self) -> None:
         self._write("dirty")
 
-    def commit(self, used_bytes: int, used_files: int) -> None:
-        self.bytes, self.files = used_bytes, used_files
+    def commit(self, used_bytes: int, used_files: int, *, floor: bool = False) -> None:
+        self.bytes, self.files, self.floor = used_bytes, used_files, floor
+        self.stale = False
         self._write("clean")
 
-    def _read(self) -> tuple[int, int] | None:
+    def recount(self) -> None:
+        """The exact figure from a full recount of the tree, recorded."""
+        self.commit(*self._recount())
+
+    def _read(self) -> tuple[int, int, bool] | None:
         try:
             record = json.loads(os.pread(self._fd, 4096, 0) or b"null")
         except (ValueError, OSError):
@@ -441,10 +597,12 @@ class _Ledger:
         used_bytes, used_files = record.get("bytes"), record.get("files")
         if not (isinstance(used_bytes, int) and isinstance(used_files, int)) or used_bytes < 0 or used_files < 0:
             return None
-        return used_bytes, used_files
+        return used_bytes, used_files, record.get("floor") is True
 
     def _write(self, state: str) -> None:
-        record = {"bytes": self.bytes, "files": self.files, "state": state, "boot": _boot_id()}
+        record: dict[str, object] = {"bytes": self.bytes, "files": self.files, "state": state, "boot": _boot_id()}
+        if self.floor:
+            record["floor"] = True
         data = json.dumps(record).encode()
         try:
             os.pwrite(self._fd, data, 0)
