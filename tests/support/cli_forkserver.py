@@ -87,6 +87,10 @@ def _run_command(conn: socket.socket, main: Any) -> None:
         if request["cwd"] is not None:
             os.chdir(request["cwd"])
         sys.argv = [request["program"], *request["args"]]
+        # The path a console script starts with: its own directory, then PYTHONPATH, then the
+        # installation's (this server's own script directory is not on it).
+        extra = [entry for entry in request["env"].get("PYTHONPATH", "").split(os.pathsep) if entry]
+        sys.path[:] = [os.path.dirname(request["program"]), *extra, *sys.path[1:]]
         try:
             main(request["args"])
             code = 0
