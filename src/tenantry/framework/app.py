@@ -181,16 +181,23 @@ class App:
         self._views: dict[str, dict[str, TenantView]] = {}
         """tenant id -> upstream -> what that upstream serves that tenant alone."""
         self._effective: dict[str, _Effective] = {}
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[frozenset[str] | None], None]] = []
 
-    def add_change_listener(self, listener: Callable[[], None]) -> None:
-        """Call ``listener()`` whenever a tool, resource or prompt is registered or removed."""
+    def add_change_listener(self, listener: Callable[[frozenset[str] | None], None]) -> None:
+        """Call ``listener(tenants)`` whenever a tool, resource or prompt is registered or removed:
+        ``tenants`` names the tenants whose catalogue changed (a change of their own views), or is
+        ``None`` when it changed for everyone. A tenant's view changing is nobody else's business:
+        not even the moment it happened may reach another tenant."""
         self._listeners.append(listener)
 
-    def _changed(self) -> None:
-        self._effective.clear()
+    def _changed(self, tenants: frozenset[str] | None = None) -> None:
+        if tenants is None:
+            self._effective.clear()
+        else:
+            for tenant_id in tenants:
+                self._effective.pop(tenant_id, None)
         for listener in self._listeners:
-            listener()
+            listener(tenants)
 
     def remove(self, name: str) -> bool:
         """Unregister the tool, resource or prompt ``name`` (it disappears for every tenant at once);
@@ -265,7 +272,7 @@ class App:
                 del views[upstream]
                 if not views:
                     self._views.pop(tenant_id, None)
-                self._changed()
+                self._changed(frozenset({tenant_id}))
             return
         names = view.names()
         if len(names) != len(set(names)):
@@ -280,20 +287,20 @@ class App:
         if any(r.uri in uris for r in view.resources.values()):
             raise UsageError(f"upstream {upstream!r} would register a resource URI that is already taken")
         self._views.setdefault(tenant_id, {})[upstream] = view
-        self._changed()
+        self._changed(frozenset({tenant_id}))
 
     def drop_tenant_views(self, upstream: str, keep: Callable[[str], bool] = lambda tenant_id: False) -> None:
         """Forget what ``upstream`` serves each tenant, but for the tenants ``keep`` names."""
-        changed = False
+        changed: set[str] = set()
         for tenant_id in list(self._views):
             views = self._views[tenant_id]
             if upstream in views and not keep(tenant_id):
                 del views[upstream]
-                changed = True
+                changed.add(tenant_id)
                 if not views:
                     del self._views[tenant_id]
         if changed:
-            self._changed()
+            self._changed(frozenset(changed))
 
     def tenant_view(self, upstream: str, tenant_id: str) -> TenantView | None:
         return self._views.get(tenant_id, {}).get(upstream)

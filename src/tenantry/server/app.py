@@ -372,17 +372,21 @@ def _notify_grant_changes(notifier: ListChangedNotifier) -> ChangeListener:
     return on_change
 
 
-def _on_catalogue_change(dispatcher: Dispatcher, notifier: ListChangedNotifier) -> Callable[[], None]:
-    """Tools that appear or disappear while serving: forget derived views, tell every session."""
+def _on_catalogue_change(
+    dispatcher: Dispatcher, notifier: ListChangedNotifier
+) -> Callable[[frozenset[str] | None], None]:
+    """Tools that appear or disappear while serving: forget derived views, tell the sessions of the
+    tenants concerned (every session for a shared registration; a tenant's own view changing, its
+    own sessions only: another tenant's would learn when it listed)."""
     tasks: set[asyncio.Task[int]] = set()
 
-    def changed() -> None:
-        dispatcher.catalogue_changed()
+    def changed(tenants: frozenset[str] | None) -> None:
+        dispatcher.catalogue_changed(tenants)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # registered before the server runs: nobody to tell
-        task = loop.create_task(notifier.notify(None))
+        task = loop.create_task(notifier.notify(tenants))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

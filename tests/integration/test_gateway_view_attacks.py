@@ -1,0 +1,79 @@
+"""Outside attack on per-tenant upstream views (gateway mode): what one tenant's use of a
+per-tenant upstream tells, or costs, another tenant.
+
+A tenant's view of a per-tenant upstream is listed through its own session at its first request;
+nothing of that may reach another tenant, not even the moment it happened. Each negative test has
+a positive control beside it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.support.rpc import LegacySession, modern_call
+from tests.support.server import RunningServer, start_server
+
+NOTES = Path(__file__).resolve().parents[1] / "support" / "notes_upstream.py"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("views") / "data")
+    running.cli("upstream", "add", "notes", "--command", f"{sys.executable} {NOTES} {{tenant_dir}}")
+    running.cli("tenant", "grant", "globex", "notes__count", "notes__README.md")
+    running.cli("tenant", "grant", "acme", "notes__count", "notes__README.md", "send_email")
+    time.sleep(0.6)  # the server's next control-plane poll
+    yield running
+    running.stop()
+
+
+def listen(server: RunningServer, session: LegacySession, heard: list[str], seconds: float) -> threading.Thread:
+    """Collect what the session's standalone stream pushes, for ``seconds``."""
+
+    def run() -> None:
+        headers = {**session.headers(), "Authorization": f"Bearer {session.token}", "Accept": "text/event-stream"}
+        try:
+            with httpx2.stream("GET", server.mcp_url, headers=headers, timeout=httpx2.Timeout(seconds)) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data:"):
+                        heard.append(line)
+        except httpx2.HTTPError:
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(heard: list[str], needle: str, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not any(needle in line for line in heard):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_another_tenants_view_loading_is_not_pushed_to_this_tenants_sessions(server: RunningServer) -> None:
+    """globex's first request lists globex's own view of the upstream; acme's session must not be
+    told anything changed (it would learn when globex, a stranger, started using the server).
+    Positive control: acme's own grant change is pushed to the same stream."""
+    acme = LegacySession(server.mcp_url, server.token("acme", "a"))
+    assert acme.call("tools/list").status_code == 200  # acme's own view is loaded now
+    heard: list[str] = []
+    listen(server, acme, heard, 12.0)
+    time.sleep(1.0)  # the stream is open
+    globex = server.token("globex", "g")
+    listed = modern_call(server.mcp_url, globex, "resources/list", {})  # globex's first request: its view
+    assert "globex-canary" in listed.text, listed.text
+    time.sleep(2.0)
+    assert not any("list_changed" in line for line in heard), heard
+    server.cli("tenant", "ungrant", "acme", "send_email")
+    assert wait_for(heard, "tools/list_changed"), heard  # the stream works: acme hears its own change
