@@ -77,3 +77,25 @@ def test_another_tenants_view_loading_is_not_pushed_to_this_tenants_sessions(ser
     assert not any("list_changed" in line for line in heard), heard
     server.cli("tenant", "ungrant", "acme", "send_email")
     assert wait_for(heard, "tools/list_changed"), heard  # the stream works: acme hears its own change
+
+
+def upstream_dirs(server: RunningServer, upstream: str) -> set[str]:
+    """The tenants for which a process of ``upstream`` was started (each runs in its own directory)."""
+    return {p.parents[1].name for p in (server.data_dir / "tenants").glob(f"*/upstreams/{upstream}")}
+
+
+def test_a_halted_tenant_is_never_the_one_an_upstream_is_listed_through(server: RunningServer) -> None:
+    """The kill switch refuses every request of the tenant: the gateway must not start a process
+    (or use its credentials) in its name either, to list a newly added upstream. Positive control:
+    the next tenant is listed through instead."""
+    server.cli("tenant", "halt", "acme", "--reason", "attack test")
+    time.sleep(0.6)
+    try:
+        added = server.cli("upstream", "add", "probe", "--command", f"{sys.executable} {NOTES} {{tenant_dir}}")
+        assert "probe__count" in added.stdout, added.stdout
+        time.sleep(2.0)  # the server's own discovery of it
+        assert "acme" not in upstream_dirs(server, "probe")
+        assert "globex" in upstream_dirs(server, "probe")
+    finally:
+        server.cli("tenant", "resume", "acme")
+        time.sleep(0.6)

@@ -102,7 +102,8 @@ class _Backoff:
 
 
 class Gateway:
-    """:param tenants: the ids of the tenants that exist now (discovery picks one allowed to use an upstream).
+    """:param tenants: the ids of the tenants that exist now and are not halted (discovery picks one
+        allowed to use an upstream; a view listed for a tenant no longer among them is dropped).
     :param publish: told every new :class:`UpstreamReport` (the server stores it for the CLI).
     :param max_message: the largest single message accepted from an upstream (bytes).
     :param max_processes: command-upstream processes alive at once, all tenants together.
@@ -434,6 +435,8 @@ class Gateway:
                 return
             if self._specs.get(spec.name) is not spec:
                 return  # removed or replaced while it was being listed
+            if tenant.id not in set(self._tenants()):
+                return  # deleted (or halted) while it was being listed: nothing is kept in its name
             try:
                 self._set_view(spec, tenant.id, listing)
             except UsageError as exc:  # a name another upstream took for this tenant meanwhile
