@@ -21,14 +21,19 @@ from tests.support.rpc import LegacySession, modern_call
 from tests.support.server import RunningServer, start_server
 
 NOTES = Path(__file__).resolve().parents[1] / "support" / "notes_upstream.py"
+ACME_ONLY = "notes__merger-plan.txt"
+ACME_ONLY_URI = "upstream://notes/notes://merger-plan.txt"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("views") / "data")
+    data = tmp_path_factory.mktemp("views") / "data"
+    running = start_server(data)
+    (data / "tenants" / "acme" / "files" / "merger-plan.txt").write_text("acme-secret-merger\nwith initech\n")
     running.cli("upstream", "add", "notes", "--command", f"{sys.executable} {NOTES} {{tenant_dir}}")
-    running.cli("tenant", "grant", "globex", "notes__count", "notes__README.md")
-    running.cli("tenant", "grant", "acme", "notes__count", "notes__README.md", "send_email")
+    # The worst case: globex is even granted the name of a file only acme has.
+    running.cli("tenant", "grant", "--pending", "globex", "notes__count", "notes__README.md", ACME_ONLY, "notes__nope")
+    running.cli("tenant", "grant", "acme", "notes__count", "notes__README.md", ACME_ONLY, "send_email")
     time.sleep(0.6)  # the server's next control-plane poll
     yield running
     running.stop()
@@ -77,6 +82,47 @@ def test_another_tenants_view_loading_is_not_pushed_to_this_tenants_sessions(ser
     assert not any("list_changed" in line for line in heard), heard
     server.cli("tenant", "ungrant", "acme", "send_email")
     assert wait_for(heard, "tools/list_changed"), heard  # the stream works: acme hears its own change
+
+
+def refusal(response: httpx2.Response, name: str) -> str:
+    """What a refusal says, with the name asked for taken out (to compare two refusals)."""
+    return response.text.replace(name, "NAME")
+
+
+@pytest.mark.parametrize("era", ["sessionless", "handshake"])
+def test_a_name_only_in_another_tenants_view_is_answered_as_one_that_never_existed(
+    server: RunningServer, era: str
+) -> None:
+    """globex, even granted the name of acme's own file, is neither shown it nor can read it, and
+    the refusal is the one for a name nobody has. Positive control: acme reads it."""
+    token = server.token("globex", "g")
+    if era == "handshake":
+        session = LegacySession(server.mcp_url, token)
+        call = session.call
+    else:
+
+        def call(method: str, params: dict[str, object] | None = None) -> httpx2.Response:
+            return modern_call(server.mcp_url, token, method, params or {})
+
+    for method in ("tools/list", "resources/list", "resources/templates/list", "prompts/list"):
+        listed = call(method, {})
+        assert listed.status_code == 200, listed.text
+        assert "merger" not in listed.text and "acme-secret" not in listed.text, listed.text
+    assert "globex-canary" in call("resources/list", {}).text  # its own view is there
+    never = "upstream://notes/notes://no-such-file.txt"
+    for method, key, name, other in (
+        ("resources/read", "uri", ACME_ONLY_URI, never),
+        ("resources/subscribe", "uri", ACME_ONLY_URI, never),
+        ("tools/call", "name", ACME_ONLY, "notes__nope"),
+        ("prompts/get", "name", ACME_ONLY, "notes__nope"),
+    ):
+        params: dict[str, object] = {key: name} | ({"arguments": {}} if key == "name" else {})
+        asked, unknown = call(method, params), call(method, {**params, key: other})
+        assert "acme-secret" not in asked.text, asked.text
+        assert refusal(asked, name) == refusal(unknown, other), (method, asked.text, unknown.text)
+    acme = server.token("acme", "a")
+    own = modern_call(server.mcp_url, acme, "resources/read", {"uri": ACME_ONLY_URI})
+    assert "acme-secret-merger" in own.text, own.text
 
 
 def upstream_dirs(server: RunningServer, upstream: str) -> set[str]:
