@@ -8,6 +8,7 @@ a positive control beside it.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -125,6 +126,47 @@ def test_a_name_only_in_another_tenants_view_is_answered_as_one_that_never_exist
     assert "acme-secret-merger" in own.text, own.text
 
 
+def test_a_tenant_whose_upstream_hangs_waits_alone(server: RunningServer) -> None:
+    """globex's own upstream process hangs at its start: globex's first request waits for it
+    (bounded by the upstream's start timeout), acme's requests meanwhile do not. globex is then
+    served its granted tool without a description, and calling it answers upstream_unavailable,
+    audited as such."""
+    script = f"if [ -e $0/hang ]; then sleep 60; fi; exec {sys.executable} {NOTES} $0"
+    server.cli("upstream", "add", "slow", "--connect-timeout", "4s", "--command", f"sh -c '{script}' {{tenant_dir}}")
+    server.cli("tenant", "grant", "--pending", "globex", "slow__count")
+    server.cli("tenant", "grant", "--pending", "acme", "slow__count")
+    time.sleep(0.6)
+    (server.data_dir / "tenants" / "globex" / "files" / "hang").write_text("")
+    acme, globex = server.token("acme", "a"), server.token("globex", "g")
+    assert modern_call(server.mcp_url, acme, "tools/list", {}).status_code == 200  # acme's views are listed
+    waited: dict[str, float] = {}
+    listed: dict[str, httpx2.Response] = {}
+
+    def globex_first() -> None:
+        started = time.monotonic()
+        listed["globex"] = modern_call(server.mcp_url, globex, "tools/list", {})
+        waited["globex"] = time.monotonic() - started
+
+    thread = threading.Thread(target=globex_first)
+    thread.start()
+    time.sleep(0.5)
+    slowest = 0.0
+    while thread.is_alive():
+        started = time.monotonic()
+        answer = modern_call(server.mcp_url, acme, "tools/call", {"name": "slow__count", "arguments": {}})
+        slowest = max(slowest, time.monotonic() - started)
+        assert answer.json()["result"].get("isError") is not True, answer.text
+    thread.join()
+    assert waited["globex"] > 3.0  # the hang happened, on globex's own request
+    assert slowest < 1.5, slowest  # acme never waited for it
+    tools = {t["name"]: t for t in listed["globex"].json()["result"]["tools"]}
+    assert "slow__count" in tools and not tools["slow__count"].get("description"), tools.get("slow__count")
+    called = modern_call(server.mcp_url, globex, "tools/call", {"name": "slow__count", "arguments": {}})
+    assert called.json()["result"]["_meta"]["io.tenantry/error"]["code"] == "upstream_unavailable", called.text
+    records = [r for r in server.audit_records("globex") if r.get("tool_name") == "slow__count"]
+    assert any("upstream_unavailable" in json.dumps(r) for r in records), records
+
+
 def upstream_dirs(server: RunningServer, upstream: str) -> set[str]:
     """The tenants for which a process of ``upstream`` was started (each runs in its own directory)."""
     return {p.parents[1].name for p in (server.data_dir / "tenants").glob(f"*/upstreams/{upstream}")}
@@ -145,3 +187,19 @@ def test_a_halted_tenant_is_never_the_one_an_upstream_is_listed_through(server: 
     finally:
         server.cli("tenant", "resume", "acme")
         time.sleep(0.6)
+
+
+def test_a_tenant_granted_nothing_of_an_upstream_starts_no_process_of_it(server: RunningServer) -> None:
+    """A new tenant with no grant of the per-tenant upstream lists nothing through it, whatever it
+    asks. Positive control: globex, granted some of it, had its process started by its requests."""
+    server.cli("tenant", "create", "initech", "--tools", "whoami")
+    time.sleep(0.6)
+    initech = server.token("initech", "i")
+    for method in ("tools/list", "resources/list", "resources/templates/list", "prompts/list"):
+        assert modern_call(server.mcp_url, initech, method, {}).status_code == 200
+    called = modern_call(server.mcp_url, initech, "tools/call", {"name": "notes__count", "arguments": {}})
+    assert called.status_code in (200, 400), called.text
+    time.sleep(1.0)
+    assert "initech" not in upstream_dirs(server, "notes")
+    modern_call(server.mcp_url, server.token("globex", "g"), "tools/list", {})
+    assert "globex" in upstream_dirs(server, "notes")
