@@ -476,11 +476,17 @@ class Gateway:
         with contextlib.suppress(UsageError):  # a name another upstream serves this tenant: it keeps that one
             self._app.set_tenant_view(spec.name, tenant.id, TenantView(tools=placeholders))
 
-    def forget_tenants(self, remaining: Collection[str]) -> None:
-        """Drop the views of tenants that no longer exist."""
-        gone = {tenant_id for _, tenant_id in self._views if tenant_id not in remaining}
+    async def forget_tenants(self, remaining: Collection[str]) -> None:
+        """Drop the views of tenants that no longer exist, and close their sessions: a tenant made
+        later under the same id must not be served by a process started (with the credentials,
+        and holding what it read of the files) of the deleted one."""
+        gone = {tenant_id for _, tenant_id in (*self._views, *self._sessions) if tenant_id not in remaining}
+        gone.discard(_SHARED)
         if not gone:
             return
+        await self._close_where(lambda key: key[1] in gone)
+        for key in [k for k in self._backoff if k[1] in gone]:
+            del self._backoff[key]
         for upstream in {u for u, t in self._views if t in gone}:
             self._app.drop_tenant_views(upstream, keep=lambda tenant_id: tenant_id not in gone)
         for key in [k for k in self._views if k[1] in gone]:

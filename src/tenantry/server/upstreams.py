@@ -47,7 +47,7 @@ def follow_upstreams(gateway: Gateway) -> ChangeListener:
         if before.revision is None or before.upstreams != after.upstreams:
             await gateway.apply(after.upstreams)
         if before.tenants.keys() != after.tenants.keys():
-            gateway.forget_tenants(after.tenants.keys())
+            await gateway.forget_tenants(after.tenants.keys())
         if _listable(before) != _listable(after):
             for name in after.upstreams:
                 report = gateway.report(name)
