@@ -124,3 +124,18 @@ def test_the_dispatcher_lists_each_tenant_its_own_view_after_the_other_was_liste
     for tenant_id in ("acme", "globex", "acme"):
         listed = dispatcher.list_tools(caller(tenant_id, {"notes__count"}))
         assert [(t.name, t.description) for t in listed] == [("notes__count", f"{tenant_id}-canary")]
+
+
+def test_a_tenants_view_changing_is_told_as_that_tenants_change_only() -> None:
+    """Listeners (which tell sessions) hear a view change as the one tenant's; a registration for
+    everyone (the positive control) as everyone's."""
+    app = shared_app()
+    heard: list[frozenset[str] | None] = []
+    app.add_change_listener(heard.append)
+    app.set_tenant_view("notes", "acme", view("acme", "a"))
+    app.set_tenant_view("notes", "globex", view("globex", "g"))
+    app.drop_tenant_views("notes", keep=lambda tenant_id: tenant_id == "globex")
+    assert heard == [frozenset({"acme"}), frozenset({"globex"}), frozenset({"acme"})]
+    own = types.Tool(name="stat", input_schema={"type": "object"})
+    app.replace_upstream("files", [upstream_tool_definition("files", Exposed("files__stat", "stat", own), None)])
+    assert heard[-1] is None

@@ -185,7 +185,9 @@ class App:
 
     def add_change_listener(self, listener: Callable[[frozenset[str] | None], None]) -> None:
         """Call ``listener(tenants)`` whenever a tool, resource or prompt is registered or removed:
-        ``tenants`` are those whose catalogue changed (a tenant's view), ``None`` for everyone."""
+        ``tenants`` names the tenants whose catalogue changed (a change of their own views), or is
+        ``None`` when it changed for everyone. A tenant's view changing is nobody else's business:
+        not even the moment it happened may reach another tenant."""
         self._listeners.append(listener)
 
     def _changed(self, tenants: frozenset[str] | None = None) -> None:

@@ -246,14 +246,16 @@ class Dispatcher:
             CALL_START.reset(token)
 
     def catalogue_changed(self, tenants: frozenset[str] | None = None) -> None:
-        """Forget what was derived from the app's registrations (tools that appeared or went),
-        for ``tenants`` (their own views changed) or everyone (``None``)."""
+        """Forget what was derived from the app's registrations (tools that appeared or went): of
+        ``tenants`` only (their own views changed), or of everyone (``None``)."""
         if tenants is None:
             self._registered.clear()
-        else:
-            for tenant_id in tenants:
-                self._registered.pop(tenant_id, None)
-        self._tool_models.clear()
+            self._tool_models.clear()
+            return
+        for tenant_id in tenants:
+            self._registered.pop(tenant_id, None)
+        for key in [k for k in self._tool_models if k[1] is not None and not k[1].isdisjoint(tenants)]:
+            del self._tool_models[key]
 
     async def on_control_change(self, before: ControlSnapshot, after: ControlSnapshot) -> None:
         """A :data:`~tenantry.controlplane.directory.ChangeListener`: a newly halted tenant's

@@ -108,7 +108,8 @@ class _Backoff:
 
 
 class Gateway:
-    """:param tenants: the ids of the tenants that exist now (discovery picks one allowed to use an upstream).
+    """:param tenants: the ids of the tenants that exist now and are not halted (discovery picks one
+        allowed to use an upstream; a view listed for a tenant no longer among them is dropped).
     :param publish: told every new :class:`UpstreamReport` (the server stores it for the CLI).
     :param max_message: the largest single message accepted from an upstream (bytes).
     :param max_processes: command-upstream processes alive at once, all tenants together.
@@ -444,6 +445,8 @@ class Gateway:
                 return
             if self._specs.get(spec.name) is not spec:
                 return  # removed or replaced while it was being listed
+            if tenant.id not in set(self._tenants()):
+                return  # deleted (or halted) while it was being listed: nothing is kept in its name
             try:
                 self._set_view(spec, tenant.id, listing)
             except UsageError as exc:  # a name another upstream took for this tenant meanwhile
@@ -483,11 +486,17 @@ class Gateway:
         with contextlib.suppress(UsageError):  # a name another upstream serves this tenant: it keeps that one
             self._app.set_tenant_view(spec.name, tenant.id, TenantView(tools=placeholders))
 
-    def forget_tenants(self, remaining: Collection[str]) -> None:
-        """Drop the views of tenants that no longer exist."""
-        gone = {tenant_id for _, tenant_id in self._views if tenant_id not in remaining}
+    async def forget_tenants(self, remaining: Collection[str]) -> None:
+        """Drop the views of tenants that no longer exist, and close their sessions: a tenant made
+        later under the same id must not be served by a process started (with the credentials,
+        and holding what it read of the files) of the deleted one."""
+        gone = {tenant_id for _, tenant_id in (*self._views, *self._sessions) if tenant_id not in remaining}
+        gone.discard(_SHARED)
         if not gone:
             return
+        await self._close_where(lambda key: key[1] in gone)
+        for key in [k for k in self._backoff if k[1] in gone]:
+            del self._backoff[key]
         for upstream in {u for u, t in self._views if t in gone}:
             self._app.drop_tenant_views(upstream, keep=lambda tenant_id: tenant_id not in gone)
         for key in [k for k in self._views if k[1] in gone]:

@@ -375,8 +375,9 @@ def _notify_grant_changes(notifier: ListChangedNotifier) -> ChangeListener:
 def _on_catalogue_change(
     dispatcher: Dispatcher, notifier: ListChangedNotifier
 ) -> Callable[[frozenset[str] | None], None]:
-    """Tools that appear or disappear while serving: forget derived views, tell the sessions of
-    the tenants whose catalogue changed (every session, for a change of what everyone shares)."""
+    """Tools that appear or disappear while serving: forget derived views, tell the sessions of the
+    tenants concerned (every session for a shared registration; a tenant's own view changing, its
+    own sessions only: another tenant's would learn when it listed)."""
     tasks: set[asyncio.Task[int]] = set()
 
     def changed(tenants: frozenset[str] | None) -> None:

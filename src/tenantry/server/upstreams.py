@@ -30,7 +30,7 @@ def build_gateway(runtime: Runtime, app: App) -> Gateway:
         app,
         data_dir=runtime.data_dir,
         read_secret=read_secret,
-        tenants=lambda: directory.snapshot.tenants.keys(),
+        tenants=lambda: [t.id for t in directory.snapshot.tenants.values() if not t.halted],
         max_message=runtime.settings.tools.max_result_bytes + _ENVELOPE,
         publish=publish,
         health_interval=runtime.settings.gateway.health_interval,
@@ -49,13 +49,19 @@ def follow_upstreams(gateway: Gateway) -> ChangeListener:
         if before.revision is None or before.upstreams != after.upstreams:
             await gateway.apply(after.upstreams)
         if before.tenants.keys() != after.tenants.keys():
-            gateway.forget_tenants(after.tenants.keys())
+            await gateway.forget_tenants(after.tenants.keys())
+        if _listable(before) != _listable(after):
             for name in after.upstreams:
                 report = gateway.report(name)
                 if report is not None and report.state != "ready":
                     await gateway.rediscover_soon(name)
 
     return on_change
+
+
+def _listable(snapshot: ControlSnapshot) -> set[str]:
+    """The tenants an upstream may be listed through: a halted one's name starts nothing."""
+    return {t.id for t in snapshot.tenants.values() if not t.halted}
 
 
 def hand_over_to_workers(gateway: Gateway) -> ChangeListener:
