@@ -465,24 +465,23 @@ class Gateway:
                 state.loading = None
 
     def _view_failed(self, spec: UpstreamSpec, tenant: ViewedTenant) -> None:
-        """Keep the view the tenant had; without one, serve its granted tools of ``spec`` (named in
-        the discovery's report) with no description, so that a call reaches the gateway and
-        answers ``upstream_unavailable`` like any call of an upstream that is down."""
+        """Keep the view the tenant had; without one, serve the tenant's own grants of ``spec``'s
+        names as tools with no description, so that a call reaches the gateway and answers
+        ``upstream_unavailable`` like any call of an upstream that is down. Only the tenant's
+        grants decide them, not the discovery's report (another tenant's listing)."""
         key = (spec.name, tenant.id)
         backoff = self._backoff.get(key)
         retry_at = max(time.monotonic() + 1.0, backoff.retry_at if backoff is not None else 0.0)
         self._views[key] = _ViewState(loaded=False, spec=spec, retry_at=retry_at)
         if self._app.tenant_view(spec.name, tenant.id) is not None:
             return
-        report = self._reports.get(spec.name)
         prefix = spec.name + SEPARATOR
         placeholders = {}
-        for name in report.tools if report is not None else []:
-            if name in tenant.grants:
-                own = types.Tool(name=name[len(prefix) :], input_schema={"type": "object"})
-                placeholders[name] = upstream_tool_definition(
-                    spec.name, Exposed(name, own.name, own), frozenset({tenant.id})
-                )
+        for name in sorted(n for n in tenant.grants if n.startswith(prefix))[: spec.max_tools]:
+            own = types.Tool(name=name[len(prefix) :], input_schema={"type": "object"})
+            placeholders[name] = upstream_tool_definition(
+                spec.name, Exposed(name, own.name, own), frozenset({tenant.id})
+            )
         with contextlib.suppress(UsageError):  # a name another upstream serves this tenant: it keeps that one
             self._app.set_tenant_view(spec.name, tenant.id, TenantView(tools=placeholders))
 
