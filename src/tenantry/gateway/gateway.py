@@ -116,6 +116,8 @@ class Gateway:
     :param max_processes_per_tenant: command-upstream processes alive at once for one tenant.
     :param storage: counts what tenants' command upstreams write against their file quotas
         (without it, nothing does).
+    :param max_view_items: tools, resources and prompts kept in all tenants' views together; past
+        it, the least recently listed views are dropped (listed again at their tenant's next request).
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class Gateway:
         max_processes: int = 64,
         max_processes_per_tenant: int = 8,
         storage: UpstreamStorage | None = None,
+        max_view_items: int = 100_000,
     ) -> None:
         self._app = app
         self._storage = storage
@@ -154,6 +157,9 @@ class Gateway:
         self._discovering: dict[str, bool] = {}
         self._views: dict[tuple[str, str], _ViewState] = {}
         """(upstream, tenant) -> that tenant's own listing of a per-tenant upstream."""
+        self._view_sizes: dict[tuple[str, str], int] = {}
+        """Items in each tenant's view, least recently listed first (the views' memory budget)."""
+        self._max_view_items = max_view_items
         self._current: dict[str, tuple[frozenset[str], float]] = {}
         """tenant -> the grants its views were loaded for, and until when they are current."""
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -374,14 +380,35 @@ class Gateway:
                 prompts={p.name: p for p in prompts},
             ),
         )
-        self._views[(spec.name, tenant_id)] = _ViewState(loaded=True, spec=spec)
+        key = (spec.name, tenant_id)
+        self._views[key] = _ViewState(loaded=True, spec=spec)
+        self._view_sizes.pop(key, None)
+        self._view_sizes[key] = len(tools) + len(resources) + len(prompts)
+        self._evict_views(keep=key)
         return mapped
+
+    def _evict_views(self, keep: tuple[str, str]) -> None:
+        """Drop the least recently listed views while all of them hold more than the budget."""
+        total = sum(self._view_sizes.values())
+        for key in list(self._view_sizes):
+            if total <= self._max_view_items:
+                return
+            if key == keep:
+                continue
+            total -= self._view_sizes.pop(key)
+            state = self._views.get(key)
+            if state is not None and state.loading is None:
+                del self._views[key]
+            self._app.set_tenant_view(key[0], key[1], None)
+            self._current.pop(key[1], None)
 
     def _forget_tools(self, name: str) -> None:
         self._app.replace_upstream(name)
         self._app.drop_tenant_views(name)
         for key in [k for k in self._views if k[0] == name]:
             del self._views[key]
+        for key in [k for k in self._view_sizes if k[0] == name]:
+            del self._view_sizes[key]
         self._current.clear()
 
     # -- per-tenant views -------------------------------------------------------------------
@@ -500,6 +527,8 @@ class Gateway:
             self._app.drop_tenant_views(upstream, keep=lambda tenant_id: tenant_id not in gone)
         for key in [k for k in self._views if k[1] in gone]:
             del self._views[key]
+        for key in [k for k in self._view_sizes if k[1] in gone]:
+            del self._view_sizes[key]
         for tenant_id in gone:
             self._current.pop(tenant_id, None)
 
