@@ -17,7 +17,7 @@ import pytest
 
 from tests.integration.test_gateway_http import start_upstream, upstream  # noqa: F401 - the shared upstream fixture
 from tests.support.rpc import LegacySession
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, free_port, start_server
 
 ACME_CREDENTIAL = "acme-subscription-credential-6b2e"
 GLOBEX_CREDENTIAL = "globex-subscription-credential-0d4f"
@@ -231,3 +231,94 @@ def test_a_uri_the_tenant_cannot_see_is_refused_and_not_relayed(server: RunningS
     assert "error" in refused, refused
     acme = session_of(server, "acme")
     assert ["subscribe", "notes://readme"] not in [e[:2] for e in upstream_log(acme)]
+
+
+def test_a_shared_session_tells_only_the_tenants_subscribed_that_can_still_see_it(server: RunningServer) -> None:
+    """A tenant-agnostic upstream: one session for everyone. Its update reaches acme (subscribed),
+    not globex (not subscribed); once globex subscribes, it does (positive control); and once
+    globex's grant is taken away, it does not any more."""
+    process, url = start_upstream()
+    shared = "upstream://common/notes://live"
+    try:
+        server.cli("upstream", "add", "common", "--url", url, "--allow-private", "--tenant-agnostic")
+        server.cli("tenant", "grant", "acme", "common__live_notes", "common__touch")
+        server.cli("tenant", "grant", "globex", "common__live_notes")
+        acme, globex = session_of(server, "acme"), session_of(server, "globex")
+        deadline = time.monotonic() + 10
+        while "error" in acme.call("resources/subscribe", {"uri": shared}).json():
+            assert time.monotonic() < deadline, "the shared upstream's resource never appeared"
+            time.sleep(0.1)
+        acme_hears, globex_hears = Listener(server, acme), Listener(server, globex)
+
+        def common_touch() -> None:
+            answer = ok(acme.call("tools/call", {"name": "common__touch", "arguments": {"uri": "notes://live"}}))
+            assert not answer["result"].get("isError"), answer
+
+        common_touch()
+        assert acme_hears.wait_for(shared)
+        time.sleep(1.0)
+        assert shared not in globex_hears.updates()
+        subscribe(globex, shared)
+        common_touch()
+        assert globex_hears.wait_for(shared), globex_hears.heard
+        server.cli("tenant", "ungrant", "globex", "common__live_notes")
+        time.sleep(1.5)  # the grant change reaches the server
+        before = globex_hears.updates().count(shared)
+        acme_before = acme_hears.updates().count(shared)
+        common_touch()
+        deadline = time.monotonic() + 5
+        while acme_hears.updates().count(shared) == acme_before:
+            assert time.monotonic() < deadline, "acme stopped hearing the shared upstream"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert globex_hears.updates().count(shared) == before, globex_hears.heard
+    finally:
+        server.cli("upstream", "remove", "common", check=False)
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_restarted_upstream_session_subscribes_again_to_what_is_still_subscribed(server: RunningServer) -> None:
+    port = free_port()
+    process, url = start_upstream(port=port)
+    exposed = "upstream://phoenix/notes://live"
+    try:
+        server.cli(
+            "upstream",
+            "add",
+            "phoenix",
+            "--url",
+            url,
+            "--allow-private",
+            "--header",
+            "Authorization=Bearer {secret:api_token}",
+        )
+        server.cli("tenant", "grant", "acme", "phoenix__live_notes", "phoenix__touch", "phoenix__subscriptions")
+        acme = session_of(server, "acme")
+        deadline = time.monotonic() + 10
+        while "error" in acme.call("resources/subscribe", {"uri": exposed}).json():
+            assert time.monotonic() < deadline, "the upstream's resource never appeared"
+            time.sleep(0.1)
+        listener = Listener(server, acme, seconds=40)
+        process.terminate()
+        process.wait(10)
+        process, _ = start_upstream(port=port)  # the same address; it knows nothing of the old session
+
+        def phoenix(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+            return ok(acme.call("tools/call", {"name": name, "arguments": arguments}))
+
+        deadline = time.monotonic() + 20
+        while True:  # the first call finds the session lost; the gateway starts a new one
+            log = phoenix("phoenix__subscriptions", {})["result"]
+            if not log.get("isError") and ["subscribe", "notes://live"] in [
+                e[:2] for e in log["structuredContent"]["result"]
+            ]:
+                break
+            assert time.monotonic() < deadline, log
+            time.sleep(0.2)
+        phoenix("phoenix__touch", {"uri": "notes://live"})
+        assert listener.wait_for(exposed), listener.heard
+    finally:
+        server.cli("upstream", "remove", "phoenix", check=False)
+        process.terminate()
+        process.wait(10)
