@@ -885,12 +885,13 @@ class Gateway:
         while True:
             await anyio.sleep(self._health_interval)
             now = time.monotonic()
+            subscribed = {k[:2] for k, state in self._subscriptions.items() if state.counts}
             for key, session in list(self._sessions.items()):
                 client = session.client
                 if client is None:
                     continue
                 idle = session.in_flight == 0 and now - session.last_used > self._idle_timeout
-                if idle and not self._subscribed_on(key):
+                if idle and key not in subscribed:
                     self._spawn_close(session)
                     continue
                 self._spawn_ping(key, session)
