@@ -35,6 +35,7 @@ import contextlib
 import logging
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ import anyio.to_thread
 import mcp_types as types
 from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientSession
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError, UsageError
 from tenantry.core.upstreams import SEPARATOR, TemplateValues, UpstreamSpec, exposed_uri, render_template
@@ -671,7 +672,7 @@ class Gateway:
                     if _subscribable(client):
                         try:
                             with anyio.fail_after(spec.call_timeout):
-                                await self._send(spec, tenant_id, lambda c: c.subscribe_resource(uri))
+                                await self._send(spec, tenant_id, lambda c: _subscription(c, uri, subscribe=True))
                         except TimeoutError:
                             raise UpstreamUnavailable(
                                 f"upstream {spec.name!r} did not answer the subscription in time"
@@ -704,7 +705,7 @@ class Gateway:
                     timeout = spec.call_timeout if spec is not None else 5.0
                     with anyio.move_on_after(timeout):
                         try:
-                            await client.unsubscribe_resource(uri)
+                            await _subscription(client, uri, subscribe=False)
                         except Exception:
                             logger.debug("an upstream did not take an unsubscription", exc_info=True)
                 if not state.counts and self._subscriptions.get(key) is state:
@@ -758,7 +759,7 @@ class Gateway:
                 if _subscribable(client):
                     try:
                         with anyio.fail_after(spec.call_timeout):
-                            await client.subscribe_resource(sub_key[2])
+                            await _subscription(client, sub_key[2], subscribe=True)
                     except Exception:
                         logger.warning("could not subscribe again to an upstream resource", extra={"upstream": key[0]})
                         continue
@@ -956,6 +957,14 @@ class _Subscription:
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     on: UpstreamSession | None = None
     """The session that subscribed upstream (or found it could not), while it lives."""
+
+
+def _subscription(client: ClientSession, uri: str, *, subscribe: bool) -> Coroutine[Any, Any, types.EmptyResult]:
+    """``resources/subscribe`` (or ``unsubscribe``): deprecated by the SDK for the 2026-07-28 era
+    (``subscriptions/listen``), and what the handshake era the gateway's sessions speak has."""
+    with warnings.catch_warnings():  # no await in here: the filter is not seen by other tasks
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        return client.subscribe_resource(uri) if subscribe else client.unsubscribe_resource(uri)
 
 
 def _subscribable(client: ClientSession) -> bool:
