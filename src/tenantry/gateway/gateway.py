@@ -679,7 +679,7 @@ class Gateway:
                             ) from None
                     state.on = session
         except BaseException:
-            self._uncount(key, state, tenant_id)
+            self._uncount(state, tenant_id)
             if not state.counts and not state.lock.locked() and self._subscriptions.get(key) is state:
                 del self._subscriptions[key]
             raise
@@ -695,12 +695,14 @@ class Gateway:
             state = self._subscriptions.get(key)
             if state is None or tenant_id not in state.counts:
                 continue
-            self._uncount(key, state, tenant_id)
+            self._uncount(state, tenant_id)
             if state.counts:
                 return
             async with state.lock:
+                if state.counts:
+                    return  # subscribed again meanwhile: the upstream's subscription stays
                 session, state.on = state.on, None
-                client = session.client if session is not None and not state.counts else None
+                client = session.client if session is not None else None
                 if client is not None and _subscribable(client):
                     timeout = spec.call_timeout if spec is not None else 5.0
                     with anyio.move_on_after(timeout):
@@ -713,7 +715,7 @@ class Gateway:
             return
 
     @staticmethod
-    def _uncount(key: tuple[str, str, str], state: _Subscription, tenant_id: str) -> None:
+    def _uncount(state: _Subscription, tenant_id: str) -> None:
         count = state.counts.get(tenant_id, 0) - 1
         if count > 0:
             state.counts[tenant_id] = count
