@@ -259,8 +259,8 @@ def test_an_upstream_listing_10000_resources_is_capped_and_reported(server: Runn
         listed = {u["name"]: u for u in json.loads(server.cli("upstream", "list", "--json").stdout)}["heaps"]
         reasons = {(s["kind"], s["tool"]): s["reason"] for s in listed["skipped"]}
         generated = [r for r in listed["resources"] if re.fullmatch(r"heaps__r\d{5}", r)]
-        assert len(generated) == 499 and "heaps__readme" in listed["resources"]  # 500 resources in all
-        assert reasons[("resource", "r00499")] == "item_limit"
+        assert len(generated) == 498 and "heaps__readme" in listed["resources"]  # 500 with readme and live_notes
+        assert reasons[("resource", "r00498")] == "item_limit"
         session = LegacySession(server.mcp_url, server.token("acme"))
         assert "result" in read(session, README)  # nobody else is affected
     finally:

@@ -16,7 +16,7 @@ import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resources import FunctionResource
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
-from mcp_types import JSONRPCMessage
+from mcp_types import EmptyResult, JSONRPCMessage, SubscribeRequestParams, UnsubscribeRequestParams
 from mcp_types import Resource as MCPResource
 from mcp_types import Tool as MCPTool
 from pydantic import BaseModel
@@ -202,6 +202,49 @@ async def add_note(ctx: Context, name: str) -> str:
     server.add_resource(FunctionResource(uri=f"notes://added/{name}", name=name, fn=note))
     await ctx.session.send_resource_list_changed()
     return "noted"
+
+
+subscription_log: list[list[str]] = []
+
+
+@server.resource("notes://live", name="live_notes", mime_type="text/plain", description="Changes when touched.")
+async def live_notes() -> str:
+    return f"touched {len([e for e in subscription_log if e[0] == 'touched'])} times"
+
+
+async def _subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+    subscription_log.append(["subscribe", str(params.uri), _authorization_of(ctx)])
+    return EmptyResult()
+
+
+async def _unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+    subscription_log.append(["unsubscribe", str(params.uri), _authorization_of(ctx)])
+    return EmptyResult()
+
+
+def _authorization_of(ctx: Any) -> str:
+    headers = getattr(ctx.request, "headers", None) or {}
+    return {k.lower(): v for k, v in headers.items()}.get("authorization", "nothing")
+
+
+# The upstream advertises ``resources.subscribe`` once it serves the method.
+server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, _subscribe)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe)
+
+
+@server.tool()
+async def touch(ctx: Context, uri: str, times: int = 1) -> str:
+    """Tells the calling session (only) that resource ``uri`` changed, ``times`` times."""
+    for _ in range(times):
+        subscription_log.append(["touched", uri, _authorization(ctx)])
+        await ctx.session.send_resource_updated(uri)
+    return "touched"
+
+
+@server.tool()
+async def subscriptions() -> list[list[str]]:
+    """Every subscribe and unsubscribe this server received (method, URI, the caller's credential)."""
+    return [e for e in subscription_log if e[0] != "touched"]
 
 
 def main() -> None:

@@ -195,6 +195,10 @@ class Dispatcher:
             return self._dedicated
         return self._invoker
 
+    def runs_in_worker(self, tenant_id: str, upstream: str) -> bool:
+        """Whether the tenant's calls of ``upstream`` run in its dedicated worker, not this process."""
+        return self._runs_in_worker(tenant_id, upstream)
+
     def _runs_in_worker(self, tenant_id: str, upstream: str) -> bool:
         tenant = self._directory.get(tenant_id)
         if tenant is None or tenant.tier != "dedicated":
@@ -619,7 +623,11 @@ class Dispatcher:
         ]
 
     def resource_visible(self, caller: Caller, uri: str) -> bool:
-        return any(r.match(uri) is not None for r in self._visible_resources(caller))
+        return self.visible_resource(caller, uri) is not None
+
+    def visible_resource(self, caller: Caller, uri: str) -> ResourceDefinition | None:
+        """The resource (or template) serving ``uri`` that ``caller`` can see, if any."""
+        return next((r for r in self._visible_resources(caller) if r.match(uri) is not None), None)
 
     async def read_resource(
         self, caller: Caller, uri: str, channel: ClientChannel | None = None

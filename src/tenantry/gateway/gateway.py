@@ -17,6 +17,13 @@ Lifecycle, per upstream:
   tenants together) and ``max_processes_per_tenant`` for any one tenant; a call that would
   start one more is refused with ``upstream_unavailable`` saying which limit is reached, and
   nothing running is stopped to make room. A process counts until it has exited.
+* **subscriptions**: a client's ``resources/subscribe`` of an upstream resource subscribes the
+  tenant's own session (the shared one, for a tenant-agnostic upstream) to the upstream's URI, once
+  however many of the tenant's sessions ask (:meth:`Gateway.subscribe_resource`); the upstream's
+  ``notifications/resources/updated`` on it goes to the listener for each tenant subscribed to
+  that URI on that session, and to no other. A session with subscriptions is not closed as idle;
+  one that ends is started again (after its backoff) and subscribes again to what is still
+  subscribed.
 * **storage**: what a tenant's command upstream writes in the tenant's directory counts against
   its file quota (see :mod:`tenantry.gateway.storage`): its calls are refused while the tenant
   is at its quota, and each one ends with the tenant's usage reconciled with the disk.
@@ -28,6 +35,7 @@ import contextlib
 import logging
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,10 +48,10 @@ import anyio.to_thread
 import mcp_types as types
 from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientSession
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError, UsageError
-from tenantry.core.upstreams import SEPARATOR, TemplateValues, UpstreamSpec, render_template
+from tenantry.core.upstreams import SEPARATOR, TemplateValues, UpstreamSpec, exposed_uri, render_template
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, TenantView, ToolDefinition
 from tenantry.framework.views import ViewedTenant
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
@@ -162,6 +170,9 @@ class Gateway:
         self._max_view_items = max_view_items
         self._current: dict[str, tuple[frozenset[str], float]] = {}
         """tenant -> the grants its views were loaded for, and until when they are current."""
+        self._subscriptions: dict[tuple[str, str, str], _Subscription] = {}
+        """(upstream, session's tenant or ``*``, the upstream's URI) -> who subscribed to it."""
+        self._on_resource_updated: Callable[[str, str], None] | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._started = anyio.Event()
 
@@ -181,6 +192,11 @@ class Gateway:
                     await self._close_where(lambda key: True)
                 tasks.cancel_scope.cancel()
         self._tasks = None
+
+    def on_resource_updated(self, listener: Callable[[str, str], None]) -> None:
+        """``listener(tenant_id, exposed_uri)`` is told (without awaiting) of each update of a resource
+        the tenant subscribed to, that the upstream sent on the session serving that tenant."""
+        self._on_resource_updated = listener
 
     def report(self, name: str) -> UpstreamReport | None:
         return self._reports.get(name)
@@ -658,9 +674,127 @@ class Gateway:
                 self._sessions[key] = session
                 assert self._tasks is not None
                 self._tasks.start_soon(self._supervise, key, session)
+                if self._subscribed_on(key):
+                    self._tasks.start_soon(self._resubscribe, spec, key, session)
         client = await session.ready()
         self._backoff.pop(key, None)
         return session, client
+
+    # -- resource subscriptions -------------------------------------------------------------
+
+    async def subscribe_resource(self, upstream: str, tenant_id: str, uri: str) -> None:
+        """One more session of ``tenant_id`` subscribes to ``upstream``'s own resource ``uri``: the
+        session serving the tenant subscribes to it upstream unless it already has (nothing is
+        sent to an upstream that does not advertise ``resources.subscribe``: it sends no updates).
+
+        :raises UpstreamUnavailable: the upstream was removed, cannot be reached or did not answer.
+        :raises UpstreamError: it refused the subscription.
+        """
+        spec = self.route(upstream)
+        key = (spec.name, _SHARED if spec.tenant_agnostic else tenant_id, uri)
+        state = self._subscriptions.setdefault(key, _Subscription())
+        state.counts[tenant_id] = state.counts.get(tenant_id, 0) + 1
+        try:
+            async with state.lock:
+                if state.on is None or state.on.done:
+                    session, client = await self._session(spec, tenant_id)
+                    if _subscribable(client):
+                        try:
+                            with anyio.fail_after(spec.call_timeout):
+                                await self._send(spec, tenant_id, lambda c: _subscription(c, uri, subscribe=True))
+                        except TimeoutError:
+                            raise UpstreamUnavailable(
+                                f"upstream {spec.name!r} did not answer the subscription in time"
+                            ) from None
+                    state.on = session
+        except BaseException:
+            self._uncount(state, tenant_id)
+            if not state.counts and not state.lock.locked() and self._subscriptions.get(key) is state:
+                del self._subscriptions[key]
+            raise
+
+    async def unsubscribe_resource(self, upstream: str, tenant_id: str, uri: str) -> None:
+        """One session of ``tenant_id`` no longer subscribes to ``uri``; the last one's going
+        unsubscribes the session upstream (best effort)."""
+        spec = self._specs.get(upstream)
+        keys = [(upstream, tenant_id, uri), (upstream, _SHARED, uri)]
+        if spec is not None:
+            keys = keys[1:] if spec.tenant_agnostic else keys[:1]
+        for key in keys:
+            state = self._subscriptions.get(key)
+            if state is None or tenant_id not in state.counts:
+                continue
+            self._uncount(state, tenant_id)
+            if state.counts:
+                return
+            async with state.lock:
+                if state.counts:
+                    return  # subscribed again meanwhile: the upstream's subscription stays
+                session, state.on = state.on, None
+                client = session.client if session is not None else None
+                if client is not None and _subscribable(client):
+                    timeout = spec.call_timeout if spec is not None else 5.0
+                    with anyio.move_on_after(timeout):
+                        try:
+                            await _subscription(client, uri, subscribe=False)
+                        except Exception:
+                            logger.debug("an upstream did not take an unsubscription", exc_info=True)
+                if not state.counts and self._subscriptions.get(key) is state:
+                    del self._subscriptions[key]
+            return
+
+    @staticmethod
+    def _uncount(state: _Subscription, tenant_id: str) -> None:
+        count = state.counts.get(tenant_id, 0) - 1
+        if count > 0:
+            state.counts[tenant_id] = count
+        else:
+            state.counts.pop(tenant_id, None)
+
+    def _subscribed_on(self, key: tuple[str, str]) -> bool:
+        return any(k[:2] == key and state.counts for k, state in self._subscriptions.items())
+
+    def _spawn_restore(self, key: tuple[str, str]) -> None:
+        """Start the session again (after its backoff) for what is still subscribed on it."""
+
+        async def restore() -> None:
+            backoff = self._backoff.get(key)
+            if backoff is not None:
+                await anyio.sleep(max(0.0, backoff.retry_at - time.monotonic()))
+            spec = self._specs.get(key[0])
+            if spec is None or not self._subscribed_on(key) or key in self._sessions:
+                return
+            try:
+                await self._session(spec, key[1])  # resubscribes (see _session)
+            except TenantryError as exc:
+                logger.warning(
+                    "could not restart an upstream session for its subscriptions",
+                    extra={"upstream": key[0], "reason": exc.message},
+                )
+
+        if self._tasks is not None:
+            self._tasks.start_soon(restore)
+
+    async def _resubscribe(self, spec: UpstreamSpec, key: tuple[str, str], session: UpstreamSession) -> None:
+        """A new session of ``key``: subscribe it to what is still subscribed (best effort)."""
+        try:
+            client = await session.ready()
+        except UpstreamUnavailable:
+            return  # it ended; its end restarts it (see _supervise)
+        for sub_key, state in list(self._subscriptions.items()):
+            if sub_key[:2] != key:
+                continue
+            async with state.lock:
+                if not state.counts or (state.on is not None and not state.on.done) or session.done:
+                    continue
+                if _subscribable(client):
+                    try:
+                        with anyio.fail_after(spec.call_timeout):
+                            await _subscription(client, sub_key[2], subscribe=True)
+                    except Exception:
+                        logger.warning("could not subscribe again to an upstream resource", extra={"upstream": key[0]})
+                        continue
+                state.on = session
 
     def _admit_process(self, spec: UpstreamSpec, tenant_id: str) -> None:
         """:raises UpstreamUnavailable: one more process would exceed a cap (nothing is stopped for it)."""
@@ -696,6 +830,8 @@ class Gateway:
                 )
         if self._sessions.get(key) is session:
             del self._sessions[key]
+            if not session.closed_by_gateway and self._subscribed_on(key):
+                self._spawn_restore(key)
 
     async def _open(self, spec: UpstreamSpec, tenant_id: str) -> UpstreamSession:
         """A new (not yet started) session for ``tenant_id`` with its own credentials."""
@@ -706,6 +842,13 @@ class Gateway:
                 self._spawn(self.rediscover, spec.name)
             else:
                 await self._reload_view(spec.name, tenant_id)
+
+        def resource_updated(uri: str) -> None:
+            state = self._subscriptions.get((spec.name, tenant_id, uri))
+            if state is None or self._on_resource_updated is None:
+                return  # nobody subscribed to it on this session: ignored
+            for subscriber in list(state.counts):
+                self._on_resource_updated(subscriber, exposed_uri(spec.name, uri))
 
         if spec.transport == "http":
             assert spec.url is not None
@@ -724,7 +867,12 @@ class Gateway:
                 )
 
             return UpstreamSession(
-                spec.name, opener, connect_timeout=spec.connect_timeout, on_tools_changed=tools_changed, direct=direct
+                spec.name,
+                opener,
+                connect_timeout=spec.connect_timeout,
+                on_tools_changed=tools_changed,
+                on_resource_updated=resource_updated,
+                direct=direct,
             )
         command = [render_template(part, values) for part in spec.command]
         if self._storage is not None and tenant_id != _SHARED:
@@ -740,7 +888,12 @@ class Gateway:
             return stdio_streams(command, env, cwd=cwd, max_message=self._max_message, stderr=tail)
 
         return UpstreamSession(
-            spec.name, stdio_opener, connect_timeout=spec.connect_timeout, on_tools_changed=tools_changed, stderr=tail
+            spec.name,
+            stdio_opener,
+            connect_timeout=spec.connect_timeout,
+            on_tools_changed=tools_changed,
+            on_resource_updated=resource_updated,
+            stderr=tail,
         )
 
     async def _template_values(self, spec: UpstreamSpec, tenant_id: str) -> TemplateValues:
@@ -764,11 +917,13 @@ class Gateway:
         while True:
             await anyio.sleep(self._health_interval)
             now = time.monotonic()
+            subscribed = {k[:2] for k, state in self._subscriptions.items() if state.counts}
             for key, session in list(self._sessions.items()):
                 client = session.client
                 if client is None:
                     continue
-                if session.in_flight == 0 and now - session.last_used > self._idle_timeout:
+                idle = session.in_flight == 0 and now - session.last_used > self._idle_timeout
+                if idle and key not in subscribed:
                     self._spawn_close(session)
                     continue
                 self._spawn_ping(key, session)
@@ -824,6 +979,28 @@ class Gateway:
 
 def _no_secret(name: str) -> str:
     raise NotFound(f"no secret named {name!r}")
+
+
+@dataclass
+class _Subscription:
+    counts: dict[str, int] = field(default_factory=dict)
+    """tenant -> how many of its sessions subscribed."""
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    on: UpstreamSession | None = None
+    """The session that subscribed upstream (or found it could not), while it lives."""
+
+
+def _subscription(client: ClientSession, uri: str, *, subscribe: bool) -> Coroutine[Any, Any, types.EmptyResult]:
+    """``resources/subscribe`` (or ``unsubscribe``): deprecated by the SDK for the 2026-07-28 era
+    (``subscriptions/listen``), and what the handshake era the gateway's sessions speak has."""
+    with warnings.catch_warnings():  # no await in here: the filter is not seen by other tasks
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        return client.subscribe_resource(uri) if subscribe else client.unsubscribe_resource(uri)
+
+
+def _subscribable(client: ClientSession) -> bool:
+    capabilities = client.server_capabilities
+    return capabilities is not None and capabilities.resources is not None and bool(capabilities.resources.subscribe)
 
 
 @dataclass

@@ -60,6 +60,8 @@ async def _ignore_log(params: types.LoggingMessageNotificationParams) -> None:
 class UpstreamSession:
     """:param on_tools_changed: called (in the session's task) on ``notifications/tools/list_changed``
     (and the resources and prompts equivalents).
+    :param on_resource_updated: called (without awaiting anything) with the URI of each
+        ``notifications/resources/updated``.
     :param direct: an HTTP session's direct ``tools/call`` path (see :mod:`tenantry.gateway.http_calls`).
     """
 
@@ -70,6 +72,7 @@ class UpstreamSession:
         *,
         connect_timeout: float,
         on_tools_changed: Callable[[], Awaitable[None]] | None = None,
+        on_resource_updated: Callable[[str], None] | None = None,
         stderr: StderrTail | None = None,
         direct: HttpCalls | None = None,
     ) -> None:
@@ -77,6 +80,7 @@ class UpstreamSession:
         self._opener = opener
         self._connect_timeout = connect_timeout
         self._on_tools_changed = on_tools_changed
+        self._on_resource_updated = on_resource_updated
         self.stderr = stderr
         self.direct = direct
         self._ready = anyio.Event()
@@ -149,6 +153,8 @@ class UpstreamSession:
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, _LIST_CHANGED) and self._on_tools_changed is not None:
             await self._on_tools_changed()
+        elif isinstance(message, types.ResourceUpdatedNotification) and self._on_resource_updated is not None:
+            self._on_resource_updated(str(message.params.uri))
 
     async def ready(self) -> ClientSession:
         """The initialised session. :raises UpstreamUnavailable: it could not be established."""

@@ -62,6 +62,7 @@ from tenantry.server.session_streams import ReleasingSessionManager
 from tenantry.server.sessions import SessionCloser, SessionRegistry
 from tenantry.server.single_exchange import SingleExchange
 from tenantry.server.step_up import StepUp
+from tenantry.server.subscriptions import Subscriptions
 from tenantry.server.upstreams import build_gateway, follow_upstreams, hand_over_to_workers
 from tenantry.server.wellknown import discovery_routes, health_routes
 from tenantry.server.workers import WorkerSource, follow_tier_moves, worker_invoker
@@ -126,10 +127,13 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
     list_changed = ListChangedNotifier(resources=True, prompts=True)
     runtime.directory.add_listener(follow_upstreams(gateway))
     app.add_change_listener(_on_catalogue_change(dispatcher, list_changed))
+    subscriptions = Subscriptions(gateway, dispatcher.resource_visible)
+    gateway.on_resource_updated(subscriptions.updated)
     mcp_server = build_mcp_server(
         dispatcher,
         http_caller,
         notifier=list_changed,
+        subscriptions=subscriptions,
         serve_resources=True,
         serve_prompts=True,
         name=app.name,
@@ -154,6 +158,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
         idle_timeout=settings.server.session_idle_timeout,
         limits_for=runtime.directory.limits,
         closer=_session_closer(manager),
+        on_closed=subscriptions.release_session,
         budget=RecordBudget(
             per_source=settings.audit.refused_records_per_source, overall=settings.audit.refused_records_total
         ),

@@ -29,6 +29,7 @@ from tenantry.framework.dispatcher import Dispatcher, ResourceNotFound
 from tenantry.server.channel import McpClientChannel
 from tenantry.server.errors import to_mcp_error, unexpected_to_mcp_error
 from tenantry.server.list_changed import ListChangedNotifier
+from tenantry.server.subscriptions import Subscriptions
 
 __all__ = ["build_mcp_server", "CallerResolver", "CURRENT_CALLER", "http_caller", "CALLER_SCOPE_KEY"]
 
@@ -68,6 +69,7 @@ def build_mcp_server(
     request_state_security: RequestStateSecurity | None = None,
     audience: str | None = None,
     notifier: ListChangedNotifier | None = None,
+    subscriptions: Subscriptions | None = None,
     serve_resources: bool = False,
     serve_prompts: bool = False,
 ) -> Server[Any]:
@@ -75,6 +77,9 @@ def build_mcp_server(
 
     :param serve_resources: answer the resource methods even while the app has no resource yet
         (gateway mode: upstreams' resources appear while the server runs); ``serve_prompts`` alike.
+
+    :param subscriptions: where handshake-era sessions' subscriptions to upstream resources are
+        kept and relayed (without it, ``resources/subscribe`` is accepted and nothing is relayed).
 
     :param request_state_security: seals the 2026-07-28 multi-round-trip ``requestState``
         (bound to the caller's principal); an ephemeral key when omitted.
@@ -146,8 +151,22 @@ def build_mcp_server(
 
     async def subscribe(ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
         async def work(caller: Caller) -> types.EmptyResult:
-            if not dispatcher.resource_visible(caller, str(params.uri)):
-                raise ResourceNotFound(str(params.uri))
+            uri = str(params.uri)
+            resource = dispatcher.visible_resource(caller, uri)
+            if resource is None:
+                raise ResourceNotFound(uri)
+            # An upstream's resource, in a session with a channel to push updates on: relayed. A
+            # native resource, a sessionless request or a command upstream run in the tenant's
+            # dedicated worker: accepted, and nothing is relayed.
+            upstream = resource.upstream
+            connection = getattr(ctx.session, "_connection", None) if caller.session_id is not None else None
+            if (
+                subscriptions is not None
+                and upstream is not None
+                and connection is not None
+                and not dispatcher.runs_in_worker(caller.tenant_id, upstream)
+            ):
+                await subscriptions.subscribe(caller, connection, upstream, uri)
             return types.EmptyResult()
 
         return await guarded(ctx, work)
@@ -155,7 +174,12 @@ def build_mcp_server(
     async def unsubscribe(
         ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
-        return await guarded(ctx, lambda caller: _empty())
+        async def work(caller: Caller) -> types.EmptyResult:
+            if subscriptions is not None and caller.session_id is not None:
+                await subscriptions.unsubscribe(caller.session_id, str(params.uri))
+            return types.EmptyResult()
+
+        return await guarded(ctx, work)
 
     async def list_prompts(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None

@@ -47,6 +47,7 @@ SessionCloser = Callable[[str], Awaitable[None]]
 class SessionRegistry:
     """:param limits_for: a tenant's effective limits (``sessions``, ``session_idle``).
     :param closer: ends a session's transport when the registry closes it (idle, halted tenant).
+    :param on_closed: told the id of every session closed (by its client, idle, halted tenant).
     :param budget: how many hijack-attempt records one client address may cause per stream; the
         rest are counted and summarised (:meth:`record_suppressed`). Presenting a session id of
         another principal costs the presenter one request, so it must not cost the server an
@@ -61,12 +62,14 @@ class SessionRegistry:
         limits_for: Callable[[str], TenantLimits] | None = None,
         closer: SessionCloser | None = None,
         budget: RecordBudget | None = None,
+        on_closed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._audit = audit
         self._budget = budget or RecordBudget()
         self._idle_timeout = idle_timeout
         self._limits_for = limits_for or (lambda tenant_id: TenantLimits(session_idle=idle_timeout))
         self._closer = closer
+        self._on_closed = on_closed
         self._sessions: dict[str, BoundSession] = {}
         self._per_tenant: dict[str, int] = {}
         self._opening: dict[str, int] = {}
@@ -143,6 +146,11 @@ class SessionRegistry:
                 await self._closer(session_id)
             except Exception:
                 logger.exception("could not end a session's transport", extra={"session_id": session_id})
+        if self._on_closed is not None:
+            try:
+                await self._on_closed(session_id)
+            except Exception:
+                logger.exception("could not release a closed session's state", extra={"session_id": session_id})
         await self._record("connection_closed", bound.tenant_id, bound.subject, session_id, caller, reason=reason)
 
     async def close_tenant(self, tenant_id: str, reason: str, *, grace: float = 2.0) -> int:
