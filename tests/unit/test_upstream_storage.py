@@ -15,7 +15,14 @@ from tenantry.core.errors import StorageQuotaExceeded
 from tenantry.core.limits import TenantLimits
 from tenantry.gateway import file_size_limit
 from tenantry.gateway.storage import UpstreamStorage
-from tenantry.scoping.files.local import LocalFileScopes, tenant_files_root
+from tenantry.scoping.files.local import (
+    LocalFileScopes,
+    ScanBounds,
+    TenantUsage,
+    reconcile_usage,
+    recorded_usage,
+    tenant_files_root,
+)
 from tenantry.scoping.threads import ThreadBulkheads
 
 pytestmark = pytest.mark.anyio
@@ -104,3 +111,37 @@ def test_an_upstream_process_cannot_write_a_file_past_the_limit(tmp_path: Path) 
     written = run_limited(1000, 1000, tmp_path)  # the positive control: up to the limit is fine
     assert written.returncode == 0, written.stderr
     assert (tmp_path / "out").stat().st_size == 1000
+
+
+def bulk_directories(data_dir: Path, count: int, tenant: str = "acme") -> None:
+    """Empty directories sorting before anything else: counted as nothing, but walked first."""
+    root = tenant_files_root(data_dir, tenant)
+    for n in range(count):
+        (root / f"a{n:04}").mkdir(parents=True, exist_ok=True)
+
+
+async def test_a_floor_under_the_quota_does_not_admit_a_call(tmp_path: Path) -> None:
+    # The bounded rescan spends its entries on empty directories and stops before the bytes
+    # behind them: its floor (0 bytes) would admit every call while the disk fills.
+    storage = UpstreamStorage(tmp_path, heads(), bounds=ScanBounds(entries=40))
+    bulk_directories(tmp_path, 60)
+    upstream_writes(tmp_path, "zz-behind", 5000)
+    await storage.reconcile("acme")
+    assert recorded_usage(tmp_path, "acme", QUOTA).floor
+    with pytest.raises(StorageQuotaExceeded, match="could not be measured"):
+        await storage.check_room("acme")
+
+
+async def test_a_floor_that_a_fresh_rescan_completes_is_decided_on_the_exact_figure(tmp_path: Path) -> None:
+    # The positive control: a floor left by a rescan cut short (its time bound, under load) is
+    # not a lock-out when the tree is small enough to be counted now.
+    storage = UpstreamStorage(tmp_path, heads())
+    upstream_writes(tmp_path, "a", 500)
+    reconcile_usage(tmp_path, "acme", QUOTA, ScanBounds(seconds=-1))
+    assert recorded_usage(tmp_path, "acme", QUOTA).floor
+    await storage.check_room("acme")
+    assert recorded_usage(tmp_path, "acme", QUOTA) == TenantUsage(500, 1)
+    upstream_writes(tmp_path, "b", 600)
+    reconcile_usage(tmp_path, "acme", QUOTA, ScanBounds(seconds=-1))
+    with pytest.raises(StorageQuotaExceeded, match="1100 of 1000 bytes stored"):
+        await storage.check_room("acme")

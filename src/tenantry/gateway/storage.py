@@ -31,6 +31,7 @@ from pathlib import Path
 import anyio
 
 from tenantry.core.errors import StorageQuotaExceeded, TenantryError
+from tenantry.core.limits import TenantLimits
 from tenantry.scoping.files.local import ScanBounds, TenantUsage, reconcile_usage, recorded_usage
 from tenantry.scoping.threads import ThreadBulkheads
 
@@ -74,6 +75,23 @@ class UpstreamStorage:
         usage = await self._bulkheads.run(
             lambda: recorded_usage(self._data_dir, tenant_id, limits, self._bounds), tenant_id=tenant_id
         )
+        if usage.floor and usage.files < limits.file_count and usage.bytes < limits.file_bytes:
+            # A floor may refuse, never admit: what the cut-short rescan did not reach (behind
+            # many directories, say) may be anything. One fresh bounded rescan decides.
+            usage = await self._bulkheads.run(
+                lambda: reconcile_usage(self._data_dir, tenant_id, limits, self._bounds), tenant_id=tenant_id
+            )
+        self._refuse_over(usage, limits)
+        if usage.floor:
+            raise StorageQuotaExceeded(
+                "storage usage could not be measured: the rescan of this tenant's files and upstream"
+                f" working directories stopped at its bound ({self._bounds.entries} entries or"
+                f" {self._bounds.seconds:g} s) after {usage.bytes} bytes and {usage.files} files; the"
+                " upstream may write, so it is not called until files or directories are deleted"
+            )
+
+    @staticmethod
+    def _refuse_over(usage: TenantUsage, limits: TenantLimits) -> None:
         if usage.files >= limits.file_count:
             raise StorageQuotaExceeded(
                 f"file count quota used up: {_at_least(usage)}{usage.files} of {limits.file_count} files stored"
