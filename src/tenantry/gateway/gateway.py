@@ -924,6 +924,9 @@ class Gateway:
                     continue
                 idle = session.in_flight == 0 and now - session.last_used > self._idle_timeout
                 if idle and key not in subscribed:
+                    # Out of the table before it closes: a call arriving meanwhile starts a new
+                    # session instead of taking this closing one (and failing on it).
+                    del self._sessions[key]
                     self._spawn_close(session)
                     continue
                 self._spawn_ping(key, session)
