@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import anyio
 import pytest
 
@@ -188,3 +190,46 @@ async def test_a_session_whose_connection_is_gone_is_released_at_the_next_update
     subs.updated("acme", URI)
     await settle()
     assert ("unsubscribe", "live", "acme", "notes://live") in relay.calls
+
+
+async def test_a_session_whose_credential_lapsed_is_told_nothing_and_released() -> None:
+    """Expired or revoked since it subscribed (its stream may still be open): no update reaches
+    it, its upstream subscription is released; another session of the same tenant is told."""
+    relay = Relay()
+    lapsed_tokens = {"jti-old"}
+    subs = Subscriptions(
+        relay,
+        lambda caller, uri: True,
+        lapsed=lambda principal: "token revoked" if principal.token_id in lapsed_tokens else None,
+        interval=0.2,
+        send_timeout=0.2,
+    )
+    old, fresh = Connection(), Connection()
+    revoked = caller("acme", "s1")
+    revoked.principal = dataclasses.replace(revoked.principal, token_id="jti-old")
+    await subs.subscribe(revoked, old, "live", URI)
+    await subs.subscribe(caller("acme", "s2"), fresh, "live", URI)
+    subs.updated("acme", URI)
+    await settle()
+    assert fresh.heard == [URI]  # the positive control
+    assert old.heard == []
+    assert subs.subscribed("s1") == set()
+    assert subs.subscribed("s2") == {URI}
+
+
+async def test_a_tenant_halted_meanwhile_is_told_nothing_and_nothing_raises() -> None:
+    from tenantry.core.errors import TenantHalted
+
+    def visible(caller: Caller, uri: str) -> bool:
+        if caller.tenant_id == "acme":
+            raise TenantHalted()
+        return True
+
+    subs = Subscriptions(Relay(), visible, interval=0.2, send_timeout=0.2)
+    acme, globex = Connection(), Connection()
+    await subs.subscribe(caller("acme", "s1"), acme, "live", URI)
+    await subs.subscribe(caller("globex", "s2"), globex, "live", URI)
+    subs.updated("acme", URI)
+    subs.updated("globex", URI)
+    await settle()
+    assert acme.heard == [] and globex.heard == [URI]

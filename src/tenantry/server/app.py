@@ -50,6 +50,7 @@ from tenantry.ratelimit.windows import MovingWindow
 from tenantry.runtime import MCP_PATH, Runtime
 from tenantry.server.alerts import AlertRecorder, WebhookNotifier
 from tenantry.server.authn import Authenticator
+from tenantry.server.credential_lifetime import CredentialLifetime
 from tenantry.server.gate import McpGate
 from tenantry.server.guards import HostOriginPolicy
 from tenantry.server.host_guard import HostGuard
@@ -127,7 +128,10 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
     list_changed = ListChangedNotifier(resources=True, prompts=True)
     runtime.directory.add_listener(follow_upstreams(gateway))
     app.add_change_listener(_on_catalogue_change(dispatcher, list_changed))
-    subscriptions = Subscriptions(gateway, dispatcher.resource_visible)
+    lifetime = CredentialLifetime(
+        runtime.directory, own_issuer=runtime.endpoints.issuer, clock_leeway=settings.auth.clock_leeway
+    )
+    subscriptions = Subscriptions(gateway, dispatcher.resource_visible, lapsed=lifetime.lapsed)
     gateway.on_resource_updated(subscriptions.updated)
     mcp_server = build_mcp_server(
         dispatcher,
@@ -198,6 +202,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             per_tenant=settings.limits.refusals_held_per_tenant,
             overall=settings.limits.refusals_held_total,
         ),
+        lifetime=lifetime,
     )
 
     checkpointer = runtime.checkpointer()

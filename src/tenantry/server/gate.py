@@ -29,6 +29,7 @@ from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.requests import RequestBudget
 from tenantry.ratelimit.windows import MovingWindow
 from tenantry.server.authn import Authenticator, failure_key, sdk_identity
+from tenantry.server.credential_lifetime import CredentialLifetime
 from tenantry.server.errors import error_response
 from tenantry.server.guards import HostOriginPolicy, MethodNotAllowed, check_http_method, read_checked_message
 from tenantry.server.headers import RequestHeaders
@@ -65,8 +66,10 @@ class McpGate:
         pacer: RefusalPacer | None = None,
         refused_credentials: MovingWindow | None = None,
         address_pacer: RefusalPacer | None = None,
+        lifetime: CredentialLifetime | None = None,
     ) -> None:
         self._handler = handler
+        self._lifetime = lifetime
         self._requests = requests
         self._pacer = pacer
         self._refused_credentials = refused_credentials
@@ -183,7 +186,10 @@ class McpGate:
         if bound is not None:
             bound.in_flight += 1
         try:
-            if body is None or not await self._answered_here(
+            if method == "GET" and self._lifetime is not None:
+                # The session's standalone stream: what is pushed on it must not outlive the credential.
+                await self._lifetime.serve_while_valid(principal, self._handler, scope, replayed, send)
+            elif body is None or not await self._answered_here(
                 message, headers, session_id, handshake_era, scope, replayed, send
             ):
                 await self._handler(scope, replayed, send_tracked if tracked else send)

@@ -27,7 +27,8 @@ from typing import Any, Protocol
 import anyio
 
 from tenantry.core.calls import Caller
-from tenantry.core.errors import UsageError
+from tenantry.core.errors import TenantryError, UsageError
+from tenantry.core.identity import Principal
 from tenantry.core.upstreams import original_uri
 
 __all__ = ["Subscriptions", "UpstreamRelay"]
@@ -53,13 +54,17 @@ class _Session:
 
 
 class Subscriptions:
-    """:param visible: whether a caller can see a URI now (the dispatcher's ``resource_visible``)."""
+    """:param visible: whether a caller can see a URI now (the dispatcher's ``resource_visible``).
+    :param lapsed: why a subscriber's credential no longer counts (expired, revoked, its tenant
+        halted), or ``None``: such a session is told nothing more and its subscriptions are released.
+    """
 
     def __init__(
         self,
         relay: UpstreamRelay,
         visible: Callable[[Caller, str], bool],
         *,
+        lapsed: Callable[[Principal], str | None] = lambda _: None,
         per_session: int = 100,
         per_tenant: int = 1_000,
         max_fanout: int = 1_000,
@@ -68,6 +73,7 @@ class Subscriptions:
     ) -> None:
         self._relay = relay
         self._visible = visible
+        self._lapsed = lapsed
         self._per_session = per_session
         self._per_tenant_limit = per_tenant
         self._max_fanout = max_fanout
@@ -169,15 +175,21 @@ class Subscriptions:
             if session is None or session.tenant_id != tenant_id:
                 continue
             connection = session.connection()
-            if connection is None:
+            if connection is None or self._lapsed(session.caller.principal) is not None:
                 dead.append(session_id)
-            elif self._visible(session.caller, uri):
+            elif self._still_visible(session.caller, uri):
                 targets.append(connection)
         async with anyio.create_task_group() as tasks:
             for connection in targets:
                 tasks.start_soon(self._send, connection, uri)
         for session_id in dead:
             await self.release_session(session_id)
+
+    def _still_visible(self, caller: Caller, uri: str) -> bool:
+        try:
+            return self._visible(caller, uri)
+        except TenantryError:  # the tenant is halted or gone meanwhile
+            return False
 
     async def _send(self, connection: Any, uri: str) -> None:
         with anyio.move_on_after(self._send_timeout):  # a stuck client must not hold up the others
