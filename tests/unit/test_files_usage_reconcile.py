@@ -60,7 +60,7 @@ async def test_bytes_written_behind_the_ledger_are_refused_after_a_reconcile(tmp
 
 async def test_an_upstreams_working_directory_counts_against_the_quota(tmp_path: Path) -> None:
     written_behind_the_ledger(tmp_path, "upstreams/notes/cache/blob", 990)
-    assert reconcile_usage(tmp_path, "acme", QUOTA) == TenantUsage(990, 1)
+    assert reconcile_usage(tmp_path, "acme", QUOTA) == TenantUsage(990, 2)  # cache/ and blob
     files = scopes_for(tmp_path).for_tenant("acme")
     with pytest.raises(StorageQuotaExceeded):
         await files.write_bytes("a.txt", b"a" * 20)
@@ -93,7 +93,7 @@ async def test_symlinks_are_never_followed(tmp_path: Path) -> None:
     upstreams.mkdir()
     os.symlink(outside, upstreams / "notes")
     written_behind_the_ledger(tmp_path, "files/real", 7)
-    assert reconcile_usage(tmp_path, "acme", QUOTA) == TenantUsage(7, 1)
+    assert reconcile_usage(tmp_path, "acme", QUOTA) == TenantUsage(7, 2)  # real, and the upstream's link itself
 
 
 async def test_a_reserved_name_hides_no_bytes(tmp_path: Path) -> None:
@@ -152,3 +152,45 @@ async def test_a_native_recount_counts_the_upstreams_working_directories_too(tmp
     written_behind_the_ledger(tmp_path, "upstreams/notes/b", 20)
     written_behind_the_ledger(tmp_path, "files/a", 10)
     assert scopes_for(tmp_path).usage("acme") == (30, 2)  # no ledger yet: recounted
+
+
+async def test_an_upstreams_empty_directories_links_and_fifos_count_as_entries(tmp_path: Path) -> None:
+    """Inodes of the shared disk an upstream process made without writing a byte: each counts
+    against ``file_count`` like a file (the ``ctx.files`` tree's regular files are the control)."""
+    upstream = tenant_upstreams_root(tenant_files_root(tmp_path, "acme")) / "notes"
+    upstream.mkdir(parents=True)
+    for n in range(4):
+        (upstream / f"empty-{n}").mkdir()
+    os.symlink("/nowhere", upstream / "link")
+    os.mkfifo(upstream / "fifo")
+    written_behind_the_ledger(tmp_path, "files/real", 7)
+    assert reconcile_usage(tmp_path, "acme", QUOTA) == TenantUsage(7, 1 + 4 + 2)  # real, 4 dirs, link and fifo
+
+
+async def test_an_upstream_making_directories_without_end_is_stopped_at_the_file_count(tmp_path: Path) -> None:
+    upstream = tenant_upstreams_root(tenant_files_root(tmp_path, "acme")) / "notes"
+    upstream.mkdir(parents=True)
+    for n in range(50):
+        (upstream / f"d{n}").mkdir()
+    usage = reconcile_usage(tmp_path, "acme", QUOTA)
+    assert usage.files > QUOTA.file_count  # over: a floor is enough to refuse
+    with pytest.raises(StorageQuotaExceeded):
+        await scopes_for(tmp_path).for_tenant("acme").write_bytes("a.txt", b"a")
+
+
+async def test_deleting_files_removes_the_directories_it_emptied_and_only_those(tmp_path: Path) -> None:
+    """Directories do not count against the quota, so writing and deleting files under ever new
+    directories must not leave them behind (an unbounded number of inodes)."""
+    files = scopes_for(tmp_path).for_tenant("acme")
+    root = tenant_files_root(tmp_path, "acme")
+    await files.write_bytes("kept/a/keep.txt", b"k")
+    for n in range(30):
+        await files.write_bytes(f"d{n}/deep/er/f.txt", b"x")
+        assert await files.delete(f"d{n}/deep/er/f.txt")
+        await files.write_bytes(f"kept/a/b{n}/f.txt", b"x")
+        assert await files.delete(f"kept/a/b{n}/f.txt")
+    assert sorted(p.name for p in root.iterdir()) == ["kept"]
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["kept", "kept/a", "kept/a/keep.txt"]
+    assert (await files.read_bytes("kept/a/keep.txt")) == b"k"  # the positive control: what is in use stays
+    await files.write_bytes("d0/deep/er/f.txt", b"again")  # a removed directory is made again on demand
+    assert (await files.read_bytes("d0/deep/er/f.txt")) == b"again"

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from tenantry.core.errors import NotFound, ScopeViolation, StorageError, UsageError
+from tenantry.core.errors import NotFound, ScopeViolation, StorageError, TenantryError, UsageError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.core.limits import TenantLimits
 from tenantry.core.paths import join_parts, normalize_prefix
@@ -349,6 +349,7 @@ class LocalFileHandle(TextOverBytes):
                     ledger.commit(max(ledger.bytes - info.st_size, 0), max(ledger.files - 1, 0), floor=ledger.floor)
                 else:
                     ledger.commit(ledger.bytes, ledger.files, floor=ledger.floor)
+                self._remove_emptied(parts[:-1])
                 return True
             except FileNotFoundError:
                 return False
@@ -356,6 +357,23 @@ class LocalFileHandle(TextOverBytes):
                 raise _translate(exc) from None
             finally:
                 os.close(dir_fd)
+
+    def _remove_emptied(self, parts: tuple[str, ...]) -> None:
+        """Remove the directories above a deleted file that it left empty, deepest first (under the
+        ledger's lock, so no write is creating a file in them). Directories are not counted against
+        the file quota, so writing and deleting files under ever new directories must not leave
+        an unbounded number of them behind."""
+        for depth in range(len(parts), 0, -1):
+            try:
+                parent_fd = self._open_dir(parts[: depth - 1], create=False)
+            except TenantryError:
+                return
+            try:
+                os.rmdir(parts[depth - 1], dir_fd=parent_fd)
+            except OSError:
+                return  # not empty (or gone): nothing above it is empty either
+            finally:
+                os.close(parent_fd)
 
     def _list_sync(self, parts: tuple[str, ...], limit: int) -> FileListing:
         try:
@@ -373,11 +391,12 @@ class LocalFileHandle(TextOverBytes):
 
 
 def _walk(
-    top_fd: int, on_directory: Callable[[], None] | None = None
+    top_fd: int, on_directory: Callable[[int], None] | None = None
 ) -> Iterator[tuple[tuple[str, ...], str, os.stat_result]]:
     """Every non-directory entry under ``top_fd`` as ``(directory parts, name, lstat)``, in the
     order of the full paths as strings. Takes ownership of ``top_fd`` (closed at the end).
-    ``on_directory`` is called before each directory is read (it may raise to stop the walk).
+    ``on_directory`` is called with its depth (the top's is 0) before each directory is read (it
+    may raise to stop the walk).
 
     At most two descriptors are open at any time: the current directory's, and briefly the next
     one's. Climbing back up goes through ``..``, checked against the device and inode recorded on
@@ -394,7 +413,7 @@ def _walk(
         while True:
             if len(pending) == len(rel):  # just entered a directory: read it whole
                 if on_directory is not None:
-                    on_directory()
+                    on_directory(len(rel))
                 info = os.fstat(fd)
                 identities.append((info.st_dev, info.st_ino))
                 pending.append(_read_directory(fd))
@@ -475,37 +494,64 @@ class _Budget:
             raise _ScanStopped
 
 
+class _Tally:
+    """What a scan has counted so far, checked against its budget at every entry."""
+
+    def __init__(self, budget: _Budget | None) -> None:
+        self.bytes = 0
+        self.files = 0
+        self._budget = budget
+
+    def spend(self) -> None:
+        if self._budget is not None:
+            self._budget.spend(self.bytes, self.files)
+
+    def directories(self, *, below: int | None) -> Callable[[int], None]:
+        """The walk's ``on_directory`` for one tree: each directory deeper than ``below`` counts as
+        an entry (none when ``None``)."""
+
+        def entered(depth: int) -> None:
+            if below is not None and depth > below:
+                self.files += 1
+            self.spend()
+
+        return entered
+
+
 def _scan_usage(root: Path, budget: _Budget | None) -> TenantUsage:
-    """The regular files under ``root`` (the tenant's ``files``) and its upstreams' working
-    directories, never following a symlink; ``floor`` when ``budget`` stopped the scan (or a
-    directory moved during it). Leftover temporary files under ``root`` (of a writer that died:
-    every writer holds the ledger lock while its file exists) are removed on the way and not
-    counted; an upstream that names its files so loses them rather than hiding them.
+    """The regular files under ``root`` (the tenant's ``files``) and every entry (file, directory,
+    link, fifo) under its upstreams' working directories, never following a symlink; ``floor``
+    when ``budget`` stopped the scan (or a directory moved during it). An upstream process makes
+    what it likes in its directory, and each of those is an inode of the shared disk; ``ctx.files``
+    writes only regular files, makes directories only for them and removes those it empties.
+    Leftover temporary files under ``root`` (of a writer that died: every writer holds the ledger
+    lock while its file exists) are removed on the way and not counted; an upstream that names
+    its files so loses them rather than hiding them.
 
     :raises StorageError: a tree cannot be opened.
     """
-    total, count = 0, 0
+    tally = _Tally(budget)
     orphans: list[tuple[str, ...]] = []
-    spend: Callable[[], None] | None = None
-    if budget is not None:
-        spend = budget.spend
     complete = True
     try:
         for tree in (root, tenant_upstreams_root(root)):
+            upstream = tree is not root
             try:
                 top_fd = os.open(tree, _DIR_FLAGS)
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise _translate(exc) from None
-            for rel, name, info in _walk(top_fd, spend):
-                if budget is not None:
-                    budget.spend(total, count)
-                if tree is root and name.startswith(HIDDEN_NAME_PREFIX):
+            # Below ``upstreams/<name>/``, the working directory Tenantry made for each upstream.
+            for rel, name, info in _walk(top_fd, tally.directories(below=1 if upstream else None)):
+                tally.spend()
+                if not upstream and name.startswith(HIDDEN_NAME_PREFIX):
                     orphans.append((*rel, name))
                 elif stat.S_ISREG(info.st_mode):
-                    total += info.st_size
-                    count += 1
+                    tally.bytes += info.st_size
+                    tally.files += 1
+                elif upstream:
+                    tally.files += 1
     except _ScanStopped:
         complete = False
     except StorageError:
@@ -515,7 +561,7 @@ def _scan_usage(root: Path, budget: _Budget | None) -> TenantUsage:
     for parts in orphans:
         with contextlib.suppress(OSError):
             _unlink_below(root, parts)
-    return TenantUsage(total, count, floor=not complete)
+    return TenantUsage(tally.bytes, tally.files, floor=not complete)
 
 
 def _unlink_below(root: Path, parts: tuple[str, ...]) -> None:
