@@ -371,3 +371,18 @@ def test_an_upstream_that_ignores_the_end_of_its_stdin_dies_with_its_killed_work
     wait_for(lambda: not alive(stubborn), timeout=10)
     restarted = wait_for(lambda: where(server, "acme"))
     assert restarted["ppid"] != worker and is_worker_of(restarted["ppid"], server, "acme")
+
+
+def test_a_lowered_file_quota_reaches_a_running_upstream_process_of_the_logical_tier(server: RunningServer) -> None:
+    """Its process started under ``RLIMIT_FSIZE`` = the old ``file_bytes``: the next call is served
+    by one under the new limit. Raising the quota keeps the (stricter) running process."""
+    before = where(server, "globex")
+    lowered = before["file_size"][0] // 2
+    try:
+        server.cli("tenant", "limits", "globex", f"file_bytes={lowered}")
+        after = wait_for(lambda: (found := where(server, "globex"))["file_size"][0] == lowered and found)
+        assert after["pid"] != before["pid"]
+        server.cli("tenant", "limits", "globex", f"file_bytes={lowered * 2}")
+        assert where(server, "globex")["pid"] == after["pid"]  # the control: no restart for a raise
+    finally:
+        server.cli("tenant", "limits", "globex", "--clear", "file_bytes")

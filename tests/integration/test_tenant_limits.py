@@ -114,6 +114,15 @@ def test_limits_show_and_clear(server: RunningServer) -> None:
     assert len(changed) == 2
 
 
+def test_the_limits_table_shows_each_value_exactly(server: RunningServer) -> None:
+    server.cli("tenant", "limits", "globex", "file_bytes=536870913")
+    try:
+        table = server.cli("tenant", "limits", "globex").stdout
+        assert "536870913" in table and "e+08" not in table
+    finally:
+        server.cli("tenant", "limits", "globex", "--clear", "file_bytes")
+
+
 def test_concurrency_is_bounded_per_tenant(tmp_path: Path) -> None:
     (tmp_path / "slow_app.py").write_text(SLOW_APP)
     server = start_server(tmp_path / "data", app="slow_app:app", cwd=tmp_path)

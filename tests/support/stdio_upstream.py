@@ -34,6 +34,7 @@ async def whereami() -> dict[str, Any]:
         "env": sorted(os.environ),
         "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
         "address_space": list(resource.getrlimit(resource.RLIMIT_AS)),
+        "file_size": list(resource.getrlimit(resource.RLIMIT_FSIZE)),
     }
 
 

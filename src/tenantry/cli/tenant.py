@@ -273,8 +273,13 @@ def limits(
         return
     table = new_table("limit", "value", "source")
     for name, value in effective.items():
-        table.add_row(name, f"{value:g}", "tenant" if name in overridden else "default")
+        table.add_row(name, _shown(value), "tenant" if name in overridden else "default")
     print_table(table)
+
+
+def _shown(value: float) -> str:
+    """A limit as written in the configuration: exactly (``536870912``, not ``5.36871e+08``)."""
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 @tenant_app.command("import")

@@ -624,7 +624,7 @@ class Gateway:
         key = (spec.name, _SHARED if spec.tenant_agnostic else tenant_id)
         session = self._sessions.get(key)
         client = session.client if session is not None else None
-        if session is None or client is None:
+        if session is None or client is None or self._outgrown(session, key[1]):
             session, client = await self._session(spec, tenant_id)
         session.in_flight += 1
         session.last_used = time.monotonic()
@@ -659,6 +659,12 @@ class Gateway:
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
             session = self._sessions.get(key)
+            if session is not None and not session.done and session.in_flight == 0 and self._outgrown(session, key[1]):
+                # Its process runs under a file size limit the tenant's quota has since been lowered
+                # below: replaced by one under the new limit (calls in flight finish on the old one).
+                del self._sessions[key]
+                self._spawn_close(session)
+                session = None
             if session is None or session.done:
                 backoff = self._backoff.get(key)
                 wait = 0.0 if backoff is None else backoff.retry_at - time.monotonic()
@@ -875,9 +881,10 @@ class Gateway:
                 direct=direct,
             )
         command = [render_template(part, values) for part in spec.command]
+        file_size_limit: int | None = None
         if self._storage is not None and tenant_id != _SHARED:
-            limit = self._storage.file_size_limit(tenant_id)
-            command = [sys.executable, "-I", "-S", str(_FILE_SIZE_LIMIT), str(limit), *command]
+            file_size_limit = self._storage.file_size_limit(tenant_id)
+            command = [sys.executable, "-I", "-S", str(_FILE_SIZE_LIMIT), str(file_size_limit), *command]
         env = {v: render_template(t, values) for v, t in spec.env}
         tail = StderrTail()
         cwd = str(Path(values.tenant_dir).parent / "upstreams" / spec.name) if tenant_id != _SHARED else None
@@ -894,6 +901,7 @@ class Gateway:
             on_tools_changed=tools_changed,
             on_resource_updated=resource_updated,
             stderr=tail,
+            file_size_limit=file_size_limit,
         )
 
     async def _template_values(self, spec: UpstreamSpec, tenant_id: str) -> TemplateValues:
@@ -930,6 +938,14 @@ class Gateway:
                     self._spawn_close(session)
                     continue
                 self._spawn_ping(key, session)
+
+    def _outgrown(self, session: UpstreamSession, tenant_id: str) -> bool:
+        started_with = session.file_size_limit
+        return (
+            started_with is not None
+            and self._storage is not None
+            and self._storage.file_size_limit(tenant_id) < started_with
+        )
 
     def _spawn_close(self, session: UpstreamSession) -> None:
         assert self._tasks is not None

@@ -63,6 +63,7 @@ class UpstreamSession:
     :param on_resource_updated: called (without awaiting anything) with the URI of each
         ``notifications/resources/updated``.
     :param direct: an HTTP session's direct ``tools/call`` path (see :mod:`tenantry.gateway.http_calls`).
+    :param file_size_limit: the ``RLIMIT_FSIZE`` a command upstream's process runs under, if any.
     """
 
     def __init__(
@@ -75,8 +76,10 @@ class UpstreamSession:
         on_resource_updated: Callable[[str], None] | None = None,
         stderr: StderrTail | None = None,
         direct: HttpCalls | None = None,
+        file_size_limit: int | None = None,
     ) -> None:
         self.upstream = upstream
+        self.file_size_limit = file_size_limit
         self._opener = opener
         self._connect_timeout = connect_timeout
         self._on_tools_changed = on_tools_changed
