@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import gzip
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp_types as types
 import pytest
 from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSListener
 
 from tenantry.core.errors import ResultTooLarge
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
 from tenantry.gateway.http_calls import HttpCalls, _EventParser
 from tenantry.gateway.transports import Resolver, guarded_session, http_streams
+from tests.unit.test_upstream_address_guard import _certificate
 
 pytestmark = pytest.mark.anyio
 
@@ -53,10 +57,11 @@ class Upstream:
     port: int = 0
     connections: int = 0
     requests: list[Request] = field(default_factory=list)
+    server_names: list[str | None] = field(default_factory=list)
 
     async def handle(self, stream: ByteStream) -> None:
         self.connections += 1
-        with suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+        with suppress(anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError, OSError):
             async with stream:
                 data = b""
                 while b"\r\n\r\n" not in data:
@@ -74,10 +79,13 @@ class Upstream:
 
 
 @asynccontextmanager
-async def upstream(*answers: Answer) -> AsyncIterator[Upstream]:
+async def upstream(*answers: Answer, tls: ssl.SSLContext | None = None) -> AsyncIterator[Upstream]:
     state = Upstream(list(answers))
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    state.port = listener.extra(SocketAttribute.local_port)
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    state.port = tcp.extra(SocketAttribute.local_port)
+    if tls is not None:
+        tls.sni_callback = lambda sock, name, ctx: state.server_names.append(name)
+    listener = tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
     async with listener, anyio.create_task_group() as tasks:
         tasks.start_soon(listener.serve, state.handle)
         try:
@@ -142,11 +150,18 @@ class Calls:
 
 @asynccontextmanager
 async def direct_calls(
-    url: str, *, allow_private: bool = True, resolver: Resolver | None = None, headers: dict[str, str] | None = None
+    url: str,
+    *,
+    allow_private: bool = True,
+    resolver: Resolver | None = None,
+    headers: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> AsyncIterator[Calls]:
     direct = HttpCalls("echo", url, max_message=MAX_MESSAGE)
     dns = resolver or Dns(["127.0.0.1"])
-    session = guarded_session(url, headers or {}, allow_private=allow_private, connect_timeout=2, resolver=dns)
+    session = guarded_session(
+        url, headers or {}, allow_private=allow_private, connect_timeout=2, resolver=dns, verify=verify
+    )
     try:
         async with anyio.create_task_group() as tasks:
             direct.attach(session, tasks.start_soon)
@@ -302,6 +317,29 @@ async def test_an_allowed_private_ip_literal_host_is_reached() -> None:
         async with direct_calls(f"http://127.0.0.1:{up.port}/mcp", allow_private=True, resolver=dns) as calls:
             assert text_of(await calls.call()) == "hi"
         assert dns.lookups == []  # aiohttp connects to a literal by itself: it was checked at construction
+
+
+async def test_tls_to_the_checked_address_verifies_the_configured_host_name(tmp_path: Path) -> None:
+    server, client = _certificate(tmp_path, HOST)
+    async with (
+        upstream(json_answer(result), tls=server) as up,
+        direct_calls(f"https://{HOST}:{up.port}/mcp", verify=client) as calls,
+    ):
+        assert text_of(await calls.call()) == "hi"
+    assert up.server_names == [HOST]  # SNI names the host, not the address connected to
+    assert up.requests[0].headers["host"] == f"{HOST}:{up.port}"
+
+
+async def test_tls_refuses_a_certificate_for_another_name(tmp_path: Path) -> None:
+    server, client = _certificate(tmp_path, "someone-else.test")
+    async with (
+        upstream(json_answer(result), tls=server) as up,
+        direct_calls(f"https://{HOST}:{up.port}/mcp", verify=client) as calls,
+    ):
+        with pytest.raises(UpstreamUnavailable):
+            await calls.call()
+    assert up.requests == []  # nothing was sent over the unverified connection
+    assert calls.failures == ["the connection failed"]
 
 
 async def test_every_new_connection_resolves_and_checks_again() -> None:
