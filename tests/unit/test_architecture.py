@@ -84,7 +84,19 @@ ALLOWED: dict[str, set[str]] = {
 # Only the entry points may know HTTP or the command line.
 WEB_AND_CLI = ("starlette", "uvicorn", "typer", "rich", "click")
 MAY_USE_WEB_AND_CLI = {"server", "cli"}
-IO_MODULES = {"sqlite3", "socket", "httpx2", "anyio", "mcp", "psycopg", "apsw", "boto3", "qdrant_client"}
+IO_MODULES = {
+    "sqlite3",
+    "socket",
+    "httpx2",
+    "aiohttp",
+    "yarl",
+    "anyio",
+    "mcp",
+    "psycopg",
+    "apsw",
+    "boto3",
+    "qdrant_client",
+}
 
 
 @dataclass(frozen=True)

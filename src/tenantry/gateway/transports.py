@@ -9,7 +9,11 @@
   against private, loopback and link-local ranges unless ``allow_private``, and connects to one
   of those very addresses (the name is not resolved again between the check and the connect,
   so DNS rebinding cannot steer the socket elsewhere); the Host header, TLS SNI and certificate
-  verification still use the configured host name.
+  verification still use the configured host name. The direct ``tools/call`` path
+  (:mod:`tenantry.gateway.http_calls`) speaks ``aiohttp`` (:func:`guarded_session`) under the same
+  guard: the same resolver and address check for each new connection (an IP-literal host is
+  checked once, at construction, as aiohttp never resolves one), the same TLS verification, the
+  configured headers only, no redirects, no proxy, no cookies, no decompression.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import ssl
 import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
+from functools import cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import aiohttp
+import aiohttp.abc
 import anyio
 import httpcore2
 import httpx2
@@ -41,7 +49,16 @@ from tenantry.gateway.errors import UpstreamUnavailable
 if TYPE_CHECKING:
     from tenantry.gateway.http_calls import HttpCalls
 
-__all__ = ["stdio_streams", "http_streams", "guarded_client", "check_address", "resolve_host", "Resolver", "StderrTail"]
+__all__ = [
+    "stdio_streams",
+    "http_streams",
+    "guarded_client",
+    "guarded_session",
+    "check_address",
+    "resolve_host",
+    "Resolver",
+    "StderrTail",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +238,19 @@ async def resolve_host(host: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))  # the system's order of preference
 
 
+async def _checked_addresses(resolver: Resolver, host: str, *, allow_private: bool) -> list[str]:
+    """``host``'s addresses, every one of them checked: the only addresses a connection may be opened to.
+
+    :raises UpstreamUnavailable: the name does not resolve, or one of its addresses is refused.
+    """
+    addresses = await resolver(host)
+    if not addresses:
+        raise UpstreamUnavailable("the upstream's host name does not resolve")
+    for address in addresses:
+        check_address(address, allow_private=allow_private)
+    return addresses
+
+
 class _CheckedAddressBackend(httpcore2.AsyncNetworkBackend):
     """Opens each TCP connection to an address it has just resolved and checked.
 
@@ -247,13 +277,9 @@ class _CheckedAddressBackend(httpcore2.AsyncNetworkBackend):
     ) -> httpcore2.AsyncNetworkStream:
         try:
             with anyio.fail_after(timeout):
-                addresses = await self._resolver(host)
+                addresses = await _checked_addresses(self._resolver, host, allow_private=self._allow_private)
         except TimeoutError:
             raise httpcore2.ConnectTimeout("resolving the upstream's host name timed out") from None
-        if not addresses:
-            raise UpstreamUnavailable("the upstream's host name does not resolve")
-        for address in addresses:
-            check_address(address, allow_private=self._allow_private)
         failure: Exception | None = None
         for address in addresses:
             try:
@@ -277,11 +303,22 @@ class _CheckedAddressBackend(httpcore2.AsyncNetworkBackend):
         await self._sockets.sleep(seconds)
 
 
+@cache
+def _system_tls() -> ssl.SSLContext:
+    """httpx2's ``verify=True`` context (the system's CAs), built once: loading the CAs holds the
+    event loop for tens of milliseconds, and a client context keeps no per-connection state."""
+    return httpx2.create_ssl_context(verify=True, trust_env=False)
+
+
+def _tls(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
+    return _system_tls() if verify is True else httpx2.create_ssl_context(verify=verify, trust_env=False)
+
+
 class _CheckedAddressTransport(httpx2.AsyncHTTPTransport):
     """httpx's own transport over a pool whose sockets go through :class:`_CheckedAddressBackend`."""
 
     def __init__(self, backend: _CheckedAddressBackend, *, verify: ssl.SSLContext | bool) -> None:
-        context = httpx2.create_ssl_context(verify=verify, trust_env=False)
+        context = _tls(verify)
         super().__init__(verify=context, trust_env=False)
         limits = httpx2.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults
         # httpx's transport takes no network backend, so its pool is replaced by the same one with ours.
@@ -331,6 +368,78 @@ def guarded_client(
     )
 
 
+class _CheckedAddressResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's resolver for one upstream: the addresses of :func:`_checked_addresses`, in the resolver's order.
+
+    aiohttp asks it once per new connection (its DNS cache is off) and connects to one of the
+    addresses it answers, with SNI, certificate verification and Host still the configured name.
+    """
+
+    def __init__(self, resolver: Resolver, *, allow_private: bool) -> None:
+        self._resolver = resolver
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        addresses = await _checked_addresses(self._resolver, host, allow_private=self._allow_private)
+        results: list[aiohttp.abc.ResolveResult] = []
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            found = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            if family in (socket.AF_UNSPEC, found):
+                results.append(
+                    {"hostname": host, "host": address, "port": port, "family": found, "proto": 0, "flags": 0}
+                )
+        if not results:
+            raise UpstreamUnavailable("the upstream's host name does not resolve")
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+def guarded_session(
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    allow_private: bool,
+    connect_timeout: float,
+    resolver: Resolver = resolve_host,
+    verify: ssl.SSLContext | bool = True,
+) -> aiohttp.ClientSession:
+    """An aiohttp session for requests to ``url`` itself under :func:`guarded_client`'s guard.
+
+    It sends ``headers`` as its defaults; the caller asks for ``url`` only, with
+    ``allow_redirects=False`` (the session cannot refuse another origin by itself). Its responses
+    are not decompressed (the caller asks for ``identity``). Must be closed.
+
+    :raises UpstreamUnavailable: ``url``'s host is an IP literal that is refused.
+    """
+    host = urlsplit(url).hostname or ""
+    try:
+        literal = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    else:  # aiohttp connects to an IP literal without asking the resolver
+        check_address(str(literal), allow_private=allow_private)
+    connector = aiohttp.TCPConnector(
+        resolver=_CheckedAddressResolver(resolver, allow_private=allow_private),
+        use_dns_cache=False,  # every new connection resolves and checks again, as httpx's pool does
+        ssl=_tls(verify),
+        happy_eyeballs_delay=None,  # the addresses one after the other, in the resolver's order
+        keepalive_timeout=5.0,  # httpx's keep-alive expiry
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers=dict(headers),
+        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=300.0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        trust_env=False,
+    )
+
+
 @asynccontextmanager
 async def http_streams(
     url: str,
@@ -344,21 +453,32 @@ async def http_streams(
 ) -> AsyncIterator[TransportStreams]:
     """A streamable HTTP connection to ``url`` sending exactly ``headers`` (and the protocol's own).
 
-    :param direct: given the connection's client (with its guard) for direct calls while it is open.
+    :param direct: given an aiohttp session under the same guard (:func:`guarded_session`) for
+        direct calls while the connection is open; it is closed with the connection.
     """
     client = guarded_client(
         url, headers, allow_private=allow_private, connect_timeout=connect_timeout, resolver=resolver
     )
-    if direct is not None:
-        client.event_hooks = {**client.event_hooks, "request": [*client.event_hooks["request"], direct.observe]}
-    async with client, streamable_http_client(url, http_client=client, max_sse_event_size=max_message) as streams:
-        if direct is None:
+    if direct is None:
+        async with client, streamable_http_client(url, http_client=client, max_sse_event_size=max_message) as streams:
             yield streams
-            return
-        async with anyio.create_task_group() as background:  # what direct calls send after they end
-            direct.attach(client, background.start_soon)
+        return
+    client.event_hooks = {**client.event_hooks, "request": [*client.event_hooks["request"], direct.observe]}
+    session = guarded_session(
+        url, headers, allow_private=allow_private, connect_timeout=connect_timeout, resolver=resolver
+    )
+    try:
+        async with (
+            client,
+            streamable_http_client(url, http_client=client, max_sse_event_size=max_message) as streams,
+            anyio.create_task_group() as background,  # what direct calls send after they end
+        ):
+            direct.attach(session, background.start_soon)
             try:
                 yield streams
             finally:
                 direct.detach()
                 background.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await session.close()

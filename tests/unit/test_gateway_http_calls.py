@@ -1,0 +1,397 @@
+"""The direct ``tools/call`` path of HTTP upstreams (aiohttp) against a scripted HTTP/1.1 server on loopback.
+
+The server answers each request with the next scripted answer, sent in the chunks the test
+chooses, then closes the connection; a resolver is injected (a DNS server that answers what the
+test says). Everything else (aiohttp, its sockets, the parsing) is the real thing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSListener
+
+from tenantry.core.errors import ResultTooLarge
+from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
+from tenantry.gateway.http_calls import HttpCalls, _EventParser
+from tenantry.gateway.transports import Resolver, guarded_session, http_streams
+from tests.unit.test_upstream_address_guard import _certificate
+
+pytestmark = pytest.mark.anyio
+
+HOST = "upstream.test"
+PUBLIC = "93.184.215.14"
+MAX_MESSAGE = 4096
+
+
+@dataclass
+class Request:
+    head: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def id(self) -> Any:
+        return json.loads(self.body)["id"] if self.body else None
+
+
+Answer = Callable[[Request], list[bytes]]
+
+
+@dataclass
+class Upstream:
+    """Answers each request with the next of ``answers`` (chunk by chunk), then closes the connection."""
+
+    answers: list[Answer] = field(default_factory=list)
+    port: int = 0
+    connections: int = 0
+    requests: list[Request] = field(default_factory=list)
+    server_names: list[str | None] = field(default_factory=list)
+
+    async def handle(self, stream: ByteStream) -> None:
+        self.connections += 1
+        with suppress(anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError, OSError):
+            async with stream:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += await stream.receive()
+                head, _, body = data.partition(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(":") for line in lines[1:])}
+                while len(body) < int(headers.get("content-length", "0")):
+                    body += await stream.receive()
+                request = Request(lines[0], headers, body)
+                self.requests.append(request)
+                for chunk in self.answers.pop(0)(request):
+                    await stream.send(chunk)
+                    await anyio.sleep(0.02)  # each chunk reaches the client on its own
+
+
+@asynccontextmanager
+async def upstream(*answers: Answer, tls: ssl.SSLContext | None = None) -> AsyncIterator[Upstream]:
+    state = Upstream(list(answers))
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    state.port = tcp.extra(SocketAttribute.local_port)
+    if tls is not None:
+        tls.sni_callback = lambda sock, name, ctx: state.server_names.append(name)
+    listener = tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, state.handle)
+        try:
+            yield state
+        finally:
+            tasks.cancel_scope.cancel()
+
+
+class Dns:
+    """Answers each lookup with the next of ``answers`` (the last one from then on)."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self._answers = list(answers)
+        self.lookups: list[str] = []
+
+    async def __call__(self, host: str) -> list[str]:
+        self.lookups.append(host)
+        return self._answers.pop(0) if len(self._answers) > 1 else self._answers[0]
+
+
+def result(request: Request, text: str = "hi") -> bytes:
+    answer = {"jsonrpc": "2.0", "id": request.id, "result": {"content": [{"type": "text", "text": text}]}}
+    return json.dumps(answer).encode()
+
+
+def json_answer(payload: Callable[[Request], bytes], *, headers: str = "", length: bool = True) -> Answer:
+    def answer(request: Request) -> list[bytes]:
+        body = payload(request)
+        sized = f"Content-Length: {len(body)}\r\n" if length else ""
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{sized}{headers}Connection: close\r\n\r\n"
+        return [head.encode(), body]
+
+    return answer
+
+
+def sse_answer(chunks: Callable[[Request], list[bytes]]) -> Answer:
+    def answer(request: Request) -> list[bytes]:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        return [head, *chunks(request)]
+
+    return answer
+
+
+@dataclass
+class Calls:
+    direct: HttpCalls
+    failures: list[str] = field(default_factory=list)
+    notifications: list[Any] = field(default_factory=list)
+
+    async def call(self) -> types.CallToolResult:
+        async def noted(notification: Any) -> None:
+            self.notifications.append(notification)
+
+        return await self.direct.call_tool(
+            "echo",
+            {"text": "hi"},
+            stamp=lambda data, opts: None,
+            on_notification=noted,
+            fail_session=self.failures.append,
+        )
+
+
+@asynccontextmanager
+async def direct_calls(
+    url: str,
+    *,
+    allow_private: bool = True,
+    resolver: Resolver | None = None,
+    headers: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
+) -> AsyncIterator[Calls]:
+    direct = HttpCalls("echo", url, max_message=MAX_MESSAGE)
+    dns = resolver or Dns(["127.0.0.1"])
+    session = guarded_session(
+        url, headers or {}, allow_private=allow_private, connect_timeout=2, resolver=dns, verify=verify
+    )
+    try:
+        async with anyio.create_task_group() as tasks:
+            direct.attach(session, tasks.start_soon)
+            direct.session_id, direct.protocol_version = "session-1", "2025-06-18"  # as observed at the handshake
+            yield Calls(direct)
+            tasks.cancel_scope.cancel()
+    finally:
+        await session.close()
+
+
+def text_of(answer: types.CallToolResult) -> str:
+    return "".join(c.text for c in answer.content if isinstance(c, types.TextContent))
+
+
+EVENTS = (
+    b": a comment\r\n"
+    b"id: 1\r\ndata:\r\n\r\n"
+    b'event: message\rdata: {"a":\rdata:  1}\r\r'
+    b"retry: 250\nid: 2\ndata: two\n\n"
+    b"event: other\r\ndata: x\r\n\r\n"
+    b"data: unterminated"
+)
+PARSED = [
+    ("message", "", "1", None),
+    ("message", '{"a":\n 1}', "1", None),
+    ("message", "two", "2", 250),
+    ("other", "x", "2", None),
+]
+
+
+def parsed(chunks: list[bytes]) -> list[tuple[str, str, str, int | None]]:
+    parser = _EventParser(MAX_MESSAGE, lambda: ResultTooLarge("too large"))
+    return [(e.event, e.data, e.id, e.retry) for chunk in chunks for e in parser.feed(chunk)]
+
+
+def test_events_split_anywhere_with_crlf_cr_or_lf_line_ends_parse_alike() -> None:
+    assert parsed([EVENTS]) == PARSED
+    for cut in range(1, len(EVENTS)):  # a \r\n split between two chunks is one line end
+        assert parsed([EVENTS[:cut], EVENTS[cut:]]) == PARSED, cut
+    assert parsed([EVENTS[i : i + 1] for i in range(len(EVENTS))]) == PARSED
+
+
+def test_an_event_over_the_limit_is_refused_even_before_its_line_ends() -> None:
+    with pytest.raises(ResultTooLarge):
+        parsed([b"data: ", b"x" * MAX_MESSAGE])
+    with pytest.raises(ResultTooLarge):
+        parsed([b"data: " + b"x" * 3000 + b"\r\n", b"data: " + b"x" * 3000 + b"\r\n"])
+    assert parsed([b"data: " + b"x" * 3000 + b"\r\n\r\n", b"data: " + b"y" * 3000 + b"\r\n\r\n"]) == [
+        ("message", "x" * 3000, "", None),
+        ("message", "y" * 3000, "", None),
+    ]  # positive control: the limit is per event
+
+
+async def test_an_sse_answer_split_across_chunks_with_crlf_and_cr_line_ends_is_read() -> None:
+    def chunks(request: Request) -> list[bytes]:
+        answer = b"data: " + result(request, "over sse")
+        changed = b'{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}'
+        return [
+            b"id: 7\r\nda",
+            b"ta: \r\n\r",
+            b"\nevent: message\rdata: " + changed + b"\r\r",
+            b"event: message\r\n" + answer[:20],
+            answer[20:] + b"\r",
+            b"\n\r\n",
+        ]
+
+    async with upstream(sse_answer(chunks)) as up, direct_calls(f"http://{HOST}:{up.port}/mcp") as calls:
+        assert text_of(await calls.call()) == "over sse"
+    assert [type(n) for n in calls.notifications] == [types.ToolListChangedNotification]
+    assert calls.failures == []
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "until-close"])
+async def test_an_oversized_json_answer_is_result_too_large_and_the_session_lives_on(length: bool) -> None:
+    def big(request: Request) -> bytes:
+        return result(request, "x" * MAX_MESSAGE)
+
+    async with (
+        upstream(json_answer(big, length=length), json_answer(result)) as up,
+        direct_calls(f"http://{HOST}:{up.port}/mcp") as calls,
+    ):
+        with pytest.raises(ResultTooLarge):
+            await calls.call()
+        assert text_of(await calls.call()) == "hi"  # the same session answers the next call
+    assert calls.failures == []
+
+
+async def test_an_oversized_event_is_result_too_large_and_the_session_lives_on() -> None:
+    def endless(request: Request) -> list[bytes]:
+        return [b"event: message\r\ndata: ", *[b"x" * 1024] * (MAX_MESSAGE // 1024 + 2)]
+
+    def small(request: Request) -> list[bytes]:
+        return [b"data: " + result(request) + b"\r\n\r\n"]
+
+    async with (
+        upstream(sse_answer(endless), sse_answer(small)) as up,
+        direct_calls(f"http://{HOST}:{up.port}/mcp") as calls,
+    ):
+        with pytest.raises(ResultTooLarge):
+            await calls.call()
+        assert text_of(await calls.call()) == "hi"
+    assert calls.failures == []
+
+
+async def test_a_compressed_answer_is_refused_and_identity_is_asked_for() -> None:
+    def zipped(request: Request) -> bytes:
+        return gzip.compress(result(request))
+
+    async with (
+        upstream(
+            json_answer(zipped, headers="Content-Encoding: gzip\r\n"),
+            json_answer(result, headers="Content-Encoding: identity\r\n"),
+        ) as up,
+        direct_calls(f"http://{HOST}:{up.port}/mcp") as calls,
+    ):
+        with pytest.raises(UpstreamError, match="encoded"):
+            await calls.call()
+        assert text_of(await calls.call()) == "hi"  # positive control: identity is accepted
+    assert [r.headers["accept-encoding"] for r in up.requests] == ["identity", "identity"]
+
+
+@pytest.mark.parametrize("answer", [["127.0.0.1"], [PUBLIC, "169.254.169.254"], ["::ffff:10.0.0.1"]])
+async def test_the_direct_path_refuses_a_name_resolving_to_a_private_address(answer: list[str]) -> None:
+    async with upstream(json_answer(result)) as up:
+        dns = Dns(answer)
+        async with direct_calls(f"http://{HOST}:{up.port}/mcp", allow_private=False, resolver=dns) as calls:
+            with pytest.raises(UpstreamUnavailable, match="private, loopback or link-local"):
+                await calls.call()
+        assert dns.lookups == [HOST]
+        assert up.connections == 0
+
+
+async def test_the_direct_path_reaches_an_allowed_private_address_by_the_configured_name() -> None:
+    async with upstream(json_answer(result)) as up:
+        dns = Dns(["127.0.0.1"])
+        async with direct_calls(f"http://{HOST}:{up.port}/mcp", allow_private=True, resolver=dns) as calls:
+            assert text_of(await calls.call()) == "hi"
+        assert dns.lookups == [HOST]
+        assert up.requests[0].headers["host"] == f"{HOST}:{up.port}"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "169.254.169.254", "[::ffff:192.168.1.1]"])
+async def test_a_private_ip_literal_host_is_refused_without_asking_the_resolver(host: str) -> None:
+    dns = Dns([PUBLIC])
+    with pytest.raises(UpstreamUnavailable, match="private, loopback or link-local"):
+        guarded_session(f"http://{host}:8080/mcp", {}, allow_private=False, connect_timeout=2, resolver=dns)
+    assert dns.lookups == []
+
+
+async def test_an_allowed_private_ip_literal_host_is_reached() -> None:
+    async with upstream(json_answer(result)) as up:
+        dns = Dns([PUBLIC])
+        async with direct_calls(f"http://127.0.0.1:{up.port}/mcp", allow_private=True, resolver=dns) as calls:
+            assert text_of(await calls.call()) == "hi"
+        assert dns.lookups == []  # aiohttp connects to a literal by itself: it was checked at construction
+
+
+async def test_tls_to_the_checked_address_verifies_the_configured_host_name(tmp_path: Path) -> None:
+    server, client = _certificate(tmp_path, HOST)
+    async with (
+        upstream(json_answer(result), tls=server) as up,
+        direct_calls(f"https://{HOST}:{up.port}/mcp", verify=client) as calls,
+    ):
+        assert text_of(await calls.call()) == "hi"
+    assert up.server_names == [HOST]  # SNI names the host, not the address connected to
+    assert up.requests[0].headers["host"] == f"{HOST}:{up.port}"
+
+
+async def test_tls_refuses_a_certificate_for_another_name(tmp_path: Path) -> None:
+    server, client = _certificate(tmp_path, "someone-else.test")
+    async with (
+        upstream(json_answer(result), tls=server) as up,
+        direct_calls(f"https://{HOST}:{up.port}/mcp", verify=client) as calls,
+    ):
+        with pytest.raises(UpstreamUnavailable):
+            await calls.call()
+    assert up.requests == []  # nothing was sent over the unverified connection
+    assert calls.failures == ["the connection failed"]
+
+
+async def test_every_new_connection_resolves_and_checks_again() -> None:
+    async with upstream(json_answer(result), json_answer(result)) as up:
+        dns = Dns(["127.0.0.1"])
+        async with direct_calls(f"http://{HOST}:{up.port}/mcp", resolver=dns) as calls:
+            await calls.call()
+            await calls.call()  # the upstream closed the first connection
+        assert dns.lookups == [HOST, HOST]
+        assert up.connections == 2
+
+
+async def test_a_redirect_is_refused_not_followed() -> None:
+    def redirect(request: Request) -> list[bytes]:
+        return [b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere.test/\r\nContent-Length: 0\r\n\r\n"]
+
+    async with upstream(redirect) as up, direct_calls(f"http://{HOST}:{up.port}/mcp") as calls:
+        with pytest.raises(UpstreamUnavailable, match="redirect"):
+            await calls.call()
+    assert len(up.requests) == 1
+
+
+async def test_a_connection_closed_before_the_answer_fails_the_session() -> None:
+    async with upstream(lambda request: []) as up, direct_calls(f"http://{HOST}:{up.port}/mcp") as calls:
+        with pytest.raises(UpstreamUnavailable, match="closed the connection"):
+            await calls.call()
+    assert calls.failures == ["the connection failed"]
+
+
+async def test_only_the_configured_headers_and_the_protocols_own_are_sent_and_no_cookie() -> None:
+    cookie = json_answer(result, headers="Set-Cookie: sticky=1; Path=/\r\n")
+    async with (
+        upstream(cookie, json_answer(result)) as up,
+        direct_calls(f"http://{HOST}:{up.port}/mcp", headers={"Authorization": "Bearer tenant"}) as calls,
+    ):
+        await calls.call()
+        await calls.call()
+    protocol = {"host", "accept", "accept-encoding", "content-type", "content-length", "user-agent"}
+    mcp = {"mcp-session-id", "mcp-protocol-version"}
+    for request in up.requests:
+        assert set(request.headers) == protocol | mcp | {"authorization"}
+        assert request.headers["authorization"] == "Bearer tenant"
+        assert request.headers["mcp-session-id"] == "session-1"
+
+
+async def test_http_streams_closes_its_direct_session_with_the_connection() -> None:
+    direct = HttpCalls("echo", "http://upstream.test/mcp", max_message=MAX_MESSAGE)
+    opened = http_streams(
+        "http://upstream.test/mcp", {}, allow_private=True, connect_timeout=2, max_message=MAX_MESSAGE, direct=direct
+    )
+    async with opened:
+        session = direct.session
+        assert session is not None and not session.closed
+    assert session.closed
+    assert direct.session is None
