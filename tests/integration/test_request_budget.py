@@ -36,14 +36,19 @@ def test_a_tenant_listing_in_a_loop_is_refused_past_its_request_limit(server: Ru
     acme, globex = server.token("acme", "flooder"), server.token("globex", "quiet")
     answers: list[tuple[httpx2.Response, float]] = []
     began = time.monotonic()
-    while time.monotonic() - began < 2.0:
+    # At least 2 s, and on until refusals come (a loaded machine may send fewer than the limit
+    # allows in 2 s); never more than 8 s.
+    while (elapsed := time.monotonic() - began) < 2.0 or (
+        elapsed < 8.0 and sum(r.status_code != 200 for r, _ in answers) < 2
+    ):
         sent = time.monotonic()
         answers.append((tools_list(server, acme), time.monotonic() - sent))
+    elapsed = time.monotonic() - began
     served = [r for r, _ in answers if r.status_code == 200]
     refused = [(r, took) for r, took in answers if r.status_code != 200]
     # The positive control: requests within the limit are answered; at most 5 in each second.
     assert answers[0][0].status_code == 200
-    assert 1 <= len(served) <= 5 * 3, len(served)
+    assert 1 <= len(served) <= 5 * (elapsed + 1) + 2, (len(served), elapsed)
     assert refused and all(r.status_code == 429 for r, _ in refused)
     body = refused[0][0].json()
     assert body["error"]["data"]["code"] == "rate_limited" and refused[0][0].headers["Retry-After"] == "1"
