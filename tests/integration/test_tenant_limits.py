@@ -37,8 +37,12 @@ def whoami(server: RunningServer, token: str) -> httpx2.Response:
 
 
 def error_code(response: httpx2.Response) -> str | None:
+    """The Tenantry error code of a JSON-RPC error, or of a tool's error result."""
     body = response.json()
-    return body["error"]["data"]["code"] if "error" in body else None
+    if "error" in body:
+        return str(body["error"]["data"]["code"])
+    tool_error = body.get("result", {}).get("_meta", {}).get("io.tenantry/error")
+    return str(tool_error["code"]) if tool_error else None
 
 
 def set_limits(server: RunningServer, tenant: str, *assignments: str) -> None:
@@ -278,3 +282,25 @@ def test_a_grant_change_is_pushed_to_that_tenants_sessions_only(server: RunningS
     assert not any("list_changed" in line for line in heard["globex"])  # another tenant hears nothing
     listed = acme.call("tools/list").json()["result"]["tools"]
     assert "send_email" not in {tool["name"] for tool in listed}
+
+
+def test_a_tenant_whose_database_reaches_its_sql_bytes_is_refused_and_another_is_served(
+    server: RunningServer,
+) -> None:
+    acme, globex = server.token("acme", "mailer"), server.token("globex", "quiet")
+    mail = {"to": "a@example.com", "subject": "s", "body": "x" * 20_000}
+
+    def send() -> httpx2.Response:
+        return modern_call(server.mcp_url, acme, "tools/call", {"name": "send_email", "arguments": mail})
+
+    assert error_code(send()) is None  # the positive control: within the default quota
+    set_limits(server, "acme", "sql_bytes=300000")
+    codes = [error_code(send()) for _ in range(20)]
+    assert "storage_quota_exceeded" in codes, codes
+    refused = send()
+    assert error_code(refused) == "storage_quota_exceeded"
+    assert "sql_bytes" in refused.json()["result"]["content"][0]["text"]
+    crm = modern_call(server.mcp_url, globex, "tools/call", {"name": "query_crm", "arguments": {}})
+    assert crm.status_code == 200 and error_code(crm) is None, crm.text
+    set_limits(server, "acme", "sql_bytes=100000000")
+    assert error_code(send()) is None  # a raised quota applies at the next statement

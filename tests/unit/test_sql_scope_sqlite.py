@@ -189,3 +189,44 @@ async def test_the_dispatcher_deadline_cancellation_stops_the_statement(tmp_path
         assert time.monotonic() - started < 1.0, "the statement went on after its deadline"
         await anyio.sleep(0.01)
     scopes.close()
+
+
+def quota_scopes(tmp_path: Path, limits: dict[str, TenantLimits]) -> SqliteSqlScopes:
+    """Each tenant's ``sql_bytes`` read from ``limits`` at every statement (it may change meanwhile)."""
+    return SqliteSqlScopes(tmp_path, bulkheads=ThreadBulkheads(lambda tenant_id: limits[tenant_id]))
+
+
+async def fill(sql: object, rows: int) -> int:
+    written = 0
+    for _ in range(rows):
+        await sql.execute("INSERT INTO blobs VALUES (?)", "x" * 5000)  # type: ignore[attr-defined]
+        written += 1
+    return written
+
+
+async def test_a_tenant_database_stops_growing_at_its_sql_bytes_and_another_tenant_does_not(tmp_path: Path) -> None:
+    from tenantry.core.errors import StorageQuotaExceeded
+
+    limits = {"acme": replace(TenantLimits(), sql_bytes=200_000), "globex": replace(TenantLimits(), sql_bytes=10**7)}
+    scopes = quota_scopes(tmp_path, limits)
+    acme, globex = scopes.for_tenant("acme"), scopes.for_tenant("globex")
+    for sql in (acme, globex):
+        await sql.execute("CREATE TABLE blobs (body TEXT)")
+    with pytest.raises(StorageQuotaExceeded, match=r"at its 200000 byte limit \(sql_bytes\); delete rows first"):
+        await fill(acme, 100)
+    stored = (await acme.fetchone("SELECT count(*) AS n FROM blobs"))["n"]  # type: ignore[index]
+    assert 20 <= stored < 40  # about 200 kB of 5 kB rows, never more
+    assert await fill(globex, 100) == 100  # the control: the other tenant's own quota
+    with pytest.raises(StorageQuotaExceeded):  # a batch is refused whole
+        await acme.executemany("INSERT INTO blobs VALUES (?)", [("y" * 5000,)] * 10)
+    assert (await acme.fetchone("SELECT count(*) AS n FROM blobs"))["n"] == stored  # type: ignore[index]
+    await acme.execute("DELETE FROM blobs WHERE rowid % 2 = 0")  # deleting makes room again
+    assert await fill(acme, 5) == 5
+    limits["acme"] = replace(limits["acme"], sql_bytes=2_000_000)  # a raised quota applies at once
+    assert await fill(acme, 100) == 100
+    scopes.close()
+
+
+async def test_a_tool_cannot_raise_its_own_page_limit(scopes: SqliteSqlScopes) -> None:
+    with pytest.raises(ScopeViolation):
+        await scopes.for_tenant("acme").execute("PRAGMA max_page_count = 4294967294")

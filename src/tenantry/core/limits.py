@@ -38,6 +38,9 @@ class TenantLimits:
     """Files the tenant may keep in ``ctx.files``."""
     sql_statement_timeout: float = 10.0
     """Seconds one statement may run on the tenant's embedded SQLite database."""
+    sql_bytes: int = 1024 * 1024 * 1024
+    """Bytes the tenant's embedded SQLite database may grow to (``ctx.sql``; on PostgreSQL the
+    tenants share tables, bounded by the database's own storage)."""
     blocking_threads: int = 4
     """Worker threads the tenant's blocking work (SQL, files, secrets, sync tools) may occupy."""
     requests_per_second: int = 200
@@ -65,6 +68,7 @@ LIMIT_MAXIMA: dict[str, float] = {
     "file_bytes": 10**15,
     "file_count": 10**9,
     "sql_statement_timeout": 86_400,
+    "sql_bytes": 10**15,
     "blocking_threads": 64,
     "requests_per_second": 10_000_000,
 }

@@ -14,6 +14,7 @@ does not go on computing for a caller that has left. The connection stays usable
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from tenantry.core.errors import QueryFailed, ScopeViolation, StorageError, UsageError
+from tenantry.core.errors import QueryFailed, ScopeViolation, StorageError, StorageQuotaExceeded, UsageError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.open_files import OpenPerTenant
 from tenantry.scoping.sql.base import SqlValue
@@ -72,10 +73,13 @@ class _TenantConnection:
         conn.execute("PRAGMA trusted_schema=OFF")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        self.page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         conn.row_factory = sqlite3.Row
         conn.set_authorizer(_authorizer)
         conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
         self.conn = conn
+        self.max_bytes: int | None = None
+        """The ``sql_bytes`` quota applied to this connection (``max_page_count``), once applied."""
         self.lock = threading.Lock()
         # The running call's budget, set under ``lock`` and read by the progress handler.
         self.deadline = math.inf
@@ -92,6 +96,19 @@ class _TenantConnection:
         # Disarmed, so that the ROLLBACK after an aborted batch runs to completion.
         self.deadline, self.interrupt = math.inf, None
         return 1
+
+    def bound(self, max_bytes: int) -> None:
+        """Let the database grow to ``max_bytes`` at most (held under ``lock``). A quota below the
+        current size keeps the current size: nothing more is added, deletes still work."""
+        if max_bytes == self.max_bytes:
+            return
+        pages = max(1, max_bytes // self.page_size)
+        self.conn.set_authorizer(None)  # the authorizer refuses every pragma a tool could send
+        try:
+            self.conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+        finally:
+            self.conn.set_authorizer(_authorizer)
+        self.max_bytes = max_bytes
 
     def arm(self, seconds: float, interrupt: Interrupt | None) -> None:
         self.deadline = time.monotonic() + seconds
@@ -196,17 +213,24 @@ class SqliteSqlHandle:
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         bulkheads = self._scopes.bulkheads
-        timeout = bulkheads.limits_for(self._tenant_id).sql_statement_timeout
+        limits = bulkheads.limits_for(self._tenant_id)
+        timeout, max_bytes = limits.sql_statement_timeout, limits.sql_bytes
         interrupt = Interrupt()
         return await bulkheads.run(
-            lambda: self._run_sync(work, timeout, interrupt), tenant_id=self._tenant_id, interrupt=interrupt
+            lambda: self._run_sync(work, timeout, max_bytes, interrupt), tenant_id=self._tenant_id, interrupt=interrupt
         )
 
-    def _run_sync(self, work: Callable[[sqlite3.Connection], _T], timeout: float, interrupt: Interrupt) -> _T:
+    def _run_sync(
+        self, work: Callable[[sqlite3.Connection], _T], timeout: float, max_bytes: int, interrupt: Interrupt
+    ) -> _T:
         tenant_conn = self._scopes.connection(self._tenant_id)
         with tenant_conn.lock:
             if interrupt.is_set():  # the caller left while this call waited for the connection
                 raise QueryFailed("SQL statement cancelled")
+            try:
+                tenant_conn.bound(max_bytes)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
             tenant_conn.arm(timeout, interrupt)
             try:
                 return work(tenant_conn.conn)
@@ -218,11 +242,38 @@ class SqliteSqlHandle:
                     ) from None
                 if tenant_conn.stopped == "cancelled":
                     raise QueryFailed("SQL statement cancelled") from None
+                if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    if self._at_quota(tenant_conn):
+                        raise StorageQuotaExceeded(
+                            f"SQL storage quota exceeded: the tenant's database is at its {max_bytes} byte limit"
+                            " (sql_bytes); delete rows first"
+                        ) from None
+                    raise StorageError("the server's disk is full; the statement was not applied") from None
                 raise self._translate(exc) from None
             except sqlite3.Error as exc:
                 raise self._translate(exc) from None
             finally:
                 tenant_conn.disarm()
+
+    @staticmethod
+    def _at_quota(tenant_conn: _TenantConnection) -> bool:
+        """Whether ``SQLITE_FULL`` came from the quota (the page limit) rather than a full disk:
+        the disk still has more room than the quota has left."""
+        conn = tenant_conn.conn
+        conn.set_authorizer(None)
+        try:
+            used = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            limit = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
+            path = conn.execute("PRAGMA database_list").fetchone()[2]
+        except sqlite3.Error:
+            return False
+        finally:
+            conn.set_authorizer(_authorizer)
+        try:
+            disk = os.statvfs(Path(path).parent)
+        except OSError:
+            return True
+        return disk.f_bavail * disk.f_frsize > (limit - used) * tenant_conn.page_size
 
     @staticmethod
     def _translate(exc: sqlite3.Error) -> Exception:
