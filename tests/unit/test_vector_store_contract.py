@@ -483,3 +483,30 @@ async def test_factory_opens_the_configured_backend(tmp_path: Path, settings: Ve
 def test_factory_refuses_an_unloadable_embedder(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         open_vector_scopes(VectorSettings(embedder="no_such_module_xyz:Thing"), tmp_path)
+
+
+async def test_an_embedded_vector_store_stops_growing_at_its_vector_bytes_and_another_does_not(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tenantry.core.errors import StorageQuotaExceeded
+    from tenantry.core.limits import TenantLimits
+    from tenantry.scoping.threads import ThreadBulkheads
+
+    limits = {"acme": replace(TenantLimits(), vector_bytes=6_000_000), "globex": replace(TenantLimits())}
+    scopes = SqliteVectorScopes(
+        tmp_path, HashingEmbedder(), bulkheads=ThreadBulkheads(lambda tenant_id: limits[tenant_id])
+    )
+    acme, globex = scopes.for_tenant("acme"), scopes.for_tenant("globex")
+    batch = [doc(f"d{n}", f"document {n} " + "x" * 20_000) for n in range(10)]
+    with pytest.raises(StorageQuotaExceeded, match=r"at its 6000000 byte limit \(vector_bytes\)"):
+        for round_ in range(100):
+            await acme.upsert([doc(f"r{round_}-{d.id}", d.text) for d in batch])
+    stored = await acme.count()
+    assert 0 < stored < 1000
+    assert tenant_vectors_path(tmp_path, "acme").stat().st_size <= 6_000_000
+    assert await globex.upsert(batch) == 10  # the control: another tenant's own quota
+    assert await acme.delete([f"r0-d{n}" for n in range(10)]) == 10  # deleting makes room again
+    assert await acme.upsert(batch[:3]) == 3
+    limits["acme"] = replace(limits["acme"], vector_bytes=10**8)  # a raised quota applies at once
+    assert await acme.upsert([doc(f"big{n}", "y" * 20_000) for n in range(40)]) == 40
+    scopes.close()

@@ -41,6 +41,8 @@ class TenantLimits:
     sql_bytes: int = 1024 * 1024 * 1024
     """Bytes the tenant's embedded SQLite database may grow to (``ctx.sql``; on PostgreSQL the
     tenants share tables, bounded by the database's own storage)."""
+    vector_bytes: int = 1024 * 1024 * 1024
+    """Bytes the tenant's embedded vector store (``ctx.vectors`` on sqlite-vec) may grow to."""
     blocking_threads: int = 4
     """Worker threads the tenant's blocking work (SQL, files, secrets, sync tools) may occupy."""
     requests_per_second: int = 200
@@ -69,6 +71,7 @@ LIMIT_MAXIMA: dict[str, float] = {
     "file_count": 10**9,
     "sql_statement_timeout": 86_400,
     "sql_bytes": 10**15,
+    "vector_bytes": 10**15,
     "blocking_threads": 64,
     "requests_per_second": 10_000_000,
 }

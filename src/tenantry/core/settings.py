@@ -243,6 +243,8 @@ class LimitSettings(_Section):
     sql_statement_timeout: float = Field(default=10.0, gt=0)
     sql_bytes: int = Field(default=1024 * _MIB, gt=0, le=10**15)
     """Bytes a tenant's embedded SQLite database may grow to."""
+    vector_bytes: int = Field(default=1024 * _MIB, gt=0, le=10**15)
+    """Bytes a tenant's embedded (sqlite-vec) vector store may grow to."""
     blocking_threads: int = Field(default=4, gt=0, le=64)
     requests_per_second: int = Field(default=200, gt=0, le=10_000_000)
     """Requests of any kind on ``/mcp`` a tenant may make within one second (per server process)."""

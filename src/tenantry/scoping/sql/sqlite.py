@@ -14,7 +14,6 @@ does not go on computing for a caller that has left. The connection stays usable
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from tenantry.core.errors import QueryFailed, ScopeViolation, StorageError, StorageQuotaExceeded, UsageError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.open_files import OpenPerTenant
+from tenantry.scoping.page_quota import full_means_quota, page_limit
 from tenantry.scoping.sql.base import SqlValue
 from tenantry.scoping.threads import Interrupt, ThreadBulkheads, default_bulkheads
 
@@ -102,7 +102,7 @@ class _TenantConnection:
         current size keeps the current size: nothing more is added, deletes still work."""
         if max_bytes == self.max_bytes:
             return
-        pages = max(1, max_bytes // self.page_size)
+        pages = page_limit(max_bytes, self.page_size)
         self.conn.set_authorizer(None)  # the authorizer refuses every pragma a tool could send
         try:
             self.conn.execute(f"PRAGMA max_page_count = {int(pages)}")
@@ -257,23 +257,18 @@ class SqliteSqlHandle:
 
     @staticmethod
     def _at_quota(tenant_conn: _TenantConnection) -> bool:
-        """Whether ``SQLITE_FULL`` came from the quota (the page limit) rather than a full disk:
-        the disk still has more room than the quota has left."""
+        """Whether ``SQLITE_FULL`` came from the quota (the page limit) rather than a full disk."""
         conn = tenant_conn.conn
         conn.set_authorizer(None)
         try:
             used = int(conn.execute("PRAGMA page_count").fetchone()[0])
             limit = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
-            path = conn.execute("PRAGMA database_list").fetchone()[2]
+            path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
         except sqlite3.Error:
             return False
         finally:
             conn.set_authorizer(_authorizer)
-        try:
-            disk = os.statvfs(Path(path).parent)
-        except OSError:
-            return True
-        return disk.f_bavail * disk.f_frsize > (limit - used) * tenant_conn.page_size
+        return full_means_quota(path, used, limit, tenant_conn.page_size)
 
     @staticmethod
     def _translate(exc: sqlite3.Error) -> Exception:

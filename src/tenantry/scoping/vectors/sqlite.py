@@ -31,9 +31,10 @@ from typing import Any, TypeVar
 import apsw
 import sqlite_vec
 
-from tenantry.core.errors import StorageError, TenantryError
+from tenantry.core.errors import StorageError, StorageQuotaExceeded, TenantryError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.open_files import OpenPerTenant
+from tenantry.scoping.page_quota import full_means_quota, page_limit
 from tenantry.scoping.threads import ThreadBulkheads
 from tenantry.scoping.vectors._checks import (
     PreparedDocument,
@@ -103,13 +104,29 @@ class _TenantStore:
             with conn:
                 conn.execute(_SCHEMA)
                 _claim_for_embedder(conn, embedder)
+            page_size = _first(conn, "PRAGMA page_size")
         except BaseException:
             conn.close()
             raise
         self.conn = conn
+        self.path = path
+        self.page_size = page_size or 4096
+        self.max_bytes: int | None = None
+        """The ``vector_bytes`` quota applied to this connection (``max_page_count``), once applied."""
         self.tenant_id = tenant_id
         self.lock = threading.Lock()
         self.closed = False
+
+    def bound(self, max_bytes: int) -> None:
+        """Let the file grow to ``max_bytes`` at most (held under ``lock``; see :mod:`tenantry.scoping.page_quota`)."""
+        if max_bytes != self.max_bytes:
+            self.conn.execute(f"PRAGMA max_page_count = {page_limit(max_bytes, self.page_size)}")
+            self.max_bytes = max_bytes
+
+    def full_means_quota(self) -> bool:
+        used = _first(self.conn, "PRAGMA page_count") or 0
+        limit = _first(self.conn, "PRAGMA max_page_count") or 0
+        return full_means_quota(self.path, used, limit, self.page_size)
 
     def close(self) -> None:
         with self.lock:
@@ -250,15 +267,24 @@ class SqliteVectorHandle(CheckedVectorHandle):
         return self._locked(lambda store: _count(store, collection))
 
     def _locked(self, work: Callable[[_TenantStore], _T]) -> _T:
+        max_bytes = self._bulkheads.limits_for(self._tenant_id).vector_bytes
         while True:
             store = self._scopes.store(self._tenant_id)
             with store.lock:
                 if store.closed:
                     continue  # evicted from the LRU between lookup and lock; open it again
                 try:
+                    store.bound(max_bytes)
                     return work(store)
                 except TenantryError:
                     raise
+                except apsw.FullError:
+                    if store.full_means_quota():
+                        raise StorageQuotaExceeded(
+                            f"vector storage quota exceeded: the tenant's vector store is at its {max_bytes} byte"
+                            " limit (vector_bytes); delete documents first"
+                        ) from None
+                    raise StorageError("the server's disk is full; the documents were not stored") from None
                 except apsw.BusyError:
                     raise StorageError("the tenant vector store is busy; try again") from None
                 except apsw.Error as exc:
