@@ -4,6 +4,7 @@ and capped listings. Every refusal has its positive control beside it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -239,3 +240,22 @@ async def test_a_ledger_from_before_a_reboot_is_recounted(tmp_path: Path) -> Non
     ledger = tmp_path / "tenants" / "acme" / USAGE_LEDGER
     ledger.write_text(json.dumps({"bytes": 0, "files": 0, "state": "clean", "boot": "an-earlier-boot"}))
     assert scopes.usage("acme") == (50, 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="outside attack review: directories made for a file's path are not counted, so one 1-byte "
+    "file at a 1,024-character path makes 511 directories (2 MB of disk, 511 inodes); see docs/data-plane.md",
+)
+async def test_the_directories_of_deep_paths_count_against_the_quota(tmp_path: Path) -> None:
+    files = LocalFileScopes(tmp_path, bulkheads=heads()).for_tenant("acme")  # file_count=4, file_bytes=100
+    root = tmp_path / "tenants" / "acme" / "files"
+    await files.write_text("flat/a.txt", "1")  # positive control: a file in one directory is fine
+    assert sum(len(dirs) for _, dirs, _ in os.walk(root)) == 1
+    for letter in "bc":
+        try:
+            await files.write_text("/".join([letter] * 511) + "/f", "x")
+        except StorageQuotaExceeded:
+            break
+    directories = sum(len(dirs) for _, dirs, _ in os.walk(root))
+    assert directories + 1 <= QUOTA.file_count, f"{directories} directories for 2 files under a 4-file quota"
