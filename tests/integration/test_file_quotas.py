@@ -4,6 +4,7 @@ and capped listings. Every refusal has its positive control beside it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -211,8 +212,9 @@ def test_two_processes_writing_one_tenant_never_pass_its_quota(tmp_path: Path) -
     procs = [subprocess.Popen([sys.executable, "-c", script, tag], stdout=subprocess.PIPE) for tag in ("p", "q")]
     written = [int(proc.communicate(timeout=60)[0]) for proc in procs]
     assert sum(written) == 20
-    assert LocalFileScopes(tmp_path).usage("acme") == (200, 20)
     stored = tmp_path / "tenants" / "acme" / "files"
+    directories = [path for path in stored.iterdir() if path.is_dir()]  # p/ and q/, or one if it wrote all 20
+    assert LocalFileScopes(tmp_path).usage("acme") == (200, 20 + len(directories))
     assert sum(path.stat().st_size for path in stored.rglob("*") if path.is_file()) == 200
 
 
@@ -239,3 +241,22 @@ async def test_a_ledger_from_before_a_reboot_is_recounted(tmp_path: Path) -> Non
     ledger = tmp_path / "tenants" / "acme" / USAGE_LEDGER
     ledger.write_text(json.dumps({"bytes": 0, "files": 0, "state": "clean", "boot": "an-earlier-boot"}))
     assert scopes.usage("acme") == (50, 1)
+
+
+async def test_the_directories_of_deep_paths_count_against_the_quota(tmp_path: Path) -> None:
+    """From the outside attack review: one 1-byte file at a 1,024-character path made 511
+    directories (511 inodes, 2 MB of disk) that counted for nothing. Each counts like a file now."""
+    scopes = LocalFileScopes(tmp_path, bulkheads=heads())  # acme: file_count=4, file_bytes=100
+    files = scopes.for_tenant("acme")
+    root = tmp_path / "tenants" / "acme" / "files"
+    await files.write_text("flat/a.txt", "1")  # positive control: a file in one directory is fine
+    assert scopes.usage("acme") == (1, 2)
+    with pytest.raises(
+        StorageQuotaExceeded, match=r"2 of 4 files stored \(directories count as files\), this write needs 512"
+    ):
+        await files.write_text("/".join(["b"] * 511) + "/f", "x")
+    assert sum(len(dirs) for _, dirs, _ in os.walk(root)) == 1  # the refused write made none
+    await files.write_text("flat/b/c.txt", "1")  # a new directory and its file: 4 of 4
+    assert scopes.usage("acme") == (2, 4)
+    assert await files.delete("flat/b/c.txt")  # gives back the file and the directory it emptied
+    assert scopes.usage("acme") == (1, 2)

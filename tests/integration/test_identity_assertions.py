@@ -299,3 +299,25 @@ def test_a_replay_is_refused_with_the_shared_ledger_of_a_redis_deployment(
         assert_invalid_grant(httpx2.post(server.base_url + "/oauth/token", data=form, timeout=10), "already used")
     finally:
         server.stop()
+
+
+def test_revoking_the_client_key_revokes_the_tokens_exchanged_for_its_assertions(deployment: Deployment) -> None:
+    """`apikey revoke` revokes every token exchanged for the key, those of the jwt-bearer grant too
+    (whose subject is the assertion's user, not the key)."""
+    server, idp = deployment.server, deployment.idp
+    doomed = Client_(server.cli("apikey", "create", "--tenant", "acme", "--tools", "whoami").stdout.strip())
+    kept = deployment.exchange(deployment.acme, idp.id_jag(deployment.acme.key_id, "alice"))
+    exchanged = deployment.exchange(doomed, idp.id_jag(doomed.key_id, "alice"))
+    assert exchanged.status_code == 200 and kept.status_code == 200, (exchanged.text, kept.text)
+    call = {"name": "whoami", "arguments": {}}
+    assert modern_call(server.mcp_url, exchanged.json()["access_token"], "tools/call", call).status_code == 200
+    server.cli("apikey", "revoke", doomed.key_id)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        refused = modern_call(server.mcp_url, exchanged.json()["access_token"], "tools/call", call)
+        if refused.status_code == 401:
+            break
+        time.sleep(0.2)
+    assert refused.status_code == 401, refused.text
+    # Positive control: the same user's token exchanged through another key still works.
+    assert modern_call(server.mcp_url, kept.json()["access_token"], "tools/call", call).status_code == 200

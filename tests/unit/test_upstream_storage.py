@@ -113,18 +113,20 @@ def test_an_upstream_process_cannot_write_a_file_past_the_limit(tmp_path: Path) 
     assert (tmp_path / "out").stat().st_size == 1000
 
 
-def bulk_directories(data_dir: Path, count: int, tenant: str = "acme") -> None:
-    """Empty directories sorting before anything else: counted as nothing, but walked first."""
+def bulk_links(data_dir: Path, count: int, tenant: str = "acme") -> None:
+    """Dangling symlinks in ``files`` sorting before anything else: counted as nothing (only regular
+    files and directories count there, and no link is followed), but walked first."""
     root = tenant_files_root(data_dir, tenant)
+    root.mkdir(parents=True, exist_ok=True)
     for n in range(count):
-        (root / f"a{n:04}").mkdir(parents=True, exist_ok=True)
+        (root / f"a{n:04}").symlink_to("nowhere")
 
 
 async def test_a_floor_under_the_quota_does_not_admit_a_call(tmp_path: Path) -> None:
-    # The bounded rescan spends its entries on empty directories and stops before the bytes
-    # behind them: its floor (0 bytes) would admit every call while the disk fills.
+    # The bounded rescan spends its entries on entries that count for nothing and stops before
+    # the bytes behind them: its floor (0 bytes) would admit every call while the disk fills.
     storage = UpstreamStorage(tmp_path, heads(), bounds=ScanBounds(entries=40))
-    bulk_directories(tmp_path, 60)
+    bulk_links(tmp_path, 60)
     upstream_writes(tmp_path, "zz-behind", 5000)
     await storage.reconcile("acme")
     assert recorded_usage(tmp_path, "acme", QUOTA).floor

@@ -159,15 +159,19 @@ def revoke_api_key(
     """
     at = int(time.time()) if now is None else now
     record = store.revoke_api_key(key_id, at)
-    # Tokens exchanged at /oauth/token act as the key's subject: revoke those issued until now.
+    # Tokens exchanged at /oauth/token act as the key's subject. No token of that subject may
+    # outlive the key, not even one a server exchanged after this moment, before its view of the
+    # control plane caught up (a later second than ``at``): the cutoff runs as far as a server
+    # could possibly still be exchanging the key, and the entry lasts until such a token expired.
+    cutoff = at + longest_lifetime
     store.add_revocation(
         Revocation(
             "subject",
             record.tenant_id,
             at,
-            at + longest_lifetime,
+            cutoff + longest_lifetime,
             subject=api_key_subject(key_id),
-            cutoff=at,
+            cutoff=cutoff,
             reason=reason or "API key revoked",
             actor=actor,
         )

@@ -108,6 +108,7 @@ class TokenIssuer:
         resource_prefix: str | None = None,
         ttl: int | None = None,
         now: int | None = None,
+        client_id: str | None = None,
     ) -> IssuedToken:
         """Sign a token.
 
@@ -139,6 +140,8 @@ class TokenIssuer:
             "exp": issued_at + lifetime,
             "jti": uuid.uuid4().hex,
         }
+        if client_id is not None:  # RFC 9068 §2.2: the client (API key) the token was issued to
+            claims["client_id"] = client_id
         if resource_prefix:
             try:
                 claims["resource_prefix"] = normalize_prefix(resource_prefix)
@@ -227,6 +230,9 @@ class JwtVerifier:
             raise InvalidCredential("token jti is invalid")
         tools = parse_tool_list(claims["allowed_tools"])
         prefix = parse_resource_prefix(claims.get("resource_prefix"))
+        client_id = claims.get("client_id")
+        if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
+            raise InvalidCredential("token client_id is invalid")
         return Principal(
             issuer=self._issuer,
             tenant_id=tenant_id,
@@ -237,4 +243,5 @@ class JwtVerifier:
             issued_at=iat,
             resource_prefix=prefix,
             credential_kind="jwt",
+            via_api_key=client_id,
         )

@@ -30,6 +30,9 @@ class Principal:
     issued_at: int
     resource_prefix: str | None = None
     credential_kind: CredentialKind = "jwt"
+    via_api_key: str | None = None
+    """For a token exchanged at ``/oauth/token``: the id of the API key it was exchanged for (its
+    ``client_id`` claim). Such a token counts only while that key does (see ``check_standing``)."""
 
     @property
     def key(self) -> PrincipalKey:

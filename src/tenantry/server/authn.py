@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -51,12 +52,20 @@ def sdk_identity(principal: Principal) -> tuple[AuthenticatedUser, AuthCredentia
 def check_standing(principal: Principal, directory: TenantDirectory) -> None:
     """Refuse a verified principal whose credential is revoked or whose tenant is unknown or halted.
 
+    A token exchanged for an API key counts only while the key does: whatever its subject (the
+    key's own, or an identity assertion's user), and however soon after the key's revocation it
+    was exchanged.
+
     :raises InvalidCredential: revoked, or the tenant is not known here.
     :raises TenantHalted: the tenant's kill switch is on.
     """
     revoked = directory.revocations.reason(principal)
     if revoked is not None:
         raise InvalidCredential(revoked)
+    if principal.via_api_key is not None:
+        key = directory.api_key(principal.via_api_key)
+        if key is None or not key.active or key.tenant_id != principal.tenant_id or key.expired(time.time()):
+            raise InvalidCredential("token revoked (the API key it was exchanged for is no longer valid)")
     tenant = directory.get(principal.tenant_id)
     if tenant is None:
         raise InvalidCredential("the credential's tenant is not known to this server")

@@ -209,7 +209,9 @@ def token_route(
                 await _record_refusal(record, "scope grants no tool of this key", address, request_id)
                 raise OAuthError("invalid_scope", "none of the requested tools is granted to this key")
         try:
-            issued = issuer.issue(tenant_id=record.tenant_id, subject=subject, allowed_tools=tools, ttl=ttl)
+            issued = issuer.issue(
+                tenant_id=record.tenant_id, subject=subject, allowed_tools=tools, ttl=ttl, client_id=record.key_id
+            )
             await audit.record(
                 AuditEvent(
                     event_type="token_issued",

@@ -72,6 +72,8 @@ _T = TypeVar("_T")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 USAGE_LEDGER = "files-usage.json"
 """Beside the tenant's ``files`` directory, so no tool path can reach it."""
+_LEDGER_COUNTS = "files+directories"
+"""What a ledger's ``files`` counts; a ledger of an older rule is recounted."""
 
 
 def tenant_files_root(data_dir: Path, tenant_id: str) -> Path:
@@ -85,8 +87,9 @@ def tenant_upstreams_root(files_root: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class TenantUsage:
-    """What a tenant stores: bytes and regular files of its ``files`` tree and its upstreams' working
-    directories. ``floor`` when a bounded rescan stopped early: the real usage is at least this."""
+    """What a tenant stores: bytes, and regular files and directories (``files``), of its ``files``
+    tree and its upstreams' working directories. ``floor`` when a bounded rescan stopped early: the
+    real usage is at least this."""
 
     bytes: int
     files: int
@@ -288,6 +291,8 @@ class LocalFileHandle(TextOverBytes):
     def _write_sync(self, parts: tuple[str, ...], data: bytes, limits: TenantLimits) -> FileEntry:
         with self._ledger() as ledger:
             old_size = self._existing_size(parts)
+            # Each directory the path needs is an inode (and a block) of the shared disk: counted like a file.
+            new_directories = 0 if old_size is not None else self._missing_directories(parts[:-1])
 
             def check() -> tuple[int, int]:
                 return quota_check(
@@ -297,6 +302,7 @@ class LocalFileHandle(TextOverBytes):
                     new_size=len(data),
                     limit_bytes=limits.file_bytes,
                     limit_files=limits.file_count,
+                    new_directories=new_directories,
                 )
 
             after = check()
@@ -307,6 +313,26 @@ class LocalFileHandle(TextOverBytes):
             entry = self._replace_file(parts, data)
             ledger.commit(*after)
             return entry
+
+    def _missing_directories(self, parts: tuple[str, ...]) -> int:
+        """How many of the directories ``parts`` do not exist yet (what a write there would make)."""
+        try:
+            fd = self._open_root(create=False)
+        except NotFound:
+            return len(parts)
+        try:
+            for depth, part in enumerate(parts):
+                try:
+                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    return len(parts) - depth
+                except OSError as exc:
+                    raise _translate(exc) from None
+                os.close(fd)
+                fd = next_fd
+            return 0
+        finally:
+            os.close(fd)
 
     def _replace_file(self, parts: tuple[str, ...], data: bytes) -> FileEntry:
         dir_fd = self._open_dir(parts[:-1], create=True)
@@ -345,11 +371,13 @@ class LocalFileHandle(TextOverBytes):
                     raise ScopeViolation("only files can be deleted")
                 ledger.begin()
                 os.unlink(parts[-1], dir_fd=dir_fd)
-                if stat.S_ISREG(info.st_mode):
-                    ledger.commit(max(ledger.bytes - info.st_size, 0), max(ledger.files - 1, 0), floor=ledger.floor)
-                else:
-                    ledger.commit(ledger.bytes, ledger.files, floor=ledger.floor)
-                self._remove_emptied(parts[:-1])
+                removed = self._remove_emptied(parts[:-1])
+                regular = stat.S_ISREG(info.st_mode)
+                ledger.commit(
+                    max(ledger.bytes - (info.st_size if regular else 0), 0),
+                    max(ledger.files - (1 if regular else 0) - removed, 0),
+                    floor=ledger.floor,
+                )
                 return True
             except FileNotFoundError:
                 return False
@@ -358,22 +386,24 @@ class LocalFileHandle(TextOverBytes):
             finally:
                 os.close(dir_fd)
 
-    def _remove_emptied(self, parts: tuple[str, ...]) -> None:
+    def _remove_emptied(self, parts: tuple[str, ...]) -> int:
         """Remove the directories above a deleted file that it left empty, deepest first (under the
-        ledger's lock, so no write is creating a file in them). Directories are not counted against
-        the file quota, so writing and deleting files under ever new directories must not leave
-        an unbounded number of them behind."""
+        ledger's lock, so no write is creating a file in them); returns how many. Each counts
+        against ``file_count`` like a file, and is given back here."""
+        removed = 0
         for depth in range(len(parts), 0, -1):
             try:
                 parent_fd = self._open_dir(parts[: depth - 1], create=False)
             except TenantryError:
-                return
+                return removed
             try:
                 os.rmdir(parts[depth - 1], dir_fd=parent_fd)
             except OSError:
-                return  # not empty (or gone): nothing above it is empty either
+                return removed  # not empty (or gone): nothing above it is empty either
             finally:
                 os.close(parent_fd)
+            removed += 1
+        return removed
 
     def _list_sync(self, parts: tuple[str, ...], limit: int) -> FileListing:
         try:
@@ -519,11 +549,11 @@ class _Tally:
 
 
 def _scan_usage(root: Path, budget: _Budget | None) -> TenantUsage:
-    """The regular files under ``root`` (the tenant's ``files``) and every entry (file, directory,
-    link, fifo) under its upstreams' working directories, never following a symlink; ``floor``
-    when ``budget`` stopped the scan (or a directory moved during it). An upstream process makes
-    what it likes in its directory, and each of those is an inode of the shared disk; ``ctx.files``
-    writes only regular files, makes directories only for them and removes those it empties.
+    """The regular files and directories under ``root`` (the tenant's ``files``) and every entry
+    (file, directory, link, fifo) under its upstreams' working directories, never following a
+    symlink; ``floor`` when ``budget`` stopped the scan (or a directory moved during it). Each
+    is an inode of the shared disk: a directory counts like a file (``ctx.files`` makes them for
+    the files in them and removes those it empties; an upstream makes what it likes).
     Leftover temporary files under ``root`` (of a writer that died: every writer holds the ledger
     lock while its file exists) are removed on the way and not counted; an upstream that names
     its files so loses them rather than hiding them.
@@ -543,7 +573,7 @@ def _scan_usage(root: Path, budget: _Budget | None) -> TenantUsage:
             except OSError as exc:
                 raise _translate(exc) from None
             # Below ``upstreams/<name>/``, the working directory Tenantry made for each upstream.
-            for rel, name, info in _walk(top_fd, tally.directories(below=1 if upstream else None)):
+            for rel, name, info in _walk(top_fd, tally.directories(below=1 if upstream else 0)):
                 tally.spend()
                 if not upstream and name.startswith(HIDDEN_NAME_PREFIX):
                     orphans.append((*rel, name))
@@ -640,13 +670,21 @@ class _Ledger:
             return None
         if not isinstance(record, dict) or record.get("state") != "clean" or record.get("boot") != _boot_id():
             return None
+        if record.get("counts") != _LEDGER_COUNTS:  # written when directories did not count: recount
+            return None
         used_bytes, used_files = record.get("bytes"), record.get("files")
         if not (isinstance(used_bytes, int) and isinstance(used_files, int)) or used_bytes < 0 or used_files < 0:
             return None
         return used_bytes, used_files, record.get("floor") is True
 
     def _write(self, state: str) -> None:
-        record: dict[str, object] = {"bytes": self.bytes, "files": self.files, "state": state, "boot": _boot_id()}
+        record: dict[str, object] = {
+            "bytes": self.bytes,
+            "files": self.files,
+            "state": state,
+            "boot": _boot_id(),
+            "counts": _LEDGER_COUNTS,
+        }
         if self.floor:
             record["floor"] = True
         data = json.dumps(record).encode()

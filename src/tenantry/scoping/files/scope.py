@@ -90,9 +90,19 @@ def list_limit(limit: int) -> int:
 
 
 def quota_check(
-    *, used_bytes: int, used_files: int, old_size: int | None, new_size: int, limit_bytes: int, limit_files: int
+    *,
+    used_bytes: int,
+    used_files: int,
+    old_size: int | None,
+    new_size: int,
+    limit_bytes: int,
+    limit_files: int,
+    new_directories: int = 0,
 ) -> tuple[int, int]:
     """The tenant's usage after writing ``new_size`` bytes over a file of ``old_size`` (``None``: new file).
+
+    :param new_directories: directories the write must make for the file (a backend whose
+        directories are inodes of a disk counts each like a file).
 
     A write that does not grow the usage is always allowed, so that a tenant over a lowered
     quota can still shrink or delete its way back under it.
@@ -100,8 +110,13 @@ def quota_check(
     :raises StorageQuotaExceeded: naming the usage and the limit it would pass.
     """
     after_bytes = used_bytes - (old_size or 0) + new_size
-    after_files = used_files + (1 if old_size is None else 0)
+    after_files = used_files + (1 if old_size is None else 0) + new_directories
     if after_files > limit_files and after_files > used_files:
+        if new_directories:
+            raise StorageQuotaExceeded(
+                f"file count quota exceeded: {used_files} of {limit_files} files stored (directories count"
+                f" as files), this write needs {after_files - used_files} more; delete files first"
+            )
         raise StorageQuotaExceeded(
             f"file count quota exceeded: {used_files} of {limit_files} files stored; delete files first"
         )
