@@ -86,6 +86,20 @@ async def test_a_write_beyond_the_byte_quota_is_refused_and_writes_nothing(scope
     assert sum(entry.size for entry in await files.list()) == 100
 
 
+async def test_a_credential_narrowed_to_a_prefix_is_not_told_the_tenants_usage(scopes: FileScopes) -> None:
+    """It may not see the rest of its tenant's files, so not how much they hold either; the
+    tenant-wide credential (the control) is told the figures."""
+    await scopes.for_tenant("acme").write_bytes("private/payroll.csv", b"x" * 77)
+    narrowed = scopes.for_tenant("acme", prefix="reports")
+    with pytest.raises(StorageQuotaExceeded) as refused:
+        await narrowed.write_bytes("reports/q3.txt", b"y" * 30)
+    assert "77" not in str(refused.value) and "100" not in str(refused.value)
+    assert "no room for this write" in str(refused.value)
+    with pytest.raises(StorageQuotaExceeded, match="77 of 100 bytes stored"):
+        await scopes.for_tenant("acme").write_bytes("reports/q3.txt", b"y" * 30)
+    await narrowed.write_bytes("reports/q3.txt", b"y" * 23)  # within the quota, written
+
+
 async def test_a_write_beyond_the_file_count_is_refused(scopes: FileScopes) -> None:
     files = scopes.for_tenant("acme")
     for index in range(4):

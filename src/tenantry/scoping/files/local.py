@@ -302,6 +302,7 @@ class LocalFileHandle(TextOverBytes):
                     new_size=len(data),
                     limit_bytes=limits.file_bytes,
                     limit_files=limits.file_count,
+                    disclose_usage=self._prefix is None,
                     new_directories=new_directories,
                 )
 

@@ -315,6 +315,7 @@ class S3FileHandle(TextOverBytes):
                     new_size=len(data),
                     limit_bytes=limits.file_bytes,
                     limit_files=limits.file_count,
+                    disclose_usage=self._prefix is None,
                 )
 
             before = self._update_usage(reserve)

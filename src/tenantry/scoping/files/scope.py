@@ -98,11 +98,14 @@ def quota_check(
     limit_bytes: int,
     limit_files: int,
     new_directories: int = 0,
+    disclose_usage: bool = True,
 ) -> tuple[int, int]:
     """The tenant's usage after writing ``new_size`` bytes over a file of ``old_size`` (``None``: new file).
 
     :param new_directories: directories the write must make for the file (a backend whose
         directories are inodes of a disk counts each like a file).
+    :param disclose_usage: the refusal may quote the tenant's usage; not to a credential narrowed
+        to a prefix, which would learn what the rest of its tenant stores.
 
     A write that does not grow the usage is always allowed, so that a tenant over a lowered
     quota can still shrink or delete its way back under it.
@@ -111,7 +114,11 @@ def quota_check(
     """
     after_bytes = used_bytes - (old_size or 0) + new_size
     after_files = used_files + (1 if old_size is None else 0) + new_directories
-    if after_files > limit_files and after_files > used_files:
+    over_files = after_files > limit_files and after_files > used_files
+    over_bytes = after_bytes > limit_bytes and after_bytes > used_bytes
+    if not disclose_usage and (over_files or over_bytes):
+        raise StorageQuotaExceeded("the tenant's storage quota has no room for this write; delete files first")
+    if over_files:
         if new_directories:
             raise StorageQuotaExceeded(
                 f"file count quota exceeded: {used_files} of {limit_files} files stored (directories count"
@@ -120,7 +127,7 @@ def quota_check(
         raise StorageQuotaExceeded(
             f"file count quota exceeded: {used_files} of {limit_files} files stored; delete files first"
         )
-    if after_bytes > limit_bytes and after_bytes > used_bytes:
+    if over_bytes:
         raise StorageQuotaExceeded(
             f"storage quota exceeded: {used_bytes} of {limit_bytes} bytes stored,"
             f" this write needs {after_bytes - used_bytes} more; delete files first"
