@@ -230,3 +230,34 @@ async def test_a_tenant_database_stops_growing_at_its_sql_bytes_and_another_tena
 async def test_a_tool_cannot_raise_its_own_page_limit(scopes: SqliteSqlScopes) -> None:
     with pytest.raises(ScopeViolation):
         await scopes.for_tenant("acme").execute("PRAGMA max_page_count = 4294967294")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE TEMP TABLE spill AS SELECT zeroblob(1000000) AS b",
+        "CREATE TEMPORARY TABLE spill (b BLOB)",
+        "CREATE TABLE temp.spill (b BLOB)",
+        "CREATE TABLE TEMP.spill AS SELECT 1 AS x",
+        "CREATE VIEW temp.v AS SELECT 1",
+        "CREATE TEMP VIEW v AS SELECT 1",
+        "CREATE TEMP TRIGGER t AFTER INSERT ON notes BEGIN SELECT 1; END",
+    ],
+)
+async def test_a_tool_cannot_create_temp_objects_outside_the_sql_bytes_quota(
+    scopes: SqliteSqlScopes, statement: str
+) -> None:
+    acme = scopes.for_tenant("acme")
+    await acme.execute("CREATE TABLE IF NOT EXISTS notes (body TEXT)")
+    with pytest.raises(ScopeViolation):
+        await acme.execute(statement)
+
+
+async def test_main_schema_objects_are_still_allowed_beside_the_temp_refusal(scopes: SqliteSqlScopes) -> None:
+    acme = scopes.for_tenant("acme")
+    await acme.execute("CREATE TABLE notes (body TEXT)")
+    await acme.execute("CREATE INDEX notes_body ON notes (body)")
+    await acme.execute("CREATE VIEW bodies AS SELECT body FROM notes")
+    await acme.execute("CREATE TRIGGER t AFTER INSERT ON notes BEGIN SELECT 1; END")
+    await acme.execute("INSERT INTO notes VALUES ('kept')")
+    assert await acme.fetch("SELECT body FROM bodies") == [{"body": "kept"}]

@@ -38,6 +38,26 @@ _READ_ONLY_PRAGMAS = frozenset(
 )
 _FORBIDDEN_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit", "zipfile"})
 _FORBIDDEN_TABLES = frozenset({"sqlite_dbpage", "zipfile", "fsdir"})
+# The temp schema lives in a file of its own under the server's temp directory, outside the
+# tenant's directory and its ``sql_bytes`` quota, for as long as the connection stays open (across
+# calls): refused, like TEMPORARY on PostgreSQL.
+_TEMP_OBJECTS = frozenset(
+    {
+        sqlite3.SQLITE_CREATE_TEMP_TABLE,
+        sqlite3.SQLITE_CREATE_TEMP_INDEX,
+        sqlite3.SQLITE_CREATE_TEMP_TRIGGER,
+        sqlite3.SQLITE_CREATE_TEMP_VIEW,
+    }
+)
+_CREATES = frozenset(
+    {
+        sqlite3.SQLITE_CREATE_TABLE,
+        sqlite3.SQLITE_CREATE_INDEX,
+        sqlite3.SQLITE_CREATE_TRIGGER,
+        sqlite3.SQLITE_CREATE_VIEW,
+    }
+)
+"""Reported with the schema named: ``CREATE TABLE temp.t`` is one of these, not a temp create."""
 _MAX_OPEN = 256
 _PROGRESS_STEPS = 10_000
 """Virtual-machine steps between two checks of the statement's deadline (well under a millisecond)."""
@@ -56,7 +76,9 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, db_name: str | 
         return sqlite3.SQLITE_DENY
     if action == sqlite3.SQLITE_FUNCTION and arg2 is not None and arg2.lower() in _FORBIDDEN_FUNCTIONS:
         return sqlite3.SQLITE_DENY
-    if action in (sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE):
+    if action in (sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE) or action in _TEMP_OBJECTS:
+        return sqlite3.SQLITE_DENY
+    if action in _CREATES and db_name is not None and db_name.lower() == "temp":
         return sqlite3.SQLITE_DENY
     if action == sqlite3.SQLITE_READ and arg1 is not None and arg1.lower() in _FORBIDDEN_TABLES:
         return sqlite3.SQLITE_DENY
@@ -106,6 +128,9 @@ class _TenantConnection:
         self.conn.set_authorizer(None)  # the authorizer refuses every pragma a tool could send
         try:
             self.conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+            # No tool can create a temp object; should anything still write the temp schema, it
+            # is held to the same bound.
+            self.conn.execute(f"PRAGMA temp.max_page_count = {int(pages)}")
         finally:
             self.conn.set_authorizer(_authorizer)
         self.max_bytes = max_bytes
