@@ -510,3 +510,26 @@ async def test_an_embedded_vector_store_stops_growing_at_its_vector_bytes_and_an
     limits["acme"] = replace(limits["acme"], vector_bytes=10**8)  # a raised quota applies at once
     assert await acme.upsert([doc(f"big{n}", "y" * 20_000) for n in range(40)]) == 40
     scopes.close()
+
+
+async def test_a_vector_chunk_past_vector_bytes_is_a_quota_refusal_not_a_store_failure(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tenantry.core.errors import StorageQuotaExceeded
+    from tenantry.core.limits import TenantLimits
+    from tenantry.scoping.threads import ThreadBulkheads
+
+    limits = {"acme": replace(TenantLimits(), vector_bytes=2_000_000), "globex": replace(TenantLimits())}
+    scopes = SqliteVectorScopes(
+        tmp_path, HashingEmbedder(), bulkheads=ThreadBulkheads(lambda tenant_id: limits[tenant_id])
+    )
+    acme, globex = scopes.for_tenant("acme"), scopes.for_tenant("globex")
+    # Small documents in new collections: what fails is sqlite-vec allocating a chunk (its SQLError).
+    with pytest.raises(StorageQuotaExceeded, match=r"at its 2000000 byte limit \(vector_bytes\)"):
+        for n in range(100):
+            await acme.upsert([doc("d", "small")], collection=f"c{n}")
+    assert tenant_vectors_path(tmp_path, "acme").stat().st_size <= 2_000_000
+    for n in range(12):  # the control: another tenant with room allocates the same chunks
+        assert await globex.upsert([doc("d", "small")], collection=f"c{n}") == 1
+    assert await acme.upsert([doc("d", "rewritten")], collection="c0") == 1  # an existing chunk still takes writes
+    scopes.close()

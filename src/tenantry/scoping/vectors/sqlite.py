@@ -111,6 +111,8 @@ class _TenantStore:
         self.conn = conn
         self.path = path
         self.page_size = page_size or 4096
+        self.chunk_bytes = _CHUNK_SIZE * embedder.dimensions * 4
+        """What vec0 allocates at once for a collection's next vectors (a chunk of float32s)."""
         self.max_bytes: int | None = None
         """The ``vector_bytes`` quota applied to this connection (``max_page_count``), once applied."""
         self.tenant_id = tenant_id
@@ -127,6 +129,14 @@ class _TenantStore:
         used = _first(self.conn, "PRAGMA page_count") or 0
         limit = _first(self.conn, "PRAGMA max_page_count") or 0
         return full_means_quota(self.path, used, limit, self.page_size)
+
+    def chunk_does_not_fit(self) -> bool:
+        """Whether the page limit leaves less room than a new vector chunk needs: sqlite-vec reports
+        its ``SQLITE_FULL`` there as a plain ``SQLError`` ("Could not insert a new vector chunk")."""
+        used = _first(self.conn, "PRAGMA page_count") or 0
+        reusable = _first(self.conn, "PRAGMA freelist_count") or 0
+        limit = _first(self.conn, "PRAGMA max_page_count") or 0
+        return (limit - used + reusable) * self.page_size < 2 * self.chunk_bytes and self.full_means_quota()
 
     def close(self) -> None:
         with self.lock:
@@ -280,18 +290,27 @@ class SqliteVectorHandle(CheckedVectorHandle):
                     raise
                 except apsw.FullError:
                     if store.full_means_quota():
-                        raise StorageQuotaExceeded(
-                            f"vector storage quota exceeded: the tenant's vector store is at its {max_bytes} byte"
-                            " limit (vector_bytes); delete documents first"
-                        ) from None
+                        raise self._quota_exceeded(max_bytes) from None
                     raise StorageError("the server's disk is full; the documents were not stored") from None
                 except apsw.BusyError:
                     raise StorageError("the tenant vector store is busy; try again") from None
+                except apsw.SQLError:
+                    if store.chunk_does_not_fit():
+                        raise self._quota_exceeded(max_bytes) from None
+                    logger.warning("vector store error", extra={"tenant_id": self._tenant_id, "error": "SQLError"})
+                    raise StorageError("the tenant vector store failed (SQLError)") from None
                 except apsw.Error as exc:
                     logger.warning(
                         "vector store error", extra={"tenant_id": self._tenant_id, "error": type(exc).__name__}
                     )
                     raise StorageError(f"the tenant vector store failed ({type(exc).__name__})") from None
+
+    @staticmethod
+    def _quota_exceeded(max_bytes: int) -> StorageQuotaExceeded:
+        return StorageQuotaExceeded(
+            f"vector storage quota exceeded: the tenant's vector store is at its {max_bytes} byte"
+            " limit (vector_bytes); delete documents first"
+        )
 
 
 # -- statements (worker thread, store lock held) -------------------------------------------
