@@ -261,3 +261,31 @@ async def test_main_schema_objects_are_still_allowed_beside_the_temp_refusal(sco
     await acme.execute("CREATE TRIGGER t AFTER INSERT ON notes BEGIN SELECT 1; END")
     await acme.execute("INSERT INTO notes VALUES ('kept')")
     assert await acme.fetch("SELECT body FROM bodies") == [{"body": "kept"}]
+
+
+@pytest.mark.parametrize("opener", ["BEGIN", "BEGIN IMMEDIATE", "SAVEPOINT held"])
+async def test_a_transaction_a_call_leaves_open_is_rolled_back_before_the_next_call(
+    scopes: SqliteSqlScopes, opener: str, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    acme = scopes.for_tenant("acme")
+    await acme.execute("CREATE TABLE notes (body TEXT)")
+    with pytest.raises(UsageError, match=r"cannot outlive its ctx\.sql call"):
+        await acme.execute(opener)
+    await acme.execute("INSERT INTO notes VALUES ('committed')")  # its own transaction, committed at once
+    other = sqlite3.connect(tmp_path / "tenants" / "acme" / "data.sqlite3", timeout=1)
+    try:
+        assert other.execute("SELECT body FROM notes").fetchall() == [("committed",)]
+        other.execute("INSERT INTO notes VALUES ('other process')")  # not locked out
+        other.commit()
+    finally:
+        other.close()
+    assert await acme.executemany("INSERT INTO notes VALUES (?)", [("a",), ("b",)]) == 2
+
+
+async def test_a_call_within_one_statement_still_commits_its_writes(scopes: SqliteSqlScopes) -> None:
+    acme = scopes.for_tenant("acme")
+    await acme.execute("CREATE TABLE notes (body TEXT)")
+    assert await acme.execute("INSERT INTO notes VALUES ('x')") == 1
+    assert await acme.fetchone("SELECT count(*) AS n FROM notes") == {"n": 1}

@@ -258,7 +258,16 @@ class SqliteSqlHandle:
                 raise self._translate(exc) from None
             tenant_conn.arm(timeout, interrupt)
             try:
-                return work(tenant_conn.conn)
+                result = work(tenant_conn.conn)
+                if tenant_conn.conn.in_transaction:
+                    # The connection is the tenant's, shared by its calls: an open transaction would
+                    # take in every later call's writes uncommitted and lock other processes out.
+                    tenant_conn.conn.execute("ROLLBACK")
+                    raise UsageError(
+                        "a transaction cannot outlive its ctx.sql call (BEGIN or SAVEPOINT without COMMIT);"
+                        " it was rolled back: each call is one transaction, use executemany for a batch"
+                    )
+                return result
             except sqlite3.OperationalError as exc:
                 if tenant_conn.stopped == "timeout":
                     raise QueryFailed(
