@@ -289,3 +289,22 @@ async def test_a_call_within_one_statement_still_commits_its_writes(scopes: Sqli
     await acme.execute("CREATE TABLE notes (body TEXT)")
     assert await acme.execute("INSERT INTO notes VALUES ('x')") == 1
     assert await acme.fetchone("SELECT count(*) AS n FROM notes") == {"n": 1}
+
+
+async def test_the_wal_file_does_not_keep_a_second_copy_of_a_database_at_its_sql_bytes(tmp_path: Path) -> None:
+    from tenantry.core.errors import StorageQuotaExceeded
+    from tenantry.scoping.page_quota import WAL_SIZE_LIMIT
+
+    limits = {"acme": replace(TenantLimits(), sql_bytes=12_000_000)}
+    scopes = quota_scopes(tmp_path, limits)
+    acme = scopes.for_tenant("acme")
+    await acme.execute("CREATE TABLE blobs (body BLOB)")
+    with pytest.raises(StorageQuotaExceeded):
+        for _ in range(1000):
+            await acme.execute("INSERT INTO blobs SELECT randomblob(30000)")
+    wal = tmp_path / "tenants" / "acme" / "data.sqlite3-wal"
+    await acme.execute("UPDATE blobs SET body = randomblob(30000)")  # every page again, in one statement
+    assert wal.stat().st_size > 10_000_000  # the control: that statement's WAL holds a second copy
+    await acme.execute("UPDATE blobs SET body = randomblob(30000) WHERE rowid = 1")
+    assert wal.stat().st_size <= WAL_SIZE_LIMIT + 8192  # truncated after the checkpoint
+    scopes.close()

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 from tenantry.core.errors import QueryFailed, ScopeViolation, StorageError, StorageQuotaExceeded, UsageError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.open_files import OpenPerTenant
-from tenantry.scoping.page_quota import full_means_quota, page_limit
+from tenantry.scoping.page_quota import WAL_SIZE_LIMIT, full_means_quota, page_limit
 from tenantry.scoping.sql.base import SqlValue
 from tenantry.scoping.threads import Interrupt, ThreadBulkheads, default_bulkheads
 
@@ -92,6 +92,7 @@ class _TenantConnection:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10, uri=False)
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA trusted_schema=OFF")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)

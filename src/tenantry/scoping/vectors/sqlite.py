@@ -34,7 +34,7 @@ import sqlite_vec
 from tenantry.core.errors import StorageError, StorageQuotaExceeded, TenantryError
 from tenantry.core.ids import validate_tenant_id
 from tenantry.scoping.open_files import OpenPerTenant
-from tenantry.scoping.page_quota import full_means_quota, page_limit
+from tenantry.scoping.page_quota import WAL_SIZE_LIMIT, full_means_quota, page_limit
 from tenantry.scoping.threads import ThreadBulkheads
 from tenantry.scoping.vectors._checks import (
     PreparedDocument,
@@ -99,6 +99,7 @@ class _TenantStore:
             conn.enable_load_extension(False)
             conn.set_busy_timeout(_BUSY_TIMEOUT_MS)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA trusted_schema=OFF")
             conn.execute("PRAGMA foreign_keys=ON")
             with conn:
