@@ -386,3 +386,38 @@ def test_a_lowered_file_quota_reaches_a_running_upstream_process_of_the_logical_
         assert where(server, "globex")["pid"] == after["pid"]  # the control: no restart for a raise
     finally:
         server.cli("tenant", "limits", "globex", "--clear", "file_bytes")
+
+
+def test_a_lowered_file_quota_reaches_an_upstream_process_that_always_has_a_call_in_flight(
+    server: RunningServer,
+) -> None:
+    """An agent keeping one call going at every moment does not keep the old ``RLIMIT_FSIZE``: the
+    next call goes to a process under the new limit, and the calls in flight finish on the old one."""
+    before = where(server, "globex")
+    lowered = before["file_size"][0] // 2
+    naps: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def overlapping_naps() -> None:
+        threads: list[threading.Thread] = []
+        while not stop.is_set():
+            thread = threading.Thread(target=lambda: naps.append(call(server, "globex", "probe__nap", seconds=1.5)))
+            thread.start()
+            threads.append(thread)
+            time.sleep(0.5)
+        for thread in threads:
+            thread.join()
+
+    napper = threading.Thread(target=overlapping_naps)
+    napper.start()
+    try:
+        time.sleep(1)
+        server.cli("tenant", "limits", "globex", f"file_bytes={lowered}")
+        after = wait_for(lambda: (found := where(server, "globex"))["file_size"][0] == lowered and found, timeout=10)
+        assert after["pid"] != before["pid"]
+    finally:
+        stop.set()
+        napper.join()
+        server.cli("tenant", "limits", "globex", "--clear", "file_bytes")
+    assert naps and not any(result.get("isError") for result in naps)  # the control: none was cut off
+    wait_for(lambda: not alive(before["pid"]), timeout=10)  # the old process closed once idle

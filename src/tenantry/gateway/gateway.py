@@ -157,6 +157,8 @@ class Gateway:
         self._max_processes_per_tenant = max_processes_per_tenant
         self._processes: dict[UpstreamSession, str] = {}
         """Command-upstream sessions whose process may be alive, and their tenant."""
+        self._retired: set[UpstreamSession] = set()
+        """Sessions replaced while calls were in flight on them: closed when the last one ends."""
         self._specs: dict[str, UpstreamSpec] = {}
         self._sessions: dict[tuple[str, str], UpstreamSession] = {}
         self._locks: dict[tuple[str, str], anyio.Lock] = {}
@@ -649,6 +651,9 @@ class Gateway:
             raise UpstreamError(f"upstream {spec.name!r} gave an unusable answer ({type(exc).__name__})") from None
         finally:
             session.in_flight -= 1
+            if session.in_flight == 0 and session in self._retired:
+                self._retired.discard(session)
+                self._spawn_close(session)
 
     async def _session(self, spec: UpstreamSpec, tenant_id: str) -> tuple[UpstreamSession, ClientSession]:
         """The tenant's live session with ``spec`` and its client, started if needed.
@@ -659,11 +664,16 @@ class Gateway:
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
             session = self._sessions.get(key)
-            if session is not None and not session.done and session.in_flight == 0 and self._outgrown(session, key[1]):
+            if session is not None and not session.done and self._outgrown(session, key[1]):
                 # Its process runs under a file size limit the tenant's quota has since been lowered
-                # below: replaced by one under the new limit (calls in flight finish on the old one).
+                # below: replaced by one under the new limit. Calls in flight finish on the old one,
+                # closed once they have; waiting for a moment with none would let an agent that
+                # always keeps one call going keep the old limit for ever.
                 del self._sessions[key]
-                self._spawn_close(session)
+                if session.in_flight == 0:
+                    self._spawn_close(session)
+                else:
+                    self._retired.add(session)  # closed by the last of them (see _send)
                 session = None
             if session is None or session.done:
                 backoff = self._backoff.get(key)
