@@ -1,7 +1,9 @@
 """A lowered file_bytes should replace acme's command-upstream process at its next call. An agent
 that always keeps one call in flight (overlapping naps) keeps the old process, under the old,
 higher RLIMIT_FSIZE. Needs `tenantry upstream add probe --command ".../tests/support/stdio_upstream.py"`
-and acme granted probe__whereami, probe__nap."""
+and acme granted probe__whereami, probe__nap; "before" must show 100000 (a running process under a
+stricter limit is kept: restart the server after `tenantry tenant limits acme file_bytes=100000`).
+Old code: the pid and [100000, 100000] stay while a call is in flight; fixed: a new pid at 50000."""
 
 import threading
 import time
