@@ -19,13 +19,13 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from anyio.abc import ByteStream, SocketAttribute
-from anyio.streams.tls import TLSListener
+from anyio.abc import ByteStream
 
 from tenantry.core.errors import ResultTooLarge
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
 from tenantry.gateway.http_calls import HttpCalls, _EventParser
 from tenantry.gateway.transports import Resolver, guarded_session, http_streams
+from tests.support.loopback import Dns, serving
 from tests.unit.test_upstream_address_guard import _certificate
 
 pytestmark = pytest.mark.anyio
@@ -81,29 +81,9 @@ class Upstream:
 @asynccontextmanager
 async def upstream(*answers: Answer, tls: ssl.SSLContext | None = None) -> AsyncIterator[Upstream]:
     state = Upstream(list(answers))
-    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    state.port = tcp.extra(SocketAttribute.local_port)
-    if tls is not None:
-        tls.sni_callback = lambda sock, name, ctx: state.server_names.append(name)
-    listener = tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
-    async with listener, anyio.create_task_group() as tasks:
-        tasks.start_soon(listener.serve, state.handle)
-        try:
-            yield state
-        finally:
-            tasks.cancel_scope.cancel()
-
-
-class Dns:
-    """Answers each lookup with the next of ``answers`` (the last one from then on)."""
-
-    def __init__(self, *answers: list[str]) -> None:
-        self._answers = list(answers)
-        self.lookups: list[str] = []
-
-    async def __call__(self, host: str) -> list[str]:
-        self.lookups.append(host)
-        return self._answers.pop(0) if len(self._answers) > 1 else self._answers[0]
+    async with serving(state.handle, tls=tls, server_names=state.server_names) as port:
+        state.port = port
+        yield state
 
 
 def result(request: Request, text: str = "hi") -> bytes:

@@ -18,8 +18,7 @@ import anyio
 import httpcore2
 import httpx2
 import pytest
-from anyio.abc import ByteStream, SocketAttribute
-from anyio.streams.tls import TLSListener
+from anyio.abc import ByteStream
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -27,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from tenantry.gateway.errors import UpstreamUnavailable
 from tenantry.gateway.transports import guarded_client, resolve_host
+from tests.support.loopback import Dns, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -60,29 +60,9 @@ class Listener:
 @asynccontextmanager
 async def listening(tls: ssl.SSLContext | None = None) -> AsyncIterator[Listener]:
     state = Listener()
-    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    state.port = tcp.extra(SocketAttribute.local_port)
-    if tls is not None:
-        tls.sni_callback = lambda sock, name, ctx: state.server_names.append(name)
-    listener = tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(listener.serve, state.handle)
-        try:
-            yield state
-        finally:
-            tasks.cancel_scope.cancel()
-
-
-class Dns:
-    """Answers each lookup with the next of ``answers`` (the last one from then on)."""
-
-    def __init__(self, *answers: list[str]) -> None:
-        self._answers = list(answers)
-        self.lookups: list[str] = []
-
-    async def __call__(self, host: str) -> list[str]:
-        self.lookups.append(host)
-        return self._answers.pop(0) if len(self._answers) > 1 else self._answers[0]
+    async with serving(state.handle, tls=tls, server_names=state.server_names) as port:
+        state.port = port
+        yield state
 
 
 class Network(httpcore2.AsyncNetworkBackend):
