@@ -30,7 +30,7 @@ from tenantry.ratelimit.failures import FailedAttempts
 from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.server.headers import RequestHeaders
 
-__all__ = ["Authenticator", "sdk_identity", "check_standing", "failure_key"]
+__all__ = ["Authenticator", "sdk_identity", "check_standing", "api_key_counts", "failure_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ def sdk_identity(principal: Principal) -> tuple[AuthenticatedUser, AuthCredentia
     return AuthenticatedUser(token), AuthCredentials(sorted(principal.allowed_tools))
 
 
+def api_key_counts(directory: TenantDirectory, key_id: str, tenant_id: str, now: float | None = None) -> bool:
+    """Whether the API key ``key_id`` of ``tenant_id`` is known, active and not expired."""
+    key = directory.api_key(key_id)
+    current = time.time() if now is None else now
+    return key is not None and key.active and key.tenant_id == tenant_id and not key.expired(current)
+
+
 def check_standing(principal: Principal, directory: TenantDirectory) -> None:
     """Refuse a verified principal whose credential is revoked or whose tenant is unknown or halted.
 
@@ -62,10 +69,8 @@ def check_standing(principal: Principal, directory: TenantDirectory) -> None:
     revoked = directory.revocations.reason(principal)
     if revoked is not None:
         raise InvalidCredential(revoked)
-    if principal.via_api_key is not None:
-        key = directory.api_key(principal.via_api_key)
-        if key is None or not key.active or key.tenant_id != principal.tenant_id or key.expired(time.time()):
-            raise InvalidCredential("token revoked (the API key it was exchanged for is no longer valid)")
+    if principal.via_api_key is not None and not api_key_counts(directory, principal.via_api_key, principal.tenant_id):
+        raise InvalidCredential("token revoked (the API key it was exchanged for is no longer valid)")
     tenant = directory.get(principal.tenant_id)
     if tenant is None:
         raise InvalidCredential("the credential's tenant is not known to this server")

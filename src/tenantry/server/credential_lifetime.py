@@ -20,7 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 from tenantry.controlplane.directory import TenantDirectory
 from tenantry.core.errors import TenantryError
 from tenantry.core.identity import Principal
-from tenantry.server.authn import check_standing
+from tenantry.server.authn import api_key_counts, check_standing
 
 __all__ = ["CredentialLifetime"]
 
@@ -46,10 +46,10 @@ class CredentialLifetime:
         current = time.time() if now is None else now
         if current >= self.expires(principal):
             return "the credential has expired"
-        if principal.credential_kind == "api_key":
-            key = self._directory.api_key(principal.token_id)
-            if key is None or not key.active or key.expired(current):
-                return "the API key is no longer valid"
+        if principal.credential_kind == "api_key" and not api_key_counts(
+            self._directory, principal.token_id, principal.tenant_id, current
+        ):
+            return "the API key is no longer valid"
         try:
             check_standing(principal, self._directory)
         except TenantryError as exc:

@@ -23,7 +23,7 @@ from tenantry.core.identity import Principal
 from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
 from tenantry.runtime import Runtime
-from tenantry.server.authn import check_standing
+from tenantry.server.authn import api_key_counts, check_standing
 from tenantry.server.mcp import build_mcp_server
 from tenantry.server.workers import WorkerSource, follow_tier_moves, worker_invoker
 
@@ -68,10 +68,10 @@ async def serve_stdio(runtime: Runtime, app: App, principal: Principal, *, worke
     def caller_for(_: ServerRequestContext[Any, Any]) -> Caller:
         if time.time() >= principal.expires_at + expiry_leeway:
             raise InvalidCredential("the start-up token has expired; restart with a fresh token")
-        if principal.credential_kind == "api_key":
-            key = runtime.directory.api_key(principal.token_id)
-            if key is None or not key.active or key.expired(time.time()):
-                raise InvalidCredential("the start-up API key is no longer valid")
+        if principal.credential_kind == "api_key" and not api_key_counts(
+            runtime.directory, principal.token_id, principal.tenant_id
+        ):
+            raise InvalidCredential("the start-up API key is no longer valid")
         check_standing(principal, runtime.directory)
         return Caller(principal=principal, request_id=uuid.uuid4().hex, session_id=session_id, client_address="stdio")
 

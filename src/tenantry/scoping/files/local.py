@@ -241,26 +241,37 @@ class LocalFileHandle(TextOverBytes):
             raise
         return fd
 
-    def _existing_size(self, parts: tuple[str, ...]) -> int | None:
-        """Size of the regular file at ``parts``; ``None`` when nothing is there.
+    def _target(self, parts: tuple[str, ...]) -> tuple[int | None, int]:
+        """What a write at ``parts`` finds, in one walk: the size of the regular file there
+        (``None``: nothing is there) and how many of its directories do not exist yet.
 
         :raises ScopeViolation: when something other than a regular file is there.
         """
         try:
-            dir_fd = self._open_dir(parts[:-1], create=False)
+            fd = self._open_root(create=False)
         except NotFound:
-            return None
+            return None, len(parts) - 1
         try:
-            info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise _translate(exc) from None
+            for depth, part in enumerate(parts[:-1]):
+                try:
+                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    return None, len(parts) - 1 - depth
+                except OSError as exc:
+                    raise _translate(exc) from None
+                os.close(fd)
+                fd = next_fd
+            try:
+                info = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None, 0
+            except OSError as exc:
+                raise _translate(exc) from None
         finally:
-            os.close(dir_fd)
+            os.close(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ScopeViolation("only regular files can be written")
-        return info.st_size
+        return info.st_size, 0
 
     def _read_sync(self, parts: tuple[str, ...]) -> bytes:
         dir_fd = self._open_dir(parts[:-1], create=False)
@@ -290,9 +301,8 @@ class LocalFileHandle(TextOverBytes):
 
     def _write_sync(self, parts: tuple[str, ...], data: bytes, limits: TenantLimits) -> FileEntry:
         with self._ledger() as ledger:
-            old_size = self._existing_size(parts)
             # Each directory the path needs is an inode (and a block) of the shared disk: counted like a file.
-            new_directories = 0 if old_size is not None else self._missing_directories(parts[:-1])
+            old_size, new_directories = self._target(parts)
 
             def check() -> tuple[int, int]:
                 return quota_check(
@@ -314,26 +324,6 @@ class LocalFileHandle(TextOverBytes):
             entry = self._replace_file(parts, data)
             ledger.commit(*after)
             return entry
-
-    def _missing_directories(self, parts: tuple[str, ...]) -> int:
-        """How many of the directories ``parts`` do not exist yet (what a write there would make)."""
-        try:
-            fd = self._open_root(create=False)
-        except NotFound:
-            return len(parts)
-        try:
-            for depth, part in enumerate(parts):
-                try:
-                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    return len(parts) - depth
-                except OSError as exc:
-                    raise _translate(exc) from None
-                os.close(fd)
-                fd = next_fd
-            return 0
-        finally:
-            os.close(fd)
 
     def _replace_file(self, parts: tuple[str, ...], data: bytes) -> FileEntry:
         dir_fd = self._open_dir(parts[:-1], create=True)
@@ -390,21 +380,33 @@ class LocalFileHandle(TextOverBytes):
     def _remove_emptied(self, parts: tuple[str, ...]) -> int:
         """Remove the directories above a deleted file that it left empty, deepest first (under the
         ledger's lock, so no write is creating a file in them); returns how many. Each counts
-        against ``file_count`` like a file, and is given back here."""
+        against ``file_count`` like a file, and is given back here. One walk down, then up through
+        ``..`` (checked against the directory just left), so a deep path costs its depth in system
+        calls, not its square."""
+        try:
+            fd = self._open_dir(parts, create=False)
+        except TenantryError:
+            return 0
         removed = 0
-        for depth in range(len(parts), 0, -1):
-            try:
-                parent_fd = self._open_dir(parts[: depth - 1], create=False)
-            except TenantryError:
-                return removed
-            try:
-                os.rmdir(parts[depth - 1], dir_fd=parent_fd)
-            except OSError:
-                return removed  # not empty (or gone): nothing above it is empty either
-            finally:
-                os.close(parent_fd)
-            removed += 1
-        return removed
+        try:
+            for name in reversed(parts):
+                here = os.fstat(fd)
+                parent_fd = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = parent_fd
+                try:
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if (info.st_dev, info.st_ino) != (here.st_dev, here.st_ino):
+                        return removed  # moved meanwhile: leave it
+                    os.rmdir(name, dir_fd=fd)
+                except OSError:
+                    return removed  # not empty (or gone): nothing above it is empty either
+                removed += 1
+            return removed
+        except OSError:
+            return removed
+        finally:
+            os.close(fd)
 
     def _list_sync(self, parts: tuple[str, ...], limit: int) -> FileListing:
         try:

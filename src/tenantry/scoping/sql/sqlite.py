@@ -101,6 +101,7 @@ class _TenantConnection:
         conn.set_authorizer(_authorizer)
         conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
         self.conn = conn
+        self.path = path
         self.max_bytes: int | None = None
         """The ``sql_bytes`` quota applied to this connection (``max_page_count``), once applied."""
         self.lock = threading.Lock()
@@ -135,6 +136,18 @@ class _TenantConnection:
         finally:
             self.conn.set_authorizer(_authorizer)
         self.max_bytes = max_bytes
+
+    def full_means_quota(self) -> bool:
+        """Whether ``SQLITE_FULL`` came from the quota (the page limit) rather than a full disk."""
+        self.conn.set_authorizer(None)
+        try:
+            used = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
+            limit = int(self.conn.execute("PRAGMA max_page_count").fetchone()[0])
+        except sqlite3.Error:
+            return False
+        finally:
+            self.conn.set_authorizer(_authorizer)
+        return full_means_quota(self.path, used, limit, self.page_size)
 
     def arm(self, seconds: float, interrupt: Interrupt | None) -> None:
         self.deadline = time.monotonic() + seconds
@@ -278,7 +291,7 @@ class SqliteSqlHandle:
                 if tenant_conn.stopped == "cancelled":
                     raise QueryFailed("SQL statement cancelled") from None
                 if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
-                    if self._at_quota(tenant_conn):
+                    if tenant_conn.full_means_quota():
                         raise StorageQuotaExceeded(
                             f"SQL storage quota exceeded: the tenant's database is at its {max_bytes} byte limit"
                             " (sql_bytes); delete rows first"
@@ -289,21 +302,6 @@ class SqliteSqlHandle:
                 raise self._translate(exc) from None
             finally:
                 tenant_conn.disarm()
-
-    @staticmethod
-    def _at_quota(tenant_conn: _TenantConnection) -> bool:
-        """Whether ``SQLITE_FULL`` came from the quota (the page limit) rather than a full disk."""
-        conn = tenant_conn.conn
-        conn.set_authorizer(None)
-        try:
-            used = int(conn.execute("PRAGMA page_count").fetchone()[0])
-            limit = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
-            path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
-        except sqlite3.Error:
-            return False
-        finally:
-            conn.set_authorizer(_authorizer)
-        return full_means_quota(path, used, limit, tenant_conn.page_size)
 
     @staticmethod
     def _translate(exc: sqlite3.Error) -> Exception:

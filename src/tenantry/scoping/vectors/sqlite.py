@@ -295,12 +295,9 @@ class SqliteVectorHandle(CheckedVectorHandle):
                     raise StorageError("the server's disk is full; the documents were not stored") from None
                 except apsw.BusyError:
                     raise StorageError("the tenant vector store is busy; try again") from None
-                except apsw.SQLError:
-                    if store.chunk_does_not_fit():
-                        raise self._quota_exceeded(max_bytes) from None
-                    logger.warning("vector store error", extra={"tenant_id": self._tenant_id, "error": "SQLError"})
-                    raise StorageError("the tenant vector store failed (SQLError)") from None
                 except apsw.Error as exc:
+                    if isinstance(exc, apsw.SQLError) and store.chunk_does_not_fit():
+                        raise self._quota_exceeded(max_bytes) from None
                     logger.warning(
                         "vector store error", extra={"tenant_id": self._tenant_id, "error": type(exc).__name__}
                     )
