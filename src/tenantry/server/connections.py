@@ -14,6 +14,9 @@ for ever, with no credential at all. :func:`guarded_protocol` returns uvicorn's
 * one client (an address; an IPv6 ``/64``) may hold at most ``max_per_address`` connections
   at once; more are answered ``503`` and closed as soon as they open. Trusted proxies
   carry many clients' connections and are exempt.
+
+Its writes of one loop turn leave in one ``send()`` (a response's headers with its body, see
+:mod:`tenantry.server.coalesced_writes`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tenantry.core.addresses import address_bucket
+from tenantry.server.coalesced_writes import CoalescedWrites
 
 __all__ = ["ConnectionPolicy", "guarded_protocol"]
 
@@ -88,7 +92,7 @@ class _GuardedH11Protocol(H11Protocol):
     _counted: str | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescedWrites(transport, self.loop))
         host = self.client[0] if self.client else None
         if host is not None and not self.policy.exempt(host):
             bucket = address_bucket(host)
