@@ -134,3 +134,20 @@ def test_the_current_key_and_unknown_keys_cannot_be_retired(ring: KeyRing) -> No
     with pytest.raises(NotFound, match="no signing key"):
         ring.retire("no-such-kid")
     assert ring.current().kid == current.kid and ring.current().status == "current"
+
+
+def test_keys_retire_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:
+    # A thumbprint kid is base64url: one in 64 begins with "-", which is not an option here.
+    from typer.testing import CliRunner
+
+    from tenantry.cli.main import app
+    from tenantry.core.settings import load_settings
+    from tenantry.runtime import Runtime
+
+    Runtime(load_settings(data_dir=tmp_path / "data"), create=True).close()
+    runner = CliRunner()
+    data = ["--data-dir", str(tmp_path / "data")]
+    dashed = runner.invoke(app, ["keys", "retire", "-qGcjGlRl1ZF6IZQ", *data])
+    assert "no signing key '-qGcjGlRl1ZF6IZQ'" in str(dashed.exception)  # looked up, not parsed as options
+    typo = runner.invoke(app, ["keys", "retire", "somekid", "--reasn", "x", *data])
+    assert typo.exit_code == 2 and "--reasn" in typo.output  # an unknown option is still refused

@@ -122,7 +122,9 @@ def rotate(
         typer.echo(f"old key {previous.kid} verifies its tokens until {format_time(fresh.created_at + overlap)}")
 
 
-@keys_app.command("retire")
+# A kid is an RFC 7638 thumbprint, base64url: one in 64 begins with "-", which the option parser
+# would otherwise take for an option (the command has no short options for it to match).
+@keys_app.command("retire", context_settings={"ignore_unknown_options": True})
 def retire(
     kid: Annotated[str, typer.Argument(metavar="KID", help="The key id (see `tenantry keys list`).")],
     reason: Annotated[str | None, typer.Option(help="Why (recorded in the audit trail).")] = None,
