@@ -8,36 +8,21 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from textwrap import dedent
 
 import httpx2
 import pytest
 
+from tests.support.nap_app import NAP_APP
 from tests.support.rpc import LegacySession, modern_call
 from tests.support.server import RunningServer, start_server
 
 WHOAMI = {"name": "whoami", "arguments": {}}
 
-SLOW_APP = dedent(
-    '''
-    import anyio
-    import tenantry
-
-    app = tenantry.App("slow")
-
-    @app.tool()
-    async def nap(ctx: tenantry.ToolContext, seconds: float) -> str:
-        """Sleep, then say so."""
-        await anyio.sleep(seconds)
-        return "rested"
-    '''
-)
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("killswitch")
-    (root / "slow_tools.py").write_text(SLOW_APP)
+    (root / "slow_tools.py").write_text(NAP_APP)
     running = start_server(root / "data", app="slow_tools:app", cwd=root)
     for tenant in ("acme", "globex"):
         running.cli("tenant", "grant", tenant, "nap")

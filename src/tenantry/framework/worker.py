@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from tenantry.audit.events import AuditEvent
 from tenantry.audit.sink import AuditSink
 from tenantry.core.errors import TenantryError
 from tenantry.core.settings import WorkerSettings
+from tenantry.framework.deadline import DeadlineWatch, Interrupted
 from tenantry.framework.invoker import CallCancelled, Invocation
 from tenantry.framework.worker_process import (
     Fingerprint,
@@ -81,6 +83,8 @@ class WorkerInvoker:
         self._audit = audit
         self._tenants: dict[str, _Tenant] = {}
         self._closed = False
+        self._starting_calls = DeadlineWatch()
+        """Calls waiting for their tenant's worker to start (or restart): a halt ends the wait."""
 
     def worker_of(self, tenant_id: str) -> WorkerProcess | None:
         """The tenant's current worker, if one runs."""
@@ -88,17 +92,24 @@ class WorkerInvoker:
         return state.current if state is not None else None
 
     async def invoke(self, call: Invocation) -> Any:
-        worker = await self._worker(call.context.tenant_id)
-        if not call.standing():  # halted while its worker started: the halt did not see this call
+        tenant_id = call.context.tenant_id
+        # Starting a worker takes seconds: a halt meanwhile answers the call at once, rather than
+        # once the worker is up (by then the halt may have closed the call's session).
+        try:
+            worker = await self._starting_calls.run(self._worker(tenant_id), math.inf, tag=tenant_id)
+        except Interrupted:
+            raise CallCancelled() from None
+        if not call.standing():  # halted just as its worker started: the halt did not see this call
             raise CallCancelled()
         return await worker.call(call)
 
     def cancel_tenant(self, tenant_id: str) -> int:
+        waiting = self._starting_calls.interrupt(tenant_id)
         state = self._tenants.get(tenant_id)
         if state is None:
-            return 0
+            return waiting
         workers = [*state.retiring, *([state.current] if state.current is not None else [])]
-        return sum(worker.halt() for worker in workers)
+        return waiting + sum(worker.halt() for worker in workers)
 
     def retire(self, tenant_id: str) -> None:
         """New calls of the tenant go to a new worker (or, moved to the logical tier, nowhere

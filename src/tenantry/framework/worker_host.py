@@ -34,7 +34,7 @@ from tenantry.core.errors import ResultTooLarge, ScopeViolation, TenantryError, 
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, ToolDefinition
 from tenantry.framework.context import ScopedHandles, ToolContext
 from tenantry.framework.frames import FrameTooLarge, decode_error, encode_error, encode_frame, encode_value, read_frame
-from tenantry.framework.invoker import InProcessInvoker, Invocation
+from tenantry.framework.invoker import CallCancelled, InProcessInvoker, Invocation
 from tenantry.framework.redaction import SecretRedactor
 from tenantry.scoping.handles import DataScopes
 
@@ -112,6 +112,8 @@ class WorkerHost:
         self._invoker = InProcessInvoker()
         self._upstreams = upstreams
         self._calls: dict[int, asyncio.Task[None]] = {}
+        self._halted: set[int] = set()
+        """Calls received before a halt whose task had not started yet (nothing to interrupt)."""
         self._questions: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._question_ids = itertools.count(1)
         self._writer: asyncio.StreamWriter | None = None
@@ -137,12 +139,15 @@ class WorkerHost:
             call_id = int(frame["id"])
             task = asyncio.create_task(self._run(call_id, frame))
             self._calls[call_id] = task
-            task.add_done_callback(lambda _: self._calls.pop(call_id, None))
+            task.add_done_callback(lambda _: self._forget(call_id))
         elif kind == "cancel":
             running = self._calls.get(int(frame["id"]))
             if running is not None:
                 running.cancel()
         elif kind == "halt":
+            # A call task registers for cancellation in its first step; one created from a frame
+            # read in the same turn as the halt has not run yet, and is marked instead.
+            self._halted.update(self._calls)
             self._invoker.cancel_tenant(self._tenant_id)
             if self._upstreams is not None:
                 self._upstreams.cancel_all()
@@ -150,6 +155,10 @@ class WorkerHost:
             waiting = self._questions.pop(int(frame["qid"]), None)
             if waiting is not None and not waiting.done():
                 waiting.set_result(frame)
+
+    def _forget(self, call_id: int) -> None:
+        self._calls.pop(call_id, None)
+        self._halted.discard(call_id)
 
     async def _send(self, message: dict[str, Any]) -> None:
         data = encode_frame(message, self._max)
@@ -240,6 +249,8 @@ class WorkerHost:
     async def _run(self, call_id: int, frame: Mapping[str, Any]) -> None:
         reply: dict[str, Any]
         try:
+            if call_id in self._halted:
+                raise CallCancelled()
             if frame.get("upstream") is not None:
                 value = await self._upstream_call(frame)
             else:

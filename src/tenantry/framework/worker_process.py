@@ -29,7 +29,7 @@ from tenantry.core.settings import WorkerSettings
 from tenantry.framework.app import ResourceDefinition, ToolDefinition
 from tenantry.framework.channel import ClientChannel
 from tenantry.framework.frames import FrameTooLarge, decode_error, decode_value, encode_error, encode_frame, read_frame
-from tenantry.framework.invoker import Invocation, ToolTimedOut
+from tenantry.framework.invoker import CallCancelled, Invocation, ToolTimedOut
 
 __all__ = ["WorkerProcess", "WorkerLaunch", "Launcher", "Fingerprint", "WorkerCrashed", "WorkerUnavailable"]
 
@@ -199,6 +199,11 @@ class WorkerProcess:
             except FrameTooLarge:
                 raise PayloadTooLarge("the call's arguments are too large for a dedicated worker") from None
             await self._write(frame)
+            if not call.standing():
+                # Halted while the frame waited for the connection: the halt (written at once)
+                # may have reached the worker before this call did, and cancelled nothing there.
+                self._write_nowait({"t": "cancel", "id": call_id})
+                raise CallCancelled()
             try:
                 reply = await asyncio.wait_for(answer, call.timeout + _ANSWER_GRACE)
             except TimeoutError:

@@ -24,7 +24,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
 from tenantry.core.calls import Caller
-from tenantry.core.errors import RateLimited, TenantryError
+from tenantry.core.errors import RateLimited, RequestRejected, TenantryError
 from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.requests import RequestBudget
 from tenantry.ratelimit.windows import MovingWindow
@@ -174,6 +174,15 @@ class McpGate:
         # an open session, or sessionless) goes straight through.
         tracked = opening or method == "DELETE"
 
+        request_key = _request_key(message) if bound is not None and body is not None else None
+        # The SDK routes a session's answers by request id: a second request with the id of one
+        # still in flight would take the first one's answer, and the first would wait for ever.
+        if request_key is not None and bound is not None and request_key in bound.request_ids:
+            duplicate = RequestRejected(
+                "a request with this id is already in flight on this session; each request needs its own id"
+            )
+            await self._refuse(duplicate, request_id, scope, receive, send, rpc_id=message.get("id"))
+            return
         if body is not None:
             caller.body_bytes = len(body)
         replayed = receive if body is None else _replay(body, receive)
@@ -183,8 +192,12 @@ class McpGate:
         scope["auth"] = credentials
         caller_token = CURRENT_CALLER.set(caller)
         auth_token = auth_context_var.set(user)
+        stream = bound is not None and method == "GET"
         if bound is not None:
             bound.in_flight += 1
+            bound.streams += int(stream)
+            if request_key is not None:
+                bound.request_ids.add(request_key)  # no await since the check above: no race
         try:
             if method == "GET" and self._lifetime is not None:
                 # The session's standalone stream: what is pushed on it must not outlive the credential.
@@ -200,6 +213,9 @@ class McpGate:
             CURRENT_CALLER.reset(caller_token)
             if bound is not None:
                 bound.in_flight -= 1
+                bound.streams -= int(stream)
+                if request_key is not None:
+                    bound.request_ids.discard(request_key)
         if assigned is not None:
             await self._sessions.record_opened(assigned, caller)
         elif bound is not None and method == "DELETE" and 200 <= status < 300 and session_id is not None:
@@ -270,6 +286,14 @@ class McpGate:
             request_id=rpc_id,
         )
         await response(scope, receive, send)
+
+
+def _request_key(message: Any) -> str | None:
+    """The key the SDK's transport files a request's answer under (``str`` of its id), or ``None``
+    for a message that is not a request (a notification, a client's answer to a server request)."""
+    if not isinstance(message, dict) or "method" not in message or message.get("id") is None:
+        return None
+    return str(message["id"])
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -38,6 +38,10 @@ class BoundSession:
     opened_at: float
     last_seen: float
     in_flight: int = 0
+    streams: int = 0
+    """Of ``in_flight``, the session's standalone GET streams: nothing on them waits for an answer."""
+    request_ids: set[str] = field(default_factory=set)
+    """The JSON-RPC ids of the session's requests in flight (``str`` of the id, the SDK's own key)."""
 
 
 SessionCloser = Callable[[str], Awaitable[None]]
@@ -164,7 +168,8 @@ class SessionRegistry:
         ids = [sid for sid, bound in self._sessions.items() if bound.tenant_id == tenant_id]
         busy = [self._sessions[sid] for sid in ids]
         deadline = time.monotonic() + grace
-        while any(bound.in_flight for bound in busy) and time.monotonic() < deadline:  # noqa: ASYNC110
+        # A standalone GET stream has no answer to send: only requests are waited for.
+        while any(b.in_flight > b.streams for b in busy) and time.monotonic() < deadline:  # noqa: ASYNC110
             await anyio.sleep(0.01)  # the counts change in the requests' own tasks: no event to wait on
         for session_id in ids:
             await self.close(session_id, None, reason, end_transport=True)
