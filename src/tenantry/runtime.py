@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}  # noqa: S104 - recognising, not binding
+_ADMIN_AUDIT_WAIT = 15.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -312,10 +313,11 @@ class Runtime:
 
     # -- audit ------------------------------------------------------------------------------
 
-    def audit_store(self) -> AuditStore:
-        """A fresh connection to the audit store (the caller closes it)."""
+    def audit_store(self, *, busy_timeout: float | None = None) -> AuditStore:
+        """A fresh connection to the audit store (the caller closes it); ``busy_timeout``
+        defaults to ``audit.busy_timeout``."""
         audit = self.settings.audit
-        return open_audit_store(audit.url, self.data_dir, busy_timeout=audit.busy_timeout)
+        return open_audit_store(audit.url, self.data_dir, busy_timeout=busy_timeout or audit.busy_timeout)
 
     def checkpoint_signer(self) -> CheckpointSigner:
         self.audit_keys.ensure()
@@ -337,13 +339,14 @@ class Runtime:
             spill = self.data_dir / "audit-spill.jsonl"
             audit = self.settings.audit
             if audit.writer == "thread":
-                self._audit = DurableAuditSink(self.audit_store, spill_path=spill)
+                self._audit = DurableAuditSink(self.audit_store, spill_path=spill, group_window=audit.group_window)
             else:
                 command = WriterCommand(
                     audit.url,
                     self.data_dir,
                     spill,
                     busy_timeout=audit.busy_timeout,
+                    group_window=audit.group_window,
                     log_level=self.settings.logging.level,
                     log_format=self.settings.logging.format,
                 )
@@ -361,7 +364,8 @@ class Runtime:
         """
         if event.actor is None:
             event.actor = f"cli:{getpass.getuser()}"
-        store = self.audit_store()
+        # An operator's command may wait out a busy server longer than a call may.
+        store = self.audit_store(busy_timeout=max(self.settings.audit.busy_timeout, _ADMIN_AUDIT_WAIT))
         try:
             store.append([event])
         finally:

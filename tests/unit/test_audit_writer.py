@@ -131,6 +131,44 @@ async def test_a_submitted_outcome_is_flushed_within_the_linger_when_nothing_els
     await sink.aclose()
 
 
+async def test_a_lone_call_never_waits_for_the_group_window(tmp_path: Path) -> None:
+    sink = DurableAuditSink(lambda: SqliteAuditStore(tmp_path / "a.sqlite3"), group_window=5.0)
+    await anyio.sleep(0.1)
+    with anyio.fail_after(2):  # far below the window: nobody else is in flight
+        await sink.record(start("acme", "r1"))
+    sink.submit(outcome("acme", "r1"))
+    with anyio.fail_after(2):
+        await sink.record(start("acme", "r2"))
+    await sink.aclose()
+
+
+async def test_with_calls_in_flight_starts_wait_for_company_then_commit_together(tmp_path: Path) -> None:
+    sink = DurableAuditSink(lambda: SqliteAuditStore(tmp_path / "a.sqlite3"), group_window=0.3)
+    await anyio.sleep(0.1)
+    await sink.record(start("acme", "running"))  # a call in flight (no outcome yet)
+    before = sink.batches
+    began = time.monotonic()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(sink.record, start("acme", "r1"))
+        await anyio.sleep(0.05)  # within the window: the second start shares the first's commit
+        tasks.start_soon(sink.record, start("globex", "r2"))
+    waited = time.monotonic() - began
+    assert sink.batches == before + 1 and sink.committed == 3
+    assert 0.25 <= waited < 2.0  # held for the window, not longer
+    await sink.aclose()
+
+
+async def test_without_a_group_window_a_start_with_calls_in_flight_commits_at_once(tmp_path: Path) -> None:
+    # The control: the same calls with the window off take a commit each, without waiting.
+    sink = DurableAuditSink(lambda: SqliteAuditStore(tmp_path / "a.sqlite3"), group_window=0.0)
+    await anyio.sleep(0.1)
+    await sink.record(start("acme", "running"))
+    began = time.monotonic()
+    await sink.record(start("acme", "r1"))
+    assert time.monotonic() - began < 0.25
+    await sink.aclose()
+
+
 async def test_records_kept_during_an_outage_survive_a_restart(tmp_path: Path) -> None:
     FlakyStore.failing.clear()
     spill = tmp_path / "spill.jsonl"

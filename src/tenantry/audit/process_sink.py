@@ -54,6 +54,7 @@ class WriterCommand:
     data_dir: Path
     spill_path: Path
     busy_timeout: float = 2.0
+    group_window: float = 0.0
     probe_interval: float = 0.5
     log_level: str = "INFO"
     log_format: str = "json"
@@ -79,6 +80,8 @@ class WriterCommand:
             repr(instance.started),
             "--probe-interval",
             str(self.probe_interval),
+            "--group-window",
+            repr(self.group_window),
             "--log-level",
             self.log_level,
             "--log-format",

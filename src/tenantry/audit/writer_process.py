@@ -62,6 +62,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pid", type=int, required=True, help="the server's pid (whose death leaves calls open)")
     parser.add_argument("--started", type=float, required=True)
     parser.add_argument("--probe-interval", type=float, default=0.5)
+    parser.add_argument("--group-window", type=float, default=0.0)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", default="json")
     return parser.parse_args(argv)
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     sink = DurableAuditSink(
         lambda: open_audit_store(store_url, args.data_dir, busy_timeout=args.busy_timeout),
         probe_interval=args.probe_interval,
+        group_window=args.group_window,
         spill_path=args.spill,
         instance=ServerInstance(args.instance, args.host, args.pid, args.started, 0.0),
         acknowledge=lambda ok, failed: replies.send({"ok": ok, "failed": failed}),

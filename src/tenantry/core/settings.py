@@ -420,6 +420,9 @@ class AuditSettings(_Section):
     server) or ``process`` (a writer process of its own: encoding and committing never compete
     with the server for its interpreter, which cuts the server's own CPU per call by about a
     fifth, but on a 2-core machine the extra process costs more wall time than it saves)."""
+    group_window: float = Field(default=0.0, ge=0, le=0.01)
+    """Seconds a record that must be durable may wait for others to share its commit, while
+    other calls are in flight (a lone call never waits; ``0``: never wait)."""
     refused_records_per_source: str = "30/minute"
     """Records that refused requests may write per client address (or refused tenant); beyond
     it they are counted and summarised in one record per stream."""
