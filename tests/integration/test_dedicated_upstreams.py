@@ -39,6 +39,10 @@ TOOLS = [
     "probe__linger",
 ]
 WORKER_ENV = {
+    # These tests read the upstream's process tree, limits and environment from inside it, which
+    # its sandbox hides (it sees itself as PID 1): tests/integration/test_upstream_sandbox.py
+    # proves the sandbox, on both tiers.
+    "TENANTRY_GATEWAY__COMMAND_SANDBOX": "off",
     "TENANTRY_WORKER__OPEN_FILES": "200",
     "TENANTRY_WORKER__ADDRESS_SPACE_MB": "3072",
     "TENANTRY_WORKER__PROCESSES": "60000",
@@ -173,6 +177,41 @@ def test_the_upstreams_environment_holds_its_own_credential_and_nothing_else(ser
     # Positive control: the logical tenant's process holds its own credential, not acme's.
     assert value(server, "globex", "probe__env_holds", needle=GLOBEX_CREDENTIAL) is True
     assert value(server, "globex", "probe__env_holds", needle=ACME_CREDENTIAL) is False
+
+
+def test_each_tenants_upstream_process_has_a_home_of_its_own_on_both_tiers(server: RunningServer) -> None:
+    # Many servers keep login caches under ~: one tenant's must never be another's.
+    for tenant in ("acme", "globex"):
+        found = where(server, tenant)
+        own = server.data_dir.resolve() / "tenants" / tenant / "upstreams" / "probe"
+        assert Path(found["home"]) == own and Path(found["tmpdir"]) == own / ".tmp"
+        assert Path(found["tmpdir"]).is_dir()
+    assert where(server, "acme")["home"] != where(server, "globex")["home"] != os.environ.get("HOME")
+
+
+def test_a_crashing_upstreams_stderr_reaches_the_log_redacted_on_both_tiers(server: RunningServer) -> None:
+    server.cli("tenant", "grant", "acme", "probe__crash")
+    server.cli("tenant", "grant", "globex", "probe__crash")
+    for tenant in ("acme", "globex"):
+        wait_for(lambda t=tenant: crashed(crash(server, t)))
+    assert wait_for(lambda: server.log_path.read_text().count("cannot log in with [redacted]") >= 2)
+    log = server.log_path.read_text()
+    assert ACME_CREDENTIAL not in log and GLOBEX_CREDENTIAL not in log
+    # Positive control: both processes are started again and serve their tenants.
+    assert wait_for(lambda: value(server, "globex", "probe__credential") == "my key is [redacted]")
+    assert wait_for(lambda: value(server, "acme", "probe__credential") == "my key is [redacted]")
+
+
+def crashed(answer: dict[str, Any]) -> bool:
+    return bool(answer.get("result", {}).get("isError")) and "upstream" in json.dumps(answer)
+
+
+def crash(server: RunningServer, tenant: str) -> dict[str, Any]:
+    response = modern_call(
+        server.mcp_url, server.token(tenant, f"{tenant}-agent"), "tools/call", {"name": "probe__crash", "arguments": {}}
+    )
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def test_an_upstream_result_echoing_the_credential_is_redacted_on_both_tiers(server: RunningServer) -> None:

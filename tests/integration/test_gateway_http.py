@@ -3,6 +3,7 @@ behind a real Tenantry server, driven through the CLI and the wire only."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,9 @@ TOOLS = [
     "echo__nap",
     "echo__big",
     "echo__request_id",
+    "echo__shaped",
+    "echo__pictured",
+    "echo__attached",
 ]
 
 
@@ -148,6 +153,22 @@ def test_an_upstream_result_quoting_the_credential_is_redacted(server: RunningSe
     assert "[redacted]" in text_of(answer)
 
 
+def test_a_credential_inside_base64_content_is_redacted(server: RunningServer) -> None:
+    session = LegacySession(server.mcp_url, server.token("acme"))
+    image, embedded, plain = call(session, "echo__pictured")["result"]["content"]
+    for encoded in (image["data"], embedded["resource"]["blob"]):
+        decoded = base64.b64decode(encoded)
+        assert ACME_CREDENTIAL.encode() not in decoded and decoded.startswith(b"token=Bearer ")
+    # Positive control: binary content without a secret value arrives as the upstream sent it.
+    assert base64.b64decode(plain["data"]) == b"plain pixels"
+    # Content blocks returned as values are in the structured content too, base64 and all.
+    answer = call(session, "echo__attached")["result"]
+    blocks = [*answer["content"], *answer["structuredContent"]["result"]]
+    encoded = [b.get("data") or b["resource"]["blob"] for b in blocks]
+    assert len(encoded) == 4
+    assert all(ACME_CREDENTIAL.encode() not in base64.b64decode(e) for e in encoded), encoded
+
+
 def test_arguments_are_validated_against_the_upstreams_schema(server: RunningServer) -> None:
     session = LegacySession(server.mcp_url, server.token("acme"))
     refused = call(session, "echo__add", {"a": 1, "b": "two"})
@@ -155,6 +176,28 @@ def test_arguments_are_validated_against_the_upstreams_schema(server: RunningSer
     missing = call(session, "echo__add", {"a": 1})
     assert missing["error"]["data"]["code"] == "invalid_arguments"
     assert call(session, "echo__add", {"a": 1, "b": 2})["result"]["structuredContent"] == {"result": 3}
+
+
+def test_a_catastrophic_upstream_pattern_costs_its_budget_not_the_servers_loop(server: RunningServer) -> None:
+    # echo__shaped's schema has the pattern ^(a|a)*$: a backtracking engine would take hours for this value.
+    acme = LegacySession(server.mcp_url, server.token("acme"))
+    globex = LegacySession(server.mcp_url, server.token("globex"))
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        attacks = [pool.submit(call, acme, "echo__shaped", {"code": "a" * 60 + "!"}) for _ in range(3)]
+        others = []
+        while not all(a.done() for a in attacks):
+            began = time.monotonic()
+            call(globex, "echo__credential")
+            others.append(time.monotonic() - began)
+        refused = [a.result() for a in attacks]
+    assert all(r["error"]["data"]["code"] == "invalid_arguments" for r in refused), refused
+    assert "took too long" in refused[0]["error"]["message"]
+    assert time.monotonic() - started < 10
+    assert max(others) < 1.0, others  # the other tenant was served meanwhile
+    # Positive controls: a matching value passes the same pattern, a plainly wrong one is told why.
+    assert text_of(call(acme, "echo__shaped", {"code": "aaaa"})) == "shaped aaaa"
+    assert "does not match" in call(acme, "echo__shaped", {"code": "b"})["error"]["message"]
 
 
 def test_an_ungranted_upstream_tool_is_refused_exactly_like_an_unknown_one(server: RunningServer) -> None:

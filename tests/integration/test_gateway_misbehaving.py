@@ -20,7 +20,11 @@ TOOLS = ["bad__fine", "bad__flood_stderr", "bad__huge_line", "bad__junk_lines", 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("gateway-bad") / "data")
+    # The upstream names its process by its pid, which its sandbox makes 1 (the sandbox is proven
+    # in test_upstream_sandbox.py).
+    running = start_server(
+        tmp_path_factory.mktemp("gateway-bad") / "data", env={"TENANTRY_GATEWAY__COMMAND_SANDBOX": "off"}
+    )
     script = REPO / "tests" / "support" / "misbehaving_upstream.py"
     running.cli("upstream", "add", "bad", "--command", f"{sys.executable} {script}", "--timeout", "5s")
     for tenant in ("acme", "globex"):

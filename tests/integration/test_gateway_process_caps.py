@@ -26,6 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         "TENANTRY_GATEWAY__MAX_STDIO_PROCESSES": "1",
         "TENANTRY_GATEWAY__IDLE_TIMEOUT": str(IDLE),
         "TENANTRY_GATEWAY__HEALTH_INTERVAL": "0.5",
+        "TENANTRY_GATEWAY__COMMAND_SANDBOX": "off",  # its upstream names its process by its own pid
     }
     running = start_server(tmp_path_factory.mktemp("gateway-caps") / "data", env=env)
     script = REPO / "tests" / "support" / "misbehaving_upstream.py"

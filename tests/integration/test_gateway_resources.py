@@ -40,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[
         "Authorization=Bearer {secret:api_token}",
     )
     assert "notes__readme" in added.stdout and "notes__summarise" in added.stdout
-    running.cli("tenant", "grant", "acme", *ITEMS)
+    running.cli("tenant", "grant", "acme", *ITEMS, "notes__completions", "notes__linked")
     running.cli("tenant", "grant", "globex", "notes__echo")
     wait_for(running, "acme", README)
     yield running
@@ -305,3 +305,91 @@ def test_the_upstreams_resources_list_changed_is_honoured(server: RunningServer)
         server.cli("upstream", "remove", "growing", check=False)
         process.terminate()
         process.wait(10)
+
+
+TOPIC_TEMPLATE = "upstream://notes/notes://by-topic/{topic}"
+
+
+def complete(
+    session: LegacySession, ref: dict[str, str], argument: str, value: str, context: dict[str, str] | None = None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"ref": ref, "argument": {"name": argument, "value": value}}
+    if context is not None:
+        params["context"] = {"arguments": context}
+    response = session.call("completion/complete", params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def prompt_ref(name: str) -> dict[str, str]:
+    return {"type": "ref/prompt", "name": name}
+
+
+def template_ref(uri: str) -> dict[str, str]:
+    return {"type": "ref/resource", "uri": uri}
+
+
+def upstream_completions(session: LegacySession) -> list[dict[str, Any]]:
+    answer = session.call("tools/call", {"name": "notes__completions", "arguments": {}}).json()
+    log: list[dict[str, Any]] = answer["result"]["structuredContent"]["result"]
+    return log
+
+
+def test_completions_of_an_upstream_prompt_and_template_come_from_the_upstream(server: RunningServer) -> None:
+    session = LegacySession(server.mcp_url, server.token("acme"))
+    by_prompt = complete(session, prompt_ref("notes__summarise"), "topic", "inv", {"style": "long"})
+    assert by_prompt["result"]["completion"]["values"] == ["inventory", "invoices"]
+    by_template = complete(session, template_ref(TOPIC_TEMPLATE), "topic", "in")
+    assert by_template["result"]["completion"]["values"] == ["interviews", "inventory", "invoices"]
+    # The upstream was asked about its own items, by their own names, with the chosen context.
+    asked = upstream_completions(session)[-2:]
+    assert asked == [
+        {"ref": "summarise", "argument": "topic", "context": {"style": "long"}},
+        {"ref": "notes://by-topic/{topic}", "argument": "topic", "context": None},
+    ]
+
+
+def test_completion_cannot_probe_for_another_tenants_items(server: RunningServer) -> None:
+    globex = LegacySession(server.mcp_url, server.token("globex"))
+    answers = [
+        complete(globex, prompt_ref("notes__summarise"), "topic", "in"),  # exists, not granted to globex
+        complete(globex, prompt_ref("notes__no_such_prompt"), "topic", "in"),
+        complete(globex, template_ref(TOPIC_TEMPLATE), "topic", "in"),
+        complete(globex, template_ref("upstream://notes/notes://nothing/{topic}"), "topic", "in"),
+    ]
+    assert all(a["result"] == {"completion": {"values": []}} for a in answers), answers
+    # Positive control: the tenant it is granted to gets the upstream's values.
+    acme = LegacySession(server.mcp_url, server.token("acme"))
+    assert complete(acme, prompt_ref("notes__summarise"), "topic", "in")["result"]["completion"]["values"]
+
+
+def test_a_completion_for_an_undeclared_argument_never_reaches_the_upstream(server: RunningServer) -> None:
+    session = LegacySession(server.mcp_url, server.token("acme"))
+    before = len(upstream_completions(session))
+    answer = complete(session, prompt_ref("notes__summarise"), "not_an_argument", "in", {"undeclared": "x"})
+    assert answer["result"] == {"completion": {"values": []}}
+    assert len(upstream_completions(session)) == before
+    # Undeclared context arguments are dropped before the upstream sees them.
+    complete(session, prompt_ref("notes__summarise"), "topic", "in", {"undeclared": "x", "style": "s"})
+    assert upstream_completions(session)[-1]["context"] == {"style": "s"}
+
+
+def test_completions_are_redacted_and_bounded(server: RunningServer) -> None:
+    session = LegacySession(server.mcp_url, server.token("acme"))
+    leaked = complete(session, prompt_ref("notes__summarise"), "topic", "leak")
+    assert leaked["result"]["completion"]["values"], leaked  # the upstream answered...
+    assert ACME_CREDENTIAL not in json.dumps(leaked)  # ...without the tenant's credential
+    many = complete(session, template_ref(TOPIC_TEMPLATE), "topic", "many")["result"]["completion"]
+    assert len(many["values"]) == 100 and many["hasMore"] is True and many["total"] == 500
+    too_long = complete(session, prompt_ref("notes__summarise"), "topic", "x" * 5000)
+    assert "longer than 4096 characters" in too_long["error"]["message"]
+
+
+def test_resources_named_in_an_upstream_answer_are_named_by_their_exposed_uri(server: RunningServer) -> None:
+    session = LegacySession(server.mcp_url, server.token("acme"))
+    answer = session.call("tools/call", {"name": "notes__linked", "arguments": {}}).json()
+    link, embedded = answer["result"]["content"]
+    assert link["type"] == "resource_link" and link["uri"] == README
+    assert embedded["type"] == "resource" and embedded["resource"]["uri"] == README
+    # The link leads back through Tenantry, to the same upstream, under the caller's grants.
+    assert read(session, link["uri"])["result"]["contents"][0]["uri"] == README

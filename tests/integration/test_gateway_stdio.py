@@ -94,6 +94,8 @@ def fs_processes(server: RunningServer) -> dict[str, int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        if any(a.endswith(b"sandbox.py") for a in argv):
+            continue  # the launcher of a sandboxed upstream, not the upstream
         for tenant in ("acme", "globex"):
             if (
                 any(a.endswith(b"server-filesystem/dist/index.js") for a in argv)
@@ -182,7 +184,11 @@ def test_a_dedicated_tenants_filesystem_server_runs_under_its_worker(server: Run
         acme_root = root_of(server, "acme")
 
         def parent_of(pid: int) -> int:
-            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            """The process that started ``pid`` (through its sandbox's launcher, if any)."""
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if b"sandbox.py" in Path(f"/proc/{parent}/cmdline").read_bytes():
+                return parent_of(parent)
+            return parent
 
         def served_by_a_worker() -> bool:
             result = call(acme, "fs__list_directory", {"path": str(acme_root)})

@@ -59,6 +59,8 @@ class Worker:
                     "data_dir": str(root / "data"),
                     **{name: defaults for name in ("sql", "files", "vectors", "tools", "logging")},
                     "worker": {"max_frame_bytes": MAX_FRAME},
+                    # Its upstream reports its parent from inside, which its sandbox would hide.
+                    "gateway": {"command_sandbox": "off"},
                 },
                 "limits": {},
                 "upstreams": upstreams or {},

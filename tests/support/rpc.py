@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import httpx2
@@ -41,6 +42,7 @@ class LegacySession:
     def __init__(self, url: str, token: str) -> None:
         self.url = url
         self.token = token
+        self._ids = itertools.count(2)  # a request id in flight on a session must not be reused
         response = post(
             url,
             request(
@@ -62,9 +64,11 @@ class LegacySession:
         return {"Mcp-Session-Id": self.session_id, "MCP-Protocol-Version": HANDSHAKE_VERSION}
 
     def call(
-        self, method: str, params: dict[str, Any] | None = None, *, token: str | None = None, id: int = 2
+        self, method: str, params: dict[str, Any] | None = None, *, token: str | None = None, id: int | None = None
     ) -> httpx2.Response:
-        return post(self.url, request(method, params, id), token=token or self.token, headers=self.headers())
+        """One request; its own id unless ``id`` is given."""
+        request_id = next(self._ids) if id is None else id
+        return post(self.url, request(method, params, request_id), token=token or self.token, headers=self.headers())
 
 
 def modern_params(params: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """A third-party MCP server over stdio that reports where it runs: ``python tests/support/stdio_upstream.py``.
 
 For the dedicated tier's command upstreams: its parent process, resource limits, working
-directory and environment show whose child it is; ``credential`` echoes its configured
-credential (a careless server: the gateway must redact it); ``nap`` records a cancellation in
+directory, home and environment show whose child it is; ``crash`` dies printing its
+credential; ``credential`` echoes its configured credential (a careless server: the gateway
+must redact it); ``nap`` records a cancellation in
 a file of its working directory; ``linger`` makes it outlive the end of its stdin. Imports
 nothing from ``tenantry``.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +37,8 @@ async def whereami() -> dict[str, Any]:
         "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
         "address_space": list(resource.getrlimit(resource.RLIMIT_AS)),
         "file_size": list(resource.getrlimit(resource.RLIMIT_FSIZE)),
+        "home": os.environ.get("HOME"),
+        "tmpdir": os.environ.get("TMPDIR"),
     }
 
 
@@ -42,6 +46,43 @@ async def whereami() -> dict[str, Any]:
 async def env_holds(needle: str) -> bool:
     """Whether any environment variable's value contains ``needle``."""
     return any(needle in value for value in os.environ.values())
+
+
+@server.tool()
+def reach(paths: list[str]) -> dict[str, Any]:
+    """What this process can reach: how reading each path ends, and how many processes it sees."""
+    fates: dict[str, str] = {}
+    for path in paths:
+        try:
+            if Path(path).is_dir():
+                os.listdir(path)
+            else:
+                Path(path).read_bytes()
+            fates[path] = "read"
+        except FileNotFoundError:
+            fates[path] = "missing"
+        except PermissionError:
+            fates[path] = "denied"
+    processes = sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+    return {"fates": fates, "processes": processes, "pid": os.getpid()}
+
+
+@server.tool()
+def write(path: str, text: str) -> str:
+    """Writes ``text`` to ``path``; says how it went."""
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        return f"refused: {exc.strerror}"
+    return "written"
+
+
+@server.tool()
+async def crash() -> str:
+    """Dies, having written its credential to stderr (as a careless server's fatal error might)."""
+    sys.stderr.write(f"FATAL: cannot log in with {os.environ.get('UPSTREAM_KEY', 'nothing')}\n")
+    sys.stderr.flush()
+    os._exit(3)
 
 
 @server.tool()

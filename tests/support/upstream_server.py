@@ -8,18 +8,34 @@ from ``tenantry``.
 
 from __future__ import annotations
 
+import base64
 import sys
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resources import FunctionResource
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
-from mcp_types import EmptyResult, JSONRPCMessage, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp_types import (
+    BlobResourceContents,
+    CallToolResult,
+    CompleteRequestParams,
+    CompleteResult,
+    Completion,
+    EmbeddedResource,
+    EmptyResult,
+    ImageContent,
+    JSONRPCMessage,
+    PromptReference,
+    ResourceLink,
+    SubscribeRequestParams,
+    TextResourceContents,
+    UnsubscribeRequestParams,
+)
 from mcp_types import Resource as MCPResource
 from mcp_types import Tool as MCPTool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ListingServer(MCPServer):
@@ -227,9 +243,75 @@ def _authorization_of(ctx: Any) -> str:
     return {k.lower(): v for k, v in headers.items()}.get("authorization", "nothing")
 
 
-# The upstream advertises ``resources.subscribe`` once it serves the method.
+TOPICS = ["interviews", "inventory", "invoices", "payroll"]
+completion_log: list[dict[str, Any]] = []
+
+
+async def _complete(ctx: Any, params: CompleteRequestParams) -> CompleteResult:
+    """Topics for the ``summarise`` prompt and the ``by-topic`` template: ``leak`` answers with the
+    caller's credential (careless), ``many`` with 500 values."""
+    ref = params.ref
+    own = ref.name if isinstance(ref, PromptReference) else ref.uri
+    context = params.context.arguments if params.context is not None else None
+    completion_log.append({"ref": own, "argument": params.argument.name, "context": context})
+    value = params.argument.value
+    if value == "leak":
+        return CompleteResult(completion=Completion(values=[f"topic of {_authorization_of(ctx)}"]))
+    if value == "many":
+        return CompleteResult(completion=Completion(values=[f"t{i}" for i in range(500)], total=500))
+    return CompleteResult(completion=Completion(values=[t for t in TOPICS if t.startswith(value)]))
+
+
+# The upstream advertises ``resources.subscribe`` and ``completions`` once it serves the methods.
 server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, _subscribe)
 server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe)
+server._lowlevel_server.add_request_handler("completion/complete", CompleteRequestParams, _complete)
+
+
+@server.tool()
+async def shaped(code: Annotated[str, Field(pattern=r"^(a|a)*$", max_length=200)]) -> str:
+    """Takes a code its schema describes with a careless pattern (catastrophic backtracking)."""
+    return f"shaped {code}"
+
+
+@server.tool()
+async def pictured(ctx: Context) -> CallToolResult:
+    """Its credential inside base64 (an image, and an embedded blob), and a plain image beside them."""
+    hidden = base64.b64encode(f"token={_authorization(ctx)}".encode()).decode()
+    return CallToolResult(
+        content=[
+            ImageContent(type="image", data=hidden, mime_type="image/png"),
+            EmbeddedResource(type="resource", resource=BlobResourceContents(uri="notes://secret.bin", blob=hidden)),
+            ImageContent(type="image", data=base64.b64encode(b"plain pixels").decode(), mime_type="image/png"),
+        ]
+    )
+
+
+@server.tool()
+async def attached(ctx: Context) -> list[Any]:
+    """The same, returned as a list of content blocks (they land in its structured content too)."""
+    hidden = base64.b64encode(f"token={_authorization(ctx)}".encode()).decode()
+    return [
+        EmbeddedResource(type="resource", resource=BlobResourceContents(uri="notes://secret.bin", blob=hidden)),
+        ImageContent(type="image", data=hidden, mime_type="image/png"),
+    ]
+
+
+@server.tool()
+async def linked() -> CallToolResult:
+    """A link to its readme and the readme embedded, by the upstream's own URIs."""
+    return CallToolResult(
+        content=[
+            ResourceLink(type="resource_link", uri="notes://readme", name="readme"),
+            EmbeddedResource(type="resource", resource=TextResourceContents(uri="notes://readme", text="# Notes")),
+        ]
+    )
+
+
+@server.tool()
+async def completions() -> list[dict[str, Any]]:
+    """Every completion request this server received (its own item, the argument, the context)."""
+    return completion_log
 
 
 @server.tool()

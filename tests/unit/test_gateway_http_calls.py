@@ -63,19 +63,47 @@ class Upstream:
         self.connections += 1
         with suppress(anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError, OSError):
             async with stream:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += await stream.receive()
-                head, _, body = data.partition(b"\r\n\r\n")
-                lines = head.decode().split("\r\n")
-                headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(":") for line in lines[1:])}
-                while len(body) < int(headers.get("content-length", "0")):
-                    body += await stream.receive()
-                request = Request(lines[0], headers, body)
+                request = await read_request(stream)
                 self.requests.append(request)
                 for chunk in self.answers.pop(0)(request):
                     await stream.send(chunk)
                     await anyio.sleep(0.02)  # each chunk reaches the client on its own
+
+
+async def read_request(stream: ByteStream) -> Request:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        body += await stream.receive()
+    return Request(lines[0], headers, body)
+
+
+@dataclass
+class Stalling:
+    """Never answers a call (until the test ends); takes any other message with a 202."""
+
+    requests: list[Request] = field(default_factory=list)
+    arrived: anyio.Event = field(default_factory=anyio.Event)
+
+    async def handle(self, stream: ByteStream) -> None:
+        with suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            async with stream:
+                request = await read_request(stream)
+                self.requests.append(request)
+                self.arrived.set()
+                if json.loads(request.body).get("method") == "tools/call":
+                    await anyio.sleep(60)
+                await stream.send(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    async def next_request(self) -> Request:
+        with anyio.fail_after(5):
+            await self.arrived.wait()
+        self.arrived = anyio.Event()
+        return self.requests[-1]
 
 
 @asynccontextmanager
@@ -349,6 +377,48 @@ async def test_a_connection_closed_before_the_answer_fails_the_session() -> None
     assert calls.failures == ["the connection failed"]
 
 
+async def test_a_cancelled_call_ends_at_once_and_the_upstream_is_told() -> None:
+    stalling = Stalling()
+    async with serving(stalling.handle) as port, direct_calls(f"http://{HOST}:{port}/mcp") as calls:
+        with anyio.move_on_after(5) as scope:  # a halt or the call's timeout cancels the awaiting task
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(calls.call)
+                call = await stalling.next_request()
+                cancelled_at = anyio.current_time()
+                tasks.cancel_scope.cancel()
+            assert anyio.current_time() - cancelled_at < 0.5  # no socket awaited
+        assert not scope.cancelled_caught
+        told = await stalling.next_request()
+    assert json.loads(call.body)["method"] == "tools/call"
+    message = json.loads(told.body)
+    assert message["method"] == "notifications/cancelled"
+    assert message["params"]["requestId"] == call.id
+    assert calls.failures == []  # the session lives on
+
+
+async def failing_into(errors: list[Exception], calls: Calls) -> None:
+    """One call whose failure is kept in ``errors`` (for calls that must fail in the background)."""
+    try:
+        await calls.call()
+    except Exception as exc:
+        errors.append(exc)
+
+
+async def test_a_call_in_flight_when_its_session_closes_is_upstream_unavailable() -> None:
+    stalling = Stalling()
+    async with serving(stalling.handle) as port, direct_calls(f"http://{HOST}:{port}/mcp") as calls:
+        errors: list[Exception] = []
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(failing_into, errors, calls)
+                await stalling.next_request()
+                assert calls.direct.session is not None
+                await calls.direct.session.close()
+    assert len(errors) == 1 and isinstance(errors[0], UpstreamUnavailable), errors
+    assert calls.failures == ["the connection failed"]
+
+
 async def test_only_the_configured_headers_and_the_protocols_own_are_sent_and_no_cookie() -> None:
     cookie = json_answer(result, headers="Set-Cookie: sticky=1; Path=/\r\n")
     async with (
@@ -375,3 +445,24 @@ async def test_http_streams_closes_its_direct_session_with_the_connection() -> N
         assert session is not None and not session.closed
     assert session.closed
     assert direct.session is None
+
+
+async def test_a_direct_call_in_flight_ends_as_soon_as_its_connection_closes() -> None:
+    stalling = Stalling()
+    async with serving(stalling.handle) as port:
+        url = f"http://127.0.0.1:{port}/mcp"
+        direct = HttpCalls("echo", url, max_message=MAX_MESSAGE)
+        calls = Calls(direct)
+        errors: list[Exception] = []
+
+        with anyio.fail_after(5):
+            async with (
+                anyio.create_task_group() as tasks,
+                http_streams(url, {}, allow_private=True, connect_timeout=2, max_message=MAX_MESSAGE, direct=direct),
+            ):
+                direct.session_id, direct.protocol_version = "session-1", "2025-06-18"
+                tasks.start_soon(failing_into, errors, calls)
+                await stalling.next_request()
+                await anyio.sleep(0.1)
+                assert not errors  # positive control: the call is in flight until the connection closes
+    assert len(errors) == 1 and isinstance(errors[0], UpstreamUnavailable), errors

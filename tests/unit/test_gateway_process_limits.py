@@ -38,7 +38,10 @@ async def no_secret(tenant_id: str, name: str) -> str:
 
 @asynccontextmanager
 async def gateway(tmp_path: Path, **options: Any) -> AsyncIterator[Gateway]:
-    running = Gateway(App("limits"), data_dir=tmp_path, read_secret=no_secret, tenants=lambda: TENANTS, **options)
+    # sandbox off: the upstream names its process by its own pid, which a sandbox makes 1.
+    running = Gateway(
+        App("limits"), data_dir=tmp_path, read_secret=no_secret, tenants=lambda: TENANTS, sandbox="off", **options
+    )
     async with running.running():
         yield running
 

@@ -325,6 +325,11 @@ class GatewaySettings(_Section):
     long is closed; its next call starts it again."""
     health_interval: float = Field(default=15.0, gt=0)
     """Live upstream sessions are pinged this often (and idle ones closed)."""
+    command_sandbox: Literal["required", "auto", "off"] = "auto"
+    """Each command upstream runs in Linux namespaces of its own: it sees only its own processes,
+    and of the data dir only its working directory and its tenant's files (docs/gateway.md).
+    ``required``: an upstream is not started where the kernel refuses them; ``auto``: it then
+    runs without them (saying so on its stderr); ``off``: never."""
 
     _secs = field_validator("idle_timeout", "health_interval", mode="before")(_fractional_seconds)
 

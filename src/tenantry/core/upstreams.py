@@ -91,6 +91,8 @@ class TemplateValues:
     tenant_dir: str
     secret: Callable[[str], str]
     """The tenant's secret by name; raises :class:`~tenantry.core.errors.NotFound` for a missing one."""
+    secret_values: frozenset[str] = frozenset()
+    """The values of the secrets the upstream's templates name (redacted from what it writes to stderr)."""
 
 
 def _parts(template: str) -> Iterable[tuple[str, str | None]]:

@@ -82,6 +82,9 @@ class ToolDefinition:
     title: str | None = None
     annotations: ToolAnnotations | None = None
     argument_names: frozenset[str] = field(default_factory=frozenset)
+    validate_off_loop: bool = False
+    """Its arguments are validated in the tenant's own threads, never on the event loop (an
+    upstream schema with regular expressions: matching may take up to its time budget)."""
     upstream: str | None = None
     """Gateway mode: the upstream MCP server that runs this tool (``None``: a Python function here)."""
     upstream_name: str | None = None

@@ -29,16 +29,23 @@ from typing import Any, Literal, TypeVar
 
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    AudioContent,
     BlobResourceContents,
     CallToolResult,
+    CompleteResult,
+    Completion,
+    EmbeddedResource,
     GetPromptResult,
+    ImageContent,
     InputRequiredResult,
     Prompt,
     PromptArgument,
     PromptMessage,
+    PromptReference,
     ReadResourceResult,
     Resource,
     ResourceTemplate,
+    ResourceTemplateReference,
     TextContent,
     TextResourceContents,
     Tool,
@@ -70,7 +77,7 @@ from tenantry.core.paths import within_prefix
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, ToolDefinition
 from tenantry.framework.channel import ClientChannel, NoClientChannel
 from tenantry.framework.context import ScopedHandles, ToolContext
-from tenantry.framework.invoker import CallCancelled, InProcessInvoker, Invocation, Invoker, ToolTimedOut
+from tenantry.framework.invoker import CallCancelled, Completer, InProcessInvoker, Invocation, Invoker, ToolTimedOut
 from tenantry.framework.redaction import RedactingChannel, SecretRedactor, TenantSecretValues
 from tenantry.framework.views import TenantViews
 from tenantry.framework.worker import WorkerUnavailable
@@ -118,6 +125,7 @@ class Dispatcher:
     :param limiter: admission by per-tenant rate, quota and concurrency; ``None`` admits everything.
     :param invoker: where admitted calls run (default: in this process).
     :param upstream_invoker: where calls of upstream tools run (gateway mode).
+    :param completer: who completes the arguments of upstream prompts and templates (gateway mode).
     :param dedicated: where dedicated-tier tenants' calls run (their own worker processes); without
         one, their calls are refused with ``worker_unavailable`` rather than run here.
     :param max_result_bytes: the largest result (as JSON) a call may return.
@@ -136,6 +144,7 @@ class Dispatcher:
         limiter: TenantLimiter | None = None,
         invoker: Invoker | None = None,
         upstream_invoker: Invoker | None = None,
+        completer: Completer | None = None,
         dedicated: Invoker | None = None,
         max_result_bytes: int = _DEFAULT_MAX_RESULT,
         refusal_budget: RecordBudget | None = None,
@@ -151,6 +160,7 @@ class Dispatcher:
         self._tool_timeout = tool_timeout
         self._invoker: Invoker = invoker or InProcessInvoker()
         self._upstream_invoker = upstream_invoker
+        self._completer = completer
         self._dedicated = dedicated
         self._limiter = limiter
         self._max_result = max_result_bytes
@@ -393,7 +403,8 @@ class Dispatcher:
                 )
                 raise ToolUnavailable(f"Tool not available: {bounded_text(name, NAME_LIMIT)}")
             try:
-                if caller.body_bytes > _LARGE_ARGUMENTS:  # validating a 1 MiB of floats takes ~0.5 s
+                # Validating a 1 MiB of floats takes ~0.5 s; an upstream's patterns up to their budget.
+                if caller.body_bytes > _LARGE_ARGUMENTS or tool.validate_off_loop:
                     kwargs, names_other_tenant = await self._scopes.bulkheads.run(
                         lambda: self._validated_arguments(tool, arguments, caller), tenant_id=caller.tenant_id
                     )
@@ -588,6 +599,8 @@ class Dispatcher:
         :raises ResultTooLarge: the result is larger than the deployment allows.
         """
         redactor = await self._secret_values.redactor(tenant_id, read_by_call)
+        if redactor:
+            result = _redacted_binaries(result, redactor)
         encoded = result.model_dump_json(by_alias=True, exclude_unset=True)
         if len(encoded) > self._max_result:
             raise ResultTooLarge(f"the result is larger than the {self._max_result} byte limit")
@@ -694,14 +707,10 @@ class Dispatcher:
         arguments = {"uri": uri} if resource.upstream is not None else variables
         content = await self._call_plain(self._invocation(resource, arguments, context, limits), start)
         result: ReadResourceResult | InputRequiredResult
-        if isinstance(content, ReadResourceResult):
-            redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
-            result = _redacted_blobs(content, redactor)
-        elif isinstance(content, InputRequiredResult):
+        if isinstance(content, ReadResourceResult | InputRequiredResult):
             result = content
         elif isinstance(content, bytes):
-            redactor = await self._secret_values.redactor(caller.tenant_id, context.secrets_read())
-            blob = base64.b64encode(redactor.data(content)).decode()
+            blob = base64.b64encode(content).decode()  # redacted with the rest, below
             result = ReadResourceResult(
                 contents=[BlobResourceContents(uri=uri, mime_type=resource.mime_type, blob=blob)]
             )
@@ -772,6 +781,69 @@ class Dispatcher:
         status: ResultStatus = "input_required" if isinstance(result, InputRequiredResult) else "ok"
         self._outcome(caller, "prompt_get", status, name, hashed, started, detail=detail, start=start)
         return result
+
+    # -- completions ------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        caller: Caller,
+        ref: PromptReference | ResourceTemplateReference,
+        argument: tuple[str, str],
+        context_arguments: Mapping[str, str] | None,
+    ) -> CompleteResult:
+        """Values for ``argument`` (its name, the partial value) of a prompt or resource template the
+        caller can see, asked of the upstream serving it; admitted like a call (standing, limits).
+        Anything else (a native item, which has no completion source, one unknown or not visible,
+        an argument it does not declare, an upstream run in the tenant's worker) gets the same
+        empty answer, so completion cannot probe for names. The answer is bounded and redacted.
+
+        :raises InvalidArguments: the partial value is longer than completion allows.
+        """
+        started = time.perf_counter()
+        name, value = argument
+        if len(value) > _MAX_COMPLETION_INPUT:
+            raise InvalidArguments(f"the value to complete is longer than {_MAX_COMPLETION_INPUT} characters")
+        tenant = await self._admit_tenant(caller, "access_denied", None, None, started)
+        limits = self._directory.limits(tenant.id)
+        slot = await self._admit_limits(caller, limits, "access_denied", None, None, started)
+        try:
+            target, declared = self._completable(caller, ref)
+            if (
+                target is None
+                or target.upstream is None
+                or self._completer is None
+                or name not in declared
+                or self._runs_in_worker(caller.tenant_id, target.upstream)
+            ):
+                return CompleteResult(completion=Completion(values=[]))
+            chosen = {k: v for k, v in (context_arguments or {}).items() if k in declared and k != name}
+            timeout = self._tool_timeout if self._tool_timeout is not None else limits.tool_timeout
+            answer = await self._completer.complete(target, caller.tenant_id, argument, chosen, timeout)
+        finally:
+            slot.release()
+        found = answer.completion
+        bounded = Completion(
+            values=[v[:_MAX_COMPLETION_VALUE] for v in found.values[:_MAX_COMPLETIONS]],
+            total=found.total,
+            has_more=found.has_more or len(found.values) > _MAX_COMPLETIONS or None,
+        )
+        return await self._redacted(caller.tenant_id, CompleteResult(completion=bounded), [])
+
+    def _completable(
+        self, caller: Caller, ref: PromptReference | ResourceTemplateReference
+    ) -> tuple[ResourceDefinition | PromptDefinition | None, frozenset[str]]:
+        """The visible prompt or template ``ref`` names, and the arguments it declares."""
+        if isinstance(ref, PromptReference):
+            prompt = self._app.prompts_for(caller.tenant_id).get(ref.name)
+            if prompt is None or ref.name not in self.visible(caller):
+                return None, frozenset()
+            return prompt, frozenset(a for a, _, _ in prompt.arguments)
+        template = next(
+            (r for r in self._visible_resources(caller) if r.template is not None and r.uri == ref.uri), None
+        )
+        if template is None or template.template is None:
+            return None, frozenset()
+        return template, frozenset(template.template.variable_names)
 
     async def _render(
         self,
@@ -939,6 +1011,10 @@ class Dispatcher:
 
 
 _MAX_RESPONSE_WAITS = 16
+_MAX_COMPLETIONS = 100
+"""Values in one completion answer at most (the MCP specification's own bound)."""
+_MAX_COMPLETION_VALUE = 1000
+_MAX_COMPLETION_INPUT = 4096
 """Starts one response may wait for (a request makes one call; more is a bug, not a budget)."""
 
 
@@ -963,22 +1039,90 @@ def _upstream_detail(target: ResourceDefinition | PromptDefinition, key: str) ->
     return {"upstream": target.upstream, key: target.upstream_name}
 
 
-def _redacted_blobs(result: ReadResourceResult, redactor: SecretRedactor) -> ReadResourceResult:
-    """``result`` with the tenant's secret values replaced inside its binary contents too (text is
-    redacted with the rest of the result; a base64 blob would hide a secret from that)."""
-    if not redactor or not any(isinstance(c, BlobResourceContents) for c in result.contents):
-        return result
-    contents: list[TextResourceContents | BlobResourceContents] = []
-    for content in result.contents:
-        if isinstance(content, BlobResourceContents):
-            try:
-                data = base64.b64decode(content.blob, validate=True)
-            except ValueError:
-                raise ToolFailed("the resource's binary content is not valid base64") from None
-            blob = base64.b64encode(redactor.data(data)).decode()
-            content = BlobResourceContents(uri=content.uri, mime_type=content.mime_type, blob=blob)
-        contents.append(content)
-    return ReadResourceResult(contents=contents)
+def _redacted_binaries(result: _Result, redactor: SecretRedactor) -> _Result:
+    """``result`` with the tenant's secret values replaced inside its base64 contents too (blobs,
+    images, audio, in resources, tool results and prompt messages): the text of the result is
+    redacted with the rest of it, but base64 would hide a secret from that."""
+    if isinstance(result, ReadResourceResult):
+        if not any(isinstance(c, BlobResourceContents) for c in result.contents):
+            return result
+        return result.model_copy(update={"contents": [_redacted_contents(c, redactor) for c in result.contents]})
+    if isinstance(result, CallToolResult):
+        update: dict[str, Any] = {}
+        if any(isinstance(c, _BINARY_BLOCKS) for c in result.content):
+            update["content"] = [_redacted_block(c, redactor) for c in result.content]
+        if result.structured_content is not None:
+            # A tool returning content blocks as values has them in its structured content too.
+            structured = _redacted_base64_fields(result.structured_content, redactor)
+            if structured is not result.structured_content:
+                update["structured_content"] = structured
+        return result.model_copy(update=update) if update else result
+    if isinstance(result, GetPromptResult):
+        if not any(isinstance(m.content, _BINARY_BLOCKS) for m in result.messages):
+            return result
+        messages = [m.model_copy(update={"content": _redacted_block(m.content, redactor)}) for m in result.messages]
+        return result.model_copy(update={"messages": messages})
+    return result
+
+
+_BINARY_BLOCKS = (ImageContent, AudioContent, EmbeddedResource)
+
+
+def _redacted_block(block: Any, redactor: SecretRedactor) -> Any:
+    if isinstance(block, ImageContent | AudioContent):
+        return block.model_copy(update={"data": _redacted_base64(block.data, redactor)})
+    if isinstance(block, EmbeddedResource):
+        return block.model_copy(update={"resource": _redacted_contents(block.resource, redactor)})
+    return block
+
+
+def _redacted_contents(
+    contents: TextResourceContents | BlobResourceContents, redactor: SecretRedactor
+) -> TextResourceContents | BlobResourceContents:
+    if isinstance(contents, BlobResourceContents):
+        return contents.model_copy(update={"blob": _redacted_base64(contents.blob, redactor)})
+    return contents
+
+
+_BASE64_FIELDS = frozenset({"data", "blob"})
+
+
+def _redacted_base64_fields(value: Any, redactor: SecretRedactor) -> Any:
+    """``value`` (JSON) with the base64 strings of content-block fields (``data``, ``blob``)
+    redacted inside; the same object when nothing changed. A field that is not valid base64 is
+    left alone (it is text, redacted with the rest)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] | None = None  # copied only once something changes
+        for key, item in value.items():
+            if key in _BASE64_FIELDS and isinstance(item, str):
+                try:
+                    new = _redacted_base64(item, redactor)
+                except ToolFailed:
+                    continue
+                if new == item:
+                    continue
+            elif isinstance(item, dict | list):
+                new = _redacted_base64_fields(item, redactor)
+                if new is item:
+                    continue
+            else:
+                continue
+            if out is None:
+                out = dict(value)
+            out[key] = new
+        return value if out is None else out
+    if isinstance(value, list):
+        items = [_redacted_base64_fields(item, redactor) if isinstance(item, dict | list) else item for item in value]
+        return items if any(new is not old for new, old in zip(items, value, strict=True)) else value
+    return value
+
+
+def _redacted_base64(encoded: str, redactor: SecretRedactor) -> str:
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise ToolFailed("the answer's binary content is not valid base64") from None
+    return base64.b64encode(redactor.data(data)).decode()
 
 
 def _failure_status(exc: TenantryError | MCPError) -> tuple[ResultStatus, str]:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mcp_types import CompleteResult
+
 from tenantry.core.errors import TenantryError
 from tenantry.framework.app import PromptDefinition, ResourceDefinition, ToolDefinition
 from tenantry.framework.context import ToolContext
@@ -67,6 +69,21 @@ class Invoker(Protocol):
     def cancel_tenant(self, tenant_id: str) -> int:
         """Cancel every call of ``tenant_id`` in flight (its kill switch); returns how many."""
         ...
+
+
+class Completer(Protocol):
+    """Asks whoever serves an item (an upstream, in gateway mode) for completions of one of its
+    arguments: ``argument`` is its name and the partial value, ``context_arguments`` the values of
+    the item's other arguments already chosen; it takes ``within`` seconds at most. Raises as :meth:`Invoker.invoke`."""
+
+    async def complete(
+        self,
+        target: ResourceDefinition | PromptDefinition,
+        tenant_id: str,
+        argument: tuple[str, str],
+        context_arguments: dict[str, str],
+        within: float,
+    ) -> CompleteResult: ...
 
 
 class InProcessInvoker:

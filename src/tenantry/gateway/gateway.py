@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 import warnings
@@ -40,7 +41,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coro
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.abc
@@ -53,6 +54,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from tenantry.core.errors import NotFound, ResultTooLarge, TenantryError, UsageError
 from tenantry.core.upstreams import SEPARATOR, TemplateValues, UpstreamSpec, exposed_uri, render_template
 from tenantry.framework.app import App, PromptDefinition, ResourceDefinition, TenantView, ToolDefinition
+from tenantry.framework.redaction import SecretRedactor
 from tenantry.framework.views import ViewedTenant
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
 from tenantry.gateway.http_calls import HttpCalls
@@ -76,6 +78,8 @@ _MAX_BACKOFF = 30.0
 _PAGES = 100
 _T = TypeVar("_T")
 _FILE_SIZE_LIMIT = Path(__file__).with_name("file_size_limit.py")
+_SANDBOX = Path(__file__).with_name("sandbox.py")
+_DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
 
 
 @dataclass
@@ -143,8 +147,12 @@ class Gateway:
         max_processes_per_tenant: int = 8,
         storage: UpstreamStorage | None = None,
         max_view_items: int = 100_000,
+        sandbox: Literal["required", "auto", "off"] = "auto",
+        die_with_parent: bool = False,
     ) -> None:
         self._app = app
+        self._sandbox = sandbox if sys.platform.startswith("linux") else "off"
+        self._die_with_parent = die_with_parent and sys.platform.startswith("linux")
         self._storage = storage
         self._data_dir = data_dir
         self._read_secret = read_secret
@@ -592,6 +600,26 @@ class Gateway:
         """Get the upstream's prompt ``prompt`` on the tenant's session. :raises: as :meth:`call_tool`."""
         return await self._request(spec, tenant_id, lambda client: client.get_prompt(prompt, arguments))
 
+    async def complete(
+        self,
+        spec: UpstreamSpec,
+        tenant_id: str,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: dict[str, str],
+        context_arguments: dict[str, str] | None,
+    ) -> types.CompleteResult:
+        """Ask for completions of ``argument`` of the upstream's own prompt or template ``ref`` on the
+        tenant's session; an upstream that offers no completions is not asked. :raises: as
+        :meth:`call_tool`."""
+
+        async def send(client: ClientSession) -> types.CompleteResult:
+            capabilities = client.server_capabilities
+            if capabilities is None or capabilities.completions is None:
+                return types.CompleteResult(completion=types.Completion(values=[]))
+            return await client.complete(ref, argument, context_arguments)
+
+        return await self._request(spec, tenant_id, send)
+
     async def _request(
         self,
         spec: UpstreamSpec,
@@ -842,7 +870,7 @@ class Gateway:
                 logger.warning(
                     "upstream process ended; its last stderr lines follow\n%s",
                     session.stderr.text(),
-                    extra={"upstream": key[0]},
+                    extra={"upstream": key[0], "tenant_id": key[1]},
                 )
         if self._sessions.get(key) is session:
             del self._sessions[key]
@@ -896,10 +924,26 @@ class Gateway:
             file_size_limit = self._storage.file_size_limit(tenant_id)
             command = [sys.executable, "-I", "-S", str(_FILE_SIZE_LIMIT), str(file_size_limit), *command]
         env = {v: render_template(t, values) for v, t in spec.env}
-        tail = StderrTail()
-        cwd = str(Path(values.tenant_dir).parent / "upstreams" / spec.name) if tenant_id != _SHARED else None
+        tail = StderrTail(redact=SecretRedactor(values.secret_values).text)
+        if tenant_id != _SHARED:
+            cwd: str | None = str(Path(values.tenant_dir).parent / "upstreams" / spec.name)
+            home = Path(str(cwd))
+            kept = [str(home), values.tenant_dir]  # resolved by the launcher
+        else:
+            cwd = None
+            home = self._data_dir / "shared-upstreams" / spec.name
+            kept = []
+        # The process's home, caches and temporary files are the tenant's own (many servers keep
+        # login caches under ~): the server's HOME would share them with every other tenant.
+        await anyio.to_thread.run_sync(lambda: (home / ".tmp").mkdir(parents=True, exist_ok=True))
         if cwd is not None:
-            await anyio.to_thread.run_sync(lambda: Path(cwd).mkdir(parents=True, exist_ok=True))
+            env = _private_home(home) | env  # what the operator configured explicitly wins
+        if self._sandbox != "off":
+            keep = [part for path in kept for part in ("--keep", path)]
+            sandbox = [str(self._data_dir), str(home / ".tmp"), *keep, "--"]
+            command = [sys.executable, "-I", "-S", str(_SANDBOX), self._sandbox, *sandbox, *command]
+        if self._die_with_parent:
+            command = [sys.executable, "-I", "-S", str(_DIE_WITH_PARENT), str(os.getpid()), *command]
 
         def stdio_opener() -> AbstractAsyncContextManager[TransportStreams]:
             return stdio_streams(command, env, cwd=cwd, max_message=self._max_message, stderr=tail)
@@ -927,7 +971,12 @@ class Gateway:
                 ) from None
         root = tenant_files_root(self._data_dir, tenant_id)
         await anyio.to_thread.run_sync(lambda: root.mkdir(parents=True, exist_ok=True))
-        return TemplateValues(tenant_id=tenant_id, tenant_dir=str(root), secret=secrets.__getitem__)
+        return TemplateValues(
+            tenant_id=tenant_id,
+            tenant_dir=str(root),
+            secret=secrets.__getitem__,
+            secret_values=frozenset(secrets.values()),
+        )
 
     # -- health -----------------------------------------------------------------------------
 
@@ -1004,6 +1053,18 @@ class Gateway:
         async with anyio.create_task_group() as tasks:
             for session in doomed:
                 tasks.start_soon(session.close)
+
+
+def _private_home(home: Path) -> dict[str, str]:
+    """The environment that gives a command upstream ``home`` as its home and temporary directory."""
+    return {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "TMPDIR": str(home / ".tmp"),
+    }
 
 
 def _no_secret(name: str) -> str:

@@ -18,10 +18,10 @@ session's ``Mcp-Session-Id`` and protocol version as the SDK sent them, answered
   exactly as the session refuses them; its pings are answered; its notifications go to the
   session's handler (``tools/list_changed`` lists the tools again);
 * a stream the upstream closes before answering is resumed from its last event id, as the SDK does;
-* the exchange runs in a task of the session's and the caller only waits for it, so a call
-  cancelled by a halt or its timeout answers at once; its stream is then closed and the
-  upstream told with ``notifications/cancelled`` (below the 2026 protocol, where closing the
-  stream is the signal);
+* a call cancelled by a halt or its timeout answers at once: aiohttp closes the call's
+  connection where it waits (no socket is awaited), and the upstream is told with
+  ``notifications/cancelled`` in a task of the session's (below the 2026 protocol, where
+  closing the stream is the signal);
 * a broken connection or a terminated session fails the session, which starts again at the
   next call after the usual backoff (``upstream_unavailable``); a protocol error is
   ``upstream_error``.
@@ -48,6 +48,7 @@ from yarl import URL
 
 from tenantry.core.errors import ResultTooLarge
 from tenantry.gateway.errors import UpstreamError, UpstreamUnavailable
+from tenantry.gateway.ignored_notifications import is_ignored
 from tenantry.gateway.session import REFUSED_BY_GATEWAY
 
 __all__ = ["HttpCalls"]
@@ -185,7 +186,7 @@ class HttpCalls:
 
     def attach(self, session: aiohttp.ClientSession, spawn: Spawn) -> None:
         """Use ``session`` (guarded, see :func:`~tenantry.gateway.transports.guarded_session`) from now
-        on; ``spawn`` starts a task of the session's (each call's exchange, the cancellation of a
+        on; ``spawn`` starts a task of the session's (the ``notifications/cancelled`` of a
         call that was interrupted)."""
         self.session, self.session_id, self.protocol_version = session, None, None
         self._spawn = spawn
@@ -237,37 +238,15 @@ class HttpCalls:
         stamp(data, opts)
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, **data}, separators=(",", ":")).encode()
         headers = self._headers(opts.get("headers"))
-        # The exchange runs in a task of the session's, the caller only waits for it: a halt or a
-        # timeout interrupts the caller at once (its call_cancelled answer waits for no socket),
-        # then the exchange is cancelled and the upstream told.
-        outcome: list[dict[str, Any] | Exception] = []
-        done = anyio.Event()
-        scope = anyio.CancelScope()
-
-        async def exchange() -> None:
-            try:
-                with scope:
-                    outcome.append(
-                        await self._exchange(session, body, headers, request_id, on_notification, fail_session)
-                    )
-            except Exception as exc:
-                outcome.append(exc)
-            finally:
-                done.set()
-
-        spawn(exchange)
+        # The exchange runs in the caller's task: a halt or a timeout cancels it where it waits,
+        # aiohttp closes the call's connection without awaiting the socket (its call_cancelled
+        # answer waits for nothing), and the upstream is told in a task of the session's.
         try:
-            await done.wait()
-        except BaseException:
-            if not done.is_set():
-                scope.cancel()
+            raw = await self._exchange(session, body, headers, request_id, on_notification, fail_session)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # cancelled (a halt, a timeout) while in flight
                 spawn(self._cancel, request_id)
             raise
-        if not outcome:  # the session closed under the call
-            raise UpstreamUnavailable(f"upstream {self.upstream!r} closed the connection during the call")
-        raw = outcome[0]
-        if isinstance(raw, Exception):
-            raise raw
         if "error" in raw:
             error = raw.get("error") or {}
             message = str(error.get("message", "")) if isinstance(error, dict) else ""
@@ -401,6 +380,8 @@ class HttpCalls:
                 error = {"code": types.INVALID_REQUEST, "message": REFUSED_BY_GATEWAY}
                 reply = {"jsonrpc": "2.0", "id": message["id"], "error": error}
             await self._post(reply)
+            return False
+        if is_ignored(message):
             return False
         try:
             notification = types.server_notification_adapter.validate_python(message, by_name=False)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
+import mcp_types as types
+
 from tenantry.core.upstreams import original_uri
 from tenantry.framework.app import PromptDefinition, ResourceDefinition
 from tenantry.framework.deadline import DeadlineExceeded, DeadlineWatch, Interrupted
@@ -45,13 +47,46 @@ class UpstreamInvoker:
                 raise UpstreamUnavailable("the upstream serving this resource was removed")
             work = self._read(spec.name, self._gateway.read_resource(spec, tenant_id, uri))
         elif isinstance(target, PromptDefinition):
-            work = self._prompt(self._gateway.get_prompt(spec, tenant_id, own_name, call.arguments))
+            work = self._prompt(spec.name, self._gateway.get_prompt(spec, tenant_id, own_name, call.arguments))
         else:
             work = self._gateway.call_tool(spec, tenant_id, own_name, call.arguments)
+        return await self._bounded(work, timeout, tenant_id, target.name)
+
+    async def complete(
+        self,
+        target: ResourceDefinition | PromptDefinition,
+        tenant_id: str,
+        argument: tuple[str, str],
+        context_arguments: dict[str, str],
+        within: float,
+    ) -> types.CompleteResult:
+        """Completions for one argument of an upstream's prompt or resource template, from the
+        upstream, by the item's own name or URI template; bounded like a call (``within`` seconds at
+        most, and the kill switch)."""
+        if target.upstream is None:
+            raise UpstreamUnavailable()
+        spec = self._gateway.route(target.upstream)
+        ref: types.PromptReference | types.ResourceTemplateReference
+        if isinstance(target, PromptDefinition):
+            ref = types.PromptReference(type="ref/prompt", name=target.upstream_name or "")
+        else:
+            own = original_uri(spec.name, target.uri)
+            if own is None:
+                raise UpstreamUnavailable("the upstream serving this resource was removed")
+            ref = types.ResourceTemplateReference(type="ref/resource", uri=own)
+        name, value = argument
+        work = self._gateway.complete(spec, tenant_id, ref, {"name": name, "value": value}, context_arguments or None)
+        result: types.CompleteResult = await self._bounded(
+            work, min(within, spec.call_timeout), tenant_id, f"completing {target.name}"
+        )
+        return result
+
+    async def _bounded(self, work: Coroutine[Any, Any, Any], seconds: float, tenant_id: str, what: str) -> Any:
+        """``work`` within ``seconds``, cancelled by the tenant's kill switch."""
         try:
-            return await self._deadlines.run(work, timeout, tag=tenant_id)
+            return await self._deadlines.run(work, seconds, tag=tenant_id)
         except DeadlineExceeded:
-            raise ToolTimedOut(f"{target.name} did not finish within {timeout:g}s") from None
+            raise ToolTimedOut(f"{what} did not finish within {seconds:g}s") from None
         except Interrupted:
             raise CallCancelled() from None
 
@@ -60,8 +95,8 @@ class UpstreamInvoker:
         return served_read_result(upstream, await read)
 
     @staticmethod
-    async def _prompt(get: Coroutine[Any, Any, Any]) -> Any:
-        return served_prompt_result(await get)
+    async def _prompt(upstream: str, get: Coroutine[Any, Any, Any]) -> Any:
+        return served_prompt_result(upstream, await get)
 
     def cancel_tenant(self, tenant_id: str) -> int:
         return self._deadlines.interrupt(tenant_id)

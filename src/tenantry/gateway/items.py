@@ -13,12 +13,18 @@ from typing import Any
 
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import (
+    AudioContent,
     BlobResourceContents,
+    EmbeddedResource,
     GetPromptResult,
+    ImageContent,
     Prompt,
+    PromptMessage,
     ReadResourceResult,
     Resource,
+    ResourceLink,
     ResourceTemplate,
+    TextContent,
     TextResourceContents,
 )
 from pydantic import ConfigDict, PrivateAttr
@@ -33,6 +39,7 @@ __all__ = [
     "upstream_prompt_definition",
     "served_read_result",
     "served_prompt_result",
+    "served_content",
     "UpstreamPromptMetadata",
 ]
 
@@ -129,6 +136,22 @@ def served_read_result(upstream: str, result: ReadResourceResult) -> ReadResourc
     return ReadResourceResult(contents=contents)
 
 
-def served_prompt_result(result: GetPromptResult) -> GetPromptResult:
-    """The upstream's prompt without its ``_meta``."""
-    return GetPromptResult(description=result.description, messages=result.messages)
+def served_prompt_result(upstream: str, result: GetPromptResult) -> GetPromptResult:
+    """The upstream's prompt without its ``_meta``, the resources its messages name in their exposed form."""
+    messages = [PromptMessage(role=m.role, content=served_content(upstream, m.content)) for m in result.messages]
+    return GetPromptResult(description=result.description, messages=messages)
+
+
+Content = TextContent | ImageContent | AudioContent | ResourceLink | EmbeddedResource
+
+
+def served_content(upstream: str, content: Content) -> Content:
+    """One content block of an upstream's answer as Tenantry serves it: a resource link or an
+    embedded resource names the resource by its exposed URI (``upstream://U/...``), so a client
+    that follows it reads through Tenantry, under its own grants, from the same upstream."""
+    if isinstance(content, ResourceLink):
+        return content.model_copy(update={"uri": exposed_uri(upstream, content.uri), "meta": None})
+    if isinstance(content, EmbeddedResource):
+        inner = content.resource.model_copy(update={"uri": exposed_uri(upstream, content.resource.uri), "meta": None})
+        return content.model_copy(update={"resource": inner, "meta": None})
+    return content

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsonschema import Draft202012Validator, validators
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import ConfigDict, PrivateAttr
 
 from tenantry.core.errors import InvalidArguments, UsageError
 from tenantry.framework.app import ToolDefinition
+from tenantry.gateway.bounded_patterns import PatternTooSlow, bounded_validator, matching_budget, uses_patterns
+from tenantry.gateway.items import served_content
 from tenantry.gateway.naming import Exposed
 
 __all__ = ["upstream_tool_definition", "UpstreamToolMetadata"]
@@ -26,15 +27,23 @@ class UpstreamToolMetadata(FuncMetadata):
     """Argument validation by the upstream's JSON schema; results taken as the upstream's own."""
 
     _validator: Any = PrivateAttr(default=None)
+    _upstream: str = PrivateAttr(default="")
 
-    def bind(self, schema: dict[str, Any]) -> UpstreamToolMetadata:
-        # No remote $ref is ever fetched: the referencing registry is empty.
-        self._validator = validators.validator_for(schema, default=Draft202012Validator)(schema)
+    def bind(self, upstream: str, schema: dict[str, Any]) -> UpstreamToolMetadata:
+        self._validator = bounded_validator(schema)
+        self._upstream = upstream
         return self
 
     def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
         problems = []
-        for error in sorted(self._validator.iter_errors(arguments_to_validate), key=lambda e: list(e.path))[:5]:
+        try:
+            with matching_budget():
+                errors = list(self._validator.iter_errors(arguments_to_validate))
+        except PatternTooSlow:
+            raise InvalidArguments(
+                "invalid arguments: matching them against the upstream's patterns took too long"
+            ) from None
+        for error in sorted(errors, key=lambda e: list(e.path))[:5]:
             where = ".".join(str(part) for part in error.path) or "arguments"
             problems.append(f"{where}: {error.message[:200]}")
         if problems:
@@ -46,7 +55,9 @@ class UpstreamToolMetadata(FuncMetadata):
             return CallToolResult(content=[TextContent(type="text", text="the upstream returned no result")])
         # The upstream's _meta is not passed on: it could imitate the gateway's own error codes.
         return CallToolResult(
-            content=result.content, structured_content=result.structured_content, is_error=result.is_error
+            content=[served_content(self._upstream, block) for block in result.content],
+            structured_content=result.structured_content,
+            is_error=result.is_error,
         )
 
 
@@ -56,7 +67,9 @@ async def _not_in_process(**_: Any) -> None:
 
 def upstream_tool_definition(upstream: str, exposed: Exposed, tenants: frozenset[str] | None) -> ToolDefinition:
     tool = exposed.tool
-    metadata = UpstreamToolMetadata(arg_model=_AnyArguments, output_schema=tool.output_schema).bind(tool.input_schema)
+    metadata = UpstreamToolMetadata(arg_model=_AnyArguments, output_schema=tool.output_schema).bind(
+        upstream, tool.input_schema
+    )
     description = tool.description or ""
     return ToolDefinition(
         name=exposed.name,
@@ -70,6 +83,7 @@ def upstream_tool_definition(upstream: str, exposed: Exposed, tenants: frozenset
         title=tool.title,
         annotations=tool.annotations,
         argument_names=frozenset(),
+        validate_off_loop=uses_patterns(tool.input_schema),
         upstream=upstream,
         upstream_name=exposed.upstream_tool,
     )

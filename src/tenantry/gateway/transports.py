@@ -45,6 +45,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
 from tenantry.gateway.errors import UpstreamUnavailable
+from tenantry.gateway.ignored_notifications import is_ignored
 
 if TYPE_CHECKING:
     from tenantry.gateway.http_calls import HttpCalls
@@ -66,11 +67,13 @@ _STOP_GRACE = 2.0
 
 
 class StderrTail:
-    """The last lines an upstream process wrote to stderr (bounded; for diagnostics only)."""
+    """The last lines an upstream process wrote to stderr (bounded; for diagnostics only), with
+    ``redact`` applied: a process may print the credential it was started with."""
 
-    def __init__(self, lines: int = 20, line_bytes: int = 500) -> None:
+    def __init__(self, lines: int = 20, line_bytes: int = 500, redact: Callable[[str], str] = str) -> None:
         self._lines: deque[str] = deque(maxlen=lines)
         self._line_bytes = line_bytes
+        self._redact = redact
         self.total_bytes = 0
 
     def add(self, chunk: bytes) -> None:
@@ -80,7 +83,7 @@ class StderrTail:
                 self._lines.append(line[: self._line_bytes])
 
     def text(self) -> str:
-        return "\n".join(self._lines)
+        return self._redact("\n".join(self._lines))
 
 
 async def _drain(stream: anyio.abc.ByteReceiveStream, tail: StderrTail) -> None:
@@ -140,6 +143,7 @@ async def stdio_streams(
     async def reader() -> None:
         assert process.stdout is not None
         buffer = bytearray()
+        junk = 0
         async with read_writer:
             with suppress(anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
                 while True:
@@ -147,8 +151,19 @@ async def stdio_streams(
                     while (end := buffer.find(b"\n")) >= 0:
                         line = bytes(buffer[:end])
                         del buffer[: end + 1]
-                        if line.strip():
-                            await read_writer.send(_parse(line))
+                        if not line.strip():
+                            continue
+                        message = _parse(line)
+                        if message is not None and is_ignored(message.message):
+                            continue
+                        if message is None:
+                            # Junk on stdout (a stray print): dropped here, as the SDK session
+                            # would ignore it too, but without its per-line handling and log.
+                            junk += 1
+                            if junk == 1:
+                                logger.warning("an upstream process wrote lines that are not JSON-RPC; ignored")
+                            continue
+                        await read_writer.send(message)
                     if len(buffer) > max_message:
                         logger.warning("an upstream process sent a message over the size limit; disconnecting")
                         return
@@ -174,11 +189,12 @@ async def stdio_streams(
             tasks.cancel_scope.cancel()
 
 
-def _parse(line: bytes) -> SessionMessage | Exception:
+def _parse(line: bytes) -> SessionMessage | None:
+    """The JSON-RPC message on ``line``, or ``None`` when it is not one."""
     try:
         return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
-    except ValueError as exc:
-        return exc
+    except ValueError:
+        return None
 
 
 def check_address(address: str, *, allow_private: bool) -> None:
@@ -479,6 +495,8 @@ async def http_streams(
             finally:
                 direct.detach()
                 background.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await session.close()  # direct calls in flight end now, not after the SDK's teardown
     finally:
         with anyio.CancelScope(shield=True):
             await session.close()

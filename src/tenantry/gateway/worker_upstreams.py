@@ -13,9 +13,6 @@ the size limit) stay in the server, which sends each admitted call over the work
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,8 +30,6 @@ from tenantry.gateway.storage import UpstreamStorage
 from tenantry.scoping.threads import ThreadBulkheads
 
 __all__ = ["WorkerUpstreams", "upstream_specs_from_init", "upstream_specs_to_init"]
-
-_DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
 
 
 def upstream_specs_to_init(specs: Mapping[str, UpstreamSpec]) -> dict[str, str]:
@@ -71,7 +66,7 @@ class WorkerUpstreams:
         bulkheads: ThreadBulkheads,
     ) -> None:
         self._tenant_id = tenant_id
-        self._specs = {name: _dying_with_this_process(spec) for name, spec in specs.items()}
+        self._specs = dict(specs)
         self._deadlines = DeadlineWatch()
 
         async def read_secret(tenant: str, name: str) -> str:
@@ -90,6 +85,9 @@ class WorkerUpstreams:
             max_processes=settings.max_stdio_processes_per_tenant,
             max_processes_per_tenant=settings.max_stdio_processes_per_tenant,
             storage=UpstreamStorage(data_dir, bulkheads),
+            sandbox=settings.command_sandbox,
+            # A kill -9 of the worker then kills its upstream processes too, instead of orphaning them.
+            die_with_parent=True,
         )
 
     @asynccontextmanager
@@ -125,13 +123,3 @@ class WorkerUpstreams:
         """Cancel every upstream call in flight (the tenant's kill switch); the MCP client session
         sends ``notifications/cancelled`` for each to its upstream."""
         return self._deadlines.interrupt(self._tenant_id)
-
-
-def _dying_with_this_process(spec: UpstreamSpec) -> UpstreamSpec:
-    """``spec`` started through :mod:`tenantry.gateway.die_with_parent` (on Linux): a ``kill -9``
-    of the worker then kills its upstream processes too, instead of orphaning them."""
-    if not sys.platform.startswith("linux"):
-        return spec
-    literal = [str(part).replace("{", "{{").replace("}", "}}") for part in (sys.executable, _DIE_WITH_PARENT)]
-    wrapper = (literal[0], "-I", "-S", literal[1], str(os.getpid()))
-    return dataclasses.replace(spec, command=(*wrapper, *spec.command))

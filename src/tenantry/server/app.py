@@ -107,13 +107,15 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
     failures = FailedAttempts(settings.auth.failed_attempts)
     gateway = build_gateway(runtime, app)
     limiter = runtime.tenant_limiter()
+    upstream_invoker = UpstreamInvoker(gateway)
     dispatcher = Dispatcher(
         app,
         runtime.directory,
         runtime.scopes,
         runtime.audit,
         limiter=limiter,
-        upstream_invoker=UpstreamInvoker(gateway),
+        upstream_invoker=upstream_invoker,
+        completer=upstream_invoker,
         dedicated=dedicated,
         max_result_bytes=settings.tools.max_result_bytes,
         start_before=settings.audit.start_before,

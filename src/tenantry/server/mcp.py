@@ -198,9 +198,9 @@ def build_mcp_server(
     async def complete(
         ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
     ) -> types.CompleteResult:
-        # No completion sources yet: an empty list for every reference, visible or not, so
-        # completion cannot be used to probe for another tenant's prompt names.
-        return await guarded(ctx, lambda caller: _no_completions())
+        argument = (params.argument.name, params.argument.value)
+        chosen = params.context.arguments if params.context is not None else None
+        return await guarded(ctx, lambda caller: dispatcher.complete(caller, params.ref, argument, chosen))
 
     async def set_logging_level(
         ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
@@ -268,7 +268,3 @@ class _ListChangedServer(Server[Any]):
 
 async def _empty() -> types.EmptyResult:
     return types.EmptyResult()
-
-
-async def _no_completions() -> types.CompleteResult:
-    return types.CompleteResult(completion=types.Completion(values=[], total=0, has_more=False))

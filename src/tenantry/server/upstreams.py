@@ -38,6 +38,7 @@ def build_gateway(runtime: Runtime, app: App) -> Gateway:
         max_processes=runtime.settings.gateway.max_stdio_processes,
         max_processes_per_tenant=runtime.settings.gateway.max_stdio_processes_per_tenant,
         storage=UpstreamStorage(runtime.data_dir, runtime.bulkheads),
+        sandbox=runtime.settings.gateway.command_sandbox,
     )
 
 
