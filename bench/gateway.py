@@ -9,7 +9,9 @@ result returns, redaction) and the upstream hop over its pooled per-tenant sessi
 the same server's own ``echo`` (``bench/trivial_app.py``), which separates the cost of Tenantry's
 enforcement (c - a) from the cost of the upstream hop (b - c). Handshake
 era, N sessions calling in a closed loop from N workers. Rounds alternate a, b so noise hits both;
-the ratios of one run are what count: calls/s b/a and p50 b - a.
+the ratios of one run are what count: calls/s b/a and p50 b - a. ``cpu us/call`` is the CPU
+one call cost the process serving it (the upstream's for (a), Tenantry's, its audit writer
+thread included, for the others): less swayed by the host's scheduling than wall time.
 
     .venv/bin/python bench/gateway.py [--seconds 3] [--rounds 3] [--concurrency 1 16] [--baseline-src DIR]
 
@@ -84,7 +86,7 @@ def main() -> None:
                     os.environ["PYTHONPATH"] = saved
             targets.append(Target("baseline", base.mcp_url, base.token, base.process))
         try:
-            print(f"{'sessions':>8} {'path':<8} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+            print(f"{'sessions':>8} {'path':<8} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/call':>12}")
             for concurrency in args.concurrency:
                 for target in targets:
                     asyncio.run(load(target, concurrency, 1.0, "handshake", TOOL[target.name]))  # warm-up
@@ -96,13 +98,17 @@ def main() -> None:
                         )
                 merged = {
                     name: Result(
-                        sum(r.calls for r in rs), sum(r.seconds for r in rs), [x for r in rs for x in r.latencies]
+                        sum(r.calls for r in rs),
+                        sum(r.seconds for r in rs),
+                        [x for r in rs for x in r.latencies],
+                        sum(r.server_cpu for r in rs),
                     )
                     for name, rs in runs.items()
                 }
                 for name, m in merged.items():
                     p50, p99 = m.percentile(0.5), m.percentile(0.99)
-                    print(f"{concurrency:>8} {name:<8} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f}")
+                    cpu = m.cpu_per_call_us
+                    print(f"{concurrency:>8} {name:<8} {m.rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {cpu:>12.0f}")
                 a, n, b = merged["direct"], merged["native"], merged["gateway"]
                 print(
                     f"{concurrency:>8} gateway / direct: calls/s {b.rate / a.rate:.3f} (target >= 0.8);"
@@ -116,7 +122,8 @@ def main() -> None:
                     z = merged["baseline"]
                     print(
                         f"{concurrency:>8} gateway / baseline: calls/s {b.rate / z.rate:.3f} (baseline / direct"
-                        f" {z.rate / a.rate:.3f}); p50 {b.percentile(0.5) - z.percentile(0.5):+.2f} ms"
+                        f" {z.rate / a.rate:.3f}); p50 {b.percentile(0.5) - z.percentile(0.5):+.2f} ms;"
+                        f" server CPU per call {b.cpu_per_call_us / z.cpu_per_call_us:.3f}"
                     )
         finally:
             for process in {id(t.process): t.process for t in targets}.values():

@@ -88,7 +88,7 @@ def run_once(kind: str, calls: int) -> int:
 
     async def drive() -> None:
         async with httpx2.AsyncClient(timeout=300) as client:
-            headers = await open_session(client, target)
+            headers = await open_session(client, target, "handshake")
             for request_id in range(1, calls + 1):
                 body = {
                     "jsonrpc": "2.0",
@@ -100,7 +100,12 @@ def run_once(kind: str, calls: int) -> int:
                 if response.status_code != 200:
                     raise SystemExit(f"{kind}: call failed: {response.text[:200]}")
 
-    asyncio.run(drive())
+    try:
+        asyncio.run(drive())
+    except BaseException:
+        process.kill()  # a failed run leaves no server under valgrind behind
+        process.wait()
+        raise
     process.send_signal(signal.SIGINT)
     process.wait(timeout=600)
     total = _total_instructions(out)

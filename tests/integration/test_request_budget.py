@@ -92,9 +92,13 @@ def test_refused_credentials_in_a_loop_are_held_and_valid_ones_are_not(tmp_path:
         assert max(took[:5]) < 0.2, took
         # Past 5 a minute from this address, each is held (between half the hold and all of it).
         assert min(took[6:]) >= 0.2, took
-        # A valid credential from the same address is never held.
-        sent = time.monotonic()
-        assert tools_list(server, valid).status_code == 200
-        assert time.monotonic() - sent < 0.2
+        # A valid credential from the same address is never held: a held one would be slow every
+        # time, a loaded machine (CI) makes one in a while slow, so the fastest of three is judged.
+        valid_took = []
+        for _ in range(3):
+            sent = time.monotonic()
+            assert tools_list(server, valid).status_code == 200
+            valid_took.append(time.monotonic() - sent)
+        assert min(valid_took) < 0.2, valid_took
     finally:
         server.stop()

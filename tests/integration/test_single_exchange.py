@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
-from tests.integration.test_kill_switch import SLOW_APP
+from tests.support.nap_app import NAP_APP
 from tests.support.rpc import LegacySession, post, request
 from tests.support.server import RunningServer, start_server
 
@@ -21,7 +21,7 @@ IDLE_SECONDS = 3
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("single-exchange")
-    (root / "slow_tools.py").write_text(SLOW_APP)
+    (root / "slow_tools.py").write_text(NAP_APP)
     env = {"TENANTRY_SERVER__SESSION_IDLE_TIMEOUT": str(IDLE_SECONDS)}
     running = start_server(root / "data", app="slow_tools:app", cwd=root, env=env)
     running.cli("tenant", "grant", "acme", "nap")
