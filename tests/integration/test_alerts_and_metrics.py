@@ -131,3 +131,5 @@ def test_metrics_are_labelled_by_tenant_and_need_the_token(alerting_server: Runn
         assert f'tenantry_denials_total{{reason="not_registered",tenant="{tenant}"}} 1.0' in text
         assert f'tenantry_tool_call_duration_seconds_count{{tenant="{tenant}"}} 1.0' in text
     assert "tenantry_audit_available 1.0" in text
+    assert "tenantry_fair_share_waiting 0.0" in text  # sequential calls never wait their turn
+    assert "tenantry_fair_share_waited 0.0" in text

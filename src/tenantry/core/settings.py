@@ -264,8 +264,15 @@ class LimitSettings(_Section):
     refusals_held_per_tenant: int = Field(default=64, gt=0, le=100_000)
     refusals_held_total: int = Field(default=1024, gt=0, le=1_000_000)
     """Refusals held at once, per tenant and in all; past these they are answered at once."""
+    fair_share_capacity: int = Field(default=4, ge=0, le=100_000)
+    """Requests in progress at once (all tenants) before a tenant over its fair share of them
+    (this divided by the tenants active in the last second) waits its turn; a tenant alone is
+    never held back (``0``: no fair shares)."""
+    fair_share_quantum: float = Field(default=0.05, gt=0, le=10)
+    """Seconds one request counts against its tenant's share at most (a slow call stops
+    counting after it)."""
 
-    _secs = field_validator("sql_statement_timeout", "refusal_hold", mode="before")(_seconds)
+    _secs = field_validator("sql_statement_timeout", "refusal_hold", "fair_share_quantum", mode="before")(_seconds)
 
     @field_validator("storage")
     @classmethod
@@ -530,6 +537,8 @@ class Settings(BaseSettings):
                 "refusal_hold",
                 "refusals_held_per_tenant",
                 "refusals_held_total",
+                "fair_share_capacity",
+                "fair_share_quantum",
             }
         )
         return TenantLimits(

@@ -43,6 +43,7 @@ from tenantry.framework.app import App
 from tenantry.framework.dispatcher import Dispatcher
 from tenantry.gateway.invoker import UpstreamInvoker
 from tenantry.ratelimit.failures import FailedAttempts
+from tenantry.ratelimit.fair_share import FairShare
 from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.record_budget import RecordBudget
 from tenantry.ratelimit.requests import RequestBudget
@@ -178,6 +179,11 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             per_source=settings.audit.refused_records_per_source, overall=settings.audit.refused_records_total
         ),
     )
+    fair_share = (
+        FairShare(capacity=settings.limits.fair_share_capacity, quantum=settings.limits.fair_share_quantum)
+        if settings.limits.fair_share_capacity > 0
+        else None
+    )
     mcp_endpoint = McpGate(
         manager.handle_request,
         policy=HostOriginPolicy(allowed_hosts=hosts, allowed_origins=origins),
@@ -205,6 +211,7 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             overall=settings.limits.refusals_held_total,
         ),
         lifetime=lifetime,
+        fair_share=fair_share,
     )
 
     checkpointer = runtime.checkpointer()
@@ -226,6 +233,14 @@ def create_http_app(runtime: Runtime, app: App, *, workers: WorkerSource | None 
             "tenantry_audit_group_commits": (
                 "Transactions committed by the writer thread",
                 float(runtime.audit.batches),
+            ),
+            "tenantry_fair_share_waiting": (
+                "Requests waiting for their tenant's fair share of the server",
+                float(fair_share.waiting_total if fair_share is not None else 0),
+            ),
+            "tenantry_fair_share_waited": (
+                "Requests that waited for their tenant's fair share, since the server started",
+                float(fair_share.waited if fair_share is not None else 0),
             ),
         },
     )

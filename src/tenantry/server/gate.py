@@ -25,6 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from tenantry.core.calls import Caller
 from tenantry.core.errors import RateLimited, RequestRejected, TenantryError
+from tenantry.ratelimit.fair_share import FairShare, no_turn
 from tenantry.ratelimit.pacing import RefusalPacer
 from tenantry.ratelimit.requests import RequestBudget
 from tenantry.ratelimit.windows import MovingWindow
@@ -67,8 +68,10 @@ class McpGate:
         refused_credentials: MovingWindow | None = None,
         address_pacer: RefusalPacer | None = None,
         lifetime: CredentialLifetime | None = None,
+        fair_share: FairShare | None = None,
     ) -> None:
         self._handler = handler
+        self._fair_share = fair_share
         self._lifetime = lifetime
         self._requests = requests
         self._pacer = pacer
@@ -154,6 +157,17 @@ class McpGate:
             except TenantryError as exc:
                 await self._refuse(exc, request_id, scope, receive, send)
                 return
+        turn = no_turn()
+        # Only requests wait for their tenant's turn: a client's answer to a request of the
+        # server (elicitation, sampling) or a notification may be what a request waits for.
+        if self._fair_share is not None and body is not None and _request_key(message) is not None:
+            try:
+                turn = await self._fair_share.turn(caller.tenant_id)
+            except TenantryError as exc:
+                if opening:
+                    self._sessions.unreserve(caller.tenant_id)
+                await self._refuse(exc, request_id, scope, receive, send, rpc_id=message.get("id"))
+                return
         assigned: str | None = None
         status = 0
 
@@ -181,6 +195,7 @@ class McpGate:
             duplicate = RequestRejected(
                 "a request with this id is already in flight on this session; each request needs its own id"
             )
+            turn.end()
             await self._refuse(duplicate, request_id, scope, receive, send, rpc_id=message.get("id"))
             return
         if body is not None:
@@ -207,6 +222,7 @@ class McpGate:
             ):
                 await self._handler(scope, replayed, send_tracked if tracked else send)
         finally:
+            turn.end()
             if opening:
                 self._sessions.unreserve(caller.tenant_id)
             auth_context_var.reset(auth_token)

@@ -1,0 +1,85 @@
+"""Over real HTTP: while the server is busy and another tenant is active, a tenant's requests
+beyond its fair share wait their turn, and the other tenant's go straight in; a tenant alone
+on the server is never held back, and the waiting request is answered once its turn comes.
+
+The server runs with ``fair_share_capacity = 1`` (one request in progress before anyone
+waits) and a long quantum, so the order is deterministic with a tool that only sleeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.test_halt_answers import InFlight
+from tests.support.nap_app import NAP_APP
+from tests.support.rpc import modern_headers, modern_params, request
+from tests.support.server import RunningServer, start_server
+
+
+def _server(tmp_path_factory: pytest.TempPathFactory, capacity: int) -> RunningServer:
+    root = tmp_path_factory.mktemp("fair-share")
+    (root / "nap_tools.py").write_text(NAP_APP)
+    env = {"TENANTRY_LIMITS__FAIR_SHARE_CAPACITY": str(capacity), "TENANTRY_LIMITS__FAIR_SHARE_QUANTUM": "10"}
+    server = start_server(root / "data", demo=False, app="nap_tools:app", cwd=root, env=env)
+    for tenant in ("acme", "globex"):
+        server.cli("tenant", "create", tenant, "--tools", "nap")
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = _server(tmp_path_factory, capacity=1)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def unfair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = _server(tmp_path_factory, capacity=0)  # fair shares turned off
+    yield running
+    running.stop()
+
+
+def _nap(server: RunningServer, token: str, seconds: float, timeout: float = 20) -> InFlight:
+    params = {"name": "nap", "arguments": {"seconds": seconds}}
+    body = request("tools/call", modern_params(params))
+    return InFlight(server.mcp_url, token, body, modern_headers("tools/call", params), timeout).sent()
+
+
+def _answered(call: InFlight, within: float) -> InFlight:
+    call.join(within)
+    assert call.status == 200 and call.body is not None and "result" in call.body, (call.status, call.body)
+    return call
+
+
+def test_a_tenant_over_its_share_waits_while_another_tenant_goes_straight_in(server: RunningServer) -> None:
+    acme = server.token("acme", "flood")
+    globex = server.token("globex", "quiet")
+    time.sleep(1.2)  # neither tenant active in the last second
+    long_call = _nap(server, acme, 2.5)
+    time.sleep(0.3)
+    # Positive control: acme alone on a busy server is never held back.
+    assert _answered(_nap(server, acme, 0), 1.5).seconds < 1.0
+    # globex becomes active, and goes straight in although the server is full (its share is 1).
+    assert _answered(_nap(server, globex, 0), 1.5).seconds < 1.0
+    # Now acme is over its share while globex is active: its next request waits for its
+    # long call to end, and is then answered.
+    started = time.monotonic()
+    waiting = _nap(server, acme, 0)
+    _answered(long_call, 5)
+    _answered(waiting, 5)
+    assert waiting.seconds >= 1.0, waiting.seconds
+    assert time.monotonic() - started < 4.0
+
+
+def test_without_fair_shares_nobody_waits(unfair_server: RunningServer) -> None:
+    acme = unfair_server.token("acme", "flood")
+    globex = unfair_server.token("globex", "quiet")
+    long_call = _nap(unfair_server, acme, 2.5)
+    time.sleep(0.3)
+    assert _answered(_nap(unfair_server, globex, 0), 1.5).seconds < 1.0
+    assert _answered(_nap(unfair_server, acme, 0), 1.5).seconds < 1.0
+    _answered(long_call, 5)

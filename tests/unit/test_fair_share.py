@@ -1,0 +1,151 @@
+"""While the server is busy, a tenant over its fair share of the requests in progress waits its
+turn, and the quietest waiting tenant goes first; idle capacity is always used, a tenant alone
+is never held back, and a slow request stops counting after the quantum."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tenantry.core.errors import ConcurrencyLimited
+from tenantry.ratelimit.fair_share import FairShare, Turn
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _pending(fair: FairShare, tenant: str) -> asyncio.Task[Turn]:
+    task = asyncio.ensure_future(fair.turn(tenant))
+    await asyncio.sleep(0)
+    return task
+
+
+async def test_nothing_waits_while_the_server_has_room() -> None:
+    fair = FairShare(capacity=4)
+    turns = [await fair.turn(t) for t in ("acme", "globex", "acme", "globex")]
+    assert fair.in_progress == 4
+    for turn in turns:
+        turn.end()
+    assert fair.in_progress == 0
+
+
+async def test_a_tenant_alone_on_a_busy_server_is_never_held_back() -> None:
+    fair = FairShare(capacity=2)
+    turns = [await asyncio.wait_for(fair.turn("acme"), 0.5) for _ in range(10)]
+    assert fair.in_progress == 10 and fair.waiting("acme") == 0
+    for turn in turns:
+        turn.end()
+
+
+async def test_a_flooding_tenant_waits_while_a_quiet_one_goes_straight_in() -> None:
+    clock = Clock()
+    fair = FairShare(capacity=4, quantum=60, clock=clock)
+    quiet = await fair.turn("globex")  # globex is active
+    quiet.end()
+    flood = [await fair.turn("acme") for _ in range(4)]  # the server has room: all four start
+    waiting = await _pending(fair, "acme")
+    assert not waiting.done() and fair.waiting("acme") == 1  # busy, and acme is over its share (4 // 2)
+    # The attack's victim: globex is within its share and starts at once, busy server or not.
+    second = await asyncio.wait_for(fair.turn("globex"), 0.5)
+    assert fair.waiting("globex") == 0
+    # One of acme's requests ends: acme is still over its share while globex's runs.
+    flood.pop().end()
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    flood.pop().end()
+    flood.pop().end()
+    await asyncio.sleep(0)
+    assert waiting.done()  # the server has room again
+    for turn in [*flood, second, waiting.result()]:
+        turn.end()
+    assert fair.in_progress == 0
+
+
+async def test_the_waiting_tenant_with_the_fewest_requests_in_progress_goes_first() -> None:
+    fair = FairShare(capacity=4, quantum=60)
+    acme = [await fair.turn("acme") for _ in range(3)]
+    globex = await fair.turn("globex")
+    initech = await fair.turn("initech")  # over capacity, but within its share (4 // 3)
+    acme_waits = await _pending(fair, "acme")
+    globex_waits = await _pending(fair, "globex")
+    initech.end()
+    await asyncio.sleep(0)
+    assert not acme_waits.done() and not globex_waits.done()  # the server is still full
+    acme.pop().end()
+    await asyncio.sleep(0)
+    assert globex_waits.done() and not acme_waits.done()  # globex has 1 in progress, acme 2
+    for turn in [*acme, globex, globex_waits.result()]:
+        turn.end()
+    await asyncio.sleep(0)
+    assert acme_waits.done()
+    acme_waits.result().end()
+    assert fair.in_progress == 0
+
+
+async def test_a_request_stops_counting_after_the_quantum() -> None:
+    fair = FairShare(capacity=1, quantum=0.05)
+    await fair.turn("globex")  # never ended: a call that waits on its upstream for ever
+    slow = await fair.turn("acme")  # within its share
+    waiting = await _pending(fair, "acme")
+    assert not waiting.done()
+    turn = await asyncio.wait_for(waiting, 1.0)  # both earlier turns lapse after 50 ms
+    assert fair.in_progress == 1
+    turn.end()
+    slow.end()  # ending a lapsed turn changes nothing
+    assert fair.in_progress == 0
+
+
+async def test_too_many_waiting_requests_of_one_tenant_are_refused_and_others_still_wait() -> None:
+    fair = FairShare(capacity=1, quantum=60, max_waiting=2)
+    held = await fair.turn("globex")
+    first = await fair.turn("acme")
+    waiting = [await _pending(fair, "acme") for _ in range(2)]
+    with pytest.raises(ConcurrencyLimited) as refused:
+        await fair.turn("acme")
+    assert refused.value.retry_after == 1
+    assert fair.waiting_total == 2 and fair.waited == 2  # the refused one never waited
+    assert "other" not in str(refused.value) and "globex" not in str(refused.value)
+    first.end()
+    held.end()
+    for task in waiting:
+        (await asyncio.wait_for(task, 0.5)).end()
+    assert fair.in_progress == 0 and fair.waiting_total == 0
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_its_turn_passes_on() -> None:
+    fair = FairShare(capacity=1, quantum=60)
+    held = await fair.turn("globex")
+    first = await fair.turn("acme")
+    gone = await _pending(fair, "acme")
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert fair.waiting("acme") == 0 and fair.waiting_total == 0
+    # Cancelled in the same turn its place came: the place goes to the next one.
+    raced = await _pending(fair, "acme")
+    after = await _pending(fair, "acme")
+    first.end()
+    held.end()
+    raced.cancel()
+    (await asyncio.wait_for(after, 0.5)).end()
+    assert fair.in_progress == 0
+
+
+async def test_tenants_idle_for_a_second_no_longer_count_and_are_forgotten() -> None:
+    clock = Clock()
+    fair = FairShare(capacity=2, quantum=60, clock=clock)
+    for tenant in (f"t{i}" for i in range(1000)):
+        (await fair.turn(tenant)).end()
+    clock.now += 2
+    turns = [await fair.turn("acme") for _ in range(5)]  # alone again: never held back
+    assert fair.waiting("acme") == 0
+    assert len(fair._seen) == 1  # the idle tenants are forgotten (bounded state)
+    for turn in turns:
+        turn.end()
