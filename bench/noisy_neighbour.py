@@ -123,7 +123,14 @@ async def noisy_round(url: str, quiet: str, loud: str, tool: str, seconds: float
         tool,
         str(seconds),
         stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE,
     )
+    assert flooder.stdout is not None and flooder.stdin is not None
+    # B's interpreter starts and imports before the round (client-side CPU on the shared host,
+    # not B's load on the server); its flood begins as A's measurement does.
+    await flooder.stdout.readline()
+    flooder.stdin.write(b"go\n")
+    await flooder.stdin.drain()
     a = await steady(url, quiet, tool, seconds, rate)
     out, _ = await flooder.communicate()
     done, refused = json.loads(out)
@@ -133,6 +140,8 @@ async def noisy_round(url: str, quiet: str, loud: str, tool: str, seconds: float
 def main() -> None:
     if len(sys.argv) == 6 and sys.argv[1] == "--flood":  # B's flood, started by noisy_round
         url, token, tool, seconds = sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+        print("ready", flush=True)
+        sys.stdin.readline()
         print(json.dumps(asyncio.run(flood(url, token, tool, seconds, 16))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,16 +179,20 @@ def main() -> None:
             asyncio.run(steady(url, quiet, tool, 1.0, args.rate))  # warm-up
             quiet_p99: list[float] = []
             noisy_p99: list[float] = []
+            quiet_p50: list[float] = []
+            noisy_p50: list[float] = []
             a_refused = b_refused = b_done = 0
             for _ in range(args.rounds):
                 latencies, refused = asyncio.run(steady(url, quiet, tool, args.seconds, args.rate))
                 quiet_p99.append(p99(latencies))
+                quiet_p50.append(statistics.median(latencies))
                 a_refused += refused
                 time.sleep(1.5)  # B's windows empty before the next round
                 (latencies, refused), (done, loud_refused) = asyncio.run(
                     noisy_round(url, quiet, loud, tool, args.seconds, args.rate)
                 )
                 noisy_p99.append(p99(latencies))
+                noisy_p50.append(statistics.median(latencies))
                 a_refused += refused
                 b_done += done
                 b_refused += loud_refused
@@ -188,6 +201,8 @@ def main() -> None:
             print(f"tool {tool}; tenant A at {args.rate:g} calls/s, tenant B flooding with 16 sessions")
             print(f"A p99 quiet (ms):  {', '.join(f'{v * 1000:.1f}' for v in quiet_p99)}")
             print(f"A p99 noisy (ms):  {', '.join(f'{v * 1000:.1f}' for v in noisy_p99)}")
+            p50s = f"{statistics.median(quiet_p50) * 1000:.1f} / {statistics.median(noisy_p50) * 1000:.1f}"
+            print(f"A p50 quiet / noisy (ms): {p50s}")
             spread = f"rounds {min(ratios):.2f}-{max(ratios):.2f}"
             print(f"A p99 noisy / quiet: median {statistics.median(ratios):.2f} ({spread})")
             print(f"A refused: {a_refused}; B calls {b_done}, B refused by its limits: {b_refused}")

@@ -65,7 +65,7 @@ class FairShare:
         *,
         capacity: int = 4,
         quantum: float = 0.05,
-        max_waiting: int = 256,
+        max_waiting: int = 64,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._capacity = capacity
