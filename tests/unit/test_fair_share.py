@@ -149,3 +149,22 @@ async def test_tenants_idle_for_a_second_no_longer_count_and_are_forgotten() -> 
     assert len(fair._seen) == 1  # the idle tenants are forgotten (bounded state)
     for turn in turns:
         turn.end()
+
+
+async def test_when_the_other_tenant_goes_idle_the_waiting_requests_start_first_and_in_order() -> None:
+    clock = Clock()
+    fair = FairShare(capacity=1, quantum=60, clock=clock)
+    other = await fair.turn("globex")
+    first = await fair.turn("acme")
+    earlier = await _pending(fair, "acme")
+    other.end()
+    await asyncio.sleep(0)
+    assert not earlier.done()  # globex was active within the second: acme is at its share
+    clock.now += 2  # globex idle since: acme is alone
+    later = await _pending(fair, "acme")
+    await asyncio.sleep(0)
+    assert earlier.done() and later.done()
+    assert fair.waiting("acme") == 0
+    for turn in (first, earlier.result(), later.result()):
+        turn.end()
+    assert fair.in_progress == 0

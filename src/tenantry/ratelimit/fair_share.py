@@ -101,9 +101,9 @@ class FairShare:
         """
         now = self._clock()
         self._seen[tenant_id] = now
-        if self._may_start(tenant_id, now):
-            return self._start(tenant_id)
         queue = self._waiting.get(tenant_id)
+        if not queue and self._may_start(tenant_id, now):
+            return self._start(tenant_id)
         if queue is None:
             queue = self._waiting[tenant_id] = deque()
         elif len(queue) >= self._max_waiting:
@@ -114,6 +114,10 @@ class FairShare:
         queue.append(waiter)
         self._waiting_total += 1
         self.waited += 1
+        if self._may_start(tenant_id, now):
+            # Queued behind the tenant's own earlier requests, which may start now (another
+            # tenant went idle since they queued): they go first.
+            self._admit_waiting()
         try:
             return await waiter
         except asyncio.CancelledError:
