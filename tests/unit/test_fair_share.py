@@ -168,3 +168,135 @@ async def test_when_the_other_tenant_goes_idle_the_waiting_requests_start_first_
     for turn in (first, earlier.result(), later.result()):
         turn.end()
     assert fair.in_progress == 0
+# The /mcp gate: a handshake-era initialize holds a place for its session while it waits for
+# its turn; a wait that ends in cancellation (shutdown) must give that place back.
+
+
+class _Records:
+    async def record(self, event: object) -> None:
+        pass
+
+    def submit(self, event: object) -> None:
+        pass
+
+
+class _Authenticator:
+    async def authenticate(self, headers: object, *, address: str | None, request_id: str) -> object:
+        from tenantry.core.identity import Principal
+
+        return Principal(
+            issuer="test",
+            tenant_id="acme",
+            subject="alice",
+            allowed_tools=frozenset(),
+            token_id="t1",
+            expires_at=2**40,
+            issued_at=0,
+        )
+
+
+def _gate(fair: FairShare) -> tuple[object, object]:
+    from tenantry.core.limits import TenantLimits
+    from tenantry.server.gate import McpGate
+    from tenantry.server.guards import HostOriginPolicy
+    from tenantry.server.sessions import SessionRegistry
+
+    sessions = SessionRegistry(
+        audit=_Records(),  # type: ignore[arg-type]
+        idle_timeout=60,
+        limits_for=lambda tenant_id: TenantLimits(sessions=1),
+    )
+
+    async def handler(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("the waiting request must not reach the SDK")
+
+    gate = McpGate(
+        handler,  # type: ignore[arg-type]
+        policy=HostOriginPolicy(allowed_hosts=["127.0.0.1:8000"], allowed_origins=[]),
+        authenticator=_Authenticator(),  # type: ignore[arg-type]
+        sessions=sessions,
+        resource_metadata_url="http://127.0.0.1:8000/.well-known/oauth-protected-resource",
+        max_body_bytes=1 << 20,
+        max_json_depth=64,
+        fair_share=fair,
+    )
+    return gate, sessions
+
+
+async def _opening_request(gate: object) -> asyncio.Task[None]:
+    import json
+
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        }
+    ).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/mcp",
+        "client": ("127.0.0.1", 5000),
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"),
+            (b"authorization", b"Bearer x"),
+        ],
+    }
+    sent: list[object] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: object) -> None:
+        sent.append(message)
+
+    task = asyncio.ensure_future(gate(scope, receive, send))  # type: ignore[operator]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return task
+
+
+async def _busy(fair: FairShare) -> list[Turn]:
+    # acme holds its share (1 of capacity 1, two tenants active): acme's next request waits.
+    return [await fair.turn("acme"), await fair.turn("globex")]
+
+
+async def test_an_opening_request_holds_its_session_place_while_it_waits() -> None:
+    # Positive control: the place is held during the wait (so the next test means something).
+    from tenantry.core.errors import SessionLimitReached
+
+    fair = FairShare(capacity=1, quantum=10)
+    turns = await _busy(fair)
+    gate, sessions = _gate(fair)
+    task = await _opening_request(gate)
+    assert fair.waiting("acme") == 1 and not task.done()
+    with pytest.raises(SessionLimitReached):
+        sessions.reserve("acme")  # type: ignore[attr-defined]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for turn in turns:
+        turn.end()
+
+
+async def test_an_opening_request_cancelled_while_it_waits_gives_its_session_place_back() -> None:
+    fair = FairShare(capacity=1, quantum=10)
+    turns = await _busy(fair)
+    gate, sessions = _gate(fair)
+    task = await _opening_request(gate)
+    assert fair.waiting("acme") == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fair.waiting("acme") == 0
+    sessions.reserve("acme")  # type: ignore[attr-defined]  # the tenant's only place is free again
+    for turn in turns:
+        turn.end()

@@ -163,9 +163,13 @@ class McpGate:
         if self._fair_share is not None and body is not None and _request_key(message) is not None:
             try:
                 turn = await self._fair_share.turn(caller.tenant_id)
-            except TenantryError as exc:
+            except BaseException as exc:
+                # Refused, or cancelled while it waited (shutdown): the place held for the session
+                # it was opening is given back either way.
                 if opening:
                     self._sessions.unreserve(caller.tenant_id)
+                if not isinstance(exc, TenantryError):
+                    raise
                 await self._refuse(exc, request_id, scope, receive, send, rpc_id=message.get("id"))
                 return
         assigned: str | None = None
