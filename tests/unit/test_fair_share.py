@@ -168,6 +168,8 @@ async def test_when_the_other_tenant_goes_idle_the_waiting_requests_start_first_
     for turn in (first, earlier.result(), later.result()):
         turn.end()
     assert fair.in_progress == 0
+
+
 # The /mcp gate: a handshake-era initialize holds a place for its session while it waits for
 # its turn; a wait that ends in cancellation (shutdown) must give that place back.
 
