@@ -1,13 +1,16 @@
 """Over real HTTP: while the server is busy and another tenant is active, a tenant's requests
 beyond its fair share wait their turn, and the other tenant's go straight in; a tenant alone
-on the server is never held back, and the waiting request is answered once its turn comes.
+on the server is never held back, nor is anyone while the requests in progress only wait on
+I/O, and the waiting request is answered once its turn comes.
 
 The server runs with ``fair_share_capacity = 1`` (one request in progress before anyone
-waits) and a long quantum, so the order is deterministic with a tool that only sleeps.
+waits) and a long quantum, so the order is deterministic: ``churn`` keeps the event loop
+computing in 3 ms steps, ``nap`` only sleeps.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -18,14 +21,31 @@ from tests.support.nap_app import NAP_APP
 from tests.support.rpc import modern_headers, modern_params, request
 from tests.support.server import RunningServer, start_server
 
+CHURN = """
+
+import time as _time
+
+
+@app.tool()
+async def churn(ctx: tenantry.ToolContext, seconds: float) -> str:
+    \"\"\"Keep the event loop computing, 3 ms at a time with 1 ms pauses.\"\"\"
+    until = _time.monotonic() + seconds
+    while _time.monotonic() < until:
+        step = _time.monotonic() + 0.003
+        while _time.monotonic() < step:
+            pass
+        await anyio.sleep(0.001)
+    return "churned"
+"""
+
 
 def _server(tmp_path_factory: pytest.TempPathFactory, capacity: int) -> RunningServer:
     root = tmp_path_factory.mktemp("fair-share")
-    (root / "nap_tools.py").write_text(NAP_APP)
+    (root / "nap_tools.py").write_text(NAP_APP + CHURN)
     env = {"TENANTRY_LIMITS__FAIR_SHARE_CAPACITY": str(capacity), "TENANTRY_LIMITS__FAIR_SHARE_QUANTUM": "10"}
     server = start_server(root / "data", demo=False, app="nap_tools:app", cwd=root, env=env)
     for tenant in ("acme", "globex"):
-        server.cli("tenant", "create", tenant, "--tools", "nap")
+        server.cli("tenant", "create", tenant, "--tools", "nap,churn")
     return server
 
 
@@ -43,10 +63,19 @@ def unfair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     running.stop()
 
 
-def _nap(server: RunningServer, token: str, seconds: float, timeout: float = 20) -> InFlight:
-    params = {"name": "nap", "arguments": {"seconds": seconds}}
-    body = request("tools/call", modern_params(params))
+_IDS = itertools.count(1)
+
+
+def _nap(server: RunningServer, token: str, seconds: float, timeout: float = 20, tool: str = "nap") -> InFlight:
+    params = {"name": tool, "arguments": {"seconds": seconds}}
+    body = request("tools/call", modern_params(params), id=next(_IDS))
     return InFlight(server.mcp_url, token, body, modern_headers("tools/call", params), timeout).sent()
+
+
+def _warm(server: RunningServer, *tokens: str) -> None:
+    """A first call of each tenant (its first call loads the tenant: slow on a computing loop)."""
+    for token in tokens:
+        _answered(_nap(server, token, 0), 10)
 
 
 def _answered(call: InFlight, within: float) -> InFlight:
@@ -58,15 +87,16 @@ def _answered(call: InFlight, within: float) -> InFlight:
 def test_a_tenant_over_its_share_waits_while_another_tenant_goes_straight_in(server: RunningServer) -> None:
     acme = server.token("acme", "flood")
     globex = server.token("globex", "quiet")
+    _warm(server, acme, globex)
     time.sleep(1.2)  # neither tenant active in the last second
-    long_call = _nap(server, acme, 2.5)
+    long_call = _nap(server, acme, 2.5, tool="churn")
     time.sleep(0.3)
     # Positive control: acme alone on a busy server is never held back.
     assert _answered(_nap(server, acme, 0), 1.5).seconds < 1.0
     # globex becomes active, and goes straight in although the server is full (its share is 1).
     assert _answered(_nap(server, globex, 0), 1.5).seconds < 1.0
-    # Now acme is over its share while globex is active: its next request waits for its
-    # long call to end, and is then answered.
+    # Now acme is over its share while globex is active and the loop computes: its next
+    # request waits for its long call to end, and is then answered.
     started = time.monotonic()
     waiting = _nap(server, acme, 0)
     _answered(long_call, 5)
@@ -75,11 +105,24 @@ def test_a_tenant_over_its_share_waits_while_another_tenant_goes_straight_in(ser
     assert time.monotonic() - started < 4.0
 
 
+def test_nobody_waits_while_the_requests_in_progress_only_wait_on_io(server: RunningServer) -> None:
+    # Outside review F1: another tenant's trickle must not throttle calls that wait on I/O.
+    acme = server.token("acme", "io")
+    globex = server.token("globex", "quiet")
+    long_call = _nap(server, acme, 2.5)
+    time.sleep(0.3)
+    assert _answered(_nap(server, globex, 0), 1.5).seconds < 1.0
+    assert _answered(_nap(server, acme, 0), 1.5).seconds < 1.0
+    _answered(long_call, 5)
+
+
 def test_without_fair_shares_nobody_waits(unfair_server: RunningServer) -> None:
     acme = unfair_server.token("acme", "flood")
     globex = unfair_server.token("globex", "quiet")
-    long_call = _nap(unfair_server, acme, 2.5)
+    _warm(unfair_server, acme, globex)
+    long_call = _nap(unfair_server, acme, 2.5, tool="churn")
     time.sleep(0.3)
     assert _answered(_nap(unfair_server, globex, 0), 1.5).seconds < 1.0
+    assert _answered(_nap(unfair_server, acme, 0), 1.5).seconds < 1.0
     assert _answered(_nap(unfair_server, acme, 0), 1.5).seconds < 1.0
     _answered(long_call, 5)

@@ -5,13 +5,19 @@ is never held back, and a slow request stops counting after the quantum."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from tenantry.core.errors import ConcurrencyLimited
 from tenantry.ratelimit.fair_share import FairShare, Turn
+from tenantry.ratelimit.loop_load import LoopLoad
 
 pytestmark = pytest.mark.anyio
+
+
+def BUSY() -> bool:  # the loop always has work queued
+    return True
 
 
 class Clock:
@@ -29,7 +35,7 @@ async def _pending(fair: FairShare, tenant: str) -> asyncio.Task[Turn]:
 
 
 async def test_nothing_waits_while_the_server_has_room() -> None:
-    fair = FairShare(capacity=4)
+    fair = FairShare(capacity=4, loop_busy=BUSY)
     turns = [await fair.turn(t) for t in ("acme", "globex", "acme", "globex")]
     assert fair.in_progress == 4
     for turn in turns:
@@ -38,7 +44,7 @@ async def test_nothing_waits_while_the_server_has_room() -> None:
 
 
 async def test_a_tenant_alone_on_a_busy_server_is_never_held_back() -> None:
-    fair = FairShare(capacity=2)
+    fair = FairShare(capacity=2, loop_busy=BUSY)
     turns = [await asyncio.wait_for(fair.turn("acme"), 0.5) for _ in range(10)]
     assert fair.in_progress == 10 and fair.waiting("acme") == 0
     for turn in turns:
@@ -47,7 +53,7 @@ async def test_a_tenant_alone_on_a_busy_server_is_never_held_back() -> None:
 
 async def test_a_flooding_tenant_waits_while_a_quiet_one_goes_straight_in() -> None:
     clock = Clock()
-    fair = FairShare(capacity=4, quantum=60, clock=clock)
+    fair = FairShare(capacity=4, quantum=60, clock=clock, loop_busy=BUSY)
     quiet = await fair.turn("globex")  # globex is active
     quiet.end()
     flood = [await fair.turn("acme") for _ in range(4)]  # the server has room: all four start
@@ -70,7 +76,7 @@ async def test_a_flooding_tenant_waits_while_a_quiet_one_goes_straight_in() -> N
 
 
 async def test_the_waiting_tenant_with_the_fewest_requests_in_progress_goes_first() -> None:
-    fair = FairShare(capacity=4, quantum=60)
+    fair = FairShare(capacity=4, quantum=60, loop_busy=BUSY)
     acme = [await fair.turn("acme") for _ in range(3)]
     globex = await fair.turn("globex")
     initech = await fair.turn("initech")  # over capacity, but within its share (4 // 3)
@@ -91,7 +97,7 @@ async def test_the_waiting_tenant_with_the_fewest_requests_in_progress_goes_firs
 
 
 async def test_a_request_stops_counting_after_the_quantum() -> None:
-    fair = FairShare(capacity=1, quantum=0.05)
+    fair = FairShare(capacity=1, quantum=0.05, loop_busy=BUSY)
     await fair.turn("globex")  # never ended: a call that waits on its upstream for ever
     slow = await fair.turn("acme")  # within its share
     waiting = await _pending(fair, "acme")
@@ -104,7 +110,7 @@ async def test_a_request_stops_counting_after_the_quantum() -> None:
 
 
 async def test_too_many_waiting_requests_of_one_tenant_are_refused_and_others_still_wait() -> None:
-    fair = FairShare(capacity=1, quantum=60, max_waiting=2)
+    fair = FairShare(capacity=1, quantum=60, max_waiting=2, loop_busy=BUSY)
     held = await fair.turn("globex")
     first = await fair.turn("acme")
     waiting = [await _pending(fair, "acme") for _ in range(2)]
@@ -121,7 +127,7 @@ async def test_too_many_waiting_requests_of_one_tenant_are_refused_and_others_st
 
 
 async def test_a_cancelled_waiter_leaves_the_queue_and_its_turn_passes_on() -> None:
-    fair = FairShare(capacity=1, quantum=60)
+    fair = FairShare(capacity=1, quantum=60, loop_busy=BUSY)
     held = await fair.turn("globex")
     first = await fair.turn("acme")
     gone = await _pending(fair, "acme")
@@ -140,7 +146,7 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_its_turn_passes_on() -> N
 
 async def test_tenants_idle_for_a_second_no_longer_count_and_are_forgotten() -> None:
     clock = Clock()
-    fair = FairShare(capacity=2, quantum=60, clock=clock)
+    fair = FairShare(capacity=2, quantum=60, clock=clock, loop_busy=BUSY)
     for tenant in (f"t{i}" for i in range(1000)):
         (await fair.turn(tenant)).end()
     clock.now += 2
@@ -153,7 +159,7 @@ async def test_tenants_idle_for_a_second_no_longer_count_and_are_forgotten() -> 
 
 async def test_when_the_other_tenant_goes_idle_the_waiting_requests_start_first_and_in_order() -> None:
     clock = Clock()
-    fair = FairShare(capacity=1, quantum=60, clock=clock)
+    fair = FairShare(capacity=1, quantum=60, clock=clock, loop_busy=BUSY)
     other = await fair.turn("globex")
     first = await fair.turn("acme")
     earlier = await _pending(fair, "acme")
@@ -275,7 +281,7 @@ async def test_an_opening_request_holds_its_session_place_while_it_waits() -> No
     # Positive control: the place is held during the wait (so the next test means something).
     from tenantry.core.errors import SessionLimitReached
 
-    fair = FairShare(capacity=1, quantum=10)
+    fair = FairShare(capacity=1, quantum=10, loop_busy=BUSY)
     turns = await _busy(fair)
     gate, sessions = _gate(fair)
     task = await _opening_request(gate)
@@ -290,7 +296,7 @@ async def test_an_opening_request_holds_its_session_place_while_it_waits() -> No
 
 
 async def test_an_opening_request_cancelled_while_it_waits_gives_its_session_place_back() -> None:
-    fair = FairShare(capacity=1, quantum=10)
+    fair = FairShare(capacity=1, quantum=10, loop_busy=BUSY)
     turns = await _busy(fair)
     gate, sessions = _gate(fair)
     task = await _opening_request(gate)
@@ -302,3 +308,67 @@ async def test_an_opening_request_cancelled_while_it_waits_gives_its_session_pla
     sessions.reserve("acme")  # type: ignore[attr-defined]  # the tenant's only place is free again
     for turn in turns:
         turn.end()
+
+
+async def test_while_the_loop_is_idle_nobody_waits_though_another_tenant_is_active() -> None:
+    # Outside review F1: calls that wait on I/O (an upstream, a nap) must not be throttled by
+    # another tenant's trickle while the event loop has nothing queued.
+    fair = FairShare(capacity=1, quantum=60)
+    other = await fair.turn("globex")
+    first = await fair.turn("acme")
+    held = await _pending(fair, "acme")  # not measured yet: the loop counts as busy
+    turn = await asyncio.wait_for(held, 0.5)  # the first probes find the loop idle
+    more = [await asyncio.wait_for(fair.turn("acme"), 0.5) for _ in range(5)]
+    assert fair.waiting_total == 0
+    for t in (other, first, turn, *more):
+        t.end()
+
+
+async def test_while_the_loop_computes_a_tenant_over_its_share_still_waits() -> None:
+    fair = FairShare(capacity=1, quantum=60)
+    stop = False
+
+    def compute() -> None:  # another tenant's requests, computing back to back
+        if not stop:
+            until = time.thread_time() + 0.002
+            while time.thread_time() < until:
+                pass
+            asyncio.get_running_loop().call_soon(compute)
+
+    compute()
+    try:
+        other = await fair.turn("globex")
+        first = await fair.turn("acme")
+        held = await _pending(fair, "acme")
+        await asyncio.sleep(0.2)
+        assert not held.done()
+    finally:
+        stop = True
+    turn = await asyncio.wait_for(held, 0.5)  # the loop is idle again
+    for t in (other, first, turn):
+        t.end()
+
+
+async def test_waiting_is_bounded_across_tenants_too() -> None:
+    fair = FairShare(capacity=1, quantum=60, max_waiting=10, max_waiting_total=3, loop_busy=BUSY)
+    held = [await fair.turn("globex"), await fair.turn("acme"), await fair.turn("initech")]
+    waiting = [await _pending(fair, t) for t in ("globex", "acme", "initech")]
+    with pytest.raises(ConcurrencyLimited) as refused:
+        await fair.turn("acme")
+    assert "globex" not in str(refused.value) and "initech" not in str(refused.value)
+    for turn in held:
+        turn.end()
+    for task in waiting:
+        (await asyncio.wait_for(task, 0.5)).end()
+    assert fair.in_progress == 0 and fair.waiting_total == 0
+
+
+async def test_the_loop_load_is_measured_only_while_asked() -> None:
+    load = LoopLoad(interval=0.005)
+    assert load.busy()  # not measured yet: the worst is assumed
+    for _ in range(10):
+        await asyncio.sleep(0.005)
+        load.busy()
+    assert not load.busy() and load.share < 0.5
+    await asyncio.sleep(0.1)  # nobody asked for five probes: the probing stopped
+    assert load._ticking is None

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 
 from tenantry.core.errors import ConcurrencyLimited
+from tenantry.ratelimit.loop_load import LoopLoad
 
 __all__ = ["FairShare", "Turn"]
 
@@ -58,6 +59,9 @@ class FairShare:
     """:param capacity: requests in progress at once before anyone waits.
     :param quantum: seconds a request counts as in progress at most.
     :param max_waiting: requests of one tenant waiting at once at most.
+    :param max_waiting_total: requests of all tenants waiting at once at most.
+    :param loop_busy: whether the event loop has work queued (default: measured by
+        :class:`~tenantry.ratelimit.loop_load.LoopLoad`); while it has none, nobody waits.
     """
 
     def __init__(
@@ -66,12 +70,20 @@ class FairShare:
         capacity: int = 4,
         quantum: float = 0.05,
         max_waiting: int = 64,
+        max_waiting_total: int = 1024,
+        loop_busy: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._capacity = capacity
         self._quantum = quantum
         self._max_waiting = max_waiting
+        self._max_waiting_total = max_waiting_total
         self._clock = clock
+        self._loop_busy = (
+            loop_busy
+            if loop_busy is not None
+            else LoopLoad(on_idle=self._admit_waiting, wanted=lambda: self._waiting_total > 0).busy
+        )
         self._running: dict[str, int] = {}
         self._total = 0
         self._waiting: dict[str, deque[asyncio.Future[Turn]]] = {}
@@ -104,12 +116,12 @@ class FairShare:
         queue = self._waiting.get(tenant_id)
         if not queue and self._may_start(tenant_id, now):
             return self._start(tenant_id)
+        if (queue is not None and len(queue) >= self._max_waiting) or self._waiting_total >= self._max_waiting_total:
+            raise ConcurrencyLimited(
+                "the server is busy and too many requests are waiting for their turn; retry shortly", retry_after=1
+            )
         if queue is None:
             queue = self._waiting[tenant_id] = deque()
-        elif len(queue) >= self._max_waiting:
-            raise ConcurrencyLimited(
-                "the server is busy and this tenant has too many requests waiting; retry shortly", retry_after=1
-            )
         waiter: asyncio.Future[Turn] = asyncio.get_running_loop().create_future()
         queue.append(waiter)
         self._waiting_total += 1
@@ -133,6 +145,8 @@ class FairShare:
         active = self._active(now)
         if active <= 1:
             return True  # alone on the server: nobody to be fair to
+        if not self._loop_busy():
+            return True  # the requests in progress wait on I/O: holding one back would gain nothing
         return self._running.get(tenant_id, 0) < max(1, self._capacity // active)
 
     def _active(self, now: float) -> int:
