@@ -18,12 +18,18 @@ async def _timed(pacer: RefusalPacer, tenant: str, retry_after: float | None) ->
     return time.monotonic() - started
 
 
+async def _fastest(pacer: RefusalPacer, tenant: str, retry_after: float | None) -> float:
+    """The shortest of three holds: a hold too long is so every time, a stalled host (CI) only
+    now and then (one stall of 1.46 s failed a CI run)."""
+    return min([await _timed(pacer, tenant, retry_after) for _ in range(3)])
+
+
 async def test_a_refusal_is_held_no_longer_than_the_hold_nor_its_retry_after() -> None:
     pacer = RefusalPacer(hold=0.2)
-    assert 0.09 <= await _timed(pacer, "acme", 1) < 0.5  # half to all of the hold, not the full retry_after
-    assert 0.02 <= await _timed(pacer, "acme", 0.05) < 0.15  # a shorter retry_after wins
-    assert await _timed(pacer, "acme", 0) < 0.02  # nothing to wait for
-    assert await _timed(RefusalPacer(hold=0), "acme", 1) < 0.02  # holding turned off
+    assert 0.09 <= await _fastest(pacer, "acme", 1) < 0.5  # half to all of the hold, not the full retry_after
+    assert 0.02 <= await _fastest(pacer, "acme", 0.05) < 0.15  # a shorter retry_after wins
+    assert await _fastest(pacer, "acme", 0) < 0.02  # nothing to wait for
+    assert await _fastest(RefusalPacer(hold=0), "acme", 1) < 0.02  # holding turned off
     assert pacer.held == 0
 
 
