@@ -49,8 +49,12 @@ def _server(tmp_path_factory: pytest.TempPathFactory, capacity: int) -> RunningS
     (root / "nap_tools.py").write_text(NAP_APP + CHURN)
     env = {"TENANTRY_LIMITS__FAIR_SHARE_CAPACITY": str(capacity), "TENANTRY_LIMITS__FAIR_SHARE_QUANTUM": "10"}
     server = start_server(root / "data", demo=False, app="nap_tools:app", cwd=root, env=env)
-    for tenant in ("acme", "globex"):
-        server.cli("tenant", "create", tenant, "--tools", "nap,churn")
+    try:
+        for tenant in ("acme", "globex"):
+            server.cli("tenant", "create", tenant, "--tools", "nap,churn")
+    except BaseException:
+        server.stop()  # no fixture will
+        raise
     return server
 
 
