@@ -161,10 +161,9 @@ class FairShare:
     def _start(self, tenant_id: str) -> Turn:
         self._running[tenant_id] = self._running.get(tenant_id, 0) + 1
         self._total += 1
-        if self._quantum <= 0:
-            return Turn(self, tenant_id)
         turn = Turn(self, tenant_id)
-        turn._timer = asyncio.get_running_loop().call_later(self._quantum, turn.end)
+        if self._quantum > 0:
+            turn._timer = asyncio.get_running_loop().call_later(self._quantum, turn.end)
         return turn
 
     def _leave(self, tenant_id: str) -> None:
@@ -177,6 +176,8 @@ class FairShare:
         self._admit_waiting()
 
     def _admit_waiting(self) -> None:
+        if not self._waiting:
+            return  # the common case: every request's end comes here
         now = self._clock()
         while self._waiting:
             # The waiting tenant with the fewest requests in progress goes first.

@@ -157,10 +157,11 @@ class McpGate:
             except TenantryError as exc:
                 await self._refuse(exc, request_id, scope, receive, send)
                 return
+        rpc_key = _request_key(message) if body is not None else None
         turn = no_turn()
         # Only requests wait for their tenant's turn: a client's answer to a request of the
         # server (elicitation, sampling) or a notification may be what a request waits for.
-        if self._fair_share is not None and body is not None and _request_key(message) is not None:
+        if self._fair_share is not None and rpc_key is not None:
             try:
                 turn = await self._fair_share.turn(caller.tenant_id)
             except BaseException as exc:
@@ -192,7 +193,7 @@ class McpGate:
         # an open session, or sessionless) goes straight through.
         tracked = opening or method == "DELETE"
 
-        request_key = _request_key(message) if bound is not None and body is not None else None
+        request_key = rpc_key if bound is not None else None
         # The SDK routes a session's answers by request id: a second request with the id of one
         # still in flight would take the first one's answer, and the first would wait for ever.
         if request_key is not None and bound is not None and request_key in bound.request_ids:
