@@ -71,7 +71,9 @@ def test_a_tenant_flooding_slow_sql_spares_other_tenants_and_the_control_plane(s
 
     quiet = [call(server, globex, "ping") for _ in range(10)]
     assert all(status == 200 and '"isError":true' not in text.replace(" ", "") for _, status, text in quiet)
-    assert max(elapsed for elapsed, _, _ in quiet) < 1.0, f"globex waited behind acme: {quiet}"
+    # Waiting behind acme would take seconds (its statements run to the 6 s limit); a loaded
+    # machine (CI) makes a call in a while take a few hundred ms.
+    assert max(elapsed for elapsed, _, _ in quiet) < 2.5, f"globex waited behind acme: {quiet}"
 
     server.cli("tenant", "halt", "acme", "--reason", "flooding")
     halted_at = time.monotonic()

