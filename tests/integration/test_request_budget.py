@@ -32,7 +32,9 @@ def tools_list(server: RunningServer, token: str) -> httpx2.Response:
 
 
 def test_a_tenant_listing_in_a_loop_is_refused_past_its_request_limit(server: RunningServer) -> None:
-    server.cli("tenant", "limits", "acme", "requests_per_second=5", "burst=2")
+    # 2 a second (twice the call burst): a loaded machine (CI) whose round trips take 0.2 s still
+    # sends more than that; at 5 a second one did not, and was never refused.
+    server.cli("tenant", "limits", "acme", "requests_per_second=1", "burst=1")
     time.sleep(0.6)  # the server's next control-plane poll
     acme, globex = server.token("acme", "flooder"), server.token("globex", "quiet")
     answers: list[tuple[httpx2.Response, float]] = []
@@ -47,10 +49,10 @@ def test_a_tenant_listing_in_a_loop_is_refused_past_its_request_limit(server: Ru
     elapsed = time.monotonic() - began
     served = [r for r, _ in answers if r.status_code == 200]
     refused = [(r, took) for r, took in answers if r.status_code != 200]
-    # The positive control: requests within the limit are answered; at most 5 in each second.
+    # The positive control: requests within the limit are answered; at most 2 in each second.
     assert answers[0][0].status_code == 200
-    assert 1 <= len(served) <= 5 * (elapsed + 1) + 2, (len(served), elapsed)
-    assert refused and all(r.status_code == 429 for r, _ in refused)
+    assert 1 <= len(served) <= 2 * (elapsed + 1) + 2, (len(served), elapsed)
+    assert refused and all(r.status_code == 429 for r, _ in refused), (len(served), elapsed)
     body = refused[0][0].json()
     assert body["error"]["data"]["code"] == "rate_limited" and refused[0][0].headers["Retry-After"] == "1"
     assert "request limit" in body["error"]["message"]

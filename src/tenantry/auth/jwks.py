@@ -21,6 +21,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
 from tenantry.core.errors import InvalidCredential
+from tenantry.core.tls import system_tls
 
 __all__ = ["RemoteJwks", "VerificationKey", "KEY_TYPES", "discover_jwks_url"]
 
@@ -207,7 +208,9 @@ class RemoteJwks:
             self._fetched_at = time.monotonic()
 
     async def _fetch(self) -> dict[str | None, VerificationKey]:
-        async with httpx2.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False) as client:
+        async with httpx2.AsyncClient(
+            timeout=self._timeout, follow_redirects=False, trust_env=False, verify=system_tls()
+        ) as client:
             url = self._jwks_url
             if url is None:
                 assert self._discovery_url is not None
