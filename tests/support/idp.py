@@ -16,10 +16,12 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +30,6 @@ import httpx2
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from tenantry.core.tls import system_tls
 from tests.support.ci import require_executable
 
 HARNESS = Path(__file__).resolve().parent.parent / "idp"
@@ -203,13 +204,18 @@ class AuthorizationResponse:
     error: str | None
 
 
+@cache
+def _system_tls() -> ssl.SSLContext:
+    return httpx2.create_ssl_context(verify=True, trust_env=False)
+
+
 async def scripted_login(authorization_url: str, account: str, *, consent: bool = True) -> AuthorizationResponse:
     """Play the user at the provider: open ``authorization_url``, log in as ``account``, consent
     (or refuse), and return what the provider sends to the client's redirect URI."""
     provider = httpx2.URL(authorization_url)
     # The shared TLS context: this runs inside the SDK client's auth flow, a task whose steps the
     # suite watches, and loading the CAs for a new one took over a second on a loaded CI host.
-    async with httpx2.AsyncClient(timeout=10, follow_redirects=False, verify=system_tls()) as browser:
+    async with httpx2.AsyncClient(timeout=10, follow_redirects=False, verify=_system_tls()) as browser:
         response = await browser.get(authorization_url)
         for _ in range(10):
             assert response.status_code in (302, 303), f"{response.status_code}: {response.text}"

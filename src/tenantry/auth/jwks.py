@@ -10,9 +10,11 @@ refresh keeps the last good keys. Only public signature keys of the allowed type
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import anyio
@@ -21,7 +23,6 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
 from tenantry.core.errors import InvalidCredential
-from tenantry.core.tls import system_tls
 
 __all__ = ["RemoteJwks", "VerificationKey", "KEY_TYPES", "discover_jwks_url"]
 
@@ -64,6 +65,14 @@ class VerificationKey:
 
 class JwksUnavailable(Exception):
     pass
+
+
+@cache
+def _system_tls() -> ssl.SSLContext:
+    """httpx2's ``verify=True`` context (the system's CAs), built once. A refresh runs on the
+    event loop, and loading the CAs for a new client held it for about 60 ms idle (over a second
+    on a loaded host) on every refresh, with every tenant's requests waiting."""
+    return httpx2.create_ssl_context(verify=True, trust_env=False)
 
 
 async def _get_json(client: httpx2.AsyncClient, url: str) -> dict[str, Any]:
@@ -209,7 +218,7 @@ class RemoteJwks:
 
     async def _fetch(self) -> dict[str | None, VerificationKey]:
         async with httpx2.AsyncClient(
-            timeout=self._timeout, follow_redirects=False, trust_env=False, verify=system_tls()
+            timeout=self._timeout, follow_redirects=False, trust_env=False, verify=_system_tls()
         ) as client:
             url = self._jwks_url
             if url is None:

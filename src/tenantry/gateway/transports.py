@@ -28,6 +28,7 @@ import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
+from functools import cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -43,7 +44,6 @@ from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
-from tenantry.core.tls import client_tls
 from tenantry.gateway.errors import UpstreamUnavailable
 from tenantry.gateway.ignored_notifications import is_ignored
 
@@ -319,11 +319,22 @@ class _CheckedAddressBackend(httpcore2.AsyncNetworkBackend):
         await self._sockets.sleep(seconds)
 
 
+@cache
+def _system_tls() -> ssl.SSLContext:
+    """httpx2's ``verify=True`` context (the system's CAs), built once: loading the CAs holds the
+    event loop for tens of milliseconds, and a client context keeps no per-connection state."""
+    return httpx2.create_ssl_context(verify=True, trust_env=False)
+
+
+def _tls(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
+    return _system_tls() if verify is True else httpx2.create_ssl_context(verify=verify, trust_env=False)
+
+
 class _CheckedAddressTransport(httpx2.AsyncHTTPTransport):
     """httpx's own transport over a pool whose sockets go through :class:`_CheckedAddressBackend`."""
 
     def __init__(self, backend: _CheckedAddressBackend, *, verify: ssl.SSLContext | bool) -> None:
-        context = client_tls(verify)
+        context = _tls(verify)
         super().__init__(verify=context, trust_env=False)
         limits = httpx2.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults
         # httpx's transport takes no network backend, so its pool is replaced by the same one with ours.
@@ -431,7 +442,7 @@ def guarded_session(
     connector = aiohttp.TCPConnector(
         resolver=_CheckedAddressResolver(resolver, allow_private=allow_private),
         use_dns_cache=False,  # every new connection resolves and checks again, as httpx's pool does
-        ssl=client_tls(verify),
+        ssl=_tls(verify),
         happy_eyeballs_delay=None,  # the addresses one after the other, in the resolver's order
         keepalive_timeout=5.0,  # httpx's keep-alive expiry
     )
