@@ -22,6 +22,8 @@ from tests.support.server import free_port
 ACCESS_KEY_ID = "testing"
 SECRET_ACCESS_KEY = "testing"
 REGION = "us-east-1"
+# moto with atomic conditional writes, as S3's are (see the module).
+MOTO_SERVER = Path(__file__).with_name("moto_atomic_server.py")
 
 
 @dataclass
@@ -66,7 +68,7 @@ class MotoServer:
 
 
 def start_moto_server(*, timeout: float = 20.0) -> MotoServer:
-    """Start ``python -m moto.server`` on a free local port and wait until it answers.
+    """Start moto's S3 server on a free local port and wait until it answers.
 
     :raises RuntimeError: when it exits or does not answer within ``timeout`` seconds.
     """
@@ -74,7 +76,7 @@ def start_moto_server(*, timeout: float = 20.0) -> MotoServer:
     log_path = Path(tempfile.mkdtemp(prefix="tenantry-moto-")) / "moto.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
