@@ -55,7 +55,8 @@ def run_probe(name: str, text: str, env: dict[str, str]) -> subprocess.Completed
     probe.write_text(text)
     try:
         return subprocess.run(
-            [sys.executable, "-m", "pytest", str(probe), "-q", "-rs", "-p", "no:cacheprovider"],
+            # One process: the suite's ``-n 4`` would start four workers for a five-test probe.
+            [sys.executable, "-m", "pytest", str(probe), "-q", "-rs", "-p", "no:cacheprovider", "-n", "0"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -106,6 +107,8 @@ def test_every_test_module_using_an_npm_harness_is_marked() -> None:
             "pytest",
             "--collect-only",
             "-q",
+            "-n",
+            "0",
             "-p",
             "no:cacheprovider",
             "-m",
