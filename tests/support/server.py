@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx2
 
-from tests.support.cli_forkserver import fork_server
+from tests.support import web
+from tests.support.cli_forkserver import ForkedProcess, fork_server
 
 TENANTRY = str(Path(sys.executable).parent / "tenantry")
 
@@ -78,7 +79,7 @@ def _reads_only(args: tuple[str, ...]) -> bool:
 class RunningServer:
     base_url: str
     data_dir: Path
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedProcess
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
 
@@ -154,15 +155,23 @@ def start_server(
         args += ["--config", str(config)]
     log_path = data_dir.parent / f"server-{port}.log"
     full_env = {**os.environ, **(env or {})}
-    with log_path.open("wb") as log:  # the child holds its own copy of the descriptor
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
+    forks = fork_server(TENANTRY)
+    process: subprocess.Popen[bytes] | ForkedProcess
+    if forks is not None:
+        log_path.write_bytes(b"")
+        process = forks.spawn(
+            args[1:], env=full_env, cwd=cwd, stdin=os.devnull, stdout=str(log_path), stderr=str(log_path)
+        )
+    else:
+        with log_path.open("wb") as log:  # the child holds its own copy of the descriptor
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
     server = RunningServer(f"http://127.0.0.1:{port}", data_dir, process, log_path, env or {})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited early ({process.returncode}):\n{server.logs()}")
         try:
-            if httpx2.get(server.base_url + "/readyz", timeout=1).status_code == 200:
+            if web.get(server.base_url + "/readyz", timeout=1).status_code == 200:
                 return server
         except httpx2.TransportError:
             pass
