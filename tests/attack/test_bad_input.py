@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.rpc import (
     ACCEPT,
     MODERN_VERSION,
@@ -87,7 +88,7 @@ def test_oversized_chunked_body_without_length_is_413(server: RunningServer, acm
             yield b"a" * 65536
         yield b'"}}'
 
-    response = httpx2.post(
+    response = web.post(
         server.mcp_url,
         content=chunks(),
         headers={"Authorization": f"Bearer {acme_token}", "Content-Type": "application/json", "Accept": ACCEPT},
@@ -156,12 +157,12 @@ def test_malformed_tool_call_params_are_refused_clearly(
 
 
 def test_get_without_session_and_other_methods(server: RunningServer, acme_token: str) -> None:
-    put = httpx2.put(server.mcp_url, headers={"Authorization": f"Bearer {acme_token}"}, content=b"{}")
+    put = web.put(server.mcp_url, headers={"Authorization": f"Bearer {acme_token}"}, content=b"{}")
     assert_clean_error(put, 405, "method_not_allowed")
 
 
 def test_unknown_paths_are_json_404(server: RunningServer) -> None:
-    response = httpx2.get(server.base_url + "/admin/../../etc/passwd")
+    response = web.get(server.base_url + "/admin/../../etc/passwd")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
 
@@ -174,7 +175,7 @@ def test_unknown_paths_are_json_404(server: RunningServer) -> None:
 def test_get_and_delete_in_the_sessionless_era_are_405_with_a_json_body(
     server: RunningServer, acme_token: str, method: str
 ) -> None:
-    response = httpx2.request(
+    response = web.request(
         method,
         server.mcp_url,
         headers={"Authorization": f"Bearer {acme_token}", "MCP-Protocol-Version": MODERN_VERSION, "Accept": ACCEPT},

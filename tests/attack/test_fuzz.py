@@ -34,6 +34,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.support import web
 from tests.support.rpc import ACCEPT, HANDSHAKE_VERSION, MODERN_VERSION, modern_headers, modern_params
 from tests.support.server import RunningServer, start_server
 
@@ -141,7 +142,7 @@ class Bystander:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        with httpx2.Client(timeout=20) as client:
+        with web.Client(timeout=20) as client:
             try:
                 session = _open_session(client, self.server.mcp_url, self.token)
             except (AssertionError, httpx2.HTTPError) as exc:
@@ -235,7 +236,7 @@ def fuzzing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzing]:
     }
     server = start_server(data_dir, env=env)
     bystander = Bystander(server, server.token("globex", "bystander", ttl="60m"))
-    client = httpx2.Client(timeout=30)
+    client = web.Client(timeout=30)
     try:
         bystander.start()
         yield Fuzzing(

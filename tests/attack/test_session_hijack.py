@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx2
 
+from tests.support import web
 from tests.support.rpc import ACCEPT, HANDSHAKE_VERSION, LegacySession, post, request
 from tests.support.server import RunningServer
 
@@ -51,7 +52,7 @@ def test_a_fresh_token_of_the_same_principal_may_continue_the_session(server: Ru
 
 def test_a_session_id_alone_never_authenticates(server: RunningServer, acme_token: str) -> None:
     session = LegacySession(server.mcp_url, acme_token)
-    response = httpx2.post(
+    response = web.post(
         server.mcp_url,
         json=request("tools/call", {"name": "whoami", "arguments": {}}),
         headers={"Accept": ACCEPT, "Content-Type": "application/json", **session.headers()},
@@ -62,7 +63,7 @@ def test_a_session_id_alone_never_authenticates(server: RunningServer, acme_toke
 
 def test_hijacker_cannot_close_the_session(server: RunningServer, acme_token: str, globex_token: str) -> None:
     session = LegacySession(server.mcp_url, acme_token)
-    response = httpx2.delete(server.mcp_url, headers={"Authorization": f"Bearer {globex_token}", **session.headers()})
+    response = web.delete(server.mcp_url, headers={"Authorization": f"Bearer {globex_token}", **session.headers()})
     assert response.status_code == 404
     assert whoami(session).status_code == 200
 
@@ -79,6 +80,6 @@ def test_unknown_session_id_is_not_found(server: RunningServer, acme_token: str)
 
 def test_owner_can_close_its_session(server: RunningServer, acme_token: str) -> None:
     session = LegacySession(server.mcp_url, acme_token)
-    closed = httpx2.delete(server.mcp_url, headers={"Authorization": f"Bearer {acme_token}", **session.headers()})
+    closed = web.delete(server.mcp_url, headers={"Authorization": f"Bearer {acme_token}", **session.headers()})
     assert closed.status_code in (200, 204)
     assert whoami(session).status_code == 404

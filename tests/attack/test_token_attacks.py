@@ -14,6 +14,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
+from tests.support import web
 from tests.support.rpc import modern_call, post, request
 from tests.support.server import RunningServer, run_cli, start_server
 
@@ -37,7 +38,7 @@ def encode_unsigned(header: dict[str, Any], payload: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def jwks(server: RunningServer) -> dict[str, Any]:
-    return httpx2.get(server.base_url + "/.well-known/jwks.json").json()
+    return web.get(server.base_url + "/.well-known/jwks.json").json()
 
 
 @pytest.fixture(scope="module")

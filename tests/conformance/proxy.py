@@ -21,11 +21,13 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from tests.support import web
+
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length"}
 
 
 def build(target: str, token: str) -> Starlette:
-    client = httpx2.AsyncClient(base_url=target, timeout=httpx2.Timeout(60, read=None))
+    client = web.AsyncClient(base_url=target, timeout=httpx2.Timeout(60, read=None))
 
     async def forward(request: Request) -> StreamingResponse:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | {"authorization"}]

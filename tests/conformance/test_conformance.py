@@ -19,6 +19,7 @@ import httpx2
 import pytest
 
 from tests.conformance.fixture_app import app as fixture_app
+from tests.support import web
 from tests.support.ci import require_executable
 from tests.support.rpc import modern_call
 from tests.support.server import free_port, start_server
@@ -137,7 +138,7 @@ def test_official_conformance_suite(tmp_path: Path, mode: str) -> None:
         deadline = time.monotonic() + 15
         while True:
             try:
-                httpx2.get(proxy_url + "/healthz", timeout=1)
+                web.get(proxy_url + "/healthz", timeout=1)
                 break
             except httpx2.TransportError:
                 assert time.monotonic() < deadline, "proxy did not start"

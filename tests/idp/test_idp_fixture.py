@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx2
 import pytest
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError
 from joserfc.jwk import KeySet
 
+from tests.support import web
 from tests.support.idp import RunningIdp, generate_private_jwk, start_idp
 
 pytestmark = pytest.mark.idp
@@ -49,9 +49,9 @@ def idps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningIdp,
 
 def fetched_keys(idp: RunningIdp) -> KeySet:
     """The provider's public keys, found the way a resource server finds them: discovery, then jwks_uri."""
-    metadata = httpx2.get(idp.issuer + "/.well-known/openid-configuration", timeout=5).json()
+    metadata = web.get(idp.issuer + "/.well-known/openid-configuration", timeout=5).json()
     assert metadata["issuer"] == idp.issuer
-    return KeySet.import_key_set(httpx2.get(metadata["jwks_uri"], timeout=5).json())
+    return KeySet.import_key_set(web.get(metadata["jwks_uri"], timeout=5).json())
 
 
 def test_two_providers_issue_tokens_signed_with_their_own_keys(idps: tuple[RunningIdp, RunningIdp]) -> None:
@@ -85,7 +85,7 @@ def test_two_providers_issue_tokens_signed_with_their_own_keys(idps: tuple[Runni
 
 def test_published_jwks_is_the_public_half_of_the_configured_keys(idps: tuple[RunningIdp, RunningIdp]) -> None:
     for idp in idps:
-        published = httpx2.get(idp.jwks_uri, timeout=5).json()
+        published = web.get(idp.jwks_uri, timeout=5).json()
         assert published == idp.public_jwks
 
 

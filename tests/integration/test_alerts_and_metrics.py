@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, start_server
 
@@ -124,8 +124,8 @@ def test_metrics_are_labelled_by_tenant_and_need_the_token(alerting_server: Runn
         token = alerting_server.token(tenant, "metrics")
         assert call(alerting_server, token, "whoami", {})["result"]
         assert "error" in call(alerting_server, token, "no_such_tool", {})
-    assert httpx2.get(alerting_server.base_url + "/metrics").status_code == 401
-    text = httpx2.get(alerting_server.base_url + "/metrics", headers={"Authorization": "Bearer metrics-token"}).text
+    assert web.get(alerting_server.base_url + "/metrics").status_code == 401
+    text = web.get(alerting_server.base_url + "/metrics", headers={"Authorization": "Bearer metrics-token"}).text
     for tenant in ("acme", "globex"):
         assert f'tenantry_tool_calls_total{{status="ok",tenant="{tenant}",tool="whoami"}} 1.0' in text
         assert f'tenantry_denials_total{{reason="not_registered",tenant="{tenant}"}} 1.0' in text

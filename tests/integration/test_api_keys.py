@@ -12,6 +12,7 @@ from urllib.parse import quote
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.mcp_clients import mcp_client
 from tests.support.rpc import LegacySession, modern_call
 from tests.support.server import RunningServer, start_server
@@ -48,8 +49,8 @@ def exchange(
     if scope is not None:
         form["scope"] = scope
     if basic:
-        return httpx2.post(server.base_url + "/oauth/token", data=form, auth=(key_id(key), key))
-    return httpx2.post(server.base_url + "/oauth/token", data={**form, "client_id": key_id(key), "client_secret": key})
+        return web.post(server.base_url + "/oauth/token", data=form, auth=(key_id(key), key))
+    return web.post(server.base_url + "/oauth/token", data={**form, "client_id": key_id(key), "client_secret": key})
 
 
 def claims(token: str) -> dict:
@@ -160,15 +161,15 @@ def test_bad_token_requests_get_rfc6749_errors(server: RunningServer, mangle, st
     spec = mangle(key)
     url = server.base_url + "/oauth/token"
     if "raw" in spec:
-        response = httpx2.post(
+        response = web.post(
             url, content=spec["raw"], auth=spec["auth"], headers={"Content-Type": "application/x-www-form-urlencoded"}
         )
     elif "json" in spec:
-        response = httpx2.post(url, json=spec["json"], auth=spec["auth"])
+        response = web.post(url, json=spec["json"], auth=spec["auth"])
     elif "data_only" in spec:
-        response = httpx2.post(url, data=spec["data_only"])
+        response = web.post(url, data=spec["data_only"])
     else:
-        response = httpx2.post(url, data=spec.get("form", {"grant_type": "client_credentials"}), auth=spec["auth"])
+        response = web.post(url, data=spec.get("form", {"grant_type": "client_credentials"}), auth=spec["auth"])
     assert response.status_code == status, response.text
     body = response.json()
     assert body["error"] == error and body["error_description"]
@@ -181,7 +182,7 @@ def test_bad_token_requests_get_rfc6749_errors(server: RunningServer, mangle, st
 def test_basic_credentials_are_form_decoded(server: RunningServer) -> None:
     key = new_key(server)
     raw = base64.b64encode(f"{quote(key_id(key))}:{quote(key)}".encode()).decode()
-    response = httpx2.post(
+    response = web.post(
         server.base_url + "/oauth/token",
         data={"grant_type": "client_credentials"},
         headers={"Authorization": f"Basic {raw}"},

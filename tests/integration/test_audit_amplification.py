@@ -21,6 +21,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.rpc import LegacySession, modern_call
 from tests.support.server import RunningServer, start_server
 
@@ -104,7 +105,7 @@ def test_hijack_attempts_are_recorded_within_the_audit_record_budget(server: Run
 
 
 def exchange(server: RunningServer, key: str) -> httpx2.Response:
-    return httpx2.post(
+    return web.post(
         server.base_url + "/oauth/token", data={"grant_type": "client_credentials"}, auth=(key.split("_")[2], key)
     )
 

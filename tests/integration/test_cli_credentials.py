@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import web
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, run_cli
 from tests.support.store import copy_store, init_store
@@ -159,10 +160,9 @@ def test_revoke_jti_never_issued_here_warns_and_still_records_it(data_dir: Path)
 
 
 def test_revoke_jti_of_a_token_exchanged_at_oauth_token_is_known(server: RunningServer) -> None:
-    import httpx2
 
     key = server.cli("apikey", "create", "--tenant", "acme").stdout.strip()
-    response = httpx2.post(
+    response = web.post(
         server.base_url + "/oauth/token",
         data={"grant_type": "client_credentials", "client_id": key.split("_")[2], "client_secret": key},
     )

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, start_server
 
@@ -194,7 +195,7 @@ def test_connections_beyond_the_per_address_cap_are_refused(server: RunningServe
 
 
 def test_kept_alive_clients_are_not_cut_off_between_quick_requests(server: RunningServer, token: str) -> None:
-    with httpx2.Client(base_url=server.base_url) as client:
+    with web.Client(base_url=server.base_url) as client:
         for _ in range(3):
             assert client.get("/healthz").status_code == 200
             time.sleep(HEADER_TIMEOUT / 2)

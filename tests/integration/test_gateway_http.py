@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import web
 from tests.support.rpc import LegacySession
 from tests.support.server import RunningServer, free_port, start_server
 
@@ -412,12 +413,11 @@ def test_a_hanging_upstream_call_times_out_and_others_carry_on(server: RunningSe
 
 
 def test_upstream_calls_are_counted_in_the_metrics_under_their_tool_name(server: RunningServer) -> None:
-    import httpx2
 
     session = LegacySession(server.mcp_url, server.token("acme"))
     call(session, "echo__echo", {"text": "count me"})
     token = (server.data_dir / "keys" / "metrics.token").read_text().strip()
-    text = httpx2.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    text = web.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {token}"}).text
     assert any('tool="echo__echo"' in line and 'tenant="acme"' in line for line in text.splitlines())
 
 

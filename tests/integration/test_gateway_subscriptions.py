@@ -16,6 +16,7 @@ import httpx2
 import pytest
 
 from tests.integration.test_gateway_http import start_upstream, upstream  # noqa: F401 - the shared upstream fixture
+from tests.support import web
 from tests.support.rpc import LegacySession
 from tests.support.server import RunningServer, free_port, start_server
 
@@ -57,7 +58,7 @@ class Listener:
 
         def run() -> None:
             try:
-                with httpx2.stream("GET", server.mcp_url, headers=headers, timeout=httpx2.Timeout(seconds)) as stream:
+                with web.stream("GET", server.mcp_url, headers=headers, timeout=httpx2.Timeout(seconds)) as stream:
                     self._opened.set()
                     for line in stream.iter_lines():
                         if line.startswith("data:"):
@@ -190,9 +191,7 @@ def test_a_closed_session_releases_its_upstream_subscriptions(server: RunningSer
     own, exposed = topic()
     acme = session_of(server, "acme")
     subscribe(acme, exposed)
-    closed = httpx2.delete(
-        server.mcp_url, headers={**acme.headers(), "Authorization": f"Bearer {acme.token}"}, timeout=10
-    )
+    closed = web.delete(server.mcp_url, headers={**acme.headers(), "Authorization": f"Bearer {acme.token}"}, timeout=10)
     assert closed.status_code in (200, 204), closed.text
     observer = session_of(server, "acme")
     deadline = time.monotonic() + 5

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.rpc import LegacySession, modern_call
 from tests.support.server import RunningServer, start_server
 
@@ -46,7 +47,7 @@ def listen(server: RunningServer, session: LegacySession, heard: list[str], seco
     def run() -> None:
         headers = {**session.headers(), "Authorization": f"Bearer {session.token}", "Accept": "text/event-stream"}
         try:
-            with httpx2.stream("GET", server.mcp_url, headers=headers, timeout=httpx2.Timeout(seconds)) as stream:
+            with web.stream("GET", server.mcp_url, headers=headers, timeout=httpx2.Timeout(seconds)) as stream:
                 for line in stream.iter_lines():
                     if line.startswith("data:"):
                         heard.append(line)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.nap_app import NAP_APP
 from tests.support.rpc import ACCEPT, HANDSHAKE_VERSION, LegacySession, modern_headers, modern_params, request
 from tests.support.server import RunningServer, start_server
@@ -67,7 +68,7 @@ class InFlight(threading.Thread):
         started = time.monotonic()
         all_headers = {"Accept": ACCEPT, "Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         try:
-            response = httpx2.post(url, json=body, headers={**all_headers, **headers}, timeout=timeout)
+            response = web.post(url, json=body, headers={**all_headers, **headers}, timeout=timeout)
         except httpx2.TimeoutException:
             return
         finally:
@@ -233,7 +234,7 @@ class OpenStream(threading.Thread):
         headers["Authorization"] = f"Bearer {self.session.token}"
         with (
             contextlib.suppress(httpx2.HTTPError),
-            httpx2.stream("GET", self.session.url, headers=headers, timeout=20) as response,
+            web.stream("GET", self.session.url, headers=headers, timeout=20) as response,
         ):
             self.status = response.status_code
             self.opened.set()

@@ -5,29 +5,29 @@ from __future__ import annotations
 import base64
 import json
 
-import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.rpc import modern_call, post, request
 from tests.support.server import RunningServer
 
 
 def test_protected_resource_metadata_rfc9728(server: RunningServer) -> None:
     for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
-        doc = httpx2.get(server.base_url + path).json()
+        doc = web.get(server.base_url + path).json()
         assert doc["resource"] == server.mcp_url
         assert doc["authorization_servers"] == [server.base_url]
         assert doc["bearer_methods_supported"] == ["header"]
 
 
 def test_authorization_server_metadata_rfc8414(server: RunningServer) -> None:
-    doc = httpx2.get(server.base_url + "/.well-known/oauth-authorization-server").json()
+    doc = web.get(server.base_url + "/.well-known/oauth-authorization-server").json()
     assert doc["issuer"] == server.base_url
     assert doc["jwks_uri"] == server.base_url + "/.well-known/jwks.json"
 
 
 def test_jwks_publishes_the_key_that_signs_tokens(server: RunningServer) -> None:
-    jwks = httpx2.get(server.base_url + "/.well-known/jwks.json").json()
+    jwks = web.get(server.base_url + "/.well-known/jwks.json").json()
     token = server.token("acme", "alice")
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
     assert header["alg"] == "EdDSA"
@@ -40,8 +40,8 @@ def test_jwks_publishes_the_key_that_signs_tokens(server: RunningServer) -> None
 
 
 def test_health_and_readiness(server: RunningServer) -> None:
-    assert httpx2.get(server.base_url + "/healthz").json() == {"status": "ok"}
-    ready = httpx2.get(server.base_url + "/readyz")
+    assert web.get(server.base_url + "/healthz").json() == {"status": "ok"}
+    ready = web.get(server.base_url + "/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"tenant_store": True, "signing_keys": True, "audit_store": True}
 

@@ -27,6 +27,7 @@ from mcp.client.auth.extensions.identity_assertion import IdentityAssertionOAuth
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
+from tests.support import web
 from tests.support.idp import RunningIdp, generate_private_jwk, start_idp
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, free_port, start_server
@@ -60,7 +61,7 @@ class Deployment:
     def exchange(self, client: Client_, assertion: str, **extra: str) -> httpx2.Response:
         form = {"grant_type": JWT_BEARER, "assertion": assertion, "client_id": client.key_id,
                 "client_secret": client.key, **extra}  # fmt: skip
-        return httpx2.post(self.server.base_url + "/oauth/token", data=form, timeout=10)
+        return web.post(self.server.base_url + "/oauth/token", data=form, timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def assert_invalid_grant(response: httpx2.Response, reason: str) -> None:
 
 
 def test_authorization_server_metadata_offers_the_jwt_bearer_grant(deployment: Deployment) -> None:
-    metadata = httpx2.get(deployment.server.base_url + "/.well-known/oauth-authorization-server", timeout=5).json()
+    metadata = web.get(deployment.server.base_url + "/.well-known/oauth-authorization-server", timeout=5).json()
     assert metadata["grant_types_supported"] == ["client_credentials", JWT_BEARER]
     assert metadata["authorization_grant_profiles_supported"] == ["urn:ietf:params:oauth:grant-profile:id-jag"]
 
@@ -179,11 +180,11 @@ async def test_the_sdk_identity_assertion_client_gets_a_session_of_the_subject(
     # The SDK's metadata model requires authorization_endpoint, which RFC 8414 §2 does not for a
     # server with no grant that uses it (ours: client_credentials and jwt-bearer only). Everything
     # after metadata discovery is the SDK's own flow.
-    metadata = httpx2.get(deployment.server.base_url + "/.well-known/oauth-authorization-server", timeout=5).json()
+    metadata = web.get(deployment.server.base_url + "/.well-known/oauth-authorization-server", timeout=5).json()
     assert "authorization_endpoint" not in metadata
     auth._token_endpoint = metadata["token_endpoint"]
     async with (
-        httpx2.AsyncClient(auth=auth, timeout=30) as http,
+        web.AsyncClient(auth=auth, timeout=30) as http,
         Client(streamable_http_client(deployment.server.mcp_url, http_client=http), cache=None) as client,
     ):
         who = (await client.call_tool("whoami", {})).structured_content
@@ -291,12 +292,12 @@ def test_a_replay_is_refused_with_the_shared_ledger_of_a_redis_deployment(
         assertion = deployment.idp.id_jag(client.key_id, "alice", claims=claims)
         form = {"grant_type": JWT_BEARER, "assertion": assertion, "client_id": client.key_id,
                 "client_secret": client.key}  # fmt: skip
-        first = httpx2.post(server.base_url + "/oauth/token", data=form, timeout=10)
+        first = web.post(server.base_url + "/oauth/token", data=form, timeout=10)
         assert first.status_code == 200, first.text
         # The use is recorded in Redis (where every replica sees it), not only in this process.
         used = redis.Redis(host="127.0.0.1", port=6379).keys(env["TENANTRY_LIMITS__KEY_PREFIX"] + "*id-jag*")
         assert len(used) == 1, used
-        assert_invalid_grant(httpx2.post(server.base_url + "/oauth/token", data=form, timeout=10), "already used")
+        assert_invalid_grant(web.post(server.base_url + "/oauth/token", data=form, timeout=10), "already used")
     finally:
         server.stop()
 

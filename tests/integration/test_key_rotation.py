@@ -8,10 +8,10 @@ import json
 import time
 from pathlib import Path
 
-import httpx2
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
+from tests.support import web
 from tests.support.rpc import LegacySession, modern_call
 from tests.support.server import start_server
 from tests.support.timing import first_change
@@ -24,7 +24,7 @@ def kid_of(token: str) -> str:
 
 
 def published(base_url: str) -> set[str]:
-    return {k["kid"] for k in httpx2.get(base_url + "/.well-known/jwks.json").json()["keys"]}
+    return {k["kid"] for k in web.get(base_url + "/.well-known/jwks.json").json()["keys"]}
 
 
 def test_rotation_keeps_old_tokens_valid_until_expiry_then_retires_the_old_key(tmp_path: Path) -> None:

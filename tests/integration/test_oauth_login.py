@@ -26,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from mcp.shared.exceptions import MCPError
 
+from tests.support import web
 from tests.support.idp import RunningIdp, scripted_login, start_idp
 from tests.support.mcp_clients import ERAS, Era
 from tests.support.rpc import HANDSHAKE_VERSION, modern_call, post, request
@@ -167,7 +168,7 @@ def sent_resources(user: User) -> list[str]:
 
 def test_protected_resource_metadata_leads_to_the_identity_provider(deployment: Deployment) -> None:
     for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
-        metadata = httpx2.get(deployment.server.base_url + path, timeout=5).json()
+        metadata = web.get(deployment.server.base_url + path, timeout=5).json()
         assert metadata["resource"] == deployment.server.mcp_url
         # The provider first (clients log in at the first one), then the built-in issuer.
         assert metadata["authorization_servers"] == [deployment.idp.issuer, deployment.server.base_url]
@@ -193,7 +194,7 @@ async def test_the_sdk_oauth_client_logs_in_and_the_session_is_the_claimed_tenan
     user, storage = User("alice"), MemoryStorage()
     auth = oauth_provider(deployment, user, storage)
     async with (
-        httpx2.AsyncClient(auth=auth, timeout=30) as http,
+        web.AsyncClient(auth=auth, timeout=30) as http,
         Client(streamable_http_client(deployment.server.mcp_url, http_client=http), mode=era, cache=None) as client,
     ):
         who = (await client.call_tool("whoami", {})).structured_content
@@ -224,7 +225,7 @@ async def test_a_missing_scope_is_stepped_up_by_the_sdk_client(deployment: Deplo
 
     auth = oauth_provider(deployment, user, storage)
     async with (
-        httpx2.AsyncClient(auth=auth, timeout=30, event_hooks={"response": [record]}) as http,
+        web.AsyncClient(auth=auth, timeout=30, event_hooks={"response": [record]}) as http,
         Client(streamable_http_client(deployment.server.mcp_url, http_client=http), cache=None) as client,
     ):
         assert [t.name for t in (await client.list_tools()).tools] == ["whoami"]
@@ -255,7 +256,7 @@ async def test_a_login_for_a_tenant_the_provider_may_not_name_gets_no_session(
     auth = oauth_provider(deployment, user, storage)
     with pytest.raises(ExceptionGroup) as raised:
         async with (
-            httpx2.AsyncClient(auth=auth, timeout=30, event_hooks={"response": [record]}) as http,
+            web.AsyncClient(auth=auth, timeout=30, event_hooks={"response": [record]}) as http,
             Client(streamable_http_client(deployment.server.mcp_url, http_client=http), cache=None) as client,
         ):
             await client.call_tool("whoami", {})

@@ -16,6 +16,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
+from tests.support import web
 from tests.support.server import RunningServer, free_port, run_cli, start_server
 
 
@@ -38,7 +39,7 @@ def _weak_server(mode: str) -> Iterator[str]:
         deadline = time.monotonic() + 20
         while True:
             try:
-                httpx2.get(url, timeout=1)
+                web.get(url, timeout=1)
                 break
             except httpx2.TransportError:
                 if time.monotonic() > deadline or process.poll() is not None:

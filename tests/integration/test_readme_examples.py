@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.server import free_port
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -62,7 +63,7 @@ class Workspace:
         while time.monotonic() < deadline:
             assert self.server.poll() is None, (self.root / "server.log").read_text()
             try:
-                if httpx2.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                if web.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
                     return
             except httpx2.TransportError:
                 pass

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.rpc import ACCEPT, modern_headers, modern_params, request
 from tests.support.server import RunningServer, start_server
 
@@ -76,7 +77,7 @@ def test_a_flood_of_refused_requests_leaves_another_tenants_calls_fast(server: R
     lock = threading.Lock()
 
     def flood(worker: int) -> None:
-        with httpx2.Client(timeout=30) as client:
+        with web.Client(timeout=30) as client:
             attacks = _attacks(client, server.mcp_url, attacker)
             turn = worker
             while not stop.is_set():
@@ -90,7 +91,7 @@ def test_a_flood_of_refused_requests_leaves_another_tenants_calls_fast(server: R
 
     def genuine() -> list[float]:
         latencies: list[float] = []
-        with httpx2.Client(timeout=30) as client:
+        with web.Client(timeout=30) as client:
             for _ in range(GENUINE_CALLS):
                 started = time.monotonic()
                 answer = client.post(server.mcp_url, content=_call_body(), headers=_headers(key))
@@ -100,7 +101,7 @@ def test_a_flood_of_refused_requests_leaves_another_tenants_calls_fast(server: R
                 assert answer.json()["result"]["structuredContent"]["tenant_id"] == "acme"
         return latencies
 
-    with httpx2.Client(timeout=30) as warm:  # the quiet baseline, for the report only
+    with web.Client(timeout=30) as warm:  # the quiet baseline, for the report only
         quiet = []
         for _ in range(10):
             started = time.monotonic()

@@ -9,9 +9,9 @@ import json
 import time
 from pathlib import Path
 
-import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.rpc import LegacySession, modern_call, post, request
 from tests.support.server import RunningServer, run_cli, start_server
 
@@ -77,13 +77,13 @@ def test_trusted_proxies_must_be_addresses() -> None:
 
 
 def test_metrics_need_the_generated_token_by_default(edge_server: RunningServer) -> None:
-    anonymous = httpx2.get(edge_server.base_url + "/metrics")
+    anonymous = web.get(edge_server.base_url + "/metrics")
     assert anonymous.status_code == 401 and "tenantry_" not in anonymous.text and "acme" not in anonymous.text
-    wrong = httpx2.get(edge_server.base_url + "/metrics", headers={"Authorization": "Bearer wrong"})
+    wrong = web.get(edge_server.base_url + "/metrics", headers={"Authorization": "Bearer wrong"})
     assert wrong.status_code == 401
     token_file = edge_server.data_dir / "keys" / "metrics.token"
     assert token_file.stat().st_mode & 0o077 == 0
-    scraped = httpx2.get(
+    scraped = web.get(
         edge_server.base_url + "/metrics", headers={"Authorization": f"Bearer {token_file.read_text().strip()}"}
     )
     assert scraped.status_code == 200 and "tenantry_" in scraped.text
@@ -91,23 +91,23 @@ def test_metrics_need_the_generated_token_by_default(edge_server: RunningServer)
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/oauth/token", "/mcp/"])
 def test_a_foreign_host_is_refused_on_every_route(edge_server: RunningServer, path: str) -> None:
-    response = httpx2.get(edge_server.base_url + path, headers={"Host": "attacker.example"})
+    response = web.get(edge_server.base_url + path, headers={"Host": "attacker.example"})
     assert response.status_code == 421, (path, response.status_code)
     assert "location" not in response.headers
-    control = httpx2.get(edge_server.base_url + "/healthz")
+    control = web.get(edge_server.base_url + "/healthz")
     assert control.status_code == 200
 
 
 def test_a_trailing_slash_is_not_redirected_anywhere(edge_server: RunningServer) -> None:
-    response = httpx2.get(edge_server.base_url + "/mcp/", follow_redirects=False)
+    response = web.get(edge_server.base_url + "/mcp/", follow_redirects=False)
     assert response.status_code == 404 and "location" not in response.headers
 
 
 def test_a_foreign_origin_is_refused_beyond_mcp_but_discovery_stays_readable(edge_server: RunningServer) -> None:
     evil = {"Origin": "https://attacker.example"}
-    assert httpx2.post(edge_server.base_url + "/oauth/token", headers=evil, data={}).status_code == 403
-    assert httpx2.get(edge_server.base_url + "/healthz", headers=evil).status_code == 403
-    public = httpx2.get(edge_server.base_url + "/.well-known/oauth-protected-resource", headers=evil)
+    assert web.post(edge_server.base_url + "/oauth/token", headers=evil, data={}).status_code == 403
+    assert web.get(edge_server.base_url + "/healthz", headers=evil).status_code == 403
+    public = web.get(edge_server.base_url + "/.well-known/oauth-protected-resource", headers=evil)
     assert public.status_code == 200  # a public, credential-free document
 
 
@@ -168,7 +168,7 @@ def test_unauthenticated_floods_write_a_bounded_number_of_records(tmp_path: Path
     server = start_server(tmp_path / "data", env={"TENANTRY_AUTH__FAILED_ATTEMPTS": "100000/minute"})
     try:
         before = len(server.audit_records("_system"))
-        with httpx2.Client() as client:
+        with web.Client() as client:
             for _ in range(150):
                 client.post(server.mcp_url, json=request("tools/list"), headers={"Accept": "application/json"})
         written = len(server.audit_records("_system")) - before

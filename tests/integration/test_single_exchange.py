@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.nap_app import NAP_APP
 from tests.support.rpc import LegacySession, post, request
 from tests.support.server import RunningServer, start_server
@@ -72,7 +73,7 @@ def test_ending_a_session_stops_its_calls_still_running(server: RunningServer) -
     started = time.monotonic()
     caller.start()
     time.sleep(0.5)
-    ended = httpx2.delete(
+    ended = web.delete(
         server.mcp_url, headers={**session.headers(), "Authorization": f"Bearer {session.token}"}, timeout=10
     )
     assert ended.status_code == 200

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx2
 
+from tests.support import web
 from tests.support.rpc import LegacySession
 from tests.support.server import RunningServer
 
@@ -37,7 +38,7 @@ class Listener:
             "Accept": "text/event-stream",
         }
         try:
-            with httpx2.stream("GET", self.url, headers=headers, timeout=httpx2.Timeout(30.0)) as stream:
+            with web.stream("GET", self.url, headers=headers, timeout=httpx2.Timeout(30.0)) as stream:
                 self.status = stream.status_code
                 for _ in stream.iter_lines():
                     pass

@@ -17,6 +17,7 @@ import pytest
 from tenantry.core.errors import StorageError
 from tenantry.core.settings import load_settings
 from tenantry.lifecycle.files import LocalFilesData, TenantDirectoryData
+from tests.support import web
 from tests.support.leftovers import files_containing
 from tests.support.rpc import LegacySession
 from tests.support.server import RunningServer, start_server
@@ -78,7 +79,7 @@ def test_export_then_delete_leaves_nothing_and_keeps_the_other_tenant_whole(
 
     refusal = refused_within(acme, 1.5)
     assert refusal is not None and refusal.status_code in (401, 403), "the live session was still served"
-    exchange = httpx2.post(server.base_url + "/oauth/token", data={"grant_type": "client_credentials"},
+    exchange = web.post(server.base_url + "/oauth/token", data={"grant_type": "client_credentials"},
                            auth=(key.split("_")[2], key))  # fmt: skip
     assert exchange.status_code in (400, 401)
     assert call(globex, "whoami").status_code == 200  # the other tenant's live session goes on

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.support import web
 from tests.support.rpc import modern_call
 from tests.support.server import RunningServer, start_server
 from tests.support.tcp_proxy import TcpProxy
@@ -265,7 +266,7 @@ def test_a_grant_change_is_pushed_to_that_tenants_sessions_only(server: RunningS
     def listen(name: str, session: LegacySession) -> None:
         headers = {**session.headers(), "Authorization": f"Bearer {session.token}", "Accept": "text/event-stream"}
         try:
-            with httpx2.stream("GET", server.mcp_url, headers=headers, timeout=httpx2.Timeout(6.0)) as stream:
+            with web.stream("GET", server.mcp_url, headers=headers, timeout=httpx2.Timeout(6.0)) as stream:
                 for line in stream.iter_lines():
                     if line.startswith("data:"):
                         heard[name].append(line)

@@ -30,6 +30,7 @@ import httpx2
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from tests.support import web
 from tests.support.ci import require_executable
 
 HARNESS = Path(__file__).resolve().parent.parent / "idp"
@@ -105,7 +106,7 @@ class RunningIdp:
     def metadata(self) -> dict[str, Any]:
         """The provider's discovery document (fetched once)."""
         if self._metadata is None:
-            response = httpx2.get(self.discovery_url, timeout=5)
+            response = web.get(self.discovery_url, timeout=5)
             assert response.status_code == 200, f"discovery failed ({response.status_code}): {response.text}"
             self._metadata = response.json()
         return self._metadata
@@ -145,7 +146,7 @@ class RunningIdp:
         else:
             form["client_id"] = client_id
             form["client_secret"] = client_secret
-        return httpx2.post(self.token_endpoint, data=form, headers=headers, timeout=10)
+        return web.post(self.token_endpoint, data=form, headers=headers, timeout=10)
 
     def token(
         self,
@@ -165,7 +166,7 @@ class RunningIdp:
 
     def jwks_hits(self) -> int:
         """How many GET requests the provider's JWKS endpoint has served."""
-        response = httpx2.get(self.issuer + "/__test/jwks_hits", timeout=5)
+        response = web.get(self.issuer + "/__test/jwks_hits", timeout=5)
         assert response.status_code == 200, response.text
         return int(response.json()["hits"])
 
@@ -177,7 +178,7 @@ class RunningIdp:
         form = {"client_id": client_id, "sub": subject, "claims": json.dumps(claims or {})}
         if typ is not None:
             form["typ"] = typ
-        response = httpx2.post(self.issuer + "/__test/id_jag", data=form, timeout=10)
+        response = web.post(self.issuer + "/__test/id_jag", data=form, timeout=10)
         assert response.status_code == 200, response.text
         return str(response.json()["assertion"])
 
@@ -215,7 +216,7 @@ async def scripted_login(authorization_url: str, account: str, *, consent: bool 
     provider = httpx2.URL(authorization_url)
     # The shared TLS context: this runs inside the SDK client's auth flow, a task whose steps the
     # suite watches, and loading the CAs for a new one took over a second on a loaded CI host.
-    async with httpx2.AsyncClient(timeout=10, follow_redirects=False, verify=_system_tls()) as browser:
+    async with web.AsyncClient(timeout=10, follow_redirects=False, verify=_system_tls()) as browser:
         response = await browser.get(authorization_url)
         for _ in range(10):
             assert response.status_code in (302, 303), f"{response.status_code}: {response.text}"

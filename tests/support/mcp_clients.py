@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
-import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+
+from tests.support import web
 
 Era = Literal["legacy", "auto"]
 ERAS: tuple[Era, ...] = ("legacy", "auto")
@@ -21,7 +22,7 @@ async def mcp_client(
     """``legacy`` runs the initialize handshake (Mcp-Session-Id); ``auto`` negotiates the 2026-07-28 era."""
     all_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
     async with (
-        httpx2.AsyncClient(headers=all_headers, timeout=30) as http,
+        web.AsyncClient(headers=all_headers, timeout=30) as http,
         Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as client,
     ):
         yield client

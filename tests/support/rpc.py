@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx2
 
+from tests.support import web
+
 ACCEPT = "application/json, text/event-stream"
 HANDSHAKE_VERSION = "2025-11-25"
 MODERN_VERSION = "2026-07-28"
@@ -25,8 +27,8 @@ def post(
     if token is not None:
         all_headers["Authorization"] = f"Bearer {token}"
     if raw is None:
-        return httpx2.post(url, json=body, headers=all_headers, timeout=30)
-    return httpx2.post(url, content=raw, headers=all_headers, timeout=30)
+        return web.post(url, json=body, headers=all_headers, timeout=30)
+    return web.post(url, content=raw, headers=all_headers, timeout=30)
 
 
 def request(method: str, params: dict[str, Any] | None = None, id: int | str = 1) -> dict[str, Any]:

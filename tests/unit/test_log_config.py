@@ -9,6 +9,7 @@ import httpx2
 import pytest
 
 from tenantry.logs import configure_logging
+from tests.support import web
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def test_httpx2_request_lines_with_their_urls_are_not_logged(
     # httpx2 logs every request with its URL at INFO.
     configure_logging("INFO")
     transport = httpx2.MockTransport(lambda request: httpx2.Response(200))
-    with httpx2.Client(transport=transport) as client:
+    with web.Client(transport=transport) as client:
         assert client.get("http://upstream.example/mcp?key=tenant-secret-8d1f").status_code == 200
     logging.getLogger("tenantry.gateway").info("a line of our own")  # positive control: INFO is written
     written = capsys.readouterr().err
