@@ -159,7 +159,8 @@ def test_a_tenant_whose_upstream_hangs_waits_alone(server: RunningServer) -> Non
         started = time.monotonic()
         answer = modern_call(server.mcp_url, acme, "tools/call", {"name": "slow__count", "arguments": {}})
         slowest = max(slowest, time.monotonic() - started)
-        assert answer.json()["result"].get("isError") is not True, answer.text
+        assert answer.json().get("result", {}).get("isError") is False, answer.text
+        time.sleep(0.05)  # well within acme's call rate (50 a second): a refusal there is not what is tested
     thread.join()
     assert waited["globex"] > 3.0  # the hang happened, on globex's own request
     assert slowest < 1.5, slowest  # acme never waited for it
