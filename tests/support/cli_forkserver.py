@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +157,11 @@ def _run_command(request: dict[str, Any], main: Any) -> None:
                 sys.stderr.write(f"{exc.code}\n")
                 code = 1
         except KeyboardInterrupt:
-            import traceback
-
             traceback.print_exc()
             sys.stderr.flush()
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # as the interpreter ends on an unhandled ^C
             os.kill(os.getpid(), signal.SIGINT)
         except BaseException:
-            import traceback
-
             traceback.print_exc()
             code = 1
         threading._shutdown()  # type: ignore[attr-defined]  # as the interpreter does at exit

@@ -16,12 +16,10 @@ import json
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -205,18 +203,14 @@ class AuthorizationResponse:
     error: str | None
 
 
-@cache
-def _system_tls() -> ssl.SSLContext:
-    return httpx2.create_ssl_context(verify=True, trust_env=False)
-
-
 async def scripted_login(authorization_url: str, account: str, *, consent: bool = True) -> AuthorizationResponse:
     """Play the user at the provider: open ``authorization_url``, log in as ``account``, consent
     (or refuse), and return what the provider sends to the client's redirect URI."""
     provider = httpx2.URL(authorization_url)
-    # The shared TLS context: this runs inside the SDK client's auth flow, a task whose steps the
-    # suite watches, and loading the CAs for a new one took over a second on a loaded CI host.
-    async with web.AsyncClient(timeout=10, follow_redirects=False, verify=_system_tls()) as browser:
+    # On the test process's one TLS context (``web``): this runs inside the SDK client's auth flow,
+    # a task whose steps the suite watches, and loading the CAs for a new client took over a
+    # second on a loaded CI host.
+    async with web.AsyncClient(timeout=10, follow_redirects=False) as browser:
         response = await browser.get(authorization_url)
         for _ in range(10):
             assert response.status_code in (302, 303), f"{response.status_code}: {response.text}"

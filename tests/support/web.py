@@ -12,8 +12,7 @@ exactly what it passes.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from functools import cache
 from typing import Any
 
@@ -52,10 +51,8 @@ def delete(url: str | httpx2.URL, **options: Any) -> httpx2.Response:
     return httpx2.delete(url, **_verified(options))
 
 
-@contextmanager
-def stream(method: str, url: str | httpx2.URL, **options: Any) -> Iterator[httpx2.Response]:
-    with httpx2.stream(method, url, **_verified(options)) as response:
-        yield response
+def stream(method: str, url: str | httpx2.URL, **options: Any) -> AbstractContextManager[httpx2.Response]:
+    return httpx2.stream(method, url, **_verified(options))
 
 
 def Client(**options: Any) -> httpx2.Client:
