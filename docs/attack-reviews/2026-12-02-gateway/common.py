@@ -158,12 +158,15 @@ class Client:
         self.url = url
         self.tok = tok
         self.h = {**H, "Authorization": f"Bearer {tok}"}
-        r = httpx2.post(url, headers=self.h, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        # One kept-alive client: a new one per call loads the system's CAs each time (tens of
+        # milliseconds of the caller's own CPU, which a latency figure would count).
+        self.http = httpx2.Client(timeout=120)
+        r = self.http.post(url, headers=self.h, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {"sampling": {}, "roots": {}, "elicitation": {}},
             "clientInfo": {"name": "a", "version": "0"}}})
         assert r.status_code == 200, r.text
         self.h["Mcp-Session-Id"] = r.headers["mcp-session-id"]
-        httpx2.post(url, headers=self.h, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        self.http.post(url, headers=self.h, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         # Each request its own id, as JSON-RPC asks: until finding 6 was fixed, two requests in
         # flight with one id made the server lose one answer; it now refuses the second at once.
         self.ids = itertools.count(2)
@@ -172,7 +175,7 @@ class Client:
             headers: dict[str, str] | None = None, request_id: int | None = None) -> tuple[Any, list[Any]]:
         """(the response message, every other message on the stream)."""
         rid = next(self.ids) if request_id is None else request_id
-        r = httpx2.post(self.url, headers={**self.h, **(headers or {})}, timeout=timeout,
+        r = self.http.post(self.url, headers={**self.h, **(headers or {})}, timeout=timeout,
                         json={"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
         if r.status_code != 200:
             return {"http": r.status_code, "body": r.text[:500]}, []
