@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.types import Message, Receive
 
 from tenantry.core.errors import RequestRejected, RequestTimeout
@@ -36,6 +40,49 @@ def test_brackets_inside_strings_do_not_count() -> None:
 
 def test_many_siblings_are_not_depth() -> None:
     assert not json_depth_exceeds(json.dumps([[1]] * 1000).encode(), 4)
+
+
+def depth_of(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((depth_of(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth_of(v) for v in value), default=0)
+    return 0
+
+
+JSON_TEXT = st.text(alphabet='[]{}"\\\\ab:,', max_size=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.integers() | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(JSON_TEXT, inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON_VALUES, limit=st.integers(min_value=0, max_value=12), indent=st.sampled_from([None, 1]))
+def test_the_depth_check_agrees_with_the_depth_of_any_json(value: object, limit: int, indent: int | None) -> None:
+    body = json.dumps(value, indent=indent).encode()
+    assert json_depth_exceeds(body, limit) == (depth_of(value) > limit)
+
+
+def test_a_megabyte_of_brackets_in_strings_or_of_records_is_checked_at_c_speed() -> None:
+    """Brackets inside strings used to be walked byte by byte (20-40 ms per MiB on the event
+    loop, 70-130 times a ``bytes.count`` of the same body; now 10-30 times). Fastest of three."""
+    bodies = [
+        json.dumps({"code": "[x[i] for i in y] {}" * 50_000}).encode(),
+        json.dumps([[1], {"a": [2]}] * 60_000).encode(),
+    ]
+    for body in bodies:
+        assert not json_depth_exceeds(body, 64)  # the control: the answer is still right
+        checking = min(timed(lambda body=body: json_depth_exceeds(body, 64)) for _ in range(3))
+        counting = min(timed(lambda body=body: body.count(b"[")) for _ in range(3))
+        assert checking < 60 * counting + 0.001, (len(body), checking, counting)
+
+
+def timed(work: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
 
 
 def _trickle(chunks: list[bytes], pause: float) -> Receive:
