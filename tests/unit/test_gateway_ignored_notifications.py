@@ -73,3 +73,27 @@ async def test_the_direct_http_path_drops_progress_and_log_events_and_keeps_the_
     async with upstream(sse_answer(chunks)) as up, direct_calls(f"http://{HOST}:{up.port}/mcp") as calls:
         assert text_of(await calls.call()) == "after the flood"
     assert [type(n) for n in calls.notifications] == [types.ToolListChangedNotification]
+
+
+async def test_a_long_line_written_in_pieces_and_short_lines_after_it_arrive_whole() -> None:
+    # The long line in many small writes, then two short lines in a single write.
+    script = (
+        "import json, sys, time\n"
+        "text = json.dumps({'jsonrpc': '2.0', 'id': 1, 'result': {'text': 'x' * 300_000}})\n"
+        "for i in range(0, len(text), 4096):\n"
+        "    sys.stdout.write(text[i : i + 4096]); sys.stdout.flush()\n"
+        "sys.stdout.write('\\n' + sys.argv[1] + '\\n' + sys.argv[2] + '\\n'); sys.stdout.flush()\n"
+        "time.sleep(5)\n"
+    )
+    command = [sys.executable, "-c", script, json.dumps(CHANGED), json.dumps(ANSWER_QUOTING_ONE)]
+    received: list[types.JSONRPCMessage] = []
+    with anyio.fail_after(20):
+        async with stdio_streams(command, {}, cwd=None, max_message=1 << 20, stderr=StderrTail()) as (read, _):
+            async for message in read:
+                assert not isinstance(message, Exception)
+                received.append(message.message)
+                if len(received) == 3:
+                    break
+    assert [type(m).__name__ for m in received] == ["JSONRPCResponse", "JSONRPCNotification", "JSONRPCResponse"]
+    first = received[0]
+    assert isinstance(first, types.JSONRPCResponse) and first.result == {"text": "x" * 300_000}

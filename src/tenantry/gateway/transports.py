@@ -146,9 +146,11 @@ async def stdio_streams(
         junk = 0
         async with read_writer:
             with suppress(anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                scanned = 0  # how much of the buffer is known to hold no line end (a long line comes in many chunks)
                 while True:
                     buffer += await process.stdout.receive()
-                    while (end := buffer.find(b"\n")) >= 0:
+                    while (end := buffer.find(b"\n", scanned)) >= 0:
+                        scanned = 0
                         line = bytes(buffer[:end])
                         del buffer[: end + 1]
                         if not line.strip():
@@ -164,6 +166,7 @@ async def stdio_streams(
                                 logger.warning("an upstream process wrote lines that are not JSON-RPC; ignored")
                             continue
                         await read_writer.send(message)
+                    scanned = len(buffer)
                     if len(buffer) > max_message:
                         logger.warning("an upstream process sent a message over the size limit; disconnecting")
                         return
