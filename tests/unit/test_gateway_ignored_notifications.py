@@ -42,20 +42,26 @@ def test_only_progress_and_log_notifications_are_ignored() -> None:
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_stdio_upstreams_progress_log_and_junk_lines_never_reach_the_session() -> None:
-    flood = [json.dumps(m) for m in [PROGRESS, LOG] * 500]
-    junk = ["this is not json", '{"jsonrpc": "2.0", "neither": "request nor answer"}'] * 100  # stray prints
-    kept = [json.dumps(m) for m in (CHANGED, REQUEST_NAMED_LIKE_ONE, ANSWER_QUOTING_ONE)]
-    script = "import sys\nfor text in sys.argv[1:]:\n    print(text, flush=True)\n"
-    command = [sys.executable, "-c", script, *flood, *junk, *kept]
+async def first_messages(command: list[str], count: int) -> list[types.JSONRPCMessage]:
+    """The first ``count`` messages a stdio upstream running ``command`` sends."""
     received: list[types.JSONRPCMessage] = []
     with anyio.fail_after(20):
         async with stdio_streams(command, {}, cwd=None, max_message=1 << 20, stderr=StderrTail()) as (read, _):
             async for message in read:
                 assert not isinstance(message, Exception)
                 received.append(message.message)
-                if len(received) == 3:
+                if len(received) == count:
                     break
+    return received
+
+
+async def test_a_stdio_upstreams_progress_log_and_junk_lines_never_reach_the_session() -> None:
+    flood = [json.dumps(m) for m in [PROGRESS, LOG] * 500]
+    junk = ["this is not json", '{"jsonrpc": "2.0", "neither": "request nor answer"}'] * 100  # stray prints
+    kept = [json.dumps(m) for m in (CHANGED, REQUEST_NAMED_LIKE_ONE, ANSWER_QUOTING_ONE)]
+    script = "import sys\nfor text in sys.argv[1:]:\n    print(text, flush=True)\n"
+    command = [sys.executable, "-c", script, *flood, *junk, *kept]
+    received = await first_messages(command, 3)
     kinds = [(type(m).__name__, getattr(m, "method", None)) for m in received]
     assert kinds == [
         ("JSONRPCNotification", "notifications/tools/list_changed"),
@@ -86,14 +92,7 @@ async def test_a_long_line_written_in_pieces_and_short_lines_after_it_arrive_who
         "time.sleep(5)\n"
     )
     command = [sys.executable, "-c", script, json.dumps(CHANGED), json.dumps(ANSWER_QUOTING_ONE)]
-    received: list[types.JSONRPCMessage] = []
-    with anyio.fail_after(20):
-        async with stdio_streams(command, {}, cwd=None, max_message=1 << 20, stderr=StderrTail()) as (read, _):
-            async for message in read:
-                assert not isinstance(message, Exception)
-                received.append(message.message)
-                if len(received) == 3:
-                    break
+    received = await first_messages(command, 3)
     assert [type(m).__name__ for m in received] == ["JSONRPCResponse", "JSONRPCNotification", "JSONRPCResponse"]
     first = received[0]
     assert isinstance(first, types.JSONRPCResponse) and first.result == {"text": "x" * 300_000}
